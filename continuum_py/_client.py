@@ -1,0 +1,124 @@
+"""The facade every engine part talks to.
+
+It wraps any Journal and adds group commit, event decoding with schema checks,
+and error translation, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from continuum_py import _codec
+from continuum_py.errors import ContinuumError, JournalError, JournalUnavailable
+from continuum_py.events import SCHEMA_VERSION, AnyEvent, Event
+from continuum_py.journal import AppendBatch, Journal, Snapshot, StoredEvent
+
+
+def stored(run_id: str, event: Event) -> StoredEvent:
+    return StoredEvent(
+        run_id=run_id,
+        seq=event.seq,
+        kind=type(event).__name__,
+        schema=SCHEMA_VERSION,
+        data=_codec.encode_event(event),
+    )
+
+
+def decode_all(events: Sequence[StoredEvent]) -> list[AnyEvent]:
+    return [_codec.decode_event(e.run_id, e.seq, e.schema, e.data) for e in events]
+
+
+class JournalClient:
+    """Wraps a :class:`Journal` for the engine.
+
+    ``append`` group-commits: while one write is in flight, batches from other
+    runs queue up and go out together in the next write, one transaction and one
+    fsync for all of them; each caller learns its own batch's fate.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._queue: list[tuple[AppendBatch, asyncio.Future[JournalError | None]]] = []
+        self._busy = False
+
+    async def append(self, batch: AppendBatch) -> None:
+        """Write one run's batch durably; raises its ``LeaseLost``/``JournalConflict``."""
+        if self._busy:
+            fut: asyncio.Future[JournalError | None] = asyncio.get_running_loop().create_future()
+            self._queue.append((batch, fut))
+            err = await fut
+        else:
+            self._busy = True
+            try:
+                err = (await self._write([batch]))[0]
+            finally:
+                if self._queue:
+                    asyncio.get_running_loop().create_task(self._drain())
+                else:
+                    self._busy = False
+        if err is not None:
+            raise err
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                items, self._queue = self._queue, []
+                try:
+                    results = await self._write([b for b, _ in items])
+                except BaseException as exc:
+                    for _, fut in items:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, fut), res in zip(items, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+        finally:
+            self._busy = False
+
+    async def _write(self, batches: list[AppendBatch]) -> list[JournalError | None]:
+        try:
+            return await self.journal.append(batches)
+        except ContinuumError:
+            raise
+        except (OSError, ConnectionError) as exc:
+            raise JournalUnavailable(f"journal write failed: {exc}") from exc
+
+    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        return await self.journal.load_with_snapshot(run_id)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else passes straight through to the journal.
+        return getattr(self.journal, name)
+
+
+class SnapshotState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a snapshot holds: a compact event list that rebuilds the replay state."""
+
+    events: list[AnyEvent]
+    failures: dict[int, int] = {}
+
+
+_snap_encoder = msgspec.json.Encoder()
+_snap_decoder = msgspec.json.Decoder(SnapshotState)
+
+
+def encode_snapshot(state: SnapshotState) -> bytes:
+    return _snap_encoder.encode(state)
+
+
+def decode_snapshot(snap: Snapshot) -> SnapshotState:
+    from continuum_py.errors import JournalCorrupt, SchemaTooNew
+
+    if snap.schema > SCHEMA_VERSION:
+        raise SchemaTooNew(snap.run_id, None, snap.schema, SCHEMA_VERSION)
+    try:
+        return _snap_decoder.decode(snap.data)
+    except msgspec.DecodeError as exc:
+        raise JournalCorrupt(snap.run_id, None, str(exc)) from exc

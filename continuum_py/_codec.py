@@ -1,0 +1,85 @@
+"""Encoding of events and user values (msgspec JSON), in one place."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import msgspec
+
+from continuum_py.errors import EncodingError, JournalCorrupt, SchemaTooNew
+from continuum_py.events import SCHEMA_VERSION, AnyEvent, ErrorInfo, Event
+
+_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+_any_decoder = msgspec.json.Decoder()
+_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def type_name(value: object) -> str:
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def encode_value(value: Any, *, what: str | None) -> msgspec.Raw:
+    """Encode a user value, or raise EncodingError naming ``what`` and the bad type."""
+    try:
+        return msgspec.Raw(_encoder.encode(value))
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise EncodingError(what, _offending_type(value, exc), str(exc)) from exc
+
+
+def _offending_type(value: Any, exc: BaseException) -> str:
+    # msgspec says "Encoding objects of type X is unsupported"; name X rather than the container.
+    text = str(exc)
+    marker = "objects of type "
+    if marker in text:
+        return text.split(marker, 1)[1].split(" ", 1)[0]
+    return type_name(value)
+
+
+def encode_args(args: tuple[Any, ...], *, what: str | None) -> msgspec.Raw:
+    return encode_value(list(args), what=what)
+
+
+def decode_value(raw: msgspec.Raw | bytes, type_: Any = Any) -> Any:
+    if type_ is Any:
+        return _any_decoder.decode(raw)
+    return msgspec.json.decode(raw, type=type_)
+
+
+def decode_args(raw: msgspec.Raw | bytes, types: list[Any]) -> list[Any]:
+    items = _raw_list_decoder.decode(raw)
+    out: list[Any] = []
+    for i, item in enumerate(items):
+        t = types[i] if i < len(types) else Any
+        out.append(decode_value(item, t))
+    return out
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(run_id: str, seq: int, schema: int, data: bytes) -> AnyEvent:
+    """Decode one stored event; refuse newer schemas and report corrupt rows clearly."""
+    if schema > SCHEMA_VERSION:
+        raise SchemaTooNew(run_id, seq, schema, SCHEMA_VERSION)
+    try:
+        event: AnyEvent = _event_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise JournalCorrupt(run_id, seq, str(exc)) from exc
+    if event.seq != seq:
+        raise JournalCorrupt(run_id, seq, f"event claims seq {event.seq}")
+    return event
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    t = type(exc)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    tb = "".join(traceback.format_exception(exc))
+    return ErrorInfo(type=name, message=str(exc), traceback=tb)

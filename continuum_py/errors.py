@@ -1,0 +1,272 @@
+"""Every public exception of continuum_py, in one place.
+
+All of them derive from :class:`ContinuumError`, so ``except ContinuumError``
+catches anything the engine raises on purpose. Each carries the fields a caller
+needs to act on it, and a message that says what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "ContinuumError",
+    "EncodingError",
+    "JournalConflict",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalUnavailable",
+    "LeaseLost",
+    "NonDeterminismError",
+    "RunAlreadyExists",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "SchemaTooNew",
+    "StepError",
+    "WorkflowNotRegistered",
+]
+
+
+class ContinuumError(Exception):
+    """Base class of every error continuum_py raises on purpose."""
+
+
+class ConfigurationError(ContinuumError):
+    """The engine or a journal was set up wrongly (bad URL, missing folder, missing driver)."""
+
+
+class WorkflowNotRegistered(ContinuumError):
+    """A run names a workflow that no registry in this process knows.
+
+    Attributes:
+        name: the workflow name recorded in the run.
+    """
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = f"; registered: {', '.join(sorted(known))}" if known else ""
+        super().__init__(
+            f"workflow {name!r} is not registered in this process{hint}. "
+            "Import the module that defines it (decorated with @workflow) before starting the engine."
+        )
+
+
+class EncodingError(ContinuumError):
+    """A value could not be encoded for the journal.
+
+    Raised when the value is recorded, never at replay time; nothing is written.
+
+    Attributes:
+        step: the step or workflow whose value it was (``None`` if unknown).
+        type_name: the type that could not be encoded.
+    """
+
+    def __init__(self, step: str | None, type_name: str, detail: str = "") -> None:
+        self.step = step
+        self.type_name = type_name
+        where = f"step {step!r}" if step else "value"
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"{where}: cannot encode a value of type {type_name!r} for the journal{extra}. "
+            "Use JSON-compatible values, dataclasses, msgspec Structs or TypedDicts."
+        )
+
+
+class RunNotFound(ContinuumError):
+    """No run with this run_id exists in the journal."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with run_id {run_id!r}")
+
+
+class RunAlreadyExists(ContinuumError):
+    """A run_id is already taken by a run of a different workflow.
+
+    Attributes:
+        run_id: the run_id asked for.
+        workflow: the workflow the existing run belongs to.
+    """
+
+    def __init__(self, run_id: str, workflow: str, requested: str) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.requested = requested
+        super().__init__(
+            f"run {run_id!r} already exists for workflow {workflow!r}; "
+            f"cannot start it as {requested!r}. Pick another run_id."
+        )
+
+
+class JournalError(ContinuumError):
+    """Base class of errors raised by a journal."""
+
+
+class LeaseLost(JournalError):
+    """A write carried a stale fencing token: another runner owns the run now.
+
+    Attributes:
+        run_id: the run.
+        token: the token the writer held.
+        current_token: the token the journal holds (``None`` if released).
+    """
+
+    def __init__(self, run_id: str, token: int, current_token: int | None) -> None:
+        self.run_id = run_id
+        self.token = token
+        self.current_token = current_token
+        super().__init__(
+            f"run {run_id!r}: lease token {token} is stale (journal holds {current_token}); "
+            "another runner owns this run, nothing was written"
+        )
+
+
+class JournalConflict(JournalError):
+    """A write expected a different tail of the run's history.
+
+    Attributes:
+        run_id: the run.
+        expected_seq: the last seq the writer expected.
+        actual_seq: the last seq the journal holds.
+    """
+
+    def __init__(self, run_id: str, expected_seq: int, actual_seq: int | None) -> None:
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+        super().__init__(
+            f"run {run_id!r}: expected history to end at seq {expected_seq}, "
+            f"journal has {actual_seq}; nothing was written"
+        )
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be reached right now (transient); the runner backs off."""
+
+
+class JournalCorrupt(JournalError):
+    """A stored event or snapshot cannot be read.
+
+    The run is left untouched in the journal; nothing is overwritten.
+
+    Attributes:
+        run_id: the run.
+        seq: the event's seq (``None`` for a snapshot or run row).
+    """
+
+    def __init__(self, run_id: str | None, seq: int | None, detail: str) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        if run_id is None:
+            where = "journal"
+        else:
+            where = f"run {run_id!r} " + (f"event seq {seq}" if seq is not None else "snapshot")
+        super().__init__(f"{where} is unreadable: {detail}")
+
+
+class SchemaTooNew(JournalCorrupt):
+    """The journal holds data written by a newer continuum_py.
+
+    Attributes:
+        found: the schema version stored.
+        supported: the newest schema version this library reads.
+    """
+
+    def __init__(self, run_id: str | None, seq: int | None, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        what = f"run {run_id!r}" if run_id is not None else "this journal"
+        JournalError.__init__(
+            self,
+            f"{what} was written with schema version {found}, this continuum_py reads up to "
+            f"{supported}; upgrade continuum-py to use it (nothing was changed)",
+        )
+        self.run_id = run_id
+        self.seq = seq
+
+
+class NonDeterminismError(ContinuumError):
+    """Workflow code asked for something other than what its history records.
+
+    The run is parked, not failed: deploy code that matches the history (or use
+    ``ctx.patched``) and resume it with ``engine.resume(run_id)``.
+
+    Attributes:
+        run_id: the run.
+        position: the call-order position where code and history part.
+        recorded: what history holds at that position.
+        requested: what the code asked for.
+    """
+
+    def __init__(self, run_id: str, position: int, recorded: str, requested: str) -> None:
+        self.run_id = run_id
+        self.position = position
+        self.recorded = recorded
+        self.requested = requested
+        super().__init__(
+            f"run {run_id} position {position}: history has {recorded}, code asked for "
+            f"{requested}. Workflow code must be deterministic; the run is parked until "
+            "code matching its history resumes it"
+        )
+
+
+class StepError(ContinuumError):
+    """Raised inside a workflow when a step failed for good.
+
+    Attributes:
+        step: the step's name.
+        position: its call-order position.
+        error_type: qualified name of the exception the step raised.
+        message: that exception's message.
+        traceback_text: the formatted traceback recorded with it.
+        attempts: how many attempts were made.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        position: int,
+        error_type: str,
+        message: str,
+        traceback_text: str = "",
+        attempts: int = 1,
+    ) -> None:
+        self.step = step
+        self.position = position
+        self.error_type = error_type
+        self.message = message
+        self.traceback_text = traceback_text
+        self.attempts = attempts
+        super().__init__(
+            f"step {step!r} (position {position}) failed after {attempts} attempt(s): "
+            f"{error_type}: {message}"
+        )
+
+
+class RunFailed(ContinuumError):
+    """Raised by ``handle.result()`` when the run failed.
+
+    Attributes:
+        run_id: the run.
+        error_type: qualified name of the exception that failed the run.
+        message: its message.
+        traceback_text: the traceback recorded when it happened.
+    """
+
+    def __init__(
+        self, run_id: str, error_type: str, message: str, traceback_text: str = ""
+    ) -> None:
+        self.run_id = run_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback_text = traceback_text
+        super().__init__(f"run {run_id} failed: {error_type}: {message}")
+
+
+class RunCancelled(ContinuumError):
+    """Raised by ``handle.result()`` when the run was cancelled."""
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(f"run {run_id} was cancelled" + (f": {reason}" if reason else ""))

@@ -1,0 +1,39 @@
+"""Shared test helpers (imported as `helpers` thanks to pytest's rootdir insertion)."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from continuum_py._client import stored
+from continuum_py.events import RunStarted, StepCompleted, StepScheduled
+from continuum_py.journal import NewRun
+
+
+def new_run(run_id: str, workflow: str = "wf", args: bytes = b"[]") -> NewRun:
+    first = RunStarted(
+        seq=1, at=time.time(), run_id=run_id, workflow=workflow, args=msgspec.Raw(args)
+    )
+    return NewRun(run_id=run_id, workflow=workflow, first_event=stored(run_id, first))
+
+
+def step_events(run_id: str, start_seq: int, position: int, name: str = "s", result: bytes = b"1"):
+    return [
+        stored(
+            run_id,
+            StepScheduled(
+                seq=start_seq, position=position, step=name, attempt=1, args=msgspec.Raw(b"[]")
+            ),
+        ),
+        stored(
+            run_id,
+            StepCompleted(
+                seq=start_seq + 1,
+                position=position,
+                step=name,
+                attempt=1,
+                result=msgspec.Raw(result),
+            ),
+        ),
+    ]

@@ -1,0 +1,44 @@
+"""DESIGN.md's checkout example, written as a user would; CI runs mypy --strict on it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from continuum_py import (
+    Context,
+    Engine,
+    RetryPolicy,
+    RunFailed,
+    RunHandle,
+    StepInfo,
+    step,
+    workflow,
+)
+
+
+@step(retry=RetryPolicy(max_attempts=5, initial_interval=0.2, backoff=2.0), timeout=30)
+async def charge(order_id: str, cents: int) -> str:
+    info = StepInfo.current()
+    key = info.idempotency_key if info else "local"
+    return f"receipt-{order_id}-{cents}-{key}"
+
+
+@workflow
+async def checkout(ctx: Context, order_id: str, cents: int) -> dict[str, str]:
+    receipt: str = await charge(order_id, cents)
+    a, b = await asyncio.gather(charge(order_id, 1), charge(order_id, 2))
+    ctx.logger.info("charged", receipt=receipt)
+    return {"receipt": receipt, "a": a, "b": b}
+
+
+async def main() -> None:
+    async with Engine("sqlite:///runs.db") as engine:
+        handle: RunHandle[dict[str, str]] = await engine.start(
+            checkout, "o-1", 500, run_id="order-o-1"
+        )
+        try:
+            result: dict[str, str] = await handle.result(timeout=60)
+        except RunFailed as exc:
+            print(exc.error_type, exc.message)
+        else:
+            print(result["receipt"])
