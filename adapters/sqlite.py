@@ -88,7 +88,7 @@ _RUN_COLS = (
 
 _RUNNABLE = (
     f"status IN ('pending', 'running') AND (wake_at IS NULL OR wake_at <= {_NOW}) AND "
-    f"(lease_owner IS NULL OR lease_expires_at < {_NOW} OR (:own AND lease_owner = :worker))"
+    f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR (:own AND lease_owner = :worker))"
 )
 
 
