@@ -10,13 +10,12 @@ serialises them and ``busy_timeout`` makes them wait their turn.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
@@ -42,6 +41,8 @@ from continuum_py.journal import (
 )
 
 __all__ = ["SQLiteJournal"]
+
+T = TypeVar("T")
 
 STORAGE_VERSION = 1
 """Version of the table layout, kept in ``PRAGMA user_version``."""
@@ -140,7 +141,6 @@ class SQLiteJournal:
         self._busy_ms = int(busy_timeout * 1000)
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteJournal:
@@ -166,6 +166,10 @@ class SQLiteJournal:
                 )
         try:
             self._w = await aiosqlite.connect(self.path, isolation_level="IMMEDIATE")
+            # Refuse a newer layout before anything writes to the file (switching to
+            # WAL rewrites its header), so such a file is left byte-for-byte untouched.
+            await self._w.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            await self._version(self._w)
             await self._setup(self._w)
             await self._migrate(self._w)
             if self.path != ":memory:":
@@ -187,13 +191,17 @@ class SQLiteJournal:
         # FULL: a commit is on disk when it returns (WAL's NORMAL may lose the last ones).
         await conn.execute("PRAGMA synchronous = FULL")
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+    async def _version(self, conn: aiosqlite.Connection) -> int:
+        """The file's layout version; raises ``SchemaTooNew`` if newer than ours."""
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
         if version > STORAGE_VERSION:
             raise SchemaTooNew(None, None, version, STORAGE_VERSION)
-        if version < STORAGE_VERSION:
+        return version
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        if await self._version(conn) < STORAGE_VERSION:
             await conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
 
     @property
@@ -210,27 +218,36 @@ class SQLiteJournal:
 
     async def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
         try:
-            async with self._rc.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return list(await self._rc.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise JournalUnavailable(f"SQLite read failed: {exc}") from exc
 
-    async def _write(self, fn: Any) -> Any:
-        """Run ``fn(conn)`` in a write transaction; commit, or roll back on error."""
-        conn = self._wc
-        async with self._lock:
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` as one write transaction in the connection's thread.
+
+        The whole transaction is one hop to aiosqlite's thread (its
+        ``_execute``), not one per statement: each hop costs about as much as
+        the fsync itself, and a durable step should cost one commit, not three.
+        """
+        aconn = self._wc
+        raw = aconn._conn
+
+        def run() -> T:
             try:
-                result = await fn(conn)
-                await conn.commit()
-                return result
-            except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
-                if isinstance(exc, sqlite3.IntegrityError):
-                    raise JournalConflict("?", -1, None) from exc
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise JournalUnavailable(f"SQLite write failed: {exc}") from exc
+                out = fn(raw)
+                raw.commit()
+                return out
+            except BaseException:
+                raw.rollback()
                 raise
+
+        try:
+            result: T = await aconn._execute(run)  # type: ignore[no-untyped-call]
+            return result
+        except sqlite3.IntegrityError as exc:
+            raise JournalConflict("?", -1, None) from exc
+        except sqlite3.OperationalError as exc:
+            raise JournalUnavailable(f"SQLite write failed: {exc}") from exc
 
     # ---- runs ----
     async def start_run(
@@ -238,42 +255,36 @@ class SQLiteJournal:
     ) -> tuple[RunRecord, Lease | None, bool]:
         ev = run.first_event
 
-        async def tx(conn: aiosqlite.Connection) -> tuple[bool, Lease | None]:
-            cur = await conn.execute(
-                f"INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, wake_at) "
+        def tx(conn: sqlite3.Connection) -> tuple[RunRecord | None, Lease | None, bool]:
+            cur = conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, wake_at) "
                 f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?) ON CONFLICT (run_id) DO NOTHING",
                 (run.run_id, run.workflow, ev.seq, run.wake_at),
             )
-            if cur.rowcount == 0:
-                return False, None
-            await conn.execute(
-                "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
-                (ev.run_id, ev.seq, ev.kind, ev.schema, ev.data),
-            )
+            created = cur.rowcount == 1
             lease = None
-            if claim_for is not None:
-                async with conn.execute(
-                    f"UPDATE runs SET status = 'running', lease_owner = ?, lease_token = lease_token + 1, "
-                    f"lease_expires_at = {_NOW} + ? WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
-                    "RETURNING lease_token, lease_expires_at",
-                    (claim_for, ttl, run.run_id),
-                ) as c2:
-                    row = await c2.fetchone()
-                if row is not None:
-                    lease = Lease(
-                        run_id=run.run_id, worker_id=claim_for, token=row[0], expires_at=row[1]
-                    )
-            return True, lease
+            if created:
+                conn.execute(
+                    "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
+                    (ev.run_id, ev.seq, ev.kind, ev.schema, ev.data),
+                )
+                if claim_for is not None:
+                    row = conn.execute(
+                        "UPDATE runs SET status = 'running', lease_owner = ?, "
+                        f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ? "
+                        f"WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
+                        "RETURNING lease_token, lease_expires_at",
+                        (claim_for, ttl, run.run_id),
+                    ).fetchone()
+                    if row is not None:
+                        lease = Lease(
+                            run_id=run.run_id, worker_id=claim_for, token=row[0], expires_at=row[1]
+                        )
+            return _get(conn, run.run_id), lease, created
 
-        created, lease = await self._write(tx)
-        rec = await self._get(run.run_id, self._rc)
+        rec, lease, created = await self._tx(tx)
         assert rec is not None
         return rec, lease, created
-
-    async def _get(self, run_id: str, conn: aiosqlite.Connection) -> RunRecord | None:
-        async with conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)) as cur:
-            row = await cur.fetchone()
-        return _record(row) if row else None
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
@@ -295,7 +306,7 @@ class SQLiteJournal:
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
-        async def tx(conn: aiosqlite.Connection) -> list[JournalError | None]:
+        def tx(conn: sqlite3.Connection) -> list[JournalError | None]:
             results: list[JournalError | None] = []
             rows: list[tuple[str, int, str, int, bytes]] = []
             snaps: list[tuple[str, int, int, bytes]] = []
@@ -307,13 +318,13 @@ class SQLiteJournal:
                     continue
                 new_last = b.expected_seq + len(b.events)
                 if b.status is None:
-                    cur = await conn.execute(
+                    cur = conn.execute(
                         f"UPDATE runs SET last_seq = ?, updated_at = {_NOW} WHERE run_id = ? "
                         "AND lease_token = ? AND lease_owner IS NOT NULL AND last_seq = ?",
                         (new_last, run_id, b.lease.token, b.expected_seq),
                     )
                 else:
-                    cur = await conn.execute(
+                    cur = conn.execute(
                         f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, status = ?, outcome = ?, "
                         "reason = ?, lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ? "
                         "AND lease_token = ? AND lease_owner IS NOT NULL AND last_seq = ?",
@@ -328,40 +339,33 @@ class SQLiteJournal:
                         ),
                     )
                 if cur.rowcount != 1:
-                    results.append(await self._why(conn, b))
+                    results.append(_why(conn, b))
                     continue
                 results.append(None)
                 rows.extend((e.run_id, e.seq, e.kind, e.schema, e.data) for e in b.events)
                 if b.snapshot is not None:
-                    s = b.snapshot
-                    snaps.append((s.run_id, s.seq, s.schema, s.data))
+                    sn = b.snapshot
+                    snaps.append((sn.run_id, sn.seq, sn.schema, sn.data))
             if rows:
-                await conn.executemany(
+                conn.executemany(
                     "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
                     rows,
                 )
             if snaps:
-                await conn.executemany(_UPSERT_SNAPSHOT, snaps)
+                conn.executemany(_UPSERT_SNAPSHOT, snaps)
             return results
 
-        result: list[JournalError | None] = await self._write(tx)
-        return result
-
-    async def _why(self, conn: aiosqlite.Connection, b: AppendBatch) -> JournalError:
-        rec = await self._get(b.lease.run_id, conn)
-        if rec is None or rec.lease_token != b.lease.token or rec.lease_owner is None:
-            return LeaseLost(b.lease.run_id, b.lease.token, rec.lease_token if rec else None)
-        return JournalConflict(b.lease.run_id, b.expected_seq, rec.last_seq)
+        return await self._tx(tx)
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         rows = await self._fetchall(
-            "SELECT run_id, seq, kind, schema, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            "SELECT seq, kind, schema, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after_seq),
         )
         if not rows and after_seq == 0 and await self.get_run(run_id) is None:
             raise RunNotFound(run_id)
         return [
-            StoredEvent(run_id=r[0], seq=r[1], kind=r[2], schema=r[3], data=bytes(r[4]))
+            StoredEvent(run_id=run_id, seq=r[0], kind=r[1], schema=r[2], data=bytes(r[3]))
             for r in rows
         ]
 
@@ -377,20 +381,18 @@ class SQLiteJournal:
         return snap, await self.load(run_id, after_seq=snap.seq if snap else 0)
 
     async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
-        async def tx(conn: aiosqlite.Connection) -> JournalError | None:
-            async with conn.execute(
+        def tx(conn: sqlite3.Connection) -> JournalError | None:
+            row = conn.execute(
                 "SELECT lease_token, lease_owner FROM runs WHERE run_id = ?", (lease.run_id,)
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None or row[0] != lease.token or row[1] is None:
                 return LeaseLost(lease.run_id, lease.token, row[0] if row else None)
-            await conn.execute(
+            conn.execute(
                 _UPSERT_SNAPSHOT, (snapshot.run_id, snapshot.seq, snapshot.schema, snapshot.data)
             )
             return None
 
-        result: JournalError | None = await self._write(tx)
-        return result
+        return await self._tx(tx)
 
     # ---- leases ----
     async def claim(
@@ -399,33 +401,30 @@ class SQLiteJournal:
         if limit <= 0:
             return []
 
-        async def tx(conn: aiosqlite.Connection) -> list[Lease]:
-            async with conn.execute(
-                f"UPDATE runs SET status = 'running', lease_owner = :worker, "
+        def tx(conn: sqlite3.Connection) -> list[Lease]:
+            rows = conn.execute(
+                "UPDATE runs SET status = 'running', lease_owner = :worker, "
                 f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, updated_at = {_NOW} "
                 f"WHERE run_id IN (SELECT run_id FROM runs WHERE {_RUNNABLE} "
                 "ORDER BY created_at, run_id LIMIT :limit) "
                 "RETURNING run_id, lease_token, lease_expires_at",
                 {"worker": worker_id, "ttl": ttl, "limit": limit, "own": int(reclaim_own)},
-            ) as cur:
-                rows = await cur.fetchall()
+            ).fetchall()
             return [
                 Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
             ]
 
-        result: list[Lease] = await self._write(tx)
-        return result
+        return await self._tx(tx)
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
-        async def tx(conn: aiosqlite.Connection) -> list[Lease | None]:
+        def tx(conn: sqlite3.Connection) -> list[Lease | None]:
             out: list[Lease | None] = []
             for lease in leases:
-                async with conn.execute(
-                    f"UPDATE runs SET lease_expires_at = {_NOW} + ? WHERE run_id = ? AND lease_token = ? "
-                    "AND lease_owner IS NOT NULL RETURNING lease_expires_at",
+                row = conn.execute(
+                    f"UPDATE runs SET lease_expires_at = {_NOW} + ? WHERE run_id = ? "
+                    "AND lease_token = ? AND lease_owner IS NOT NULL RETURNING lease_expires_at",
                     (ttl, lease.run_id, lease.token),
-                ) as cur:
-                    row = await cur.fetchone()
+                ).fetchone()
                 out.append(
                     None
                     if row is None
@@ -438,21 +437,19 @@ class SQLiteJournal:
                 )
             return out
 
-        result: list[Lease | None] = await self._write(tx)
-        return result
+        return await self._tx(tx)
 
     async def release(self, lease: Lease) -> bool:
-        async def tx(conn: aiosqlite.Connection) -> bool:
-            cur = await conn.execute(
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, "
-                f"status = CASE status WHEN 'running' THEN 'pending' ELSE status END, updated_at = {_NOW} "
-                "WHERE run_id = ? AND lease_token = ? AND lease_owner IS NOT NULL",
+                "status = CASE status WHEN 'running' THEN 'pending' ELSE status END, "
+                f"updated_at = {_NOW} WHERE run_id = ? AND lease_token = ? AND lease_owner IS NOT NULL",
                 (lease.run_id, lease.token),
             )
-            return bool(cur.rowcount == 1)
+            return cur.rowcount == 1
 
-        result: bool = await self._write(tx)
-        return result
+        return await self._tx(tx)
 
     async def find_runnable(self, *, limit: int = 100) -> list[str]:
         rows = await self._fetchall(
@@ -464,16 +461,16 @@ class SQLiteJournal:
     async def set_status(
         self, run_id: str, status: RunStatus, *, reason: str | None = None
     ) -> bool:
-        async def tx(conn: aiosqlite.Connection) -> bool:
-            cur = await conn.execute(
-                f"UPDATE runs SET status = ?, reason = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                f"updated_at = {_NOW} WHERE run_id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE runs SET status = ?, reason = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                f"updated_at = {_NOW} WHERE run_id = ? "
+                "AND status NOT IN ('completed', 'failed', 'cancelled')",
                 (RunStatus(status).value, reason, run_id),
             )
-            return bool(cur.rowcount == 1)
+            return cur.rowcount == 1
 
-        result: bool = await self._write(tx)
-        return result
+        return await self._tx(tx)
 
     async def aclose(self) -> None:
         for attr in ("_r", "_w"):
@@ -496,6 +493,18 @@ _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (run_id, seq, schema, data) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema, data = excluded.data"
 )
+
+
+def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return _record(row) if row else None
+
+
+def _why(conn: sqlite3.Connection, b: AppendBatch) -> JournalError:
+    rec = _get(conn, b.lease.run_id)
+    if rec is None or rec.lease_token != b.lease.token or rec.lease_owner is None:
+        return LeaseLost(b.lease.run_id, b.lease.token, rec.lease_token if rec else None)
+    return JournalConflict(b.lease.run_id, b.expected_seq, rec.last_seq)
 
 
 def _check_seqs(b: AppendBatch) -> JournalError | None:

@@ -165,7 +165,10 @@ class ReplayCore:
         self.registry = registry
         self.loop = _WorkflowLoop(self)  # type: ignore[abstract]  # unused loop APIs raise
         self.replaying = True
-        self.logger = WorkflowLogger(lambda: self.replaying, run_id=run_id)
+        self.log_during_replay = False
+        self.logger = WorkflowLogger(
+            lambda: self.replaying and not self.log_during_replay, run_id=run_id
+        )
         self.last_seq = 0
         self.workflow: WorkflowDef[Any, Any] | None = None
         self.started: RunStarted | None = None

@@ -153,8 +153,15 @@ class RunDriver:
     # ---- replay ----
     async def _load(self) -> ReplayCore:
         snap, rows = await self.cfg.client.load_with_snapshot(self.run_id)
+        # The stored tail, known before decoding: if decoding or replay fails
+        # (corrupt row, unknown workflow), parking must still append at this seq.
+        self.seq = rows[-1].seq if rows else (snap.seq if snap else 0)
         core = ReplayCore(self.run_id, self.cfg.registry)
         self.core = core
+        # Every recorded event was already processed by some runner, so its code
+        # ran live once: replay quietly. Only a run never driven yet (its history
+        # is just RunStarted) runs its first lines live here.
+        core.replaying = snap is not None or len(rows) > 1
         if snap is not None:
             state = decode_snapshot(snap)
             core.restore(state.events, state.failures, snap.seq)

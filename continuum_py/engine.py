@@ -76,7 +76,8 @@ class RunHandle(Generic[R]):
                     return self._decode(rec)
                 waiter = self._engine._waiter(self.run_id)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await waiter.wait()
                 delay = min(delay * 2, 1.0)
 
     def _decode(self, rec: RunRecord) -> R:
@@ -350,8 +351,11 @@ class Engine:
             except (JournalUnavailable, OSError) as exc:
                 self._log.warning("worker.claim_failed", error=str(exc))
                 backoff = min(backoff * 2, 30.0)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancel that
+            # races with the event being set, which hangs shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
 
     async def _heartbeat_loop(self) -> None:
         while True:
