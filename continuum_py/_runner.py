@@ -267,15 +267,19 @@ class RunDriver:
                                 call.step.name, "dict", "pass step arguments positionally"
                             )
                     except EncodingError as exc:
-                        self._add(core, events, self._scheduled(call, attempt, _NULL))
-                        self._add(core, events, self._failed(call, attempt, exc, final=True))
+                        self._add(core, events, self._scheduled(call, attempt, _NULL, events))
+                        self._add(
+                            core, events, self._failed(call, attempt, exc, events, final=True)
+                        )
                         continue
-                self._add(core, events, self._scheduled(call, attempt, call.encoded_args))
+                self._add(core, events, self._scheduled(call, attempt, call.encoded_args, events))
                 to_start.append((call, attempt))
 
-    def _scheduled(self, call: StepCall, attempt: int, args: msgspec.Raw) -> StepScheduled:
+    def _scheduled(
+        self, call: StepCall, attempt: int, args: msgspec.Raw, events: list[AnyEvent]
+    ) -> StepScheduled:
         return StepScheduled(
-            seq=0,
+            seq=self.seq + len(events) + 1,
             at=time.time(),
             position=call.position,
             step=call.step.name,
@@ -284,10 +288,17 @@ class RunDriver:
         )
 
     def _failed(
-        self, call: StepCall, attempt: int, exc: BaseException, *, final: bool, delay: float = 0.0
+        self,
+        call: StepCall,
+        attempt: int,
+        exc: BaseException,
+        events: list[AnyEvent],
+        *,
+        final: bool,
+        delay: float = 0.0,
     ) -> StepFailed:
         return StepFailed(
-            seq=0,
+            seq=self.seq + len(events) + 1,
             at=time.time(),
             position=call.position,
             step=call.step.name,
@@ -298,8 +309,7 @@ class RunDriver:
         )
 
     def _add(self, core: ReplayCore, events: list[AnyEvent], event: AnyEvent) -> None:
-        """Number the event, feed it to the replay core and queue it for the next append."""
-        event = msgspec.structs.replace(event, seq=self.seq + len(events) + 1)
+        """Feed a new event (numbered by its maker) to the replay core; queue it for append."""
         core.apply(event)
         events.append(event)
 
@@ -313,7 +323,7 @@ class RunDriver:
                 core,
                 events,
                 StepCompleted(
-                    seq=0,
+                    seq=self.seq + len(events) + 1,
                     at=time.time(),
                     position=call.position,
                     step=call.step.name,
@@ -337,7 +347,9 @@ class RunDriver:
             error=str(exc),
             retry_in=delay if retry else None,
         )
-        self._add(core, events, self._failed(call, out.attempt, exc, final=not retry, delay=delay))
+        self._add(
+            core, events, self._failed(call, out.attempt, exc, events, final=not retry, delay=delay)
+        )
         if retry:
             heapq.heappush(self._retries, (time.time() + delay, call.position))
 

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+import msgspec
+
 from continuum_py._log import WorkflowLogger
 from continuum_py.errors import ConfigurationError, WorkflowNotRegistered
 
@@ -92,8 +94,7 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
-@dataclass(frozen=True)
-class StepInfo:
+class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What a running step may know about itself.
 
     Attributes:
