@@ -44,6 +44,7 @@ class JournalClient:
         self.journal = journal
         self._queue: list[tuple[AppendBatch, asyncio.Future[JournalError | None]]] = []
         self._busy = False
+        self._drainer: asyncio.Task[None] | None = None
 
     async def append(self, batch: AppendBatch) -> None:
         """Write one run's batch durably; raises its ``LeaseLost``/``JournalConflict``."""
@@ -57,7 +58,8 @@ class JournalClient:
                 err = (await self._write([batch]))[0]
             finally:
                 if self._queue:
-                    asyncio.get_running_loop().create_task(self._drain())
+                    # Keep a reference: the loop holds tasks only weakly.
+                    self._drainer = asyncio.get_running_loop().create_task(self._drain())
                 else:
                     self._busy = False
         if err is not None:

@@ -317,7 +317,11 @@ class RunDriver:
         call = out.call
         if out.ok:
             self.log.debug(
-                "step.completed", step=call.step.name, position=call.position, attempt=out.attempt
+                "step.completed",
+                step=call.step.name,
+                position=call.position,
+                attempt=out.attempt,
+                seq=self.seq + len(events) + 1,
             )
             self._add(
                 core,
@@ -346,6 +350,7 @@ class RunDriver:
             error_type=type(exc).__name__,
             error=str(exc),
             retry_in=delay if retry else None,
+            seq=self.seq + len(events) + 1,
         )
         self._add(
             core, events, self._failed(call, out.attempt, exc, events, final=not retry, delay=delay)
