@@ -199,7 +199,9 @@ class RunDriver:
                 self._reattempt.append(call)
         events: list[AnyEvent] = []
         while True:
-            to_start = self._schedule(core, events)
+            # A workflow that has returned (or raised) needs no more attempts: a
+            # retry still due, or a step it called but never awaited, is not scheduled.
+            to_start = [] if core.finished else self._schedule(core, events)
             status = outcome = None
             if core.finished:
                 status, outcome = self._finish(core, events)
