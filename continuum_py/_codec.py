@@ -21,12 +21,12 @@ def type_name(value: object) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def encode_value(value: Any, *, what: str | None) -> msgspec.Raw:
+def encode_value(value: Any, *, what: str | None, kind: str = "step") -> msgspec.Raw:
     """Encode a user value, or raise EncodingError naming ``what`` and the bad type."""
     try:
         return msgspec.Raw(_encoder.encode(value))
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-        raise EncodingError(what, _offending_type(value, exc), str(exc)) from exc
+        raise EncodingError(what, _offending_type(value, exc), str(exc), kind=kind) from exc
 
 
 def _offending_type(value: Any, exc: BaseException) -> str:
@@ -38,8 +38,8 @@ def _offending_type(value: Any, exc: BaseException) -> str:
     return type_name(value)
 
 
-def encode_args(args: tuple[Any, ...], *, what: str | None) -> msgspec.Raw:
-    return encode_value(list(args), what=what)
+def encode_args(args: tuple[Any, ...], *, what: str | None, kind: str = "step") -> msgspec.Raw:
+    return encode_value(list(args), what=what, kind=kind)
 
 
 def decode_value(raw: msgspec.Raw | bytes, type_: Any = Any) -> Any:

@@ -11,7 +11,9 @@ logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("continuum_
 
 
 def get_logger(**bound: Any) -> Any:
-    return logger.bind(**bound)
+    # A lazy proxy: structlog's configuration is read when a line is logged, so
+    # configuring structlog after an Engine was created still takes effect.
+    return structlog.get_logger("continuum_py", **bound)
 
 
 class WorkflowLogger:
@@ -22,7 +24,7 @@ class WorkflowLogger:
 
     def __init__(self, is_replaying: Callable[[], bool], **bound: Any) -> None:
         self._is_replaying = is_replaying
-        self._log = logger.bind(**bound)
+        self._log = get_logger(**bound)
 
     def bind(self, **kw: Any) -> WorkflowLogger:
         """A copy with more context bound."""

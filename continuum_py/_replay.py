@@ -101,13 +101,50 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
     def _no_clock(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(
             "workflow code cannot use the wall clock or asyncio timers (asyncio.sleep, "
-            "asyncio.timeout, loop.call_later): they are not replayable. Use ctx.sleep and "
-            "step timeouts instead."
+            "asyncio.timeout, loop.call_later): they are not replayable. Wait inside a step "
+            "instead, and bound a step's time with @step(timeout=...)."
         )
 
     time = _no_clock
     call_later = _no_clock  # type: ignore[assignment]
     call_at = _no_clock  # type: ignore[assignment]
+
+    def _no_io(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "workflow code cannot do I/O (sockets, files, subprocesses, executors): its "
+            "effects would not be recorded or replayed. Move it into a @step."
+        )
+
+    for _name in [
+        "run_in_executor",
+        "getaddrinfo",
+        "getnameinfo",
+        "create_connection",
+        "create_server",
+        "create_unix_connection",
+        "create_unix_server",
+        "create_datagram_endpoint",
+        "sock_recv",
+        "sock_recv_into",
+        "sock_sendall",
+        "sock_connect",
+        "sock_accept",
+        "sock_sendfile",
+        "sendfile",
+        "start_tls",
+        "connect_read_pipe",
+        "connect_write_pipe",
+        "subprocess_exec",
+        "subprocess_shell",
+        "add_reader",
+        "remove_reader",
+        "add_writer",
+        "remove_writer",
+        "add_signal_handler",
+        "remove_signal_handler",
+    ]:
+        locals()[_name] = _no_io
+    del _name
 
     def run_ready(self) -> None:
         """Run callbacks until none is left, with this loop as the running loop."""

@@ -372,7 +372,7 @@ class RunDriver:
         if ok:
             wf = core.workflow
             try:
-                raw = _codec.encode_value(value, what=wf.name if wf else None)
+                raw = _codec.encode_value(value, what=wf.name if wf else None, kind="workflow")
                 end = RunCompleted(seq=seq, at=time.time(), result=raw)
             except EncodingError as exc:
                 end = RunFailed(seq=seq, at=time.time(), error=error_info(exc))

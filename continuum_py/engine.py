@@ -232,12 +232,12 @@ class Engine:
             inspect.signature(wf.fn).bind(None, *args)
         except TypeError as exc:
             raise TypeError(f"workflow {wf.name!r}: {exc}") from None
-        raw = _codec.encode_args(args, what=wf.name)
+        raw = _codec.encode_args(args, what=wf.name, kind="workflow")
         try:
             _codec.decode_args(raw, wf.arg_types)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise EncodingError(
-                wf.name, "arguments", f"they do not fit the signature: {exc}"
+                wf.name, "arguments", f"they do not fit the signature: {exc}", kind="workflow"
             ) from exc
         rid = run_id or uuid.uuid4().hex
         first = RunStarted(seq=1, at=time.time(), run_id=rid, workflow=wf.name, args=raw)

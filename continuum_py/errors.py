@@ -57,14 +57,17 @@ class EncodingError(ContinuumError):
     Raised when the value is recorded, never at replay time; nothing is written.
 
     Attributes:
-        step: the step or workflow whose value it was (``None`` if unknown).
+        step: the step or workflow whose value it was (``None`` if unknown); the
+            message says which (``"step 'charge'"``, ``"workflow 'checkout'"``).
         type_name: the type that could not be encoded.
     """
 
-    def __init__(self, step: str | None, type_name: str, detail: str = "") -> None:
+    def __init__(
+        self, step: str | None, type_name: str, detail: str = "", *, kind: str = "step"
+    ) -> None:
         self.step = step
         self.type_name = type_name
-        where = f"step {step!r}" if step else "value"
+        where = f"{kind} {step!r}" if step else "value"
         extra = f": {detail}" if detail else ""
         super().__init__(
             f"{where}: cannot encode a value of type {type_name!r} for the journal{extra}. "
