@@ -7,6 +7,8 @@ needs to act on it, and a message that says what to do.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigurationError",
     "ContinuumError",
@@ -29,6 +31,19 @@ __all__ = [
 
 class ContinuumError(Exception):
     """Base class of every error continuum_py raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's default pickling calls __init__ with the message alone,
+        # which our richer __init__s don't take; rebuild from the fields instead,
+        # so errors cross process boundaries (pools, multiprocessing logging).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[ContinuumError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigurationError(ContinuumError):
