@@ -318,11 +318,25 @@ class Engine:
         return ev
 
     def _spawn(self, lease: Lease) -> None:
-        driver = RunDriver(self._cfg, lease, self._driver_done)
+        old = self._drivers.get(lease.run_id)
+        if old is not None:
+            # Our own lease lapsed (a stalled loop) and we claimed the run anew: the old
+            # driver's token is stale, so hand the run to a driver holding the new one.
+            old[0].cancel()
+        task: asyncio.Task[None] | None = None
+
+        def done(run_id: str) -> None:
+            if task is not None:
+                self._driver_done(run_id, task)
+
+        driver = RunDriver(self._cfg, lease, done)
         task = asyncio.create_task(driver.run(), name=f"continuum-run-{lease.run_id}")
         self._drivers[lease.run_id] = (task, lease)
 
-    def _driver_done(self, run_id: str) -> None:
+    def _driver_done(self, run_id: str, task: asyncio.Task[None]) -> None:
+        current = self._drivers.get(run_id)
+        if current is not None and current[0] is not task:
+            return  # a newer driver took over this run
         self._drivers.pop(run_id, None)
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
@@ -337,8 +351,6 @@ class Engine:
             self.worker_id, ttl=self.lease_ttl, limit=free, reclaim_own=reclaim_own
         )
         for lease in leases:
-            if lease.run_id in self._drivers:
-                continue
             self._spawn(lease)
 
     async def _worker_loop(self) -> None:
