@@ -105,7 +105,9 @@ class Replayer:
                 workflow=events[0].workflow,
                 events=len(events),
                 finished=core.finished,
-                waiting_on=[c.step.name for c in core.calls.values() if not c.done],
+                waiting_on=[]
+                if core.finished
+                else [c.step.name for c in core.calls.values() if not c.done],
             )
             if core.finished:
                 ok, value = core.outcome()

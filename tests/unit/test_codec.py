@@ -1,0 +1,178 @@
+"""Encoding of events and user values: round trips, and clear errors for what cannot be read."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from continuum_py import EncodingError, JournalCorrupt, SchemaTooNew
+from continuum_py._codec import (
+    decode_args,
+    decode_event,
+    decode_value,
+    encode_args,
+    encode_event,
+    encode_value,
+    error_info,
+)
+from continuum_py.events import (
+    SCHEMA_VERSION,
+    AnyEvent,
+    ErrorInfo,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepScheduled,
+)
+
+RAW = msgspec.Raw(b'{"a":[1,2.5,"x",null]}')
+ERR = ErrorInfo(type="app.Declined", message="no", traceback="Traceback ...")
+
+EXAMPLES: list[typing.Any] = [
+    RunStarted(seq=1, at=1.5, run_id="r", workflow="wf", args=msgspec.Raw(b'["a",1]')),
+    StepScheduled(seq=2, at=2.0, position=1, step="s", attempt=1, args=RAW),
+    StepCompleted(seq=3, position=1, step="s", attempt=1, result=RAW),
+    StepFailed(seq=4, position=2, step="s", attempt=2, error=ERR, final=False, retry_delay=0.4),
+    RunCompleted(seq=5, result=msgspec.Raw(b"null")),
+    RunFailed(seq=6, error=ERR),
+]
+
+
+def test_examples_cover_every_event_kind():
+    assert {type(e) for e in EXAMPLES} == set(typing.get_args(AnyEvent))
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_every_event_kind_round_trips(event):
+    data = encode_event(event)
+    assert msgspec.json.decode(data)["kind"] == type(event).__name__
+    back = decode_event("r", event.seq, SCHEMA_VERSION, data)
+    assert type(back) is type(event)
+    assert back == event
+
+
+def test_user_values_are_embedded_as_plain_json():
+    data = encode_event(EXAMPLES[1])
+    assert b'"args":{"a":[1,2.5,"x",null]}' in data
+
+
+def test_an_event_from_a_newer_schema_is_refused():
+    data = encode_event(EXAMPLES[1])
+    with pytest.raises(SchemaTooNew) as ei:
+        decode_event("r", 2, SCHEMA_VERSION + 1, data)
+    err = ei.value
+    assert isinstance(err, JournalCorrupt)
+    assert (err.run_id, err.seq, err.found, err.supported) == (
+        "r",
+        2,
+        SCHEMA_VERSION + 1,
+        SCHEMA_VERSION,
+    )
+    assert "upgrade continuum-py" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (b"\xff\xfe not json", "malformed"),
+        (b'{"kind":"TimerTeleported","seq":2}', "TimerTeleported"),
+        (b'{"kind":"StepScheduled","seq":2}', "position"),  # required fields missing
+    ],
+)
+def test_a_corrupt_event_names_the_run_and_seq(data, detail):
+    with pytest.raises(JournalCorrupt) as ei:
+        decode_event("order-1", 2, SCHEMA_VERSION, data)
+    assert (ei.value.run_id, ei.value.seq) == ("order-1", 2)
+    assert "run 'order-1' event seq 2 is unreadable" in str(ei.value)
+    assert detail in str(ei.value)
+
+
+def test_an_event_stored_under_another_seq_is_corrupt():
+    with pytest.raises(JournalCorrupt, match="claims seq 2"):
+        decode_event("r", 3, SCHEMA_VERSION, encode_event(EXAMPLES[1]))
+
+
+class Opaque:
+    pass
+
+
+def test_an_unencodable_value_names_the_step_and_the_type():
+    with pytest.raises(EncodingError) as ei:
+        encode_value({"ok": 1, "bad": [Opaque()]}, what="charge")
+    assert (ei.value.step, ei.value.type_name) == ("charge", "Opaque")
+    assert "step 'charge'" in str(ei.value) and "'Opaque'" in str(ei.value)
+
+
+@dataclasses.dataclass
+class Receipt:
+    id: str
+    cents: int
+
+
+class Line(msgspec.Struct):
+    sku: str
+    qty: int = 1
+
+
+def test_typed_values_decode_to_their_annotated_types():
+    assert decode_value(encode_value(Receipt("r1", 5), what=None), Receipt) == Receipt("r1", 5)
+    assert decode_value(encode_value([Line("a", 2)], what=None), list[Line]) == [Line("a", 2)]
+    assert decode_value(b"[1, 2]", tuple[int, int]) == (1, 2)
+    with pytest.raises(msgspec.ValidationError):
+        decode_value(b'"five"', int)
+
+
+def test_arguments_decode_by_position_and_extra_ones_stay_untyped():
+    raw = encode_args(("r1", {"id": "x", "cents": 3}, [1]), what="wf")
+    assert decode_args(raw, [str, Receipt]) == ["r1", Receipt("x", 3), [1]]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_json_values_round_trip_unchanged(value):
+    back = decode_value(encode_value(value, what=None))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_nan_is_recorded_as_null():
+    # JSON has no NaN; the workflow sees None live and on replay alike.
+    assert bytes(encode_value(math.nan, what=None)) == b"null"
+
+
+def test_error_info_names_the_exception_and_keeps_its_traceback():
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        builtin = error_info(exc)
+    assert (builtin.type, builtin.message) == ("KeyError", "'missing'")
+    assert "KeyError: 'missing'" in builtin.traceback
+
+    class Declined(Exception):
+        pass
+
+    try:
+        raise Declined("card")
+    except Declined as exc:
+        custom = error_info(exc)
+    assert custom.type == f"{__name__}.{Declined.__qualname__}"
+    assert custom.message == "card"
+    assert 'raise Declined("card")' in custom.traceback
