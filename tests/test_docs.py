@@ -1,0 +1,182 @@
+"""The documentation's code samples run, and print what the documentation says they print.
+
+Every ```python block in README.md and docs/**/*.md runs, except one preceded by
+``<!-- no-run -->`` (kept for fragments that cannot stand alone).
+The runnable blocks of one page run in order, in one fresh interpreter, in one
+shared namespace (a page builds on its earlier blocks), in a temporary folder,
+so ``sqlite:///runs.db`` lands in a throwaway file.
+A ```text block preceded by ``<!-- expected-output -->`` is what the python
+block just before it prints, exactly.
+Engine logs go to stderr there, so they never mix with the output a page shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+NO_RUN = "<!-- no-run -->"
+EXPECTED = "<!-- expected-output -->"
+FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)\s*$")
+
+
+@dataclass
+class Block:
+    lang: str
+    line: int  # 1-based line of the first code line
+    code: str
+    marker: str | None  # the HTML comment just before the fence, if any
+
+
+@dataclass
+class Sample:
+    line: int
+    code: str
+    expected: str | None = None
+
+
+@dataclass
+class Page:
+    path: Path
+    samples: list[Sample] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _blocks(text: str) -> list[Block]:
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    marker: str | None = None
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m is None:
+            stripped = lines[i].strip()
+            if stripped.startswith("<!--") and stripped.endswith("-->"):
+                marker = stripped
+            elif stripped:
+                marker = None
+            i += 1
+            continue
+        fence, lang = m.group(1), m.group(2).lower()
+        start = i + 1
+        i += 1
+        while i < len(lines) and lines[i].strip() != fence:
+            i += 1
+        blocks.append(Block(lang, start + 1, "\n".join(lines[start:i]) + "\n", marker))
+        marker = None
+        i += 1
+    return blocks
+
+
+def parse(path: Path) -> Page:
+    page = Page(path)
+    for block in _blocks(path.read_text(encoding="utf-8")):
+        if block.lang == "python":
+            if block.marker == NO_RUN:
+                page.skipped += 1
+            else:
+                page.samples.append(Sample(block.line, block.code))
+        elif block.marker == EXPECTED:
+            assert page.samples, f"{path}:{block.line}: expected output with no python block before"
+            assert page.samples[-1].expected is None, f"{path}:{block.line}: two expected outputs"
+            page.samples[-1].expected = block.code
+    return page
+
+
+# Runs a page's samples in one namespace. Each sample is compiled with its real
+# line numbers and file name, so a traceback points into the markdown file.
+RUNNER = r"""
+import json, sys, types, structlog
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+path, samples = sys.argv[1], json.loads(sys.stdin.read())
+module = types.ModuleType("__main__")
+module.__file__ = path
+sys.modules["__main__"] = module
+for i, (line, code) in enumerate(samples):
+    print(f"\x1esample {i}", flush=True)
+    exec(compile("\n" * (line - 1) + code, path, "exec"), module.__dict__)
+print("\x1eend", flush=True)
+"""
+
+
+def _run(page: Page, cwd: Path) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", RUNNER, str(page.path)],
+        input=json.dumps([[s.line, s.code] for s in page.samples]),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+    where = page.path.relative_to(ROOT)
+    assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Exception ignored" not in proc.stderr, f"{where}:\n{proc.stderr}"
+    parts = proc.stdout.split("\x1e")
+    assert parts[-1].startswith("end"), proc.stdout
+    # parts[0] is empty; each later part is "sample i\n<its output>".
+    return [p.split("\n", 1)[1] if "\n" in p else "" for p in parts[1:-1]]
+
+
+def _page_id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("path", [p for p in PAGES if parse(p).samples], ids=_page_id)
+def test_page_samples_run_and_print_what_the_page_shows(path: Path, tmp_path: Path) -> None:
+    page = parse(path)
+    outputs = _run(page, tmp_path)
+    assert len(outputs) == len(page.samples)
+    for sample, out in zip(page.samples, outputs, strict=True):
+        if sample.expected is not None:
+            got = "\n".join(line.rstrip() for line in out.rstrip().splitlines())
+            want = "\n".join(line.rstrip() for line in sample.expected.rstrip().splitlines())
+            assert got == want, f"{_page_id(path)}:{sample.line}: output differs"
+
+
+def test_readme_sample_is_collected_and_runnable() -> None:
+    readme = parse(ROOT / "README.md")
+    assert any("@workflow" in s.code and "asyncio.run(main())" in s.code for s in readme.samples)
+
+
+def test_only_a_few_samples_are_marked_no_run() -> None:
+    pages = [parse(p) for p in PAGES]
+    runnable = sum(len(p.samples) for p in pages)
+    skipped = sum(p.skipped for p in pages)
+    assert runnable >= 20
+    assert skipped <= runnable // 4, "most samples must run; mark only true fragments no-run"
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("path", PAGES, ids=_page_id)
+def test_relative_links_point_to_existing_files(path: Path) -> None:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        file = (path.parent / target.split("#", 1)[0]).resolve()
+        assert file.exists(), f"{_page_id(path)} links to missing {target}"
+
+
+def test_parser_reads_markers_and_expected_output(tmp_path: Path) -> None:
+    md = tmp_path / "p.md"
+    md.write_text(
+        "# t\n\n```python\nprint(1)\n```\n\n<!-- expected-output -->\n```text\n1\n```\n\n"
+        "<!-- no-run -->\n```python\nraise SystemExit(1)\n```\n\n```python\nx = 2\n```\n"
+    )
+    page = parse(md)
+    assert [(s.line, s.code, s.expected) for s in page.samples] == [
+        (4, "print(1)\n", "1\n"),
+        (18, "x = 2\n", None),
+    ]
+    assert page.skipped == 1
