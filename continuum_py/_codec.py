@@ -42,10 +42,21 @@ def encode_args(args: tuple[Any, ...], *, what: str | None, kind: str = "step") 
     return encode_value(list(args), what=what, kind=kind)
 
 
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
 def decode_value(raw: msgspec.Raw | bytes, type_: Any = Any) -> Any:
     if type_ is Any:
         return _any_decoder.decode(raw)
-    return msgspec.json.decode(raw, type=type_)
+    # A Decoder per type is 3-5x faster than msgspec.json.decode(raw, type=...),
+    # which rebuilds its type info on every call; results decode once per step.
+    try:
+        dec = _decoders.get(type_)
+    except TypeError:  # an unhashable annotation
+        return msgspec.json.decode(raw, type=type_)
+    if dec is None:
+        dec = _decoders[type_] = msgspec.json.Decoder(type_)
+    return dec.decode(raw)
 
 
 def decode_args(raw: msgspec.Raw | bytes, types: list[Any]) -> list[Any]:

@@ -93,6 +93,8 @@ class RunDriver:
     async def run(self) -> None:
         """Drive the run until it finishes, parks, or the lease is lost."""
         structlog.contextvars.bind_contextvars(run_id=self.run_id)
+        # Resolve the lazy logger once per run, not on every step's log call.
+        self.log = self.log.bind()
         try:
             await self._drive()
         except LeaseLost as exc:
