@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
+
 import pytest
 import structlog
 
@@ -23,3 +27,42 @@ def _quiet_logs():
 def journal_url(request, tmp_path) -> str:
     """One URL per adapter; every test using it runs against each journal."""
     return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/journal.db"}[request.param]
+
+
+# ---- Postgres: a fresh schema per test session ----
+# Tests marked `postgres` use `pg_schema`. Locally they skip without
+# CONTINUUM_TEST_PG_DSN; in CI (CI or CONTINUUM_REQUIRE_PG set) a missing or
+# unreachable database is a failure, never a skip.
+
+
+def _pg_required() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("CONTINUUM_REQUIRE_PG"))
+
+
+@pytest.fixture(scope="session")
+def pg_schema():
+    """(dsn, schema): a schema made for this session and dropped after it."""
+    dsn = os.environ.get("CONTINUUM_TEST_PG_DSN")
+    if not dsn:
+        if _pg_required():
+            pytest.fail("CONTINUUM_TEST_PG_DSN is not set, and CI must run the Postgres tests")
+        pytest.skip("CONTINUUM_TEST_PG_DSN is not set")
+    import asyncpg
+
+    schema = f"continuum_test_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if _pg_required():
+            pytest.fail(f"Postgres at CONTINUUM_TEST_PG_DSN is unreachable: {exc}")
+        pytest.skip(f"Postgres unreachable: {exc}")
+    yield dsn, schema
+    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
