@@ -7,8 +7,6 @@ from typing import Any
 
 import structlog
 
-logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("continuum_py")
-
 
 def get_logger(**bound: Any) -> Any:
     # A lazy proxy: structlog's configuration is read when a line is logged, so

@@ -42,7 +42,6 @@ from continuum_py.errors import (
 from continuum_py.events import (
     SCHEMA_VERSION,
     AnyEvent,
-    ErrorInfo,
     RunCompleted,
     RunFailed,
     StepCompleted,
@@ -191,7 +190,6 @@ class RunDriver:
                 outcome=_codec.encode_event(core.history_end),
             )
             return
-        now = time.time()
         for call in core.pending_steps():
             if call.last_failure is not None:
                 due = call.last_failure.at + call.last_failure.retry_delay
@@ -214,7 +212,6 @@ class RunDriver:
             if status is not None:
                 self.log.info("run." + status.value, seq=self.seq)
                 return
-            now = time.time()
             if len(to_start) == 1 and not self._tasks and not self._retries:
                 # Sequential fast path: run the only step inline, no task, no wait.
                 call, attempt = to_start[0]
@@ -407,19 +404,17 @@ class RunDriver:
         )
         token = _current_step.set(info)
         try:
+            cm: asyncio.Timeout | None = None
             try:
                 if step.timeout is None:
                     value = await step.fn(*call.args, **call.kwargs)
                 else:
                     async with asyncio.timeout(step.timeout) as cm:
-                        try:
-                            value = await step.fn(*call.args, **call.kwargs)
-                        except TimeoutError:
-                            if cm.expired():
-                                raise
-                            raise
+                        value = await step.fn(*call.args, **call.kwargs)
             except TimeoutError as exc:
-                if step.timeout is not None:
+                # Only our own deadline is "took longer than its timeout"; a TimeoutError
+                # the step body raised itself is recorded as it is.
+                if cm is not None and cm.expired():
                     err = TimeoutError(
                         f"step {step.name!r} took longer than its timeout of {step.timeout}s"
                     )
@@ -444,7 +439,3 @@ class RunDriver:
             return _Outcome(call, attempt, True, raw)
         finally:
             _current_step.reset(token)
-
-
-def error_from(info: ErrorInfo) -> tuple[str, str, str]:
-    return info.type, info.message, info.traceback

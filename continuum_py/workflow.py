@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import random
 import typing
@@ -154,11 +155,7 @@ class StepDef(Generic[P, R]):
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self._return_type: Any = None
-        self.__doc__ = fn.__doc__
-        self.__name__ = getattr(fn, "__name__", self.name)
-        self.__qualname__ = getattr(fn, "__qualname__", self.name)
-        self.__module__ = fn.__module__
-        self.__wrapped__ = fn
+        functools.update_wrapper(self, fn)
 
     @property
     def return_type(self) -> Any:
@@ -232,11 +229,7 @@ class WorkflowDef(Generic[P, R]):
         self.fn = fn
         self.name = name or fn.__qualname__
         self._arg_types: list[Any] | None = None
-        self.__doc__ = fn.__doc__
-        self.__name__ = getattr(fn, "__name__", self.name)
-        self.__qualname__ = getattr(fn, "__qualname__", self.name)
-        self.__module__ = fn.__module__
-        self.__wrapped__ = fn
+        functools.update_wrapper(self, fn)
 
     @property
     def arg_types(self) -> list[Any]:

@@ -196,3 +196,22 @@ async def test_get_and_list_runs(engine):
     h2 = await engine.get("g1")
     assert await h2.result(timeout=1) == {"total": 1}
     assert [r.run_id for r in await engine.list_runs(status="completed")] == ["g1"]
+
+
+@step(retry=RetryPolicy(max_attempts=1), timeout=30)
+async def raises_its_own_timeout() -> int:
+    raise TimeoutError("upstream API timed out")
+
+
+@workflow(registry=reg)
+async def own_timeout(ctx: Context) -> int:
+    return await raises_its_own_timeout()
+
+
+async def test_a_timeout_the_step_raises_itself_is_not_blamed_on_the_step_timeout(engine):
+    h = await engine.start(own_timeout)
+    with pytest.raises(RunFailed) as ei:
+        await h.result(timeout=10)
+    assert ei.value.error_type == "TimeoutError"
+    assert "upstream API timed out" in ei.value.message
+    assert "longer than its timeout" not in ei.value.message
