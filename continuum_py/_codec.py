@@ -90,7 +90,5 @@ def encode(value: Any) -> bytes:
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
-    t = type(exc)
-    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
     tb = "".join(traceback.format_exception(exc))
-    return ErrorInfo(type=name, message=str(exc), traceback=tb)
+    return ErrorInfo(type=type_name(exc), message=str(exc), traceback=tb)
