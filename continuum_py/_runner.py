@@ -280,7 +280,7 @@ class RunDriver:
         self, call: StepCall, attempt: int, args: msgspec.Raw, events: list[AnyEvent]
     ) -> StepScheduled:
         return StepScheduled(
-            seq=self.seq + len(events) + 1,
+            seq=self._next_seq(events),
             at=time.time(),
             position=call.position,
             step=call.step.name,
@@ -299,7 +299,7 @@ class RunDriver:
         delay: float = 0.0,
     ) -> StepFailed:
         return StepFailed(
-            seq=self.seq + len(events) + 1,
+            seq=self._next_seq(events),
             at=time.time(),
             position=call.position,
             step=call.step.name,
@@ -308,6 +308,10 @@ class RunDriver:
             final=final,
             retry_delay=delay,
         )
+
+    def _next_seq(self, events: list[AnyEvent]) -> int:
+        """The seq of the next event: after the durable tail and the queued events."""
+        return self.seq + len(events) + 1
 
     def _add(self, core: ReplayCore, events: list[AnyEvent], event: AnyEvent) -> None:
         """Feed a new event (numbered by its maker) to the replay core; queue it for append."""
@@ -322,13 +326,13 @@ class RunDriver:
                 step=call.step.name,
                 position=call.position,
                 attempt=out.attempt,
-                seq=self.seq + len(events) + 1,
+                seq=self._next_seq(events),
             )
             self._add(
                 core,
                 events,
                 StepCompleted(
-                    seq=self.seq + len(events) + 1,
+                    seq=self._next_seq(events),
                     at=time.time(),
                     position=call.position,
                     step=call.step.name,
@@ -351,7 +355,7 @@ class RunDriver:
             error_type=type(exc).__name__,
             error=str(exc),
             retry_in=delay if retry else None,
-            seq=self.seq + len(events) + 1,
+            seq=self._next_seq(events),
         )
         self._add(
             core, events, self._failed(call, out.attempt, exc, events, final=not retry, delay=delay)
@@ -367,7 +371,7 @@ class RunDriver:
         self._retries.clear()
         ok, value = core.outcome()
         end: RunCompleted | RunFailed
-        seq = self.seq + len(events) + 1
+        seq = self._next_seq(events)
         if ok:
             wf = core.workflow
             try:
