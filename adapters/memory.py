@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import msgspec
 
-from continuum_py.errors import JournalConflict, JournalError, LeaseLost, RunNotFound
+from continuum_py.errors import (
+    JournalConflict,
+    JournalError,
+    LeaseLost,
+    RunAlreadyFinished,
+    RunNotFound,
+)
 from continuum_py.journal import (
+    NOTIFY_PARENT_STATUSES,
     AppendBatch,
+    InboxMessage,
     Lease,
     NewRun,
     RunRecord,
@@ -18,9 +28,39 @@ from continuum_py.journal import (
     StoredEvent,
 )
 
-__all__ = ["MemoryJournal"]
+__all__ = ["MemoryJournal", "MemoryTransaction"]
 
-_LIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+# Statuses whose wake_at is kept: it says when the run becomes runnable again.
+_WAITING = (RunStatus.PENDING, RunStatus.SUSPENDED)
+
+
+def _order(rec: RunRecord) -> tuple[float, str]:
+    return (rec.created_at, rec.run_id)
+
+
+class MemoryTransaction:
+    """A :class:`~continuum_py.journal.JournalTransaction` of the memory journal.
+
+    There is no database, so ``connection`` is ``None``. Appended batches are
+    checked at once and applied only when the transaction commits.
+    """
+
+    connection: Any = None
+
+    def __init__(self, journal: MemoryJournal) -> None:
+        self._journal = journal
+        self._batches: list[AppendBatch] = []
+        self._shadow: dict[str, RunRecord] = {}
+        self.refused = False
+
+    async def append(self, batch: AppendBatch) -> JournalError | None:
+        """Check ``batch`` (fenced) and queue it for the commit."""
+        err = self._journal._check_into(self._shadow, batch)
+        if err is not None:
+            self.refused = True
+            return err
+        self._batches.append(batch)
+        return None
 
 
 class MemoryJournal:
@@ -35,7 +75,8 @@ class MemoryJournal:
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
-        self._wake: dict[str, float | None] = {}
+        self._parent_position: dict[str, int] = {}
+        self._inbox: dict[str, list[InboxMessage]] = {}
         self._closed = False
 
     @classmethod
@@ -64,6 +105,8 @@ class MemoryJournal:
             created_at=now,
             updated_at=now,
             last_seq=1,
+            wake_at=run.wake_at,
+            parent_run_id=run.parent_run_id,
         )
         if claim_for is not None and (run.wake_at is None or run.wake_at <= now):
             lease = Lease(run_id=run.run_id, worker_id=claim_for, token=1, expires_at=now + ttl)
@@ -73,14 +116,17 @@ class MemoryJournal:
                 lease_owner=claim_for,
                 lease_token=1,
                 lease_expires_at=lease.expires_at,
+                wake_at=None,
             )
         self._runs[run.run_id] = rec
         self._events[run.run_id] = [run.first_event]
-        self._wake[run.run_id] = run.wake_at
+        self._parent_position[run.run_id] = run.parent_position
+        self._inbox[run.run_id] = []
         return rec, lease, True
 
-    def _check(self, batch: AppendBatch) -> JournalError | None:
-        rec = self._runs.get(batch.lease.run_id)
+    # ---- append ----
+    @staticmethod
+    def _check(rec: RunRecord | None, batch: AppendBatch) -> JournalError | None:
         if rec is None or rec.lease_token != batch.lease.token or rec.lease_owner is None:
             return LeaseLost(
                 batch.lease.run_id, batch.lease.token, rec.lease_token if rec else None
@@ -92,41 +138,88 @@ class MemoryJournal:
                 return JournalConflict(batch.lease.run_id, batch.expected_seq + i, ev.seq - 1)
         return None
 
-    async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
-        results: list[JournalError | None] = []
-        now = self._clock()
-        for batch in batches:
-            err = self._check(batch)
-            results.append(err)
-            if err is not None:
-                continue
-            run_id = batch.lease.run_id
-            rec = self._runs[run_id]
-            self._events[run_id].extend(batch.events)
-            changes: dict[str, object] = {
-                "last_seq": batch.expected_seq + len(batch.events),
-                "updated_at": now,
-            }
-            if batch.status is not None:
-                changes.update(
-                    status=batch.status,
-                    outcome=batch.outcome,
-                    reason=batch.reason,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            self._runs[run_id] = msgspec.structs.replace(rec, **changes)
-            if batch.snapshot is not None:
-                self._snapshots[run_id] = batch.snapshot
-        return results
+    @staticmethod
+    def _after(rec: RunRecord, batch: AppendBatch, now: float) -> RunRecord:
+        """The run's row once ``batch`` has landed."""
+        changes: dict[str, object] = {
+            "last_seq": batch.expected_seq + len(batch.events),
+            "updated_at": now,
+        }
+        if batch.inbox_seen is not None:
+            changes["inbox_seen"] = batch.inbox_seen
+        if batch.status is not None:
+            changes.update(
+                status=batch.status,
+                outcome=batch.outcome,
+                reason=batch.reason,
+                lease_owner=None,
+                lease_expires_at=None,
+                wake_at=batch.wake_at if batch.status in _WAITING else None,
+            )
+        return msgspec.structs.replace(rec, **changes)
 
+    def _check_into(self, shadow: dict[str, RunRecord], batch: AppendBatch) -> JournalError | None:
+        """Check ``batch`` against ``shadow`` (rows changed by earlier batches) and record it there."""
+        run_id = batch.lease.run_id
+        rec = shadow.get(run_id, self._runs.get(run_id))
+        err = self._check(rec, batch)
+        if err is None:
+            assert rec is not None
+            shadow[run_id] = self._after(rec, batch, self._clock())
+        return err
+
+    def _write(self, batch: AppendBatch, now: float) -> JournalError | None:
+        run_id = batch.lease.run_id
+        rec = self._runs.get(run_id)
+        err = self._check(rec, batch)
+        if err is not None:
+            return err
+        assert rec is not None
+        self._events[run_id].extend(batch.events)
+        self._runs[run_id] = self._after(rec, batch, now)
+        if batch.snapshot is not None:
+            self._snapshots[run_id] = batch.snapshot
+        parent = rec.parent_run_id
+        # A missing parent is skipped silently, as in the SQL adapters.
+        if batch.status in NOTIFY_PARENT_STATUSES and parent is not None and parent in self._runs:
+            position = str(self._parent_position.get(run_id, 0))
+            self._deliver(parent, "child", position, batch.outcome or b"", now)
+        return None
+
+    async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
+        now = self._clock()
+        return [self._write(batch, now) for batch in batches]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MemoryTransaction]:
+        """Open a transaction; see :class:`~continuum_py.journal.TransactionalJournal`.
+
+        Its batches are applied together on a clean exit. Other tasks may write
+        while it is open (nothing here holds a lock), so the batches are checked
+        again at commit; if one no longer fits, nothing is applied and its
+        ``LeaseLost`` or ``JournalConflict`` is raised.
+        """
+        tx = MemoryTransaction(self)
+        yield tx
+        if tx.refused or not tx._batches:
+            return
+        shadow: dict[str, RunRecord] = {}
+        for batch in tx._batches:
+            err = self._check_into(shadow, batch)
+            if err is not None:
+                raise err
+        now = self._clock()
+        for batch in tx._batches:
+            self._write(batch, now)
+
+    # ---- reads ----
     async def get_run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 1000
     ) -> list[RunRecord]:
-        runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id))
+        runs = sorted(self._runs.values(), key=_order)
         if status is not None:
             runs = [r for r in runs if r.status == status]
         return runs[:limit]
@@ -148,31 +241,45 @@ class MemoryJournal:
         self._snapshots[lease.run_id] = snapshot
         return None
 
-    def _runnable(self, rec: RunRecord, now: float, worker_id: str | None, own: bool) -> bool:
-        if rec.status not in _LIVE:
+    # ---- leases ----
+    @staticmethod
+    def _runnable(
+        rec: RunRecord, now: float, journal_now: float, worker_id: str | None, own: bool
+    ) -> bool:
+        if rec.status == RunStatus.SUSPENDED:
+            due = rec.wake_at is not None and rec.wake_at <= now
+            return due or rec.inbox_last > rec.inbox_seen
+        if rec.status == RunStatus.PENDING:
+            if rec.wake_at is not None and rec.wake_at > now:
+                return False
+        elif rec.status != RunStatus.RUNNING:
             return False
-        wake = self._wake.get(rec.run_id)
-        if wake is not None and wake > now:
-            return False
-        if rec.lease_owner is None or (rec.lease_expires_at or 0.0) <= now:
+        if rec.lease_owner is None or (rec.lease_expires_at or 0.0) <= journal_now:
             return True
         return own and rec.lease_owner == worker_id
 
     async def claim(
-        self, worker_id: str, *, ttl: float, limit: int, reclaim_own: bool = False
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool = False,
+        now: float | None = None,
     ) -> list[Lease]:
-        now = self._clock()
+        journal_now = self._clock()
+        wake_now = journal_now if now is None else now
         leases: list[Lease] = []
-        for rec in sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id)):
+        for rec in sorted(self._runs.values(), key=_order):
             if len(leases) >= limit:
                 break
-            if not self._runnable(rec, now, worker_id, reclaim_own):
+            if not self._runnable(rec, wake_now, journal_now, worker_id, reclaim_own):
                 continue
             lease = Lease(
                 run_id=rec.run_id,
                 worker_id=worker_id,
                 token=rec.lease_token + 1,
-                expires_at=now + ttl,
+                expires_at=journal_now + ttl,
             )
             self._runs[rec.run_id] = msgspec.structs.replace(
                 rec,
@@ -180,7 +287,8 @@ class MemoryJournal:
                 lease_owner=worker_id,
                 lease_token=lease.token,
                 lease_expires_at=lease.expires_at,
-                updated_at=now,
+                updated_at=journal_now,
+                wake_at=None,
             )
             leases.append(lease)
         return leases
@@ -211,9 +319,11 @@ class MemoryJournal:
         )
         return True
 
-    async def find_runnable(self, *, limit: int = 100) -> list[str]:
-        now = self._clock()
-        return [r.run_id for r in self._runs.values() if self._runnable(r, now, None, False)][
+    async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
+        journal_now = self._clock()
+        wake_now = journal_now if now is None else now
+        runs = sorted(self._runs.values(), key=_order)
+        return [r.run_id for r in runs if self._runnable(r, wake_now, journal_now, None, False)][
             :limit
         ]
 
@@ -224,9 +334,51 @@ class MemoryJournal:
         if rec is None or rec.status.terminal:
             return False
         self._runs[run_id] = msgspec.structs.replace(
-            rec, status=status, reason=reason, lease_owner=None, lease_expires_at=None
+            rec,
+            status=status,
+            reason=reason,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=self._clock(),
+            wake_at=rec.wake_at if status == RunStatus.SUSPENDED else None,
         )
         return True
+
+    # ---- inbox ----
+    def _deliver(self, run_id: str, kind: str, name: str, data: bytes, now: float) -> int:
+        rec = self._runs[run_id]
+        msg_id = rec.inbox_last + 1
+        self._inbox[run_id].append(
+            InboxMessage(run_id=run_id, id=msg_id, kind=kind, name=name, data=data, at=now)
+        )
+        self._runs[run_id] = msgspec.structs.replace(rec, inbox_last=msg_id, updated_at=now)
+        return msg_id
+
+    async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+        rec = self._runs.get(run_id)
+        if rec is None:
+            raise RunNotFound(run_id)
+        if rec.status.terminal:
+            raise RunAlreadyFinished(run_id, rec.status.value, what=kind)
+        return self._deliver(run_id, kind, name, data, self._clock())
+
+    async def inbox(self, run_id: str, *, after_id: int = 0) -> list[InboxMessage]:
+        # Ids are 1..n with no gaps, so id k sits at index k - 1.
+        return list(self._inbox.get(run_id, [])[max(after_id, 0) :])
+
+    async def unseen_inbox(self, run_ids: Sequence[str]) -> list[str]:
+        out = []
+        for run_id in run_ids:
+            rec = self._runs.get(run_id)
+            if rec is not None and rec.inbox_last > rec.inbox_seen:
+                out.append(run_id)
+        return out
+
+    async def next_wake_at(self) -> float | None:
+        wakes = [
+            r.wake_at for r in self._runs.values() if r.status in _WAITING and r.wake_at is not None
+        ]
+        return min(wakes, default=None)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -6,15 +6,20 @@ tail) is an ``UPDATE ... WHERE`` inside that transaction, so a stale writer's
 events never land. Reads use a second connection; WAL lets them run beside
 a writer. Several processes may share one file: SQLite's write lock
 serialises them and ``busy_timeout`` makes them wait their turn.
+
+:meth:`SQLiteJournal.transaction` opens a write transaction on that same
+writer connection for a transactional step: the step's own SQL and its
+completion commit together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -27,11 +32,15 @@ from continuum_py.errors import (
     JournalError,
     JournalUnavailable,
     LeaseLost,
+    RunAlreadyFinished,
     RunNotFound,
     SchemaTooNew,
 )
 from continuum_py.journal import (
+    NOTIFY_PARENT_STATUSES,
+    TERMINAL_STATUSES,
     AppendBatch,
+    InboxMessage,
     Lease,
     NewRun,
     RunRecord,
@@ -40,17 +49,25 @@ from continuum_py.journal import (
     StoredEvent,
 )
 
-__all__ = ["SQLiteJournal"]
+__all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
 T = TypeVar("T")
 
-STORAGE_VERSION = 1
-"""Version of the table layout, kept in ``PRAGMA user_version``."""
+STORAGE_VERSION = 2
+"""Version of the table layout, kept in ``PRAGMA user_version``.
+
+1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
+parent_position, inbox_last, inbox_seen; indexes for waking runs.
+"""
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS runs (
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+
+# The newest layout, for a fresh file. New columns of runs come last, in the
+# order the migrations add them, so a migrated file and a fresh one match.
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -62,35 +79,92 @@ CREATE TABLE IF NOT EXISTS runs (
     lease_expires_at REAL,
     wake_at REAL,
     outcome BLOB,
-    reason TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
-CREATE TABLE IF NOT EXISTS events (
+    reason TEXT,
+    parent_run_id TEXT,
+    parent_position INTEGER NOT NULL DEFAULT 0,
+    inbox_last INTEGER NOT NULL DEFAULT 0,
+    inbox_seen INTEGER NOT NULL DEFAULT 0
+)""",
+    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at)",
+    """CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
     schema INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS snapshots (
     run_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
     schema INTEGER NOT NULL,
     data BLOB NOT NULL
-);
-PRAGMA user_version = {STORAGE_VERSION};
-"""
+)""",
+]
+
+_INBOX_AND_INDEXES = [
+    """CREATE TABLE IF NOT EXISTS inbox (
+    run_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (run_id, id)
+) WITHOUT ROWID""",
+    # Due timers and scheduled starts: a range on wake_at within one status.
+    "CREATE INDEX IF NOT EXISTS runs_by_wake ON runs (status, wake_at)",
+    # Suspended runs with unseen messages: few at any time, so a partial index
+    # finds them without reading the suspended runs that still wait.
+    "CREATE INDEX IF NOT EXISTS runs_unseen ON runs (created_at) "
+    "WHERE status = 'suspended' AND inbox_last > inbox_seen",
+]
+_SCHEMA += _INBOX_AND_INDEXES
+
+_MIGRATIONS: dict[int, list[str]] = {
+    # from version 1 to version 2
+    1: [
+        "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
+        "ALTER TABLE runs ADD COLUMN parent_position INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN inbox_last INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN inbox_seen INTEGER NOT NULL DEFAULT 0",
+        *_INBOX_AND_INDEXES,
+    ],
+}
 
 _RUN_COLS = (
     "run_id, workflow, status, created_at, updated_at, last_seq, lease_owner, "
-    "lease_token, lease_expires_at, outcome, reason"
+    "lease_token, lease_expires_at, outcome, reason, wake_at, parent_run_id, "
+    "inbox_last, inbox_seen"
 )
 
-_RUNNABLE = (
-    f"status IN ('pending', 'running') AND (wake_at IS NULL OR wake_at <= {_NOW}) AND "
+# Engine-clock time for wake_at (journal clock when the caller gives none).
+_WAKE_NOW = f"COALESCE(:now, {_NOW})"
+_LEASE_FREE = (
     f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR (:own AND lease_owner = :worker))"
 )
+# One branch per way a run becomes runnable, each read from the index that
+# bounds it, so finished runs and suspended runs that still wait are never
+# scanned. INDEXED BY because the planner, with or without ANALYZE, prefers
+# runs_by_status (it yields created_at order) and then reads every suspended
+# run to find the few that are due or have mail.
+_RUNNABLE = f"""
+SELECT run_id, created_at FROM runs INDEXED BY runs_by_status
+ WHERE status = 'pending' AND wake_at IS NULL AND {_LEASE_FREE}
+UNION
+SELECT run_id, created_at FROM runs INDEXED BY runs_by_wake
+ WHERE status = 'pending' AND wake_at <= {_WAKE_NOW} AND {_LEASE_FREE}
+UNION
+SELECT run_id, created_at FROM runs INDEXED BY runs_by_status
+ WHERE status = 'running' AND {_LEASE_FREE}
+UNION
+SELECT run_id, created_at FROM runs INDEXED BY runs_by_wake
+ WHERE status = 'suspended' AND wake_at <= {_WAKE_NOW}
+UNION
+SELECT run_id, created_at FROM runs INDEXED BY runs_unseen
+ WHERE status = 'suspended' AND inbox_last > inbox_seen
+ORDER BY created_at, run_id LIMIT :limit
+"""
 
 
 def _record(row: Any) -> RunRecord:
@@ -106,6 +180,10 @@ def _record(row: Any) -> RunRecord:
         lease_expires_at=row[8],
         outcome=row[9],
         reason=row[10],
+        wake_at=row[11],
+        parent_run_id=row[12],
+        inbox_last=row[13],
+        inbox_seen=row[14],
     )
 
 
@@ -125,6 +203,85 @@ def path_from_url(url: str) -> str:
     return path
 
 
+class TransactionConnection:
+    """The journal's writer connection inside :meth:`SQLiteJournal.transaction`.
+
+    A transactional step runs its own SQL here; it commits or rolls back with
+    the step's completion. Every call runs in aiosqlite's thread. Do not run
+    ``BEGIN``, ``COMMIT`` or ``ROLLBACK``: the transaction owns those. Usable
+    only while the transaction is open.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._aconn = conn
+        self._open = True
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._open:
+            raise RuntimeError("this SQLite transaction is over; its connection is closed to you")
+        result: T = await self._aconn._execute(fn, self._aconn._conn)  # type: ignore[no-untyped-call]
+        return result
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """Run one statement.
+
+        Returns:
+            The number of rows it changed (``-1`` for statements that change none).
+        """
+        return await self._run(lambda raw: raw.execute(sql, params).rowcount)
+
+    async def executemany(
+        self, sql: str, params_seq: Iterable[Sequence[Any] | dict[str, Any]]
+    ) -> int:
+        """Run one statement once per parameter set; returns the rows changed in all."""
+        rows = list(params_seq)
+        return await self._run(lambda raw: raw.executemany(sql, rows).rowcount)
+
+    async def fetch(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run a query; returns every row as a tuple."""
+        return await self._run(lambda raw: [tuple(r) for r in raw.execute(sql, params).fetchall()])
+
+    async def fetchval(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        """Run a query; returns the first column of its first row, or ``None`` if no row."""
+
+        def one(raw: sqlite3.Connection) -> Any:
+            row = raw.execute(sql, params).fetchone()
+            return None if row is None else row[0]
+
+        return await self._run(one)
+
+
+class SQLiteTransaction:
+    """One open transaction of :meth:`SQLiteJournal.transaction`.
+
+    Attributes:
+        connection: the :class:`TransactionConnection` for the step's own SQL.
+        refused: whether an :meth:`append` was refused (the transaction then
+            rolls back).
+    """
+
+    def __init__(self, journal: SQLiteJournal, connection: TransactionConnection) -> None:
+        self.connection = connection
+        self.refused = False
+        self._journal = journal
+
+    async def append(self, batch: AppendBatch) -> JournalError | None:
+        """Write ``batch`` (fenced) inside this transaction; durable only at commit.
+
+        Returns:
+            ``None``, or the ``LeaseLost``/``JournalConflict`` that refused it; a
+            refused batch rolls the whole transaction back at its end.
+        """
+        if not self.connection._open:
+            raise RuntimeError("this SQLite transaction is over")
+        [err] = await self._journal._call(lambda raw: _write_batches(raw, [batch]))
+        if err is not None:
+            self.refused = True
+        return err
+
+
 class SQLiteJournal:
     """A :class:`~continuum_py.journal.Journal` in one SQLite file.
 
@@ -134,13 +291,21 @@ class SQLiteJournal:
         busy_timeout: seconds to wait for another process's write lock.
     """
 
-    capabilities = frozenset({"multi_process"})
+    capabilities = frozenset({"multi_process", "transactions"})
 
     def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
         self.path = path
         self._busy_ms = int(busy_timeout * 1000)
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
+        # Every write transaction, ordinary or a step's own (transaction()),
+        # runs on the one writer connection while holding this lock. A second
+        # connection with BEGIN IMMEDIATE would also work, but SQLite allows
+        # one writer per file anyway: other writers would spin in busy_timeout
+        # on a thread each and fail with SQLITE_BUSY if a step's SQL outlasted
+        # it. Queued on this lock they simply wait, in order, without polling.
+        self._lock = asyncio.Lock()
+        self._tx_task: asyncio.Task[Any] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteJournal:
@@ -155,7 +320,7 @@ class SQLiteJournal:
         await self.aclose()
 
     async def connect(self) -> None:
-        """Open the file, create or check the tables."""
+        """Open the file, create the tables or upgrade an older layout in place."""
         if self._w is not None:
             return
         if self.path != ":memory:":
@@ -201,8 +366,31 @@ class SQLiteJournal:
         return version
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        if await self._version(conn) < STORAGE_VERSION:
-            await conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
+        """Create the tables (new file) or upgrade an older layout, in one transaction."""
+        if await self._version(conn) == STORAGE_VERSION:
+            return
+
+        def run(raw: sqlite3.Connection) -> None:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                # Read again under the write lock: another process may have
+                # upgraded the file since we looked.
+                version = int(raw.execute("PRAGMA user_version").fetchone()[0])
+                if version > STORAGE_VERSION:
+                    raise SchemaTooNew(None, None, version, STORAGE_VERSION)
+                if version == 0:
+                    steps = list(_SCHEMA)
+                else:
+                    steps = [s for v in range(version, STORAGE_VERSION) for s in _MIGRATIONS[v]]
+                for statement in steps:
+                    raw.execute(statement)
+                raw.execute(f"PRAGMA user_version = {STORAGE_VERSION}")
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+
+        await conn._execute(run, conn._conn)  # type: ignore[no-untyped-call]
 
     @property
     def _wc(self) -> aiosqlite.Connection:
@@ -222,18 +410,35 @@ class SQLiteJournal:
         except sqlite3.OperationalError as exc:
             raise JournalUnavailable(f"SQLite read failed: {exc}") from exc
 
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` as one write transaction in the connection's thread.
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer connection in its thread, translating driver errors.
 
-        The whole transaction is one hop to aiosqlite's thread (its
-        ``_execute``), not one per statement: each hop costs about as much as
-        the fsync itself, and a durable step should cost one commit, not three.
+        One hop to aiosqlite's thread (its ``_execute``) per call, not one per
+        statement: each hop costs about as much as the fsync itself, and a
+        durable step should cost one commit, not three.
         """
         aconn = self._wc
-        raw = aconn._conn
+        try:
+            result: T = await aconn._execute(fn, aconn._conn)  # type: ignore[no-untyped-call]
+            return result
+        except sqlite3.IntegrityError as exc:
+            raise JournalConflict("?", -1, None) from exc
+        except sqlite3.OperationalError as exc:
+            raise JournalUnavailable(f"SQLite write failed: {exc}") from exc
 
-        def run() -> T:
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` as one write transaction."""
+        if self._tx_task is not None and self._tx_task is asyncio.current_task():
+            raise RuntimeError(
+                "this task holds an open SQLiteJournal.transaction(); write through its "
+                "append() instead (the journal's own writes wait for the transaction to end)"
+            )
+
+        def run(raw: sqlite3.Connection) -> T:
             try:
+                if raw.in_transaction:
+                    # Only an abandoned transaction() can leave one open here.
+                    raw.rollback()
                 out = fn(raw)
                 raw.commit()
                 return out
@@ -241,13 +446,55 @@ class SQLiteJournal:
                 raw.rollback()
                 raise
 
-        try:
-            result: T = await aconn._execute(run)  # type: ignore[no-untyped-call]
-            return result
-        except sqlite3.IntegrityError as exc:
-            raise JournalConflict("?", -1, None) from exc
-        except sqlite3.OperationalError as exc:
-            raise JournalUnavailable(f"SQLite write failed: {exc}") from exc
+        async with self._lock:
+            return await self._call(run)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        """Open a write transaction for a transactional step.
+
+        Yields a :class:`SQLiteTransaction`: its ``connection`` runs the step's
+        SQL, its ``append`` writes the step's completion, both in the same
+        transaction. Commits on a clean exit unless an append was refused;
+        rolls back on an exception or a refused append. While it is open the
+        journal's other writes (any run) wait for it; reads go on.
+
+        Raises:
+            RuntimeError: on a journal write by the task holding the transaction
+                (it would wait for itself); use the transaction's ``append``.
+        """
+        if self._tx_task is not None and self._tx_task is asyncio.current_task():
+            raise RuntimeError("SQLiteJournal.transaction() does not nest")
+        async with self._lock:
+            conn = TransactionConnection(self._wc)
+            tx = SQLiteTransaction(self, conn)
+            await self._call(_begin)
+            self._tx_task = asyncio.current_task()
+            try:
+                try:
+                    yield tx
+                except BaseException:
+                    await self._end(commit=False)
+                    raise
+                await self._end(commit=not tx.refused)
+            finally:
+                conn._open = False
+                self._tx_task = None
+
+    async def _end(self, *, commit: bool) -> None:
+        def end(raw: sqlite3.Connection) -> None:
+            if not commit:
+                raw.rollback()
+                return
+            try:
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+
+        # Shielded: a cancelled step must still end the transaction before the
+        # lock lets the next writer onto the connection.
+        await asyncio.shield(self._call(end))
 
     # ---- runs ----
     async def start_run(
@@ -257,9 +504,17 @@ class SQLiteJournal:
 
         def tx(conn: sqlite3.Connection) -> tuple[RunRecord | None, Lease | None, bool]:
             cur = conn.execute(
-                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, wake_at) "
-                f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                (run.run_id, run.workflow, ev.seq, run.wake_at),
+                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
+                "wake_at, parent_run_id, parent_position) "
+                f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+                (
+                    run.run_id,
+                    run.workflow,
+                    ev.seq,
+                    run.wake_at,
+                    run.parent_run_id,
+                    run.parent_position,
+                ),
             )
             created = cur.rowcount == 1
             lease = None
@@ -269,16 +524,19 @@ class SQLiteJournal:
                     (ev.run_id, ev.seq, ev.kind, ev.schema, ev.data),
                 )
                 if claim_for is not None:
-                    row = conn.execute(
+                    rows = conn.execute(
                         "UPDATE runs SET status = 'running', lease_owner = ?, "
-                        f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ? "
-                        f"WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
+                        f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
+                        f"wake_at = NULL WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
                         "RETURNING lease_token, lease_expires_at",
                         (claim_for, ttl, run.run_id),
-                    ).fetchone()
-                    if row is not None:
+                    ).fetchall()
+                    if rows:
                         lease = Lease(
-                            run_id=run.run_id, worker_id=claim_for, token=row[0], expires_at=row[1]
+                            run_id=run.run_id,
+                            worker_id=claim_for,
+                            token=rows[0][0],
+                            expires_at=rows[0][1],
                         )
             return _get(conn, run.run_id), lease, created
 
@@ -306,56 +564,7 @@ class SQLiteJournal:
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
-        def tx(conn: sqlite3.Connection) -> list[JournalError | None]:
-            results: list[JournalError | None] = []
-            rows: list[tuple[str, int, str, int, bytes]] = []
-            snaps: list[tuple[str, int, int, bytes]] = []
-            for b in batches:
-                run_id = b.lease.run_id
-                bad = _check_seqs(b)
-                if bad is not None:
-                    results.append(bad)
-                    continue
-                new_last = b.expected_seq + len(b.events)
-                if b.status is None:
-                    cur = conn.execute(
-                        f"UPDATE runs SET last_seq = ?, updated_at = {_NOW} WHERE run_id = ? "
-                        "AND lease_token = ? AND lease_owner IS NOT NULL AND last_seq = ?",
-                        (new_last, run_id, b.lease.token, b.expected_seq),
-                    )
-                else:
-                    cur = conn.execute(
-                        f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, status = ?, outcome = ?, "
-                        "reason = ?, lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ? "
-                        "AND lease_token = ? AND lease_owner IS NOT NULL AND last_seq = ?",
-                        (
-                            new_last,
-                            b.status.value,
-                            b.outcome,
-                            b.reason,
-                            run_id,
-                            b.lease.token,
-                            b.expected_seq,
-                        ),
-                    )
-                if cur.rowcount != 1:
-                    results.append(_why(conn, b))
-                    continue
-                results.append(None)
-                rows.extend((e.run_id, e.seq, e.kind, e.schema, e.data) for e in b.events)
-                if b.snapshot is not None:
-                    sn = b.snapshot
-                    snaps.append((sn.run_id, sn.seq, sn.schema, sn.data))
-            if rows:
-                conn.executemany(
-                    "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-            if snaps:
-                conn.executemany(_UPSERT_SNAPSHOT, snaps)
-            return results
-
-        return await self._tx(tx)
+        return await self._tx(lambda conn: _write_batches(conn, batches))
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         rows = await self._fetchall(
@@ -396,20 +605,34 @@ class SQLiteJournal:
 
     # ---- leases ----
     async def claim(
-        self, worker_id: str, *, ttl: float, limit: int, reclaim_own: bool = False
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool = False,
+        now: float | None = None,
     ) -> list[Lease]:
         if limit <= 0:
             return []
+        params = {
+            "worker": worker_id,
+            "ttl": ttl,
+            "limit": limit,
+            "own": int(reclaim_own),
+            "now": now,
+        }
 
         def tx(conn: sqlite3.Connection) -> list[Lease]:
             rows = conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = :worker, "
-                f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, updated_at = {_NOW} "
-                f"WHERE run_id IN (SELECT run_id FROM runs WHERE {_RUNNABLE} "
-                "ORDER BY created_at, run_id LIMIT :limit) "
-                "RETURNING run_id, lease_token, lease_expires_at",
-                {"worker": worker_id, "ttl": ttl, "limit": limit, "own": int(reclaim_own)},
+                f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, "
+                f"updated_at = {_NOW}, wake_at = NULL "
+                f"WHERE run_id IN (SELECT run_id FROM ({_RUNNABLE})) "
+                "RETURNING run_id, lease_token, lease_expires_at, created_at",
+                params,
             ).fetchall()
+            rows.sort(key=lambda r: (r[3], r[0]))
             return [
                 Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
             ]
@@ -451,26 +674,76 @@ class SQLiteJournal:
 
         return await self._tx(tx)
 
-    async def find_runnable(self, *, limit: int = 100) -> list[str]:
+    async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
         rows = await self._fetchall(
-            f"SELECT run_id FROM runs WHERE {_RUNNABLE} ORDER BY created_at, run_id LIMIT :limit",
-            {"own": 0, "worker": "", "limit": limit},
+            f"SELECT run_id FROM ({_RUNNABLE}) ORDER BY created_at, run_id",
+            {"own": 0, "worker": "", "limit": limit, "now": now},
         )
         return [r[0] for r in rows]
 
     async def set_status(
         self, run_id: str, status: RunStatus, *, reason: str | None = None
     ) -> bool:
+        value = RunStatus(status).value
+
         def tx(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE runs SET status = ?, reason = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                f"updated_at = {_NOW} WHERE run_id = ? "
-                "AND status NOT IN ('completed', 'failed', 'cancelled')",
-                (RunStatus(status).value, reason, run_id),
+                "wake_at = CASE WHEN ? = 'suspended' THEN wake_at END, "
+                f"updated_at = {_NOW} WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                (value, reason, value, run_id),
             )
             return cur.rowcount == 1
 
         return await self._tx(tx)
+
+    # ---- inbox ----
+    async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            msg_id = _deliver(conn, run_id, kind, name, data, only_unfinished=True)
+            if msg_id is not None:
+                return msg_id
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            raise RunAlreadyFinished(run_id, row[0], what=kind)
+
+        return await self._tx(tx)
+
+    async def inbox(self, run_id: str, *, after_id: int = 0) -> list[InboxMessage]:
+        rows = await self._fetchall(
+            "SELECT id, kind, name, data, at FROM inbox WHERE run_id = ? AND id > ? ORDER BY id",
+            (run_id, after_id),
+        )
+        return [
+            InboxMessage(run_id=run_id, id=r[0], kind=r[1], name=r[2], data=bytes(r[3]), at=r[4])
+            for r in rows
+        ]
+
+    async def unseen_inbox(self, run_ids: Sequence[str]) -> list[str]:
+        unseen: set[str] = set()
+        ids = list(dict.fromkeys(run_ids))
+        # Chunked: SQLite caps the number of parameters in one statement.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT run_id FROM runs WHERE run_id IN ({marks}) AND inbox_last > inbox_seen",
+                chunk,
+            )
+            unseen.update(r[0] for r in rows)
+        return [r for r in run_ids if r in unseen]
+
+    async def next_wake_at(self) -> float | None:
+        # One MIN per status, each read from the end of runs_by_wake.
+        rows = await self._fetchall(
+            "SELECT MIN(w) FROM ("
+            "SELECT MIN(wake_at) AS w FROM runs WHERE status = 'pending' AND wake_at IS NOT NULL "
+            "UNION ALL "
+            "SELECT MIN(wake_at) FROM runs WHERE status = 'suspended' AND wake_at IS NOT NULL)"
+        )
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
 
     async def aclose(self) -> None:
         for attr in ("_r", "_w"):
@@ -493,6 +766,103 @@ _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (run_id, seq, schema, data) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema, data = excluded.data"
 )
+
+_WAITING = (RunStatus.PENDING, RunStatus.SUSPENDED)
+
+
+def _begin(raw: sqlite3.Connection) -> None:
+    if raw.in_transaction:
+        # Only an abandoned transaction() can leave one open here.
+        raw.rollback()
+    raw.execute("BEGIN IMMEDIATE")
+
+
+def _write_batches(
+    conn: sqlite3.Connection, batches: Sequence[AppendBatch]
+) -> list[JournalError | None]:
+    """Write each batch that passes its fencing check; the caller commits."""
+    results: list[JournalError | None] = []
+    rows: list[tuple[str, int, str, int, bytes]] = []
+    snaps: list[tuple[str, int, int, bytes]] = []
+    for b in batches:
+        run_id = b.lease.run_id
+        bad = _check_seqs(b)
+        if bad is not None:
+            results.append(bad)
+            continue
+        new_last = b.expected_seq + len(b.events)
+        # The fencing check is the WHERE clause of the write itself.
+        fence = "WHERE run_id = ? AND lease_token = ? AND lease_owner IS NOT NULL AND last_seq = ?"
+        if b.status is None:
+            landed = conn.execute(
+                f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, "
+                f"inbox_seen = COALESCE(?, inbox_seen) {fence} "
+                "RETURNING parent_run_id, parent_position",
+                (new_last, b.inbox_seen, run_id, b.lease.token, b.expected_seq),
+            ).fetchall()
+        else:
+            landed = conn.execute(
+                f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, "
+                "inbox_seen = COALESCE(?, inbox_seen), status = ?, outcome = ?, reason = ?, "
+                f"wake_at = ?, lease_owner = NULL, lease_expires_at = NULL {fence} "
+                "RETURNING parent_run_id, parent_position",
+                (
+                    new_last,
+                    b.inbox_seen,
+                    b.status.value,
+                    b.outcome,
+                    b.reason,
+                    b.wake_at if b.status in _WAITING else None,
+                    run_id,
+                    b.lease.token,
+                    b.expected_seq,
+                ),
+            ).fetchall()
+        if not landed:
+            results.append(_why(conn, b))
+            continue
+        results.append(None)
+        rows.extend((e.run_id, e.seq, e.kind, e.schema, e.data) for e in b.events)
+        if b.snapshot is not None:
+            sn = b.snapshot
+            snaps.append((sn.run_id, sn.seq, sn.schema, sn.data))
+        parent, position = landed[0]
+        if parent is not None and b.status in NOTIFY_PARENT_STATUSES:
+            _deliver(conn, parent, "child", str(position), b.outcome or b"")
+    if rows:
+        conn.executemany(
+            "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    if snaps:
+        conn.executemany(_UPSERT_SNAPSHOT, snaps)
+    return results
+
+
+def _deliver(
+    conn: sqlite3.Connection,
+    run_id: str,
+    kind: str,
+    name: str,
+    data: bytes,
+    *,
+    only_unfinished: bool = False,
+) -> int | None:
+    """Add an inbox message; its id, or ``None`` if the run is missing (or finished)."""
+    guard = f" AND status NOT IN ({_TERMINAL_SQL})" if only_unfinished else ""
+    got = conn.execute(
+        f"UPDATE runs SET inbox_last = inbox_last + 1, updated_at = {_NOW} "
+        f"WHERE run_id = ?{guard} RETURNING inbox_last",
+        (run_id,),
+    ).fetchall()
+    if not got:
+        return None
+    msg_id = int(got[0][0])
+    conn.execute(
+        f"INSERT INTO inbox (run_id, id, kind, name, data, at) VALUES (?, ?, ?, ?, ?, {_NOW})",
+        (run_id, msg_id, kind, name, data),
+    )
+    return msg_id
 
 
 def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:

@@ -6,8 +6,9 @@ a run carries on from its last recorded event after any crash or restart.
 
 from __future__ import annotations
 
-from continuum_py.engine import Engine, RunHandle
+from continuum_py.engine import Engine, RunHandle, StepStatus
 from continuum_py.errors import (
+    ChildRunFailed,
     ConfigurationError,
     ContinuumError,
     EncodingError,
@@ -18,10 +19,13 @@ from continuum_py.errors import (
     LeaseLost,
     NonDeterminismError,
     RunAlreadyExists,
+    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
+    RunTimedOut,
     SchemaTooNew,
+    SignalTimeout,
     StepError,
     WorkflowNotRegistered,
 )
@@ -31,6 +35,7 @@ from continuum_py.workflow import Context, Registry, RetryPolicy, StepInfo, step
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildRunFailed",
     "ConfigurationError",
     "Context",
     "ContinuumError",
@@ -45,15 +50,19 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "RunAlreadyExists",
+    "RunAlreadyFinished",
     "RunCancelled",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
     "RunRecord",
     "RunStatus",
+    "RunTimedOut",
     "SchemaTooNew",
+    "SignalTimeout",
     "StepError",
     "StepInfo",
+    "StepStatus",
     "WorkflowNotRegistered",
     "__version__",
     "step",

@@ -72,15 +72,18 @@ def encode_event(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode_event(run_id: str, seq: int, schema: int, data: bytes) -> AnyEvent:
-    """Decode one stored event; refuse newer schemas and report corrupt rows clearly."""
+def decode_event(run_id: str, seq: int | None, schema: int, data: bytes) -> AnyEvent:
+    """Decode one stored event; refuse newer schemas and report corrupt rows clearly.
+
+    ``seq=None`` skips the check that the event is the one stored at that seq.
+    """
     if schema > SCHEMA_VERSION:
         raise SchemaTooNew(run_id, seq, schema, SCHEMA_VERSION)
     try:
         event: AnyEvent = _event_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise JournalCorrupt(run_id, seq, str(exc)) from exc
-    if event.seq != seq:
+    if seq is not None and event.seq != seq:
         raise JournalCorrupt(run_id, seq, f"event claims seq {event.seq}")
     return event
 

@@ -19,25 +19,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from continuum_py import _codec
 from continuum_py._log import WorkflowLogger
-from continuum_py.errors import NonDeterminismError, StepError
+from continuum_py.errors import (
+    ChildRunFailed,
+    EncodingError,
+    NonDeterminismError,
+    SignalTimeout,
+    StepError,
+)
 from continuum_py.events import (
     AnyEvent,
+    CancelRequested,
+    ChildCompleted,
+    ChildStarted,
+    ContinuedAsNew,
     ErrorInfo,
+    EventPublished,
+    MarkerRecorded,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     RunStarted,
+    RunSuspended,
+    SideEffectRecorded,
+    SignalReceived,
+    SignalWaitStarted,
     StepCompleted,
     StepFailed,
     StepScheduled,
+    TimerFired,
+    TimerStarted,
 )
 from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef
 
@@ -101,8 +121,10 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
     def _no_clock(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(
             "workflow code cannot use the wall clock or asyncio timers (asyncio.sleep, "
-            "asyncio.timeout, loop.call_later): they are not replayable. Wait inside a step "
-            "instead, and bound a step's time with @step(timeout=...)."
+            "asyncio.timeout, asyncio.wait(timeout=...), loop.call_later): they are not "
+            "replayable. Use `await ctx.sleep(seconds)` for a durable timer, ctx.now() for the "
+            "time, and `await ctx.wait_first(work, ctx.sleep(seconds))` to race with a timeout; "
+            "bound a step's time with @step(timeout=...)."
         )
 
     time = _no_clock
@@ -164,29 +186,124 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
         self._ready.clear()
 
 
-@dataclass(slots=True)
-class StepCall:
-    """A step the workflow asked for, at one call-order position."""
+@dataclass(slots=True, eq=False)
+class Call:
+    """Something the workflow asked for at one call-order position."""
 
     position: int
-    step: StepDef[Any, Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
     future: asyncio.Future[Any]
     recorded: bool = False
-    """History holds its ``StepScheduled``."""
+    """History holds the event that records the call."""
+    done: bool = False
+    """History holds its outcome (or it needs none)."""
+
+    @property
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(slots=True, eq=False)
+class StepCall(Call):
+    """A step call."""
+
+    step: StepDef[Any, Any] = field(default=None)  # type: ignore[arg-type]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
     """The newest attempt recorded as scheduled."""
     failures: int = 0
     """Attempts recorded as failed (not final)."""
     last_failure: StepFailed | None = None
     """The last non-final failure, if it came after the newest scheduled attempt."""
-    done: bool = False
-    encoded_args: msgspec.Raw | None = field(default=None)
+    encoded_args: msgspec.Raw | None = None
+
+    @property
+    def describe(self) -> str:
+        return f"StepScheduled({self.step.name})"
 
 
-def describe(call: StepCall | None) -> str:
-    return "nothing" if call is None else f"StepScheduled({call.step.name})"
+@dataclass(slots=True, eq=False)
+class TimerCall(Call):
+    """``ctx.sleep``."""
+
+    duration: float = 0.0
+    fire_at: float | None = None
+
+    @property
+    def describe(self) -> str:
+        return "TimerStarted"
+
+
+@dataclass(slots=True, eq=False)
+class WaitCall(Call):
+    """``ctx.wait_for_signal``."""
+
+    name: str = ""
+    timeout: float | None = None
+    timeout_at: float | None = None
+    type: Any = Any
+
+    @property
+    def describe(self) -> str:
+        return f"SignalWaitStarted({self.name})"
+
+
+@dataclass(slots=True, eq=False)
+class ChildCall(Call):
+    """A child workflow awaited inside the workflow."""
+
+    workflow: WorkflowDef[Any, Any] = field(default=None)  # type: ignore[arg-type]
+    encoded_args: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"[]"))
+    child_run_id: str = ""
+
+    @property
+    def describe(self) -> str:
+        return f"ChildStarted({self.workflow.name})"
+
+
+@dataclass(slots=True, eq=False)
+class RecordCall(Call):
+    """A synchronous call recorded once: now/random/uuid4, a patch marker, a published value."""
+
+    event: SideEffectRecorded | MarkerRecorded | EventPublished | None = None
+
+    @property
+    def describe(self) -> str:
+        ev = self.event
+        if isinstance(ev, SideEffectRecorded):
+            return f"SideEffectRecorded({ev.what})"
+        if isinstance(ev, MarkerRecorded):
+            return f"MarkerRecorded({ev.name})"
+        if isinstance(ev, EventPublished):
+            return f"EventPublished({ev.key})"
+        return "RecordCall"
+
+
+def describe(call: Call | None) -> str:
+    return "nothing" if call is None else call.describe
+
+
+_COMMAND_EVENTS = (
+    StepScheduled,
+    TimerStarted,
+    SignalWaitStarted,
+    ChildStarted,
+    SideEffectRecorded,
+    MarkerRecorded,
+    EventPublished,
+)
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new``; ends the run so a fresh one carries on.
+
+    A ``BaseException`` so that ``except Exception`` in workflow code does not
+    swallow it.
+    """
+
+    def __init__(self, args: msgspec.Raw) -> None:
+        super().__init__("continue as new")
+        self.encoded_args = args
 
 
 class ReplayCore:
@@ -209,29 +326,116 @@ class ReplayCore:
         self.last_seq = 0
         self.workflow: WorkflowDef[Any, Any] | None = None
         self.started: RunStarted | None = None
-        self.calls: dict[int, StepCall] = {}
+        self.calls: dict[int, Call] = {}
         self._next_position = 1
-        self._unrecorded: dict[int, StepCall] = {}
+        self._unrecorded: dict[int, Call] = {}
         self._main: asyncio.Task[Any] | None = None
-        self.history_end: RunCompleted | RunFailed | None = None
-        # Outcome events in the order they were fed: with RunStarted, this is
-        # everything a snapshot needs to rebuild the same state.
+        self.history_end: AnyEvent | None = None
+        # Every event but step schedules and retryable failures, in the order fed:
+        # with RunStarted, this is everything a snapshot needs to rebuild the state.
         self.fed: list[AnyEvent] = []
         self._restoring = False
+        # What history holds at each position, known before the code asks: sync
+        # calls (now, patched, ...) must answer at once, not when the event is fed.
+        self.ahead: dict[int, AnyEvent] = {}
+        self.signals: dict[str, deque[SignalReceived]] = {}
+        self._waiters: dict[str, list[WaitCall]] = {}
+        self.inbox_seen = 0
+        self.cancel_reason: str | None = None
+        self.deadline_passed = False
+        self.published: dict[str, msgspec.Raw] = {}
+        # A mismatch found inside workflow code (a sync call); raised to the runner
+        # even if the code swallows it.
+        self.nd_error: NonDeterminismError | None = None
+        self.clock: Callable[[], float] = time.time
 
     # ---- code side ----
+    def _take(self) -> int:
+        position = self._next_position
+        self._next_position += 1
+        return position
+
+    def _new(self, call: Call) -> Call:
+        self.calls[call.position] = call
+        self._unrecorded[call.position] = call
+        return call
+
     def call_step(
         self, step: StepDef[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, Any]:
-        position = self._next_position
-        self._next_position += 1
         fut = self.loop.create_future()
-        call = StepCall(position, step, args, kwargs, fut)
-        self.calls[position] = call
-        self._unrecorded[position] = call
+        self._new(StepCall(self._take(), fut, step=step, args=args, kwargs=kwargs))
         return _await(fut)
 
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        fut = self.loop.create_future()
+        self._new(TimerCall(self._take(), fut, duration=seconds))
+        return _await(fut)
+
+    def wait_for_signal(
+        self, name: str, timeout: float | None, type_: Any
+    ) -> Coroutine[Any, Any, Any]:
+        fut = self.loop.create_future()
+        call = WaitCall(self._take(), fut, name=name, timeout=timeout, type=type_)
+        self._new(call)
+        buffered = self.signals.get(name)
+        if buffered:
+            self._deliver(call, buffered.popleft())
+        else:
+            self._waiters.setdefault(name, []).append(call)
+        return _await(fut)
+
+    def call_child(self, wf: WorkflowDef[Any, Any], args: tuple[Any, ...]) -> Any:
+        fut = self.loop.create_future()
+        position = self._take()
+        raw = _codec.encode_args(args, what=wf.name, kind="workflow")
+        call = ChildCall(
+            position,
+            fut,
+            workflow=wf,
+            encoded_args=raw,
+            child_run_id=f"{self.run_id}.{position}",
+        )
+        self._new(call)
+        return _await(fut)
+
+    def record(
+        self,
+        make: Callable[[int], SideEffectRecorded | MarkerRecorded | EventPublished],
+        check: Callable[[AnyEvent], bool],
+    ) -> AnyEvent:
+        """A synchronous recorded call: the event history holds at its position, else a new one."""
+        position = self._take()
+        held = self.ahead.get(position)
+        if held is None:
+            self._new(RecordCall(position, self.loop.create_future(), event=make(position)))
+            return make_event(self.calls[position])
+        if not check(held):
+            err = NonDeterminismError(
+                self.run_id, position, _event_name(held), _event_name(make(position))
+            )
+            self.nd_error = self.nd_error or err
+            raise err
+        self.calls[position] = RecordCall(position, self.loop.create_future())
+        return held
+
+    def patched(self, change_id: str) -> bool:
+        """True for code running live or a history recorded with the change."""
+        held = self.ahead.get(self._next_position)
+        if held is None or (isinstance(held, MarkerRecorded) and held.name == change_id):
+            self.record(lambda p: MarkerRecorded(seq=0, position=p, name=change_id), _any)
+            return True
+        # History holds what the old code did here: take the old branch.
+        return False
+
     # ---- history side ----
+    def index(self, events: list[AnyEvent]) -> None:
+        """Learn what history holds at each position before replaying it."""
+        for ev in events:
+            position = getattr(ev, "position", None)
+            if position is not None and position not in self.ahead:
+                self.ahead[position] = ev
+
     def apply(self, event: AnyEvent) -> None:
         """Apply one history event (in seq order); raises ``NonDeterminismError``."""
         if isinstance(event, StepCompleted):
@@ -242,14 +446,142 @@ class ReplayCore:
             if event.final:
                 self._on_outcome(event)
             else:
-                call = self._recorded_call(event.position, f"StepFailed({event.step})")
+                call = self._recorded(event.position, f"StepFailed({event.step})", StepCall)
                 call.failures += 1
                 call.last_failure = event
         elif isinstance(event, RunStarted):
             self._on_started(event)
-        elif isinstance(event, RunCompleted | RunFailed):
-            self._on_end(event)
+        else:
+            self.fed.append(event)
+            self._apply_other(event)
+        if self.nd_error is not None:
+            raise self.nd_error
         self.last_seq = event.seq
+
+    def _apply_other(self, event: AnyEvent) -> None:
+        if isinstance(event, TimerStarted):
+            timer = self._match(event.position, event, TimerCall)
+            timer.fire_at = event.fire_at
+        elif isinstance(event, TimerFired):
+            call = self._recorded(event.position, "TimerFired", Call)
+            call.done = True
+            if isinstance(call, WaitCall):
+                self._drop_waiter(call)
+                if not call.future.done():
+                    call.future.set_exception(SignalTimeout(call.name, call.timeout or 0.0))
+            elif not call.future.done():
+                call.future.set_result(None)
+            self.loop.run_ready()
+        elif isinstance(event, SignalWaitStarted):
+            wait = self._match(event.position, event, WaitCall)
+            if wait.name != event.name:
+                raise NonDeterminismError(
+                    self.run_id, event.position, _event_name(event), wait.describe
+                )
+            wait.timeout_at = event.timeout_at
+            if wait.future.done():
+                wait.done = True
+        elif isinstance(event, SignalReceived):
+            self.inbox_seen = max(self.inbox_seen, event.inbox_id)
+            waiters = self._waiters.get(event.name)
+            while waiters and waiters[0].future.done():
+                waiters.pop(0)  # gave up waiting (cancelled)
+            if waiters:
+                self._deliver(waiters.pop(0), event)
+                self.loop.run_ready()
+            else:
+                self.signals.setdefault(event.name, deque()).append(event)
+        elif isinstance(event, ChildStarted):
+            child = self._match(event.position, event, ChildCall)
+            if child.workflow.name != event.workflow:
+                raise NonDeterminismError(
+                    self.run_id, event.position, _event_name(event), child.describe
+                )
+            child.child_run_id = event.child_run_id
+        elif isinstance(event, ChildCompleted):
+            self.inbox_seen = max(self.inbox_seen, event.inbox_id)
+            child = self._recorded(event.position, "ChildCompleted", ChildCall)
+            child.done = True
+            if not child.future.done():
+                if event.ok:
+                    child.future.set_result(
+                        self._decode(
+                            event.result, _result_type(child.workflow), event.position, event
+                        )
+                    )
+                else:
+                    err = event.error or ErrorInfo(type="unknown", message="")
+                    child.future.set_exception(
+                        ChildRunFailed(
+                            event.child_run_id,
+                            child.workflow.name,
+                            err.type,
+                            err.message,
+                            err.traceback,
+                        )
+                    )
+            self.loop.run_ready()
+        elif isinstance(event, SideEffectRecorded | MarkerRecorded | EventPublished):
+            rcall = self.calls.get(event.position)
+            if not isinstance(rcall, RecordCall) or (
+                rcall.event is not None and type(rcall.event) is not type(event)
+            ):
+                raise NonDeterminismError(
+                    self.run_id, event.position, _event_name(event), self._asked_at(event.position)
+                )
+            rcall.recorded = rcall.done = True
+            self._unrecorded.pop(event.position, None)
+            if isinstance(event, EventPublished):
+                self.published[event.key] = event.value
+        elif isinstance(event, CancelRequested):
+            self.inbox_seen = max(self.inbox_seen, event.inbox_id)
+            if event.reason == "deadline":
+                self.deadline_passed = True
+            if self.cancel_reason is None:
+                # Only the first request cancels: a repeated one (a resent child
+                # cancel, a deadline during cleanup) must not interrupt the cleanup.
+                self.cancel_reason = event.reason
+                if self._main is not None and not self._main.done():
+                    self._main.cancel()
+                    self.loop.run_ready()
+        elif isinstance(event, RunSuspended):
+            pass
+        elif isinstance(event, RunCompleted | RunFailed | RunCancelled | ContinuedAsNew):
+            self._on_end(event)
+
+    def _deliver(self, call: WaitCall, event: SignalReceived) -> None:
+        call.future.set_result(self._decode(event.payload, call.type, call.position, event))
+        if call.recorded:
+            call.done = True
+
+    def _drop_waiter(self, call: WaitCall) -> None:
+        waiters = self._waiters.get(call.name)
+        if waiters and call in waiters:
+            waiters.remove(call)
+
+    def _decode(self, raw: msgspec.Raw, type_: Any, position: int, event: AnyEvent) -> Any:
+        try:
+            return _codec.decode_value(raw, type_)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return _Raise(
+                EncodingError(
+                    None,
+                    _event_name(event),
+                    f"recorded value {bytes(raw)[:200]!r} does not fit {type_!r}: {exc}",
+                    kind="value",
+                )
+            )
+
+    def _match(self, position: int, event: AnyEvent, kind: type[_C]) -> _C:
+        """The call at ``position`` that ``event`` records; marks it recorded."""
+        call = self.calls.get(position)
+        if not isinstance(call, kind):
+            raise NonDeterminismError(
+                self.run_id, position, _event_name(event), self._asked_at(position)
+            )
+        call.recorded = True
+        self._unrecorded.pop(position, None)
+        return call
 
     def _on_started(self, event: RunStarted) -> None:
         if self.started is not None:
@@ -272,9 +604,9 @@ class ReplayCore:
         self._main = self.loop.create_task(coro, context=contextvars.Context())
         self.loop.run_ready()
 
-    def _recorded_call(self, position: int, what: str) -> StepCall:
+    def _recorded(self, position: int, what: str, kind: type[_C]) -> _C:
         call = self.calls.get(position)
-        if call is None or not (call.recorded or self._restoring):
+        if not isinstance(call, kind) or not (call.recorded or self._restoring):
             raise NonDeterminismError(self.run_id, position, what, self._asked_at(position))
         return call
 
@@ -288,16 +620,12 @@ class ReplayCore:
 
     def _on_scheduled(self, event: StepScheduled) -> None:
         call = self.calls.get(event.position)
-        if call is None:
+        if not isinstance(call, StepCall) or call.step.name != event.step:
             raise NonDeterminismError(
                 self.run_id,
                 event.position,
                 f"StepScheduled({event.step})",
                 self._asked_at(event.position),
-            )
-        if call.step.name != event.step:
-            raise NonDeterminismError(
-                self.run_id, event.position, f"StepScheduled({event.step})", describe(call)
             )
         call.recorded = True
         call.attempt = event.attempt
@@ -306,7 +634,7 @@ class ReplayCore:
 
     def _on_outcome(self, event: StepCompleted | StepFailed) -> None:
         kind = type(event).__name__
-        call = self._recorded_call(event.position, f"{kind}({event.step})")
+        call = self._recorded(event.position, f"{kind}({event.step})", StepCall)
         if call.step.name != event.step:
             raise NonDeterminismError(
                 self.run_id, event.position, f"{kind}({event.step})", describe(call)
@@ -322,6 +650,9 @@ class ReplayCore:
         call.recorded = True
         self._unrecorded.pop(event.position, None)
         self.fed.append(event)
+        if call.future.done():
+            # The workflow stopped waiting (cancelled); the outcome is history only.
+            return
         if isinstance(event, StepCompleted):
             try:
                 value = _codec.decode_value(event.result, call.step.return_type)
@@ -342,23 +673,20 @@ class ReplayCore:
             )
         self.loop.run_ready()
 
-    def _on_end(self, event: RunCompleted | RunFailed) -> None:
+    def _on_end(self, event: AnyEvent) -> None:
         self.history_end = event
         if not self.finished:
-            waiting = [c for c in self.calls.values() if not c.done]
+            waiting = [c for c in self.calls.values() if not c.done and not c.future.done()]
             raise NonDeterminismError(
                 self.run_id,
                 self._next_position,
-                type(event).__name__,
+                _event_name(event),
                 f"the workflow still waiting on {describe(waiting[0]) if waiting else 'something else'}",
             )
-        ok = self.outcome()[0]
-        if ok != isinstance(event, RunCompleted):
+        expected = self.end_kind()
+        if expected is not type(event):
             raise NonDeterminismError(
-                self.run_id,
-                self._next_position,
-                type(event).__name__,
-                "RunCompleted" if ok else "RunFailed",
+                self.run_id, self._next_position, _event_name(event), expected.__name__
             )
 
     # ---- results ----
@@ -378,20 +706,35 @@ class ReplayCore:
             return False, exc
         return True, self._main.result()
 
-    def new_calls(self) -> list[StepCall]:
-        """Steps the code asked for that history does not hold yet, in call order."""
+    def end_kind(self) -> type[AnyEvent]:
+        """The final event the finished workflow calls for."""
+        ok, value = self.outcome()
+        if ok:
+            return RunCompleted
+        if isinstance(value, ContinueAsNew):
+            return ContinuedAsNew
+        if isinstance(value, asyncio.CancelledError) and self.cancel_reason is not None:
+            return RunFailed if self.cancel_reason == "deadline" else RunCancelled
+        return RunFailed
+
+    def new_calls(self) -> list[Call]:
+        """Calls the code made that history does not hold yet, in call order."""
         return list(self._unrecorded.values())
+
+    def waiting(self) -> list[Call]:
+        """Recorded calls the workflow still waits on (steps in flight, timers, waits, children)."""
+        return [c for c in self.calls.values() if c.recorded and not c.done and not c.future.done()]
 
     def pending_steps(self) -> list[StepCall]:
         """Steps recorded as scheduled with no outcome yet (in flight when history ends)."""
-        return [c for c in self.calls.values() if c.recorded and not c.done]
+        return [c for c in self.waiting() if isinstance(c, StepCall)]
 
     # ---- snapshots ----
     def snapshot_events(self) -> list[AnyEvent]:
         """A compact event list that rebuilds this state.
 
-        Outcomes in fed order, then the newest schedule (and failure) of each
-        step still in flight.
+        Everything fed but step schedules and retryable failures, then the newest
+        schedule (and failure) of each step still in flight.
         """
         out = list(self.fed)
         for call in self.pending_steps():
@@ -418,14 +761,17 @@ class ReplayCore:
             for ev in events:
                 if isinstance(ev, StepScheduled):
                     self._on_scheduled(ev)
-                    self.calls[ev.position].encoded_args = ev.args
+                    call = self.calls[ev.position]
+                    assert isinstance(call, StepCall)
+                    call.encoded_args = ev.args
                 else:
                     self.apply(ev)
         finally:
             self._restoring = False
         for position, n in failures.items():
-            if position in self.calls:
-                self.calls[position].failures = n
+            step_call = self.calls.get(position)
+            if isinstance(step_call, StepCall):
+                step_call.failures = n
         self.last_seq = last_seq
 
     def close(self) -> None:
@@ -439,8 +785,46 @@ class ReplayCore:
                     coro.close()
 
 
+_C = TypeVar("_C", bound=Call)
+
+
+class _Raise:
+    """A decoded value that is really an error to raise at the await."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def make_event(call: Call) -> AnyEvent:
+    assert isinstance(call, RecordCall)
+    assert call.event is not None
+    return call.event
+
+
+def _any(event: AnyEvent) -> bool:
+    return True
+
+
+def _event_name(event: AnyEvent) -> str:
+    detail = getattr(event, "step", None) or getattr(event, "name", None)
+    detail = detail or getattr(event, "workflow", None) or getattr(event, "what", None)
+    detail = detail or getattr(event, "key", None)
+    return f"{type(event).__name__}({detail})" if detail else type(event).__name__
+
+
+def _result_type(wf: WorkflowDef[Any, Any]) -> Any:
+    from continuum_py.workflow import _hint
+
+    return _hint(wf.fn, "return")
+
+
 async def _await(fut: asyncio.Future[Any]) -> Any:
-    return await fut
+    value = await fut
+    if isinstance(value, _Raise):
+        raise value.error
+    return value
 
 
 def error_info(exc: BaseException) -> ErrorInfo:

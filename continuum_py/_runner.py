@@ -11,10 +11,10 @@ sequential workflow costs one commit per step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -29,26 +29,51 @@ from continuum_py._client import (
     encode_snapshot,
     stored,
 )
+from continuum_py._clock import Clock, SystemClock
 from continuum_py._log import get_logger
-from continuum_py._replay import ReplayCore, StepCall, error_info
+from continuum_py._replay import (
+    Call,
+    ChildCall,
+    ContinueAsNew,
+    RecordCall,
+    ReplayCore,
+    StepCall,
+    TimerCall,
+    WaitCall,
+    error_info,
+)
 from continuum_py.errors import (
     EncodingError,
     JournalCorrupt,
     JournalUnavailable,
     LeaseLost,
     NonDeterminismError,
+    RunAlreadyFinished,
+    RunNotFound,
     WorkflowNotRegistered,
 )
 from continuum_py.events import (
     SCHEMA_VERSION,
     AnyEvent,
+    CancelRequested,
+    ChildCompleted,
+    ChildStarted,
+    ContinuedAsNew,
+    ErrorInfo,
+    RunCancelled,
     RunCompleted,
     RunFailed,
+    RunStarted,
+    RunSuspended,
+    SignalReceived,
+    SignalWaitStarted,
     StepCompleted,
     StepFailed,
     StepScheduled,
+    TimerFired,
+    TimerStarted,
 )
-from continuum_py.journal import AppendBatch, Lease, RunStatus, Snapshot
+from continuum_py.journal import AppendBatch, InboxMessage, Lease, NewRun, RunStatus, Snapshot
 from continuum_py.workflow import Registry, StepInfo, _current_step
 
 _NULL = msgspec.Raw(b"null")
@@ -62,6 +87,12 @@ class RunnerConfig:
     registry: Registry
     worker_id: str
     snapshot_every: int
+    clock: Clock = field(default_factory=SystemClock)
+    hold: float = 2.0
+    """Wait in process for a timer due within this many seconds; suspend for later ones."""
+    on_child: Callable[[Lease | None], None] = lambda lease: None
+    """Called after a child run is created (with its lease if it was claimed here)."""
+    ttl: float = 30.0
 
 
 @dataclass(slots=True)
@@ -73,11 +104,16 @@ class _Outcome:
     retryable: bool = True
 
 
+class _Suspend(Exception):
+    pass
+
+
 class RunDriver:
     """Runs one run while holding its lease; stops cleanly when the lease is lost."""
 
     def __init__(self, cfg: RunnerConfig, lease: Lease, on_done: Callable[[str], None]) -> None:
         self.cfg = cfg
+        self.clock = cfg.clock
         self.lease = lease
         self.run_id = lease.run_id
         self.on_done = on_done
@@ -85,12 +121,43 @@ class RunDriver:
         self.core: ReplayCore | None = None
         self.seq = 0
         self._snap_seq = 0
-        self._tasks: dict[int, asyncio.Task[_Outcome]] = {}
+        self._tasks: dict[int, tuple[asyncio.Task[_Outcome], int]] = {}
         self._reattempt: list[StepCall] = []
         self._retries: list[tuple[float, int]] = []
+        self._timers: list[tuple[float, int]] = []
+        self._children: list[ChildCall] = []
+        self._cancelled_children: set[int] = set()
+        self._deadline: float | None = None
+        self._poke = asyncio.Event()
+        self._inline: asyncio.Timeout | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self.idle = False
+        """True while only a timer or a message can move the run on (virtual clocks read it)."""
+
+    def poke(self, *, cancel: bool = False) -> None:
+        """Something arrived for this run (a message, a child's outcome): look at the inbox."""
+        self._poke.set()
+        if self._inline is not None:
+            if cancel:
+                self._interrupt()
+            elif self._checker is None or self._checker.done():
+                self._checker = asyncio.ensure_future(self._check_cancel())
+
+    def _interrupt(self) -> None:
+        if self._inline is not None and not self._inline.expired():
+            self._inline.reschedule(asyncio.get_running_loop().time())
+
+    async def _check_cancel(self) -> None:
+        core = self.core
+        if core is None:
+            return
+        with contextlib.suppress(Exception):
+            msgs = await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen)
+            if any(m.kind == "cancel" for m in msgs):
+                self._interrupt()
 
     async def run(self) -> None:
-        """Drive the run until it finishes, parks, or the lease is lost."""
+        """Drive the run until it finishes, parks, suspends, or the lease is lost."""
         structlog.contextvars.bind_contextvars(run_id=self.run_id)
         # Resolve the lazy logger once per run, not on every step's log call.
         self.log = self.log.bind()
@@ -110,8 +177,11 @@ class RunDriver:
             self.log.exception("run.driver_crashed")
             await self._release()
         finally:
-            for t in self._tasks.values():
+            self.idle = False
+            for t, _ in self._tasks.values():
                 t.cancel()
+            if self._checker is not None:
+                self._checker.cancel()
             if self.core is not None:
                 self.core.close()
             self.on_done(self.run_id)
@@ -138,6 +208,7 @@ class RunDriver:
         outcome: bytes | None = None,
         reason: str | None = None,
         snapshot: Snapshot | None = None,
+        wake_at: float | None = None,
     ) -> None:
         batch = AppendBatch(
             lease=self.lease,
@@ -147,6 +218,8 @@ class RunDriver:
             outcome=outcome,
             reason=reason,
             snapshot=snapshot,
+            wake_at=wake_at,
+            inbox_seen=self.core.inbox_seen if self.core is not None else None,
         )
         await self.cfg.client.append(batch)
         self.seq += len(events)
@@ -158,16 +231,22 @@ class RunDriver:
         # (corrupt row, unknown workflow), parking must still append at this seq.
         self.seq = rows[-1].seq if rows else (snap.seq if snap else 0)
         core = ReplayCore(self.run_id, self.cfg.registry)
+        core.clock = self.clock.now
         self.core = core
         # Every recorded event was already processed by some runner, so its code
         # ran live once: replay quietly. Only a run never driven yet (its history
         # is just RunStarted) runs its first lines live here.
         core.replaying = snap is not None or len(rows) > 1
+        tail = decode_all(rows)
         if snap is not None:
             state = decode_snapshot(snap)
+            core.index(state.events)
+            core.index(tail)
             core.restore(state.events, state.failures, snap.seq)
             self._snap_seq = snap.seq
-        for ev in decode_all(rows):
+        else:
+            core.index(tail)
+        for ev in tail:
             core.apply(ev)
         core.replaying = False
         self.seq = core.last_seq
@@ -183,105 +262,347 @@ class RunDriver:
         core = await self._load()
         if core.history_end is not None:
             # History already ends the run; make the run row agree with it.
-            ok = isinstance(core.history_end, RunCompleted)
-            await self._append(
-                [],
-                status=RunStatus.COMPLETED if ok else RunStatus.FAILED,
-                outcome=_codec.encode_event(core.history_end),
-            )
+            end = core.history_end
+            await self._append([], status=_END_STATUS[type(end)], outcome=_codec.encode_event(end))
             return
-        for call in core.pending_steps():
-            if call.last_failure is not None:
-                due = call.last_failure.at + call.last_failure.retry_delay
-                heapq.heappush(self._retries, (due, call.position))
-            else:
-                # In flight when the last runner died: it runs again, with the next attempt number.
-                self._reattempt.append(call)
+        started = core.started
+        assert started is not None
+        if started.deadline is not None and core.cancel_reason != "deadline":
+            self._deadline = started.deadline
+        for call in core.waiting():
+            if isinstance(call, StepCall):
+                if call.last_failure is not None:
+                    due = call.last_failure.at + call.last_failure.retry_delay
+                    heapq.heappush(self._retries, (due, call.position))
+                else:
+                    # In flight when the last runner died: it runs again, with the next attempt number.
+                    self._reattempt.append(call)
+            elif isinstance(call, TimerCall) and call.fire_at is not None:
+                heapq.heappush(self._timers, (call.fire_at, call.position))
+            elif isinstance(call, WaitCall) and call.timeout_at is not None:
+                heapq.heappush(self._timers, (call.timeout_at, call.position))
+            elif isinstance(call, ChildCall):
+                # Its ChildStarted is durable but the child may not be: make sure it exists.
+                self._children.append(call)
         events: list[AnyEvent] = []
+        await self._pull_inbox(core, events)
         while True:
             # A workflow that has returned (or raised) needs no more attempts: a
             # retry still due, or a step it called but never awaited, is not scheduled.
             to_start = [] if core.finished else self._schedule(core, events)
+            self._due(core, events)
+            if not core.finished:
+                to_start += self._schedule(core, events)
             status = outcome = None
             if core.finished:
-                status, outcome = self._finish(core, events)
+                # Values the code recorded on its way out (set_event, now, ...) are history too.
+                self._schedule(core, events, records_only=True)
+                status, outcome = await self._finish(core, events)
             snapshot = self._maybe_snapshot(core, events) if status is None else None
             if events or status is not None:
                 await self._append(events, status=status, outcome=outcome, snapshot=snapshot)
                 events = []
+            if self._children:
+                await self._start_children()
+            await self._drop_abandoned(core)
             if status is not None:
                 self.log.info("run." + status.value, seq=self.seq)
                 return
-            if len(to_start) == 1 and not self._tasks and not self._retries:
+            if (
+                len(to_start) == 1
+                and not self._tasks
+                and not self._retries
+                and not self._timers
+                and self._deadline is None
+                and not self._poke.is_set()
+            ):
                 # Sequential fast path: run the only step inline, no task, no wait.
                 call, attempt = to_start[0]
-                outcomes = [await self._execute(call, attempt)]
+                outcomes = [await self._execute_inline(call, attempt)]
             else:
                 for call, attempt in to_start:
-                    self._tasks[call.position] = asyncio.ensure_future(self._execute(call, attempt))
+                    task = asyncio.ensure_future(self._execute(call, attempt))
+                    self._tasks[call.position] = (task, attempt)
+                if not self._tasks and not self._poke.is_set():
+                    next_due = self._next_due()
+                    if next_due is None or next_due - self.clock.now() > self.cfg.hold:
+                        if await self._suspend(core, events, next_due):
+                            return
+                        continue
                 outcomes = await self._wait()
+            if self._poke.is_set():
+                # Messages first: a cancellation that interrupted a step must reach the
+                # workflow before that step's (cancelled) outcome does.
+                self._poke.clear()
+                await self._pull_inbox(core, events)
             for out in sorted(outcomes, key=lambda o: o.call.position):
                 self._record(core, out, events)
-            now = time.time()
-            while self._retries and self._retries[0][0] <= now:
-                _, position = heapq.heappop(self._retries)
-                self._reattempt.append(core.calls[position])
+
+    def _next_due(self) -> float | None:
+        dues = [h[0][0] for h in (self._timers, self._retries) if h]
+        if self._deadline is not None:
+            dues.append(self._deadline)
+        return min(dues) if dues else None
+
+    def _due(self, core: ReplayCore, events: list[AnyEvent]) -> None:
+        """Record whatever has come due: timers, the deadline; queue due retries."""
+        now = self.clock.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, position = heapq.heappop(self._timers)
+            call = core.calls[position]
+            if call.done or call.future.done():
+                continue  # answered by a signal, or no longer awaited
+            self._add(
+                core, events, TimerFired(seq=self._next_seq(events), at=now, position=position)
+            )
+        while self._retries and self._retries[0][0] <= now:
+            _, position = heapq.heappop(self._retries)
+            step_call = core.calls[position]
+            assert isinstance(step_call, StepCall)
+            if not step_call.future.done():
+                self._reattempt.append(step_call)
+        if self._deadline is not None and self._deadline <= now and not core.finished:
+            self._deadline = None
+            self.log.warning("run.deadline_passed", seq=self._next_seq(events))
+            self._add(
+                core,
+                events,
+                CancelRequested(seq=self._next_seq(events), at=now, inbox_id=0, reason="deadline"),
+            )
+
+    async def _pull_inbox(self, core: ReplayCore, events: list[AnyEvent]) -> None:
+        """Record messages sent to the run (signals, cancellation, child outcomes)."""
+        msgs = await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen)
+        for m in msgs:
+            self._add(core, events, self._from_message(core, m, self._next_seq(events)))
+
+    def _from_message(self, core: ReplayCore, m: InboxMessage, seq: int) -> AnyEvent:
+        at = self.clock.now()
+        if m.kind == "signal":
+            return SignalReceived(
+                seq=seq, at=at, inbox_id=m.id, name=m.name, payload=msgspec.Raw(m.data)
+            )
+        if m.kind == "cancel":
+            self.log.info("run.cancel_requested", seq=seq)
+            return CancelRequested(seq=seq, at=at, inbox_id=m.id)
+        if m.kind == "child":
+            position = int(m.name)
+            call = core.calls.get(position)
+            child_id = call.child_run_id if isinstance(call, ChildCall) else ""
+            result, error = _NULL, None
+            try:
+                end = _codec.decode_event(child_id, None, SCHEMA_VERSION, m.data)
+            except Exception as exc:
+                error = ErrorInfo(type="continuum_py.errors.JournalCorrupt", message=str(exc))
+            else:
+                if isinstance(end, RunCompleted):
+                    result = end.result
+                elif isinstance(end, RunFailed):
+                    error = end.error
+                else:
+                    error = ErrorInfo(type="cancelled", message="the child run was cancelled")
+            return ChildCompleted(
+                seq=seq,
+                at=at,
+                inbox_id=m.id,
+                position=position,
+                child_run_id=child_id,
+                ok=error is None,
+                result=result,
+                error=error,
+            )
+        raise JournalCorrupt(self.run_id, None, f"inbox message {m.id} has unknown kind {m.kind!r}")
+
+    async def _suspend(self, core: ReplayCore, events: list[AnyEvent], due: float | None) -> bool:
+        """Give the lease back until ``due`` or a message; False if a message came first."""
+        await self._pull_inbox(core, events)
+        if events:
+            return False
+        end = RunSuspended(seq=self._next_seq(events), at=self.clock.now(), wake_at=due)
+        snapshot = self._maybe_snapshot(core, [end])
+        await self._append([end], status=RunStatus.SUSPENDED, wake_at=due, snapshot=snapshot)
+        self.log.info("run.suspended", seq=self.seq, wake_at=due)
+        return True
+
+    async def _drop_abandoned(self, core: ReplayCore) -> None:
+        """Cancel work the workflow stopped waiting for (it was cancelled, or lost a race)."""
+        for position, (task, _) in list(self._tasks.items()):
+            if core.calls[position].future.cancelled():
+                task.cancel()
+        for call in core.calls.values():
+            if (
+                isinstance(call, ChildCall)
+                and call.recorded
+                and not call.done
+                and call.future.cancelled()
+                and call.position not in self._cancelled_children
+            ):
+                # Sent after the parent's ChildStarted is durable; a crash before this
+                # line re-sends it on resume, and a second cancel is ignored by the child.
+                self._cancelled_children.add(call.position)
+                await self._cancel_child(call.child_run_id)
+
+    async def _cancel_child(self, child_run_id: str) -> None:
+        try:
+            await self.cfg.client.send(child_run_id, "cancel", "", b"")
+        except (RunAlreadyFinished, RunNotFound):
+            pass
+        except Exception as exc:
+            self.log.warning("child.cancel_failed", child_run_id=child_run_id, error=str(exc))
+
+    async def _start_children(self) -> None:
+        children, self._children = self._children, []
+        for call in children:
+            first = RunStarted(
+                seq=1,
+                at=self.clock.now(),
+                run_id=call.child_run_id,
+                workflow=call.workflow.name,
+                args=call.encoded_args,
+                parent_run_id=self.run_id,
+                parent_position=call.position,
+            )
+            _, lease, created = await self.cfg.client.start_run(
+                NewRun(
+                    run_id=call.child_run_id,
+                    workflow=call.workflow.name,
+                    first_event=stored(call.child_run_id, first),
+                    parent_run_id=self.run_id,
+                    parent_position=call.position,
+                ),
+                claim_for=self.cfg.worker_id,
+                ttl=self.cfg.ttl,
+            )
+            if created:
+                self.log.info(
+                    "child.started", child_run_id=call.child_run_id, position=call.position
+                )
+            self.cfg.on_child(lease)
 
     async def _wait(self) -> list[_Outcome]:
-        timeout = max(self._retries[0][0] - time.time(), 0.0) if self._retries else None
-        if not self._tasks:
-            if timeout is None:
-                raise NonDeterminismError(
-                    self.run_id,
-                    0,
-                    "a run with no step in flight",
-                    "the workflow waiting on something that is not a durable step "
-                    "(only steps may be awaited in workflow code)",
-                )
-            await asyncio.sleep(timeout)
-            return []
-        done, _ = await asyncio.wait(
-            self._tasks.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        due = self._next_due()
+        waits: list[asyncio.Future[Any]] = [t for t, _ in self._tasks.values()]
+        poke = asyncio.ensure_future(self._poke.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(due)) if due is not None else None
+        waits.append(poke)
+        if sleeper is not None:
+            waits.append(sleeper)
+        self.idle = not self._tasks
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.idle = False
+            poke.cancel()
+            if sleeper is not None:
+                sleeper.cancel()
         out = []
-        for t in done:
-            o = t.result()
-            del self._tasks[o.call.position]
-            out.append(o)
+        for position, (t, attempt) in list(self._tasks.items()):
+            if t not in done:
+                continue
+            del self._tasks[position]
+            if t.cancelled():
+                call = self.core.calls[position] if self.core else None
+                assert isinstance(call, StepCall)
+                out.append(_Outcome(call, attempt, False, _cancelled(call), retryable=False))
+            else:
+                out.append(t.result())
         return out
 
-    def _schedule(self, core: ReplayCore, events: list[AnyEvent]) -> list[tuple[StepCall, int]]:
-        """Record StepScheduled for every attempt about to start; returns them."""
+    def _schedule(
+        self, core: ReplayCore, events: list[AnyEvent], *, records_only: bool = False
+    ) -> list[tuple[StepCall, int]]:
+        """Record every new call; returns the step attempts about to start."""
         to_start: list[tuple[StepCall, int]] = []
         while True:
-            calls = self._reattempt + core.new_calls()
+            calls: list[Call] = [*self._reattempt, *core.new_calls()]
             self._reattempt = []
+            if records_only:
+                calls = [c for c in calls if isinstance(c, RecordCall)]
             if not calls:
                 return to_start
             for call in calls:
-                attempt = call.attempt + 1
-                if call.encoded_args is None:
-                    try:
-                        call.encoded_args = _codec.encode_args(call.args, what=call.step.name)
-                        if call.kwargs:
-                            raise EncodingError(
-                                call.step.name, "dict", "pass step arguments positionally"
-                            )
-                    except EncodingError as exc:
-                        self._add(core, events, self._scheduled(call, attempt, _NULL, events))
-                        self._add(
-                            core, events, self._failed(call, attempt, exc, events, final=True)
-                        )
-                        continue
-                self._add(core, events, self._scheduled(call, attempt, call.encoded_args, events))
-                to_start.append((call, attempt))
+                if isinstance(call, StepCall):
+                    self._schedule_step(core, events, call, to_start)
+                elif isinstance(call, TimerCall):
+                    fire_at = self.clock.now() + call.duration
+                    self._add(
+                        core,
+                        events,
+                        TimerStarted(
+                            seq=self._next_seq(events),
+                            at=self.clock.now(),
+                            position=call.position,
+                            fire_at=fire_at,
+                        ),
+                    )
+                    heapq.heappush(self._timers, (fire_at, call.position))
+                elif isinstance(call, WaitCall):
+                    answered = call.future.done()
+                    timeout_at = (
+                        None
+                        if call.timeout is None or answered
+                        else self.clock.now() + call.timeout
+                    )
+                    self._add(
+                        core,
+                        events,
+                        SignalWaitStarted(
+                            seq=self._next_seq(events),
+                            at=self.clock.now(),
+                            position=call.position,
+                            name=call.name,
+                            timeout_at=timeout_at,
+                        ),
+                    )
+                    if timeout_at is not None:
+                        heapq.heappush(self._timers, (timeout_at, call.position))
+                elif isinstance(call, ChildCall):
+                    self._add(
+                        core,
+                        events,
+                        ChildStarted(
+                            seq=self._next_seq(events),
+                            at=self.clock.now(),
+                            position=call.position,
+                            child_run_id=call.child_run_id,
+                            workflow=call.workflow.name,
+                            args=call.encoded_args,
+                        ),
+                    )
+                    self._children.append(call)
+                elif isinstance(call, RecordCall):
+                    assert call.event is not None
+                    ev = msgspec.structs.replace(
+                        call.event, seq=self._next_seq(events), at=self.clock.now()
+                    )
+                    self._add(core, events, ev)
+
+    def _schedule_step(
+        self,
+        core: ReplayCore,
+        events: list[AnyEvent],
+        call: StepCall,
+        to_start: list[tuple[StepCall, int]],
+    ) -> None:
+        attempt = call.attempt + 1
+        if call.encoded_args is None:
+            try:
+                call.encoded_args = _codec.encode_args(call.args, what=call.step.name)
+                if call.kwargs:
+                    raise EncodingError(call.step.name, "dict", "pass step arguments positionally")
+            except EncodingError as exc:
+                self._add(core, events, self._scheduled(call, attempt, _NULL, events))
+                self._add(core, events, self._failed(call, attempt, exc, events, final=True))
+                return
+        self._add(core, events, self._scheduled(call, attempt, call.encoded_args, events))
+        to_start.append((call, attempt))
 
     def _scheduled(
         self, call: StepCall, attempt: int, args: msgspec.Raw, events: list[AnyEvent]
     ) -> StepScheduled:
         return StepScheduled(
             seq=self._next_seq(events),
-            at=time.time(),
+            at=self.clock.now(),
             position=call.position,
             step=call.step.name,
             attempt=attempt,
@@ -300,7 +621,7 @@ class RunDriver:
     ) -> StepFailed:
         return StepFailed(
             seq=self._next_seq(events),
-            at=time.time(),
+            at=self.clock.now(),
             position=call.position,
             step=call.step.name,
             attempt=attempt,
@@ -333,7 +654,7 @@ class RunDriver:
                 events,
                 StepCompleted(
                     seq=self._next_seq(events),
-                    at=time.time(),
+                    at=self.clock.now(),
                     position=call.position,
                     step=call.step.name,
                     attempt=out.attempt,
@@ -344,7 +665,10 @@ class RunDriver:
         exc = out.value
         policy = call.step.retry
         retry = (
-            out.retryable and policy.is_retryable(exc) and call.failures + 1 < policy.max_attempts
+            out.retryable
+            and not call.future.done()
+            and policy.is_retryable(exc)
+            and call.failures + 1 < policy.max_attempts
         )
         delay = policy.delay(call.failures + 1) if retry else 0.0
         self.log.warning(
@@ -361,30 +685,76 @@ class RunDriver:
             core, events, self._failed(call, out.attempt, exc, events, final=not retry, delay=delay)
         )
         if retry:
-            heapq.heappush(self._retries, (time.time() + delay, call.position))
+            heapq.heappush(self._retries, (self.clock.now() + delay, call.position))
 
-    def _finish(self, core: ReplayCore, events: list[AnyEvent]) -> tuple[RunStatus, bytes]:
-        for t in self._tasks.values():
+    async def _finish(self, core: ReplayCore, events: list[AnyEvent]) -> tuple[RunStatus, bytes]:
+        for t, _ in self._tasks.values():
             # The workflow returned without awaiting these; their outcomes no longer matter.
             t.cancel()
         self._tasks.clear()
         self._retries.clear()
-        ok, value = core.outcome()
-        end: RunCompleted | RunFailed
+        self._timers.clear()
+        _, value = core.outcome()
+        kind = core.end_kind()
         seq = self._next_seq(events)
-        if ok:
+        now = self.clock.now()
+        end: AnyEvent
+        if kind is RunCompleted:
             wf = core.workflow
             try:
                 raw = _codec.encode_value(value, what=wf.name if wf else None, kind="workflow")
-                end = RunCompleted(seq=seq, at=time.time(), result=raw)
+                end = RunCompleted(seq=seq, at=now, result=raw)
             except EncodingError as exc:
-                end = RunFailed(seq=seq, at=time.time(), error=error_info(exc))
+                end = RunFailed(seq=seq, at=now, error=error_info(exc))
+        elif kind is ContinuedAsNew:
+            assert isinstance(value, ContinueAsNew)
+            new_id = await self._continue(core, value)
+            end = ContinuedAsNew(seq=seq, at=now, new_run_id=new_id, args=value.encoded_args)
+        elif kind is RunCancelled:
+            end = RunCancelled(seq=seq, at=now, reason=core.cancel_reason or "cancel")
+        elif isinstance(value, asyncio.CancelledError) and core.cancel_reason == "deadline":
+            end = RunFailed(
+                seq=seq,
+                at=now,
+                error=ErrorInfo(
+                    type="continuum_py.errors.RunTimedOut",
+                    message="the run passed its deadline and was stopped",
+                ),
+            )
         else:
-            info = error_info(value)
-            end = RunFailed(seq=seq, at=time.time(), error=info)
+            end = RunFailed(seq=seq, at=now, error=error_info(value))
         events.append(end)
-        status = RunStatus.COMPLETED if isinstance(end, RunCompleted) else RunStatus.FAILED
-        return status, _codec.encode_event(end)
+        return _END_STATUS[type(end)], _codec.encode_event(end)
+
+    async def _continue(self, core: ReplayCore, req: ContinueAsNew) -> str:
+        """Create the run that carries on; idempotent, so a crash here only repeats it."""
+        started = core.started
+        assert started is not None
+        assert core.workflow is not None
+        base, _, n = self.run_id.rpartition("~")
+        new_id = f"{base}~{int(n) + 1}" if base and n.isdigit() else f"{self.run_id}~2"
+        first = RunStarted(
+            seq=1,
+            at=self.clock.now(),
+            run_id=new_id,
+            workflow=core.workflow.name,
+            args=req.encoded_args,
+            parent_run_id=started.parent_run_id,
+            parent_position=started.parent_position,
+            continued_from=self.run_id,
+        )
+        await self.cfg.client.start_run(
+            NewRun(
+                run_id=new_id,
+                workflow=core.workflow.name,
+                first_event=stored(new_id, first),
+                parent_run_id=started.parent_run_id,
+                parent_position=started.parent_position,
+            )
+        )
+        self.log.info("run.continued_as_new", new_run_id=new_id)
+        self.cfg.on_child(None)
+        return new_id
 
     def _maybe_snapshot(self, core: ReplayCore, events: list[AnyEvent]) -> Snapshot | None:
         every = self.cfg.snapshot_every
@@ -396,6 +766,18 @@ class RunDriver:
         return Snapshot(
             run_id=self.run_id, seq=last, schema=SCHEMA_VERSION, data=encode_snapshot(state)
         )
+
+    async def _execute_inline(self, call: StepCall, attempt: int) -> _Outcome:
+        """Run a step in the driver's own task, interruptible by a cancellation."""
+        try:
+            async with asyncio.timeout(None) as cm:
+                self._inline = cm
+                try:
+                    return await self._execute(call, attempt)
+                finally:
+                    self._inline = None
+        except TimeoutError:
+            return _Outcome(call, attempt, False, _cancelled(call), retryable=False)
 
     async def _execute(self, call: StepCall, attempt: int) -> _Outcome:
         step = call.step
@@ -443,3 +825,15 @@ class RunDriver:
             return _Outcome(call, attempt, True, raw)
         finally:
             _current_step.reset(token)
+
+
+def _cancelled(call: StepCall) -> asyncio.CancelledError:
+    return asyncio.CancelledError(f"step {call.step.name!r} was cancelled with its run")
+
+
+_END_STATUS: dict[type[Any], RunStatus] = {
+    RunCompleted: RunStatus.COMPLETED,
+    RunFailed: RunStatus.FAILED,
+    RunCancelled: RunStatus.CANCELLED,
+    ContinuedAsNew: RunStatus.CONTINUED,
+}

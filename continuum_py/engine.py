@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import inspect
 import socket
-import time
 import uuid
 from typing import Any, Generic, TypeVar
 
@@ -17,6 +17,7 @@ import msgspec
 
 from continuum_py import _codec
 from continuum_py._client import JournalClient, decode_all, stored
+from continuum_py._clock import Clock, SystemClock
 from continuum_py._log import get_logger
 from continuum_py._runner import RunDriver, RunnerConfig
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
@@ -26,15 +27,82 @@ from continuum_py.errors import (
     EncodingError,
     JournalUnavailable,
     RunAlreadyExists,
+    RunCancelled,
     RunFailed,
     RunNotFound,
+    RunTimedOut,
 )
-from continuum_py.events import AnyEvent, RunCompleted, RunStarted
+from continuum_py.events import (
+    AnyEvent,
+    ContinuedAsNew,
+    ErrorInfo,
+    EventPublished,
+    RunCompleted,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepScheduled,
+)
+from continuum_py.events import RunCancelled as RunCancelledEvent
 from continuum_py.events import RunFailed as RunFailedEvent
-from continuum_py.journal import Journal, Lease, NewRun, RunRecord, RunStatus
+from continuum_py.journal import Journal, Lease, NewRun, NotifyingJournal, RunRecord, RunStatus
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
-__all__ = ["Engine", "RunHandle"]
+__all__ = ["Engine", "RunHandle", "StepStatus"]
+
+
+class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one step of a run stands, from its history.
+
+    Attributes:
+        position: the step's call-order position.
+        step: its name.
+        status: ``"running"`` (an attempt started, no outcome yet), ``"pending"``
+            (waiting to retry), ``"completed"`` or ``"failed"`` (for good).
+        attempts: attempts started so far.
+        last_error: the newest failure, if any.
+        started_at: when the first attempt started (seconds since the epoch).
+        finished_at: when it completed or failed for good.
+    """
+
+    position: int
+    step: str
+    status: str
+    attempts: int
+    last_error: ErrorInfo | None = None
+    started_at: float = 0.0
+    finished_at: float | None = None
+
+
+def step_statuses(events: list[AnyEvent]) -> list[StepStatus]:
+    """Per-step statuses folded from a history, in position order."""
+    out: dict[int, StepStatus] = {}
+    for ev in events:
+        if isinstance(ev, StepScheduled):
+            old = out.get(ev.position)
+            out[ev.position] = StepStatus(
+                position=ev.position,
+                step=ev.step,
+                status="running",
+                attempts=ev.attempt,
+                last_error=old.last_error if old else None,
+                started_at=old.started_at if old else ev.at,
+            )
+        elif isinstance(ev, StepCompleted | StepFailed) and ev.position in out:
+            old = out[ev.position]
+            if isinstance(ev, StepCompleted):
+                out[ev.position] = msgspec.structs.replace(
+                    old, status="completed", finished_at=ev.at
+                )
+            else:
+                out[ev.position] = msgspec.structs.replace(
+                    old,
+                    status="failed" if ev.final else "pending",
+                    last_error=ev.error,
+                    finished_at=ev.at if ev.final else None,
+                )
+    return [out[p] for p in sorted(out)]
+
 
 R = TypeVar("R")
 
@@ -61,33 +129,59 @@ class RunHandle(Generic[R]):
         """The journal's full row for the run (status, lease, park reason, ...)."""
         return await self._engine._record(self.run_id)
 
+    async def steps(self) -> list[StepStatus]:
+        """Every step the run has started, with its status, attempts and last error."""
+        return step_statuses(await self._engine.history(self.run_id))
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send a signal to the run (see :meth:`Engine.signal`)."""
+        await self._engine.signal(self.run_id, name, payload)
+
+    async def cancel(self) -> None:
+        """Cancel the run (see :meth:`Engine.cancel`)."""
+        await self._engine.cancel(self.run_id)
+
     async def result(self, *, timeout: float | None = None) -> R:
         """Wait for the run to finish and return its result.
 
+        A run that continued as new (``ctx.continue_as_new``) is followed to the
+        end of its chain.
+
         Raises:
             RunFailed: the workflow raised (``error_type``, ``message``, ``traceback_text``).
+            RunTimedOut: the run passed its ``timeout`` (a ``RunFailed`` and a ``TimeoutError``).
+            RunCancelled: the run was cancelled.
             TimeoutError: ``timeout`` seconds passed first.
         """
+        run_id = self.run_id
         async with asyncio.timeout(timeout):
             delay = 0.02
             while True:
-                rec = await self._engine._record(self.run_id)
+                rec = await self._engine._record(run_id)
                 if rec.status.terminal and rec.outcome is not None:
-                    return self._decode(rec)
-                waiter = self._engine._waiter(self.run_id)
+                    end = _codec.decode_event(rec.run_id, rec.last_seq, 0, rec.outcome)
+                    if isinstance(end, ContinuedAsNew):
+                        run_id, delay = end.new_run_id, 0.02
+                        continue
+                    return self._decode(rec.run_id, end)
+                waiter = self._engine._waiter(run_id)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await waiter.wait()
                 delay = min(delay * 2, 1.0)
 
-    def _decode(self, rec: RunRecord) -> R:
-        end = _codec.decode_event(rec.run_id, rec.last_seq, 0, rec.outcome or b"")
+    def _decode(self, run_id: str, end: AnyEvent) -> R:
         if isinstance(end, RunCompleted):
             value: R = _codec.decode_value(end.result, self._result_type)
             return value
         if isinstance(end, RunFailedEvent):
-            raise RunFailed(rec.run_id, end.error.type, end.error.message, end.error.traceback)
-        raise ContinuumError(f"run {rec.run_id}: unexpected final event {type(end).__name__}")
+            err = end.error
+            if err.type == "continuum_py.errors.RunTimedOut":
+                raise RunTimedOut(run_id, err.message, err.traceback)
+            raise RunFailed(run_id, err.type, err.message, err.traceback)
+        if isinstance(end, RunCancelledEvent):
+            raise RunCancelled(run_id, end.reason)
+        raise ContinuumError(f"run {run_id}: unexpected final event {type(end).__name__}")
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id} ({self.workflow})>"
@@ -119,6 +213,11 @@ class Engine:
         poll_interval: seconds between looks for runnable runs when nothing
             wakes the worker.
         journal: an already made journal object, instead of ``url``.
+        clock: the clock durable time is measured by (timers, ``ctx.now``,
+            deadlines); default the wall clock. Tests pass
+            ``continuum_py.testing.VirtualClock()`` to skip time.
+        hold: a run whose next timer is due within this many seconds waits for
+            it in process; a later one is suspended and its lease given back.
     """
 
     def __init__(
@@ -133,6 +232,8 @@ class Engine:
         worker: bool = True,
         poll_interval: float = 1.0,
         journal: Journal | None = None,
+        clock: Clock | None = None,
+        hold: float = 2.0,
     ) -> None:
         if lease_ttl <= 0:
             raise ConfigurationError(f"lease_ttl must be > 0, got {lease_ttl}")
@@ -149,8 +250,11 @@ class Engine:
         self.registry = registry or default_registry
         self.run_worker = worker
         self.poll_interval = poll_interval
+        self.clock: Clock = clock or SystemClock()
         self._client = JournalClient(self._journal_obj)
         self._drivers: dict[str, tuple[asyncio.Task[None], Lease]] = {}
+        self._driver_objs: dict[str, RunDriver] = {}
+        self._idle_loop = False
         self._waiters: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
@@ -161,7 +265,14 @@ class Engine:
             registry=self.registry,
             worker_id=self.worker_id,
             snapshot_every=snapshot_every,
+            clock=self.clock,
+            hold=hold,
+            on_child=self._on_child,
+            ttl=lease_ttl,
         )
+        attach = getattr(self.clock, "attach", None)
+        if attach is not None:
+            attach(self)
 
     @property
     def journal(self) -> Journal:
@@ -184,6 +295,8 @@ class Engine:
         if connect is not None:
             await connect()
         self._open = True
+        if self.run_worker and isinstance(self._journal_obj, NotifyingJournal):
+            await self._journal_obj.listen(self._on_notify)
         if self.run_worker:
             # Take back this worker's own unfinished runs before anything else.
             await self._claim(reclaim_own=True)
@@ -211,6 +324,9 @@ class Engine:
         workflow: WorkflowDef[Any, R] | str,
         *args: Any,
         run_id: str | None = None,
+        start_at: dt.datetime | float | None = None,
+        delay: float | dt.timedelta | None = None,
+        timeout: float | dt.timedelta | None = None,
     ) -> RunHandle[R]:
         """Start a run of ``workflow`` with ``args``, or return the existing run of ``run_id``.
 
@@ -219,6 +335,13 @@ class Engine:
             *args: the workflow's arguments after ``ctx``; encoded with msgspec.
             run_id: the run's id (default: a random one). Starting an existing
                 run_id returns that run, never a second one.
+            start_at: do not run before this time (a timezone-aware datetime, or
+                seconds since the epoch); the run waits durably until then.
+            delay: do not run before this many seconds from now.
+            timeout: stop the run if it has not finished this long after it
+                was started: the workflow sees ``asyncio.CancelledError`` at
+                its next await and may clean up; ``handle.result()`` raises
+                ``RunTimedOut``.
 
         Raises:
             WorkflowNotRegistered: ``workflow`` is a name no registry knows.
@@ -240,12 +363,21 @@ class Engine:
                 wf.name, "arguments", f"they do not fit the signature: {exc}", kind="workflow"
             ) from exc
         rid = run_id or uuid.uuid4().hex
-        first = RunStarted(seq=1, at=time.time(), run_id=rid, workflow=wf.name, args=raw)
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
+        now = self.clock.now()
+        wake_at = _when(start_at, delay, now)
+        deadline = None
+        if timeout is not None:
+            deadline = max(wake_at or now, now) + _positive(timeout, "timeout")
+        first = RunStarted(seq=1, at=now, run_id=rid, workflow=wf.name, args=raw, deadline=deadline)
         claim = (
-            self.worker_id if self.run_worker and len(self._drivers) < self.concurrency else None
+            self.worker_id
+            if self.run_worker and len(self._drivers) < self.concurrency and wake_at is None
+            else None
         )
         rec, lease, created = await self._client.start_run(
-            NewRun(run_id=rid, workflow=wf.name, first_event=stored(rid, first)),
+            NewRun(run_id=rid, workflow=wf.name, first_event=stored(rid, first), wake_at=wake_at),
             claim_for=claim,
             ttl=self.lease_ttl,
         )
@@ -289,7 +421,104 @@ class Engine:
         await self._client.set_status(run_id, RunStatus.PENDING, reason=None)
         self._wake.set()
 
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` with ``payload`` to a run; durable once this returns.
+
+        The run receives it with ``ctx.wait_for_signal(name)``, also if it waits
+        only later, or if no worker runs now. Several signals are delivered in
+        the order they were sent.
+
+        Raises:
+            RunNotFound: no such run.
+            RunAlreadyFinished: the run is over.
+            EncodingError: ``payload`` cannot be encoded; nothing is sent.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"signal name must be a non-empty string, got {name!r}")
+        raw = _codec.encode_value(payload, what=f"signal {name!r}", kind="value")
+        await self._client.send(run_id, "signal", name, bytes(raw))
+        self._poke(run_id)
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel a run: ``asyncio.CancelledError`` is raised in the workflow at its next await.
+
+        A step running then is cancelled too. The workflow may catch the error to
+        clean up (with further steps); if it lets it propagate, the run ends
+        ``cancelled`` and ``handle.result()`` raises ``RunCancelled``. Child runs
+        it was waiting for are cancelled as well.
+
+        Raises:
+            RunNotFound: no such run.
+            RunAlreadyFinished: the run is over.
+        """
+        self._check_open()
+        await self._client.send(run_id, "cancel", "", b"")
+        self._poke(run_id, cancel=True)
+
+    async def get_event(
+        self, run_id: str, key: str, *, timeout: float | None = None, type: Any = Any
+    ) -> Any:
+        """The newest value the run published under ``key`` with ``ctx.set_event``.
+
+        Waits until the run publishes it, up to ``timeout`` seconds (``None``:
+        without limit).
+
+        Raises:
+            RunNotFound: no such run.
+            KeyError: the run ended without publishing ``key``.
+            TimeoutError: ``timeout`` passed first.
+        """
+        self._check_open()
+        async with asyncio.timeout(timeout):
+            delay = 0.02
+            after = 0
+            found: EventPublished | None = None
+            while True:
+                rec = await self._record(run_id)
+                rows = await self._client.load(run_id, after_seq=after)
+                for row in rows:
+                    after = row.seq
+                    if row.kind == "EventPublished":
+                        ev = _codec.decode_event(run_id, row.seq, row.schema, row.data)
+                        if isinstance(ev, EventPublished) and ev.key == key:
+                            found = ev
+                if found is not None:
+                    return _codec.decode_value(found.value, type)
+                if rec.status.terminal:
+                    raise KeyError(
+                        f"run {run_id} ended ({rec.status.value}) without setting {key!r}"
+                    )
+                waiter = self._waiter(run_id)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await waiter.wait()
+                delay = min(delay * 2, 0.5)
+
+    @property
+    def idle(self) -> bool:
+        """True when every run this worker holds waits only for time or a message."""
+        return self._idle_loop and all(d.idle for d in self._driver_objs.values())
+
     # ---- internals ----
+    def _poke(self, run_id: str, *, cancel: bool = False) -> None:
+        driver = self._driver_objs.get(run_id)
+        if driver is not None:
+            driver.poke(cancel=cancel)
+        self._wake.set()
+
+    def _on_notify(self, run_id: str) -> None:
+        if run_id:
+            self._poke(run_id)
+        else:
+            self._wake.set()
+
+    def _on_child(self, lease: Lease | None) -> None:
+        if lease is not None and self._open:
+            self._spawn(lease)
+        else:
+            self._wake.set()
+
     def _check_open(self) -> None:
         if not self._open:
             raise ConfigurationError(
@@ -332,15 +561,22 @@ class Engine:
         driver = RunDriver(self._cfg, lease, done)
         task = asyncio.create_task(driver.run(), name=f"continuum-run-{lease.run_id}")
         self._drivers[lease.run_id] = (task, lease)
+        self._driver_objs[lease.run_id] = driver
 
     def _driver_done(self, run_id: str, task: asyncio.Task[None]) -> None:
         current = self._drivers.get(run_id)
         if current is not None and current[0] is not task:
             return  # a newer driver took over this run
         self._drivers.pop(run_id, None)
+        driver = self._driver_objs.pop(run_id, None)
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
             ev.set()
+        if driver is not None and driver.core is not None and driver.core.started is not None:
+            parent = driver.core.started.parent_run_id
+            if parent is not None:
+                # A child that ended wrote its outcome to the parent's inbox.
+                self._poke(parent)
         self._wake.set()
 
     async def _claim(self, *, reclaim_own: bool = False) -> None:
@@ -348,7 +584,11 @@ class Engine:
         if free <= 0:
             return
         leases = await self._client.claim(
-            self.worker_id, ttl=self.lease_ttl, limit=free, reclaim_own=reclaim_own
+            self.worker_id,
+            ttl=self.lease_ttl,
+            limit=free,
+            reclaim_own=reclaim_own,
+            now=self.clock.now(),
         )
         for lease in leases:
             self._spawn(lease)
@@ -357,17 +597,31 @@ class Engine:
         backoff = self.poll_interval
         while True:
             self._wake.clear()
+            next_wake: float | None = None
             try:
                 await self._claim()
+                next_wake = await self._client.next_wake_at()
                 backoff = self.poll_interval
             except (JournalUnavailable, OSError) as exc:
                 self._log.warning("worker.claim_failed", error=str(exc))
                 backoff = min(backoff * 2, 30.0)
-            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancel that
-            # races with the event being set, which hangs shutdown.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
-                    await self._wake.wait()
+            await self._sleep(backoff, next_wake)
+
+    async def _sleep(self, backoff: float, next_wake: float | None) -> None:
+        """Wait for a wake-up, the poll interval, or the next timer (on the engine clock)."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        if next_wake is not None and next_wake > self.clock.now():
+            # (A due one that was not claimed, e.g. concurrency is full, waits for the poll.)
+            waits.append(asyncio.ensure_future(self.clock.sleep_until(next_wake)))
+        self._idle_loop = True
+        try:
+            # asyncio.wait with a timeout, not wait_for: 3.11's wait_for can lose a
+            # cancel that races with the event being set, which hangs shutdown.
+            await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._idle_loop = False
+            for w in waits:
+                w.cancel()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -388,6 +642,42 @@ class Engine:
                     task.cancel()
                 elif run_id in self._drivers:
                     self._drivers[run_id] = (task, new)
+            # Messages sent by other processes to runs held here (a lost
+            # notification, or a journal that does not notify).
+            with contextlib.suppress(JournalUnavailable, OSError):
+                for run_id in await self._client.unseen_inbox([r for r, _ in items]):
+                    driver = self._driver_objs.get(run_id)
+                    if driver is not None:
+                        driver.poke()
+
+
+def _positive(value: float | dt.timedelta, what: str) -> float:
+    secs = value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+    if not secs > 0:
+        raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
+    return secs
+
+
+def _when(
+    start_at: dt.datetime | float | None, delay: float | dt.timedelta | None, now: float
+) -> float | None:
+    if start_at is not None and delay is not None:
+        raise ValueError("pass start_at or delay, not both")
+    if delay is not None:
+        secs = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay)
+        if secs < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}")
+        return now + secs
+    if isinstance(start_at, dt.datetime):
+        if start_at.tzinfo is None:
+            raise ValueError(
+                "start_at must be timezone-aware (e.g. datetime.now(timezone.utc)), "
+                f"got naive {start_at!r}"
+            )
+        return start_at.timestamp()
+    if start_at is not None:
+        return float(start_at)
+    return None
 
 
 def _result_type(wf: WorkflowDef[Any, Any]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ChildRunFailed",
     "ConfigurationError",
     "ContinuumError",
     "EncodingError",
@@ -20,10 +21,13 @@ __all__ = [
     "LeaseLost",
     "NonDeterminismError",
     "RunAlreadyExists",
+    "RunAlreadyFinished",
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
+    "RunTimedOut",
     "SchemaTooNew",
+    "SignalTimeout",
     "StepError",
     "WorkflowNotRegistered",
 ]
@@ -114,6 +118,20 @@ class RunAlreadyExists(ContinuumError):
             f"run {run_id!r} already exists for workflow {workflow!r}; "
             f"cannot start it as {requested!r}. Pick another run_id."
         )
+
+
+class RunAlreadyFinished(ContinuumError):
+    """A signal or cancellation was sent to a run that is already over.
+
+    Attributes:
+        run_id: the run.
+        status: its final status (``"completed"``, ``"failed"``, ...).
+    """
+
+    def __init__(self, run_id: str, status: str, what: str = "message") -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run {run_id!r} is already {status}; cannot deliver the {what}")
 
 
 class JournalError(ContinuumError):
@@ -288,3 +306,60 @@ class RunCancelled(ContinuumError):
         self.run_id = run_id
         self.reason = reason
         super().__init__(f"run {run_id} was cancelled" + (f": {reason}" if reason else ""))
+
+
+class RunTimedOut(RunFailed, TimeoutError):
+    """Raised by ``handle.result()`` when the run passed its ``timeout`` and was stopped.
+
+    The workflow saw ``asyncio.CancelledError`` at the deadline and could clean up.
+    """
+
+    def __init__(self, run_id: str, message: str = "", traceback_text: str = "") -> None:
+        RunFailed.__init__(
+            self,
+            run_id,
+            "continuum_py.errors.RunTimedOut",
+            message or "the run passed its deadline",
+            traceback_text,
+        )
+
+
+class SignalTimeout(ContinuumError, TimeoutError):
+    """Raised inside a workflow when ``ctx.wait_for_signal`` times out.
+
+    Attributes:
+        name: the signal waited for.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"no signal {name!r} arrived within {timeout}s")
+
+
+class ChildRunFailed(ContinuumError):
+    """Raised inside a parent workflow when a child run it awaited failed or was cancelled.
+
+    Attributes:
+        child_run_id: the child run.
+        workflow: the child's workflow name.
+        error_type: qualified name of the child's error (``"cancelled"`` if cancelled).
+        message: its message.
+        traceback_text: the child's recorded traceback.
+    """
+
+    def __init__(
+        self,
+        child_run_id: str,
+        workflow: str,
+        error_type: str,
+        message: str,
+        traceback_text: str = "",
+    ) -> None:
+        self.child_run_id = child_run_id
+        self.workflow = workflow
+        self.error_type = error_type
+        self.message = message
+        self.traceback_text = traceback_text
+        super().__init__(f"child run {child_run_id} ({workflow}) failed: {error_type}: {message}")

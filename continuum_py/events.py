@@ -20,17 +20,30 @@ import msgspec
 __all__ = [
     "SCHEMA_VERSION",
     "AnyEvent",
+    "CancelRequested",
+    "ChildCompleted",
+    "ChildStarted",
+    "ContinuedAsNew",
     "ErrorInfo",
     "Event",
+    "EventPublished",
+    "MarkerRecorded",
+    "RunCancelled",
     "RunCompleted",
     "RunFailed",
     "RunStarted",
+    "RunSuspended",
+    "SideEffectRecorded",
+    "SignalReceived",
+    "SignalWaitStarted",
     "StepCompleted",
     "StepFailed",
     "StepScheduled",
+    "TimerFired",
+    "TimerStarted",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The newest event schema this library writes and reads."""
 
 
@@ -67,11 +80,19 @@ class RunStarted(Event, frozen=True, kw_only=True):
         run_id: the run's id.
         workflow: the registered workflow name.
         args: the workflow's positional arguments, as a JSON array.
+        deadline: when the run is stopped with ``RunTimedOut`` (engine clock).
+        parent_run_id: the parent, for a child run.
+        parent_position: the parent's position waiting for this child.
+        continued_from: the run this one continues (``ctx.continue_as_new``).
     """
 
     run_id: str
     workflow: str
     args: msgspec.Raw
+    deadline: float | None = None
+    parent_run_id: str | None = None
+    parent_position: int = 0
+    continued_from: str | None = None
 
 
 class StepScheduled(Event, frozen=True, kw_only=True):
@@ -146,7 +167,195 @@ class RunFailed(Event, frozen=True, kw_only=True):
     error: ErrorInfo
 
 
+class TimerStarted(Event, frozen=True, kw_only=True):
+    """``ctx.sleep`` started a durable timer.
+
+    Attributes:
+        position: the timer's call-order position.
+        fire_at: when it fires (seconds since the epoch, engine clock).
+    """
+
+    position: int
+    fire_at: float
+
+
+class TimerFired(Event, frozen=True, kw_only=True):
+    """A timer (a sleep, or a signal wait's timeout) came due.
+
+    Attributes:
+        position: the call-order position of the sleep or the wait.
+    """
+
+    position: int
+
+
+class SignalWaitStarted(Event, frozen=True, kw_only=True):
+    """``ctx.wait_for_signal`` began waiting.
+
+    Attributes:
+        position: the wait's call-order position.
+        name: the signal name.
+        timeout_at: when the wait gives up (``None``: never).
+    """
+
+    position: int
+    name: str
+    timeout_at: float | None = None
+
+
+class SignalReceived(Event, frozen=True, kw_only=True):
+    """A signal sent with ``engine.signal`` was recorded; waits consume them in order.
+
+    Attributes:
+        inbox_id: the inbox message it came from.
+        name: the signal name.
+        payload: its value, as JSON.
+    """
+
+    inbox_id: int
+    name: str
+    payload: msgspec.Raw
+
+
+class SideEffectRecorded(Event, frozen=True, kw_only=True):
+    """A value from ``ctx.now``, ``ctx.random`` or ``ctx.uuid4``, replayed as recorded.
+
+    Attributes:
+        position: its call-order position.
+        what: ``"now"``, ``"random"`` or ``"uuid4"``.
+        value: the value, as JSON.
+    """
+
+    position: int
+    what: str
+    value: msgspec.Raw
+
+
+class MarkerRecorded(Event, frozen=True, kw_only=True):
+    """``ctx.patched(change_id)`` was first asked by code that has the change.
+
+    Attributes:
+        position: its call-order position.
+        name: the change id.
+    """
+
+    position: int
+    name: str
+
+
+class EventPublished(Event, frozen=True, kw_only=True):
+    """``ctx.set_event(key, value)``: a value the run publishes for callers.
+
+    Attributes:
+        position: its call-order position.
+        key: the key.
+        value: the value, as JSON.
+    """
+
+    position: int
+    key: str
+    value: msgspec.Raw
+
+
+class ChildStarted(Event, frozen=True, kw_only=True):
+    """The workflow started a child run and waits for it.
+
+    Attributes:
+        position: the call's call-order position.
+        child_run_id: the child run's id.
+        workflow: the child's workflow name.
+        args: its arguments, as a JSON array.
+    """
+
+    position: int
+    child_run_id: str
+    workflow: str
+    args: msgspec.Raw
+
+
+class ChildCompleted(Event, frozen=True, kw_only=True):
+    """A child run ended.
+
+    Attributes:
+        inbox_id: the inbox message that brought the outcome.
+        position: the parent's position that started the child.
+        child_run_id: the child.
+        ok: whether it completed (else it failed or was cancelled).
+        result: its return value when ``ok``, as JSON.
+        error: its error otherwise.
+    """
+
+    inbox_id: int
+    position: int
+    child_run_id: str
+    ok: bool
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    error: ErrorInfo | None = None
+
+
+class CancelRequested(Event, frozen=True, kw_only=True):
+    """The run is to stop: ``engine.cancel``, or its deadline passed.
+
+    Attributes:
+        inbox_id: the inbox message (0 for a deadline).
+        reason: ``"cancel"`` or ``"deadline"``.
+    """
+
+    inbox_id: int
+    reason: str = "cancel"
+
+
+class RunSuspended(Event, frozen=True, kw_only=True):
+    """Nothing to do until a timer, a signal or a child: the lease was given back.
+
+    Attributes:
+        wake_at: when a timer wakes it (``None``: only a message does).
+    """
+
+    wake_at: float | None = None
+
+
+class RunCancelled(Event, frozen=True, kw_only=True):
+    """The workflow ended by cancellation.
+
+    Attributes:
+        reason: ``"cancel"``.
+    """
+
+    reason: str = "cancel"
+
+
+class ContinuedAsNew(Event, frozen=True, kw_only=True):
+    """``ctx.continue_as_new``: this run ended, a fresh one carries on.
+
+    Attributes:
+        new_run_id: the run that continues.
+        args: its arguments, as a JSON array.
+    """
+
+    new_run_id: str
+    args: msgspec.Raw
+
+
 AnyEvent: TypeAlias = (
-    RunStarted | StepScheduled | StepCompleted | StepFailed | RunCompleted | RunFailed
+    RunStarted
+    | StepScheduled
+    | StepCompleted
+    | StepFailed
+    | TimerStarted
+    | TimerFired
+    | SignalWaitStarted
+    | SignalReceived
+    | SideEffectRecorded
+    | MarkerRecorded
+    | EventPublished
+    | ChildStarted
+    | ChildCompleted
+    | CancelRequested
+    | RunSuspended
+    | RunCompleted
+    | RunFailed
+    | RunCancelled
+    | ContinuedAsNew
 )
 """The union of every event type, for decoding."""

@@ -13,22 +13,29 @@ last event and the status change land in one transaction.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from continuum_py.errors import JournalError
 
 __all__ = [
+    "NOTIFY_PARENT_STATUSES",
+    "TERMINAL_STATUSES",
     "AppendBatch",
+    "InboxMessage",
     "Journal",
+    "JournalTransaction",
     "Lease",
     "NewRun",
+    "NotifyingJournal",
     "RunRecord",
     "RunStatus",
     "Snapshot",
     "StoredEvent",
+    "TransactionalJournal",
 ]
 
 
@@ -39,6 +46,8 @@ class RunStatus(enum.StrEnum):
     """Waiting for a worker."""
     RUNNING = "running"
     """Held by a worker's lease."""
+    SUSPENDED = "suspended"
+    """Waiting for a timer, a signal or a child run, with no lease held."""
     PARKED = "parked"
     """Stopped by a ``NonDeterminismError``; resumes with ``engine.resume``."""
     COMPLETED = "completed"
@@ -47,11 +56,26 @@ class RunStatus(enum.StrEnum):
     """The workflow raised."""
     CANCELLED = "cancelled"
     """The run was cancelled."""
+    CONTINUED = "continued"
+    """The run ended with ``ctx.continue_as_new``; its outcome names the next run."""
 
     @property
     def terminal(self) -> bool:
         """Whether the run is over for good."""
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CONTINUED}
+)
+
+TERMINAL_STATUSES: frozenset[RunStatus] = _TERMINAL
+"""Statuses a run never leaves."""
+
+NOTIFY_PARENT_STATUSES: frozenset[RunStatus] = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+)
+"""Terminal statuses that send a child's outcome to its parent's inbox."""
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,12 +106,46 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NewRun(msgspec.Struct, frozen=True, kw_only=True):
-    """A run to create, with its first event (``RunStarted``, seq 1)."""
+    """A run to create, with its first event (``RunStarted``, seq 1).
+
+    Attributes:
+        run_id: the run's id.
+        workflow: its workflow name.
+        first_event: the encoded ``RunStarted``.
+        wake_at: not runnable before this time (engine clock), for a scheduled start.
+        parent_run_id: for a child run, the parent; the child's final outcome is
+            sent to the parent's inbox (kind ``"child"``) in the same transaction
+            that ends the child.
+        parent_position: the parent's call-order position awaiting the child; the
+            inbox message's ``name``.
+    """
 
     run_id: str
     workflow: str
     first_event: StoredEvent
     wake_at: float | None = None
+    parent_run_id: str | None = None
+    parent_position: int = 0
+
+
+class InboxMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """Something sent to a run from outside its runner, kept until the run records it.
+
+    Attributes:
+        run_id: the receiving run.
+        id: 1..n per run, in the order messages were sent.
+        kind: ``"signal"``, ``"cancel"`` or ``"child"`` (a child run's outcome).
+        name: the signal name; for ``"child"``, the parent's position as text.
+        data: encoded payload (for ``"child"``: the child's encoded final event).
+        at: journal-clock time it was sent.
+    """
+
+    run_id: str
+    id: int
+    kind: str
+    name: str
+    data: bytes
+    at: float = 0.0
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +179,10 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
         lease_expires_at: when the lease lapses.
         outcome: the encoded final event of a finished run.
         reason: why a run is parked.
+        wake_at: for a pending or suspended run, when it becomes runnable.
+        parent_run_id: the parent of a child run.
+        inbox_last: id of the newest inbox message.
+        inbox_seen: id of the newest inbox message recorded in history.
     """
 
     run_id: str
@@ -134,6 +196,10 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     lease_expires_at: float | None = None
     outcome: bytes | None = None
     reason: str | None = None
+    wake_at: float | None = None
+    parent_run_id: str | None = None
+    inbox_last: int = 0
+    inbox_seen: int = 0
 
 
 class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,10 +209,15 @@ class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
         lease: the writer's lease; a stale token refuses the batch.
         expected_seq: the run's last seq as the writer knows it.
         events: the new events, seq ``expected_seq + 1`` onwards.
-        status: a new status to set with the events (terminal, or parked).
+        status: a new status to set with the events: terminal, parked, or
+            suspended. Any of them releases the lease.
         outcome: for a terminal status, the encoded final event.
         reason: for parked, why.
         snapshot: a snapshot to store with the events.
+        wake_at: for suspended, when the run becomes runnable again (engine
+            clock; ``None``: only a new inbox message wakes it).
+        inbox_seen: the newest inbox message id these events (or earlier ones)
+            record; stored on the run so unseen messages make it runnable.
     """
 
     lease: Lease
@@ -156,6 +227,8 @@ class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
     outcome: bytes | None = None
     reason: str | None = None
     snapshot: Snapshot | None = None
+    wake_at: float | None = None
+    inbox_seen: int | None = None
 
 
 @runtime_checkable
@@ -209,13 +282,24 @@ class Journal(Protocol):
         ...
 
     async def claim(
-        self, worker_id: str, *, ttl: float, limit: int, reclaim_own: bool = False
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool = False,
+        now: float | None = None,
     ) -> list[Lease]:
-        """Lease up to ``limit`` runnable runs: pending, or with an expired lease.
+        """Lease up to ``limit`` runnable runs, oldest first.
 
-        With ``reclaim_own``, runs whose lease ``worker_id`` still holds are taken
-        at once too (a restarted worker resuming its own runs). Each claim bumps
-        the run's fencing token.
+        Runnable: pending with no ``wake_at`` or one that is due; suspended with
+        a due ``wake_at`` or an unseen inbox message; running with an expired
+        lease. With ``reclaim_own``, runs whose lease ``worker_id`` still holds
+        are taken at once too (a restarted worker resuming its own runs). Each
+        claim bumps the run's fencing token, sets status running and clears
+        ``wake_at``. ``now`` is the engine clock's time, compared with
+        ``wake_at`` (default: the journal clock); lease expiry always uses the
+        journal clock.
         """
         ...
 
@@ -227,8 +311,32 @@ class Journal(Protocol):
         """Give a lease back so any worker may claim the run; ``False`` if it was lost."""
         ...
 
-    async def find_runnable(self, *, limit: int = 100) -> list[str]:
+    async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
         """Run ids a worker could claim now."""
+        ...
+
+    async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+        """Add a message to a run's inbox; returns its id.
+
+        A suspended run with an unseen message is runnable. Not fenced: anyone
+        may send.
+
+        Raises:
+            RunNotFound: no such run.
+            RunAlreadyFinished: the run is over (terminal status).
+        """
+        ...
+
+    async def inbox(self, run_id: str, *, after_id: int = 0) -> list[InboxMessage]:
+        """The run's inbox messages with id greater than ``after_id``, in order."""
+        ...
+
+    async def unseen_inbox(self, run_ids: Sequence[str]) -> list[str]:
+        """Those of ``run_ids`` with inbox messages not yet recorded in history."""
+        ...
+
+    async def next_wake_at(self) -> float | None:
+        """The earliest ``wake_at`` of a pending or suspended run, if any."""
         ...
 
     async def set_status(
@@ -239,4 +347,49 @@ class Journal(Protocol):
 
     async def aclose(self) -> None:
         """Close connections; the journal is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class NotifyingJournal(Protocol):
+    """Optional: a journal that tells workers at once when a run may need them."""
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(run_id)`` when another process makes a run need a worker.
+
+        That is: starts a run, sends a message to one, releases or resumes one.
+        Keep listening across reconnects until ``aclose``. A lost notification
+        only delays work: workers also poll.
+        """
+        ...
+
+
+@runtime_checkable
+class JournalTransaction(Protocol):
+    """One open database transaction of a :class:`TransactionalJournal`.
+
+    Attributes:
+        connection: the driver's connection inside the transaction: an
+            ``asyncpg.Connection`` for Postgres, an async wrapper with
+            ``execute``/``fetch`` for SQLite. A step's own SQL on it commits
+            or rolls back together with the step's completion.
+    """
+
+    connection: Any
+
+    async def append(self, batch: AppendBatch) -> JournalError | None:
+        """Write ``batch`` (fenced) inside this transaction; nothing is durable before commit."""
+        ...
+
+
+@runtime_checkable
+class TransactionalJournal(Protocol):
+    """Optional: transactional steps, whose own SQL commits with their completion."""
+
+    def transaction(self) -> AbstractAsyncContextManager[JournalTransaction]:
+        """Open a transaction.
+
+        It commits on a clean exit unless an ``append`` in it was refused, and
+        rolls back on an exception or a refused append.
+        """
         ...

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import functools
 import inspect
+import math
 import random
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 import msgspec
 
@@ -19,6 +22,8 @@ from continuum_py.errors import ConfigurationError, WorkflowNotRegistered
 
 if TYPE_CHECKING:
     from continuum_py._replay import ReplayCore
+
+T = TypeVar("T")
 
 __all__ = [
     "Context",
@@ -249,8 +254,26 @@ class WorkflowDef(Generic[P, R]):
         return self._arg_types
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
-        """Call the workflow function directly (no recording): for unit tests."""
-        return self.fn(*args, **kwargs)
+        """Inside a workflow: start this workflow as a child run and wait for it.
+
+        The call takes the parent's arguments without ``ctx`` (``await
+        child(order_id)``); the child is a run of its own (id
+        ``"{parent_run_id}.{position}"``) with its own history, and its failure
+        reaches the parent as :class:`~continuum_py.ChildRunFailed`.
+
+        Anywhere else it calls the workflow function directly, with no
+        recording: for unit tests.
+        """
+        core = _running_core()
+        if core is None:
+            return self.fn(*args, **kwargs)
+        if kwargs:
+            raise TypeError(
+                f"child workflow {self.name!r}: pass arguments positionally (got {sorted(kwargs)})"
+            )
+        self_def: WorkflowDef[Any, Any] = self
+        result: Awaitable[R] = core.call_child(self_def, tuple(args))
+        return result
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
@@ -339,6 +362,8 @@ def workflow(
 class Context:
     """What a workflow receives as its first argument.
 
+    Everything on it is recorded in the run's history and replays identically.
+
     Attributes:
         run_id: the run's id.
         workflow: the workflow's name.
@@ -357,3 +382,193 @@ class Context:
     def logger(self) -> WorkflowLogger:
         """A structlog logger bound to run_id; silent while replaying."""
         return self._core.logger
+
+    # ---- time ----
+    def sleep(self, seconds: float | dt.timedelta) -> Coroutine[Any, Any, None]:
+        """Wait durably for ``seconds``.
+
+        The run is suspended (its lease given back) and any worker resumes it
+        when the timer is due, also after a restart.
+
+        Raises:
+            ValueError: ``seconds`` is negative or not a finite number.
+        """
+        return self._core.sleep(_seconds(seconds, "ctx.sleep"))
+
+    def now(self) -> dt.datetime:
+        """The current time (UTC, timezone-aware), recorded once and replayed as recorded."""
+        from continuum_py.events import SideEffectRecorded
+
+        ev = self._record_value("now", lambda: self._core.clock())
+        assert isinstance(ev, SideEffectRecorded)
+        return dt.datetime.fromtimestamp(_decode_float(ev.value), dt.UTC)
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded once and replayed as recorded."""
+        from continuum_py.events import SideEffectRecorded
+
+        ev = self._record_value("random", random.random)
+        assert isinstance(ev, SideEffectRecorded)
+        return _decode_float(ev.value)
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID, recorded once and replayed as recorded."""
+        from continuum_py.events import SideEffectRecorded
+
+        ev = self._record_value("uuid4", lambda: str(uuid.uuid4()))
+        assert isinstance(ev, SideEffectRecorded)
+        return uuid.UUID(msgspec.json.decode(ev.value, type=str))
+
+    def _record_value(self, what: str, make: Callable[[], Any]) -> Any:
+        from continuum_py.events import SideEffectRecorded
+
+        def new(position: int) -> SideEffectRecorded:
+            value = msgspec.Raw(msgspec.json.encode(make()))
+            return SideEffectRecorded(seq=0, position=position, what=what, value=value)
+
+        return self._core.record(
+            new, lambda ev: isinstance(ev, SideEffectRecorded) and ev.what == what
+        )
+
+    # ---- signals and published values ----
+    @overload
+    def wait_for_signal(
+        self, name: str, *, timeout: float | dt.timedelta | None = None
+    ) -> Coroutine[Any, Any, Any]: ...
+    @overload
+    def wait_for_signal(
+        self, name: str, *, timeout: float | dt.timedelta | None = None, type: type[T]
+    ) -> Coroutine[Any, Any, T]: ...
+
+    def wait_for_signal(
+        self,
+        name: str,
+        *,
+        timeout: float | dt.timedelta | None = None,
+        type: Any = Any,
+    ) -> Coroutine[Any, Any, Any]:
+        """Wait durably for the signal ``name`` sent with ``engine.signal``; return its payload.
+
+        Signals sent before the wait, or while no worker ran, are kept and
+        delivered in the order they were sent, one per wait.
+
+        Args:
+            name: the signal name.
+            timeout: seconds (or a timedelta) to wait at most; ``None`` waits forever.
+            type: decode the payload as this type (default: plain JSON values).
+
+        Raises:
+            SignalTimeout: ``timeout`` passed first (a ``TimeoutError``).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"wait_for_signal needs a non-empty signal name, got {name!r}")
+        secs = None if timeout is None else _seconds(timeout, "wait_for_signal timeout")
+        return self._core.wait_for_signal(name, secs, type)
+
+    def set_event(self, key: str, value: Any) -> None:
+        """Publish ``value`` under ``key`` for callers of ``engine.get_event``.
+
+        Recorded in history; the newest value of a key wins.
+
+        Raises:
+            EncodingError: ``value`` cannot be encoded.
+        """
+        from continuum_py import _codec
+        from continuum_py.events import EventPublished
+
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"set_event needs a non-empty key, got {key!r}")
+        raw = _codec.encode_value(value, what=f"set_event({key!r})", kind="value")
+
+        def new(position: int) -> EventPublished:
+            return EventPublished(seq=0, position=position, key=key, value=raw)
+
+        self._core.record(new, lambda ev: isinstance(ev, EventPublished) and ev.key == key)
+
+    # ---- control flow ----
+    def continue_as_new(self, *args: Any) -> NoReturn:
+        """End this run and start a fresh one of the same workflow with ``args``.
+
+        The new run starts with an empty history, so an endless loop keeps a
+        bounded history. Its id is this run's id with ``~2``, ``~3``, ... appended;
+        ``handle.result()`` on any run of the chain follows it to the end.
+
+        Raises:
+            EncodingError: an argument cannot be encoded (the run carries on).
+        """
+        from continuum_py import _codec
+        from continuum_py._replay import ContinueAsNew
+
+        raise ContinueAsNew(_codec.encode_args(args, what=self.workflow, kind="workflow"))
+
+    def patched(self, change_id: str) -> bool:
+        """Whether to take the new branch of a code change.
+
+        ``True`` for runs that reach this point with code that has the change
+        (new runs, and old runs past the point where they stopped); ``False``
+        when replaying a history recorded by the old code here. Keep the old
+        branch until no run started before the change is still open.
+        """
+        if not isinstance(change_id, str) or not change_id:
+            raise ValueError(f"patched needs a non-empty change id, got {change_id!r}")
+        return self._core.patched(change_id)
+
+    async def wait_first(self, *aws: Awaitable[Any], cancel_rest: bool = True) -> tuple[int, Any]:
+        """Wait for the first of ``aws`` (steps, ``ctx.sleep``, signal waits, child runs).
+
+        Replays identically: which one won is decided by recorded history.
+
+        Returns:
+            ``(index, result)`` of the first to finish; if it raised, that
+            exception is raised instead.
+
+        Args:
+            aws: the awaitables to race.
+            cancel_rest: cancel the others (a cancelled timer or wait is dropped;
+                a cancelled step's task is cancelled).
+        """
+        if not aws:
+            raise ValueError("wait_first needs at least one awaitable")
+        tasks = [asyncio.ensure_future(a) for a in aws]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        index = min(i for i, t in enumerate(tasks) if t in done)
+        if cancel_rest:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+        return index, tasks[index].result()
+
+    async def as_completed(self, aws: Iterable[Awaitable[Any]]) -> AsyncIterator[tuple[int, Any]]:
+        """Yield ``(index, result)`` of each of ``aws`` as it finishes, in recorded order.
+
+        A failed awaitable raises its exception when its turn comes.
+        """
+        tasks = [asyncio.ensure_future(a) for a in aws]
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for i, t in enumerate(tasks):
+                    if t in done:
+                        yield i, t.result()
+        finally:
+            for t in pending:
+                t.cancel()
+
+
+def _seconds(value: float | dt.timedelta, what: str) -> float:
+    secs = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if isinstance(secs, bool) or not isinstance(secs, int | float):
+        raise TypeError(f"{what} takes seconds (a number) or a timedelta, got {value!r}")
+    if not math.isfinite(secs) or secs < 0:
+        raise ValueError(f"{what} needs a finite, non-negative duration, got {value!r}")
+    return float(secs)
+
+
+def _decode_float(raw: msgspec.Raw) -> float:
+    return float(msgspec.json.decode(raw))

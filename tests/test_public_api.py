@@ -11,6 +11,7 @@ import continuum_py
 
 # Changing this list changes the public API: update CHANGELOG.md in the same change.
 PUBLIC_API = [
+    "ChildRunFailed",
     "ConfigurationError",
     "Context",
     "ContinuumError",
@@ -25,15 +26,19 @@ PUBLIC_API = [
     "Registry",
     "RetryPolicy",
     "RunAlreadyExists",
+    "RunAlreadyFinished",
     "RunCancelled",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
     "RunRecord",
     "RunStatus",
+    "RunTimedOut",
     "SchemaTooNew",
+    "SignalTimeout",
     "StepError",
     "StepInfo",
+    "StepStatus",
     "WorkflowNotRegistered",
     "__version__",
     "step",
@@ -51,7 +56,7 @@ def test_every_listed_name_exists_and_errors_share_one_base():
         assert hasattr(continuum_py, name), name
     objects = [getattr(continuum_py, n) for n in PUBLIC_API]
     errors = [o for o in objects if isinstance(o, type) and issubclass(o, BaseException)]
-    assert len(errors) == 16
+    assert len(errors) == 20
     assert all(issubclass(e, continuum_py.ContinuumError) for e in errors)
 
 

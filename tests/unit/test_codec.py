@@ -24,13 +24,26 @@ from continuum_py._codec import (
 from continuum_py.events import (
     SCHEMA_VERSION,
     AnyEvent,
+    CancelRequested,
+    ChildCompleted,
+    ChildStarted,
+    ContinuedAsNew,
     ErrorInfo,
+    EventPublished,
+    MarkerRecorded,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     RunStarted,
+    RunSuspended,
+    SideEffectRecorded,
+    SignalReceived,
+    SignalWaitStarted,
     StepCompleted,
     StepFailed,
     StepScheduled,
+    TimerFired,
+    TimerStarted,
 )
 
 RAW = msgspec.Raw(b'{"a":[1,2.5,"x",null]}')
@@ -43,6 +56,19 @@ EXAMPLES: list[typing.Any] = [
     StepFailed(seq=4, position=2, step="s", attempt=2, error=ERR, final=False, retry_delay=0.4),
     RunCompleted(seq=5, result=msgspec.Raw(b"null")),
     RunFailed(seq=6, error=ERR),
+    TimerStarted(seq=7, position=3, fire_at=1e9),
+    TimerFired(seq=8, position=3),
+    SignalWaitStarted(seq=9, position=4, name="approve", timeout_at=2e9),
+    SignalReceived(seq=10, inbox_id=1, name="approve", payload=RAW),
+    SideEffectRecorded(seq=11, position=5, what="now", value=msgspec.Raw(b"1.5")),
+    MarkerRecorded(seq=12, position=6, name="change-1"),
+    EventPublished(seq=13, position=7, key="progress", value=RAW),
+    ChildStarted(seq=14, position=8, child_run_id="r.8", workflow="c", args=RAW),
+    ChildCompleted(seq=15, inbox_id=2, position=8, child_run_id="r.8", ok=False, error=ERR),
+    CancelRequested(seq=16, inbox_id=3),
+    RunSuspended(seq=17, wake_at=None),
+    RunCancelled(seq=18),
+    ContinuedAsNew(seq=19, new_run_id="r~2", args=RAW),
 ]
 
 

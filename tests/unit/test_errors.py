@@ -9,6 +9,7 @@ import pytest
 
 import continuum_py
 from continuum_py import (
+    ChildRunFailed,
     ConfigurationError,
     ContinuumError,
     EncodingError,
@@ -19,10 +20,13 @@ from continuum_py import (
     LeaseLost,
     NonDeterminismError,
     RunAlreadyExists,
+    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
+    RunTimedOut,
     SchemaTooNew,
+    SignalTimeout,
     StepError,
     WorkflowNotRegistered,
 )
@@ -42,6 +46,10 @@ EXAMPLES = [
     StepError("charge", 2, "app.Declined", "no funds", "Traceback ...", 3),
     RunFailed("r1", "app.Declined", "no funds", "Traceback ..."),
     RunCancelled("r1", "user asked"),
+    RunAlreadyFinished("r1", "completed", "signal"),
+    RunTimedOut("r1", "passed its deadline"),
+    SignalTimeout("approve", 60.0),
+    ChildRunFailed("p.1", "kid", "ValueError", "negative", "Traceback ..."),
 ]
 
 

@@ -1,0 +1,41 @@
+"""The engine's clock: what durable time (timers, ``ctx.now``, deadlines) is measured by.
+
+Injectable so a test can run a workflow that sleeps for 30 days in
+milliseconds (``continuum_py.testing.VirtualClock``). Lease expiry is not
+measured by it: leases use the journal's own clock, shared by every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Durable time for an engine."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    async def sleep_until(self, when: float) -> None:
+        """Return once ``now() >= when``."""
+        ...
+
+
+class SystemClock:
+    """The wall clock (``time.time``)."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until the wall clock reaches ``when``."""
+        delay = when - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)

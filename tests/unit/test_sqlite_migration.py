@@ -1,0 +1,228 @@
+"""A journal file written by an older version upgrades in place, keeping every run."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from helpers import claim_run, new_run, step_events, suspend_batch
+
+from continuum_py.adapters.sqlite import _RUNNABLE, STORAGE_VERSION, SQLiteJournal
+from continuum_py.errors import JournalCorrupt
+from continuum_py.journal import AppendBatch, RunStatus, Snapshot
+
+# The layout continuum-py wrote as storage version 1, verbatim.
+V1_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at REAL,
+    wake_at REAL,
+    outcome BLOB,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    schema INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    run_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    schema INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+PRAGMA user_version = 1;
+"""
+
+RUNS = [
+    # run_id, status, created_at, last_seq, lease_owner, lease_token, lease_expires_at, outcome, reason
+    ("mid", "pending", 100.0, 3, None, 1, None, None, None),
+    ("held", "running", 101.0, 1, "w-old", 4, 1.0, None, None),
+    ("done", "completed", 102.0, 2, None, 2, None, b"the-end", None),
+    ("stuck", "parked", 103.0, 1, None, 1, None, None, "NonDeterminismError: ..."),
+]
+
+
+def make_v1_file(path: str, *, extra_sql: str = "") -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(V1_DDL + extra_sql)
+        conn.execute("PRAGMA journal_mode = WAL")
+        for run_id, status, created, last, owner, token, expires, outcome, reason in RUNS:
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
+                "lease_owner, lease_token, lease_expires_at, outcome, reason) "
+                "VALUES (?, 'wf', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, status, created, created, last, owner, token, expires, outcome, reason),
+            )
+            conn.executemany(
+                "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, 1, ?)",
+                [
+                    (run_id, s, "RunStarted" if s == 1 else "Step", f"{run_id}:{s}".encode())
+                    for s in range(1, last + 1)
+                ],
+            )
+        conn.execute(
+            "INSERT INTO snapshots (run_id, seq, schema, data) VALUES ('mid', 2, 1, x'cafe')"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def dump(path: str) -> dict:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            "version": conn.execute("PRAGMA user_version").fetchone()[0],
+            "runs": {
+                t: conn.execute(f"PRAGMA table_info({t})").fetchall()
+                for (t,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                )
+            },
+            "indexes": conn.execute(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND sql IS NOT NULL ORDER BY name"
+            ).fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+async def test_v1_file_upgrades_in_place_keeping_every_run_and_event(tmp_path):
+    path = str(tmp_path / "old.db")
+    make_v1_file(path)
+    async with SQLiteJournal(path) as j:
+        runs = {r.run_id: r for r in await j.list_runs()}
+        assert list(runs) == ["mid", "held", "done", "stuck"]
+        for run_id, status, created, last, owner, token, expires, outcome, reason in RUNS:
+            rec = runs[run_id]
+            assert (rec.status, rec.created_at, rec.last_seq) == (RunStatus(status), created, last)
+            assert (rec.lease_owner, rec.lease_token, rec.lease_expires_at) == (
+                owner,
+                token,
+                expires,
+            )
+            assert (rec.outcome, rec.reason, rec.wake_at) == (outcome, reason, None)
+            assert (rec.parent_run_id, rec.inbox_last, rec.inbox_seen) == (None, 0, 0)
+            events = await j.load(run_id)
+            assert [(e.seq, e.data) for e in events] == [
+                (s, f"{run_id}:{s}".encode()) for s in range(1, last + 1)
+            ]
+        snap, tail = await j.load_with_snapshot("mid")
+        assert snap == Snapshot(run_id="mid", seq=2, schema=1, data=b"\xca\xfe")
+        assert [e.seq for e in tail] == [3]
+    assert dump(path)["version"] == STORAGE_VERSION == 2
+
+
+async def test_new_features_work_on_an_upgraded_file(tmp_path):
+    path = str(tmp_path / "old.db")
+    make_v1_file(path)
+    async with SQLiteJournal(path) as j:
+        # The old running run's lease (expired long ago) and the pending one are claimable.
+        leases = {lease.run_id: lease for lease in await j.claim("w1", ttl=30, limit=10)}
+        assert set(leases) == {"mid", "held"}
+        assert leases["held"].token == 5
+        assert await j.append(
+            [
+                AppendBatch(lease=leases["mid"], expected_seq=3, events=step_events("mid", 4, 9)),
+                suspend_batch(leases["held"], 1, wake_at=5_000.0),
+            ]
+        ) == [None, None]
+        assert await j.next_wake_at() == 5_000.0
+        assert await j.claim("w1", ttl=30, limit=10, now=4_999.0) == []
+        assert await j.send("held", "signal", "go", b"1") == 1
+        assert await j.send("mid", "signal", "go", b"2") == 1
+        [lease] = await j.claim("w2", ttl=30, limit=10, now=0.0)
+        assert lease.run_id == "held"
+
+        await j.start_run(new_run("child", parent_run_id="mid", parent_position=9))
+        child = await claim_run(j, "child")
+        assert await j.append(
+            [
+                AppendBatch(
+                    lease=child, expected_seq=1, events=[], status=RunStatus.COMPLETED, outcome=b"c"
+                )
+            ]
+        ) == [None]
+        assert [(m.id, m.kind, m.name) for m in await j.inbox("mid")] == [
+            (1, "signal", "go"),
+            (2, "child", "9"),
+        ]
+        async with j.transaction() as tx:
+            assert await tx.connection.fetchval("SELECT count(*) FROM events") == 7 + 2 + 1
+
+
+async def test_upgraded_and_fresh_files_have_the_same_layout(tmp_path):
+    old, fresh = str(tmp_path / "old.db"), str(tmp_path / "fresh.db")
+    make_v1_file(old)
+    for path in (old, fresh):
+        async with SQLiteJournal(path):
+            pass
+    assert dump(old) == dump(fresh)
+    assert {name for name, _, _ in dump(fresh)["indexes"]} >= {
+        "runs_by_status",
+        "runs_by_wake",
+        "runs_unseen",
+    }
+
+
+async def test_a_failed_upgrade_leaves_the_v1_file_as_it_was(tmp_path):
+    # A hand-edited file whose runs table already has one of the new columns:
+    # the third ALTER fails, after two have run. All of them must roll back.
+    path = str(tmp_path / "odd.db")
+    make_v1_file(path, extra_sql="ALTER TABLE runs ADD COLUMN inbox_last INTEGER;")
+    before = dump(path)
+    with pytest.raises(JournalCorrupt, match="duplicate column"):
+        async with SQLiteJournal(path):
+            pass
+    assert dump(path) == before
+    assert before["version"] == 1
+
+
+async def test_two_journals_upgrading_the_same_file_at_once_both_open_it(tmp_path):
+    path = str(tmp_path / "old.db")
+    make_v1_file(path)
+    journals = [SQLiteJournal(path), SQLiteJournal(path)]
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(j.connect() for j in journals))
+        for j in journals:
+            assert len(await j.list_runs()) == len(RUNS)
+    finally:
+        for j in journals:
+            await j.aclose()
+    assert dump(path)["version"] == STORAGE_VERSION
+
+
+async def test_claim_reads_runnable_runs_through_indexes_only(tmp_path):
+    path = str(tmp_path / "j.db")
+    async with SQLiteJournal(path):
+        pass
+    conn = sqlite3.connect(path)
+    try:
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT run_id FROM ({_RUNNABLE})",
+            {"own": 0, "worker": "w", "limit": 10, "now": 1.0},
+        ).fetchall()
+    finally:
+        conn.close()
+    reads = [row[3] for row in plan if " runs " in f"{row[3]} "]
+    assert reads, plan
+    # Every read of runs is bounded by an index (no full scan of finished runs).
+    assert all("INDEX" in r for r in reads), reads
+    assert any("runs_by_wake (status=? AND wake_at<?)" in r for r in reads), reads
+    assert any("runs_unseen" in r for r in reads), reads
