@@ -129,10 +129,16 @@ class RunDriver:
         self._cancelled_children: set[int] = set()
         self._deadline: float | None = None
         self._poke = asyncio.Event()
+        self._stopping = False
         self._inline: asyncio.Timeout | None = None
         self._checker: asyncio.Task[None] | None = None
         self.idle = False
         """True while only a timer or a message can move the run on (virtual clocks read it)."""
+
+    def stop(self) -> None:
+        """Finish the steps running now, record them, then give the run back."""
+        self._stopping = True
+        self._poke.set()
 
     def poke(self, *, cancel: bool = False) -> None:
         """Something arrived for this run (a message, a child's outcome): look at the inbox."""
@@ -287,6 +293,18 @@ class RunDriver:
         events: list[AnyEvent] = []
         await self._pull_inbox(core, events)
         while True:
+            if self._stopping and not core.finished:
+                # Shutting down: let running steps finish and record them, start none.
+                if not self._tasks:
+                    if events:
+                        await self._append(events)
+                    self.log.info("run.released_for_shutdown", seq=self.seq)
+                    await self._release()
+                    return
+                self._poke.clear()
+                for out in await self._wait():
+                    self._record(core, out, events)
+                continue
             # A workflow that has returned (or raised) needs no more attempts: a
             # retry still due, or a step it called but never awaited, is not scheduled.
             to_start = [] if core.finished else self._schedule(core, events)

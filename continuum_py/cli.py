@@ -1,7 +1,8 @@
-"""The ``continuum`` command: look at runs and replay them.
+"""The ``continuum`` command: run a worker, look at runs and replay them.
 
 Examples::
 
+    continuum worker --url postgresql://app@db/app --import myapp.workflows --concurrency 50
     continuum runs --url sqlite:///continuum.db
     continuum history quickstart --url sqlite:///continuum.db > quickstart.json
     continuum replay quickstart.json --import docs.quickstart
@@ -11,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
+import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +35,29 @@ from continuum_py.testing import Replayer, dump_history, load_history
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="continuum", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    work = sub.add_parser("worker", help="run a worker until SIGTERM or Ctrl-C")
+    work.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    work.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module defining the workflows (repeatable; needed to run them)",
+    )
+    work.add_argument("--concurrency", type=int, default=100, help="runs driven at once")
+    work.add_argument(
+        "--worker-id",
+        help="this worker's id (default: host-pid). A worker restarted with the same id "
+        "takes its unfinished runs back at once instead of after the lease TTL",
+    )
+    work.add_argument("--lease-ttl", type=float, default=30.0, help="lease seconds")
+    work.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds to let running steps finish before releasing runs",
+    )
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
     runs.add_argument("--status", choices=[s.value for s in RunStatus])
@@ -50,6 +78,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+async def _worker(args: argparse.Namespace) -> int:
+    _import(args.imports)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log = structlog.get_logger("continuum.worker").bind(worker_id=worker_id)
+    engine = Engine(
+        args.url,
+        worker_id=worker_id,
+        concurrency=args.concurrency,
+        lease_ttl=args.lease_ttl,
+    )
+    await engine.open()
+    log.info("worker.started", workflows=engine.registry.names(), concurrency=args.concurrency)
+    try:
+        await stop.wait()
+        log.info("worker.stopping", grace=args.grace)
+    finally:
+        await engine.aclose(grace=args.grace)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+    log.info("worker.stopped")
+    return 0
+
+
+def _import(modules: list[str]) -> None:
+    sys.path.insert(0, str(Path.cwd()))
+    for module in modules:
+        importlib.import_module(module)
+
+
 async def _runs(url: str, status: str | None) -> int:
     async with Engine(url, worker=False) as engine:
         for r in await engine.list_runs(status=status):
@@ -65,9 +127,7 @@ async def _history(url: str, run_id: str) -> int:
 
 
 async def _replay(source: str, url: str, imports: list[str]) -> int:
-    sys.path.insert(0, str(Path.cwd()))
-    for module in imports:
-        importlib.import_module(module)
+    _import(imports)
     events: Any
     if source.endswith(".json"):
         events = load_history(_read(source))
@@ -98,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         )
     try:
+        if args.command == "worker":
+            return asyncio.run(_worker(args))
         if args.command == "runs":
             return asyncio.run(_runs(args.url, args.status))
         if args.command == "history":
@@ -105,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_replay(args.source, args.url, args.imports))
     except ContinuumError as exc:
         sys.stderr.write(f"continuum: {type(exc).__name__}: {exc}\n")
+        return 2
+    except ModuleNotFoundError as exc:
+        sys.stderr.write(f"continuum: cannot import {exc.name!r}: {exc}\n")
         return 2
 
 

@@ -303,10 +303,28 @@ class Engine:
             self._bg.append(asyncio.create_task(self._worker_loop()))
             self._bg.append(asyncio.create_task(self._heartbeat_loop()))
 
-    async def aclose(self) -> None:
-        """Stop the worker (in-flight runs are released for others) and close the journal."""
+    async def aclose(self, *, grace: float = 0.0) -> None:
+        """Stop the worker and close the journal.
+
+        Args:
+            grace: seconds to let in-flight steps finish first: each run records
+                the steps running now and then gives its lease back, starting no
+                new step. After ``grace`` (or at once with 0) the remaining runs
+                are released with their steps interrupted; those steps run again
+                on whichever worker takes the run (with the next attempt number).
+        """
         if not self._open:
             return
+        if grace > 0 and self._bg:
+            self._bg[0].cancel()  # the worker loop: claim nothing new; heartbeats go on
+            for driver in list(self._driver_objs.values()):
+                driver.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    while self._drivers:
+                        await asyncio.gather(
+                            *(t for t, _ in list(self._drivers.values())), return_exceptions=True
+                        )
         self._open = False
         for t in self._bg:
             t.cancel()
@@ -344,24 +362,33 @@ class Engine:
                 ``RunTimedOut``.
 
         Raises:
-            WorkflowNotRegistered: ``workflow`` is a name no registry knows.
+            WorkflowNotRegistered: ``workflow`` is a name no registry knows (a
+                client-only engine, ``worker=False``, starts unknown names
+                unchecked: the worker with the code checks them).
             EncodingError: an argument cannot be encoded; nothing is recorded.
             TypeError: the arguments do not fit the workflow's signature.
             RunAlreadyExists: ``run_id`` belongs to a run of another workflow.
         """
         self._check_open()
-        wf = self._resolve(workflow)
-        try:
-            inspect.signature(wf.fn).bind(None, *args)
-        except TypeError as exc:
-            raise TypeError(f"workflow {wf.name!r}: {exc}") from None
-        raw = _codec.encode_args(args, what=wf.name, kind="workflow")
-        try:
-            _codec.decode_args(raw, wf.arg_types)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise EncodingError(
-                wf.name, "arguments", f"they do not fit the signature: {exc}", kind="workflow"
-            ) from exc
+        wf = self._resolve_for_start(workflow)
+        if wf is None:
+            # A client without the workflow's code (worker=False) starts it by name;
+            # the worker that has the code checks the arguments when it runs.
+            name = str(workflow)
+            raw = _codec.encode_args(args, what=name, kind="workflow")
+        else:
+            name = wf.name
+            try:
+                inspect.signature(wf.fn).bind(None, *args)
+            except TypeError as exc:
+                raise TypeError(f"workflow {wf.name!r}: {exc}") from None
+            raw = _codec.encode_args(args, what=wf.name, kind="workflow")
+            try:
+                _codec.decode_args(raw, wf.arg_types)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise EncodingError(
+                    wf.name, "arguments", f"they do not fit the signature: {exc}", kind="workflow"
+                ) from exc
         rid = run_id or uuid.uuid4().hex
         if not isinstance(rid, str) or not rid:
             raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
@@ -370,26 +397,26 @@ class Engine:
         deadline = None
         if timeout is not None:
             deadline = max(wake_at or now, now) + _positive(timeout, "timeout")
-        first = RunStarted(seq=1, at=now, run_id=rid, workflow=wf.name, args=raw, deadline=deadline)
+        first = RunStarted(seq=1, at=now, run_id=rid, workflow=name, args=raw, deadline=deadline)
         claim = (
             self.worker_id
             if self.run_worker and len(self._drivers) < self.concurrency and wake_at is None
             else None
         )
         rec, lease, created = await self._client.start_run(
-            NewRun(run_id=rid, workflow=wf.name, first_event=stored(rid, first), wake_at=wake_at),
+            NewRun(run_id=rid, workflow=name, first_event=stored(rid, first), wake_at=wake_at),
             claim_for=claim,
             ttl=self.lease_ttl,
         )
-        if not created and rec.workflow != wf.name:
-            raise RunAlreadyExists(rid, rec.workflow, wf.name)
+        if not created and rec.workflow != name:
+            raise RunAlreadyExists(rid, rec.workflow, name)
         if created:
-            self._log.info("run.created", run_id=rid, workflow=wf.name)
+            self._log.info("run.created", run_id=rid, workflow=name)
         if lease is not None:
             self._spawn(lease)
         elif created:
             self._wake.set()
-        return RunHandle(self, rid, wf.name, _result_type(wf))
+        return RunHandle(self, rid, name, _result_type(wf) if wf is not None else Any)
 
     async def get(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run; raises ``RunNotFound``."""
@@ -524,6 +551,17 @@ class Engine:
             raise ConfigurationError(
                 "the Engine is not open; use `async with Engine(...)` or await engine.open()"
             )
+
+    def _resolve_for_start(self, workflow: WorkflowDef[Any, R] | str) -> WorkflowDef[Any, R] | None:
+        if (
+            isinstance(workflow, str)
+            and not self.run_worker
+            and workflow not in self.registry.names()
+        ):
+            if not workflow:
+                raise ValueError("workflow name must be a non-empty string")
+            return None
+        return self._resolve(workflow)
 
     def _resolve(self, workflow: WorkflowDef[Any, R] | str) -> WorkflowDef[Any, R]:
         if isinstance(workflow, str):
