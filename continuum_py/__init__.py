@@ -30,7 +30,15 @@ from continuum_py.errors import (
     WorkflowNotRegistered,
 )
 from continuum_py.journal import RunRecord, RunStatus
-from continuum_py.workflow import Context, Registry, RetryPolicy, StepInfo, step, workflow
+from continuum_py.workflow import (
+    Context,
+    Registry,
+    RetryPolicy,
+    StepInfo,
+    step,
+    step_connection,
+    workflow,
+)
 
 __version__ = "0.1.0"
 
@@ -66,5 +74,6 @@ __all__ = [
     "WorkflowNotRegistered",
     "__version__",
     "step",
+    "step_connection",
     "workflow",
 ]

@@ -43,6 +43,7 @@ from continuum_py._replay import (
     error_info,
 )
 from continuum_py.errors import (
+    ConfigurationError,
     EncodingError,
     JournalCorrupt,
     JournalUnavailable,
@@ -73,8 +74,17 @@ from continuum_py.events import (
     TimerFired,
     TimerStarted,
 )
-from continuum_py.journal import AppendBatch, InboxMessage, Lease, NewRun, RunStatus, Snapshot
-from continuum_py.workflow import Registry, StepInfo, _current_step
+from continuum_py.journal import (
+    AppendBatch,
+    InboxMessage,
+    JournalTransaction,
+    Lease,
+    NewRun,
+    RunStatus,
+    Snapshot,
+    TransactionalJournal,
+)
+from continuum_py.workflow import Registry, StepInfo, _current_step, _current_tx
 
 _NULL = msgspec.Raw(b"null")
 
@@ -102,6 +112,8 @@ class _Outcome:
     ok: bool
     value: Any  # msgspec.Raw when ok, else the exception
     retryable: bool = True
+    tx: tuple[Any, JournalTransaction] | None = None
+    """A transactional step's open transaction: its completion commits in it."""
 
 
 class _Suspend(Exception):
@@ -130,6 +142,8 @@ class RunDriver:
         self._deadline: float | None = None
         self._poke = asyncio.Event()
         self._stopping = False
+        self._tx: tuple[Any, JournalTransaction] | None = None
+        self._deferred: list[_Outcome] = []
         self._inline: asyncio.Timeout | None = None
         self._checker: asyncio.Task[None] | None = None
         self.idle = False
@@ -184,6 +198,7 @@ class RunDriver:
             await self._release()
         finally:
             self.idle = False
+            await self._rollback()
             for t, _ in self._tasks.values():
                 t.cancel()
             if self._checker is not None:
@@ -227,8 +242,28 @@ class RunDriver:
             wake_at=wake_at,
             inbox_seen=self.core.inbox_seen if self.core is not None else None,
         )
-        await self.cfg.client.append(batch)
+        if self._tx is not None:
+            cm, tx = self._tx
+            self._tx = None
+            try:
+                err = await tx.append(batch)
+            except BaseException as exc:
+                await cm.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            # Commits the step's own SQL with its completion; a refused append rolls back.
+            await cm.__aexit__(None, None, None)
+            if err is not None:
+                raise err
+        else:
+            await self.cfg.client.append(batch)
         self.seq += len(events)
+
+    async def _rollback(self) -> None:
+        if self._tx is not None:
+            cm, _ = self._tx
+            self._tx = None
+            with contextlib.suppress(Exception):
+                await cm.__aexit__(RuntimeError, RuntimeError("run stopped"), None)
 
     # ---- replay ----
     async def _load(self) -> ReplayCore:
@@ -353,8 +388,22 @@ class RunDriver:
                 # workflow before that step's (cancelled) outcome does.
                 self._poke.clear()
                 await self._pull_inbox(core, events)
-            for out in sorted(outcomes, key=lambda o: o.call.position):
+            for out in self._one_tx(sorted(outcomes, key=lambda o: o.call.position)):
                 self._record(core, out, events)
+
+    def _one_tx(self, outcomes: list[_Outcome]) -> list[_Outcome]:
+        """At most one transactional completion per commit; later ones wait their turn."""
+        out: list[_Outcome] = []
+        for o in [*self._deferred, *outcomes]:
+            if o.tx is not None and (self._tx is not None or any(x.tx for x in out)):
+                self._deferred.append(o)
+                continue
+            out.append(o)
+        self._deferred = [o for o in self._deferred if o not in out]
+        for o in out:
+            if o.tx is not None:
+                self._tx = o.tx
+        return out
 
     def _next_due(self) -> float | None:
         dues = [h[0][0] for h in (self._timers, self._retries) if h]
@@ -498,6 +547,8 @@ class RunDriver:
             self.cfg.on_child(lease)
 
     async def _wait(self) -> list[_Outcome]:
+        if self._deferred:
+            return []
         due = self._next_due()
         waits: list[asyncio.Future[Any]] = [t for t, _ in self._tasks.values()]
         poke = asyncio.ensure_future(self._poke.wait())
@@ -798,6 +849,37 @@ class RunDriver:
             return _Outcome(call, attempt, False, _cancelled(call), retryable=False)
 
     async def _execute(self, call: StepCall, attempt: int) -> _Outcome:
+        if call.step.transactional:
+            return await self._execute_tx(call, attempt)
+        return await self._execute_plain(call, attempt)
+
+    async def _execute_tx(self, call: StepCall, attempt: int) -> _Outcome:
+        """Run the step inside a journal transaction left open for its completion."""
+        journal = self.cfg.client.journal
+        if not isinstance(journal, TransactionalJournal):
+            err = ConfigurationError(
+                f"step {call.step.name!r} is transactional, but {type(journal).__name__} "
+                "has no transactions; use the SQLite or Postgres journal"
+            )
+            return _Outcome(call, attempt, False, err, retryable=False)
+        cm = journal.transaction()
+        tx = await cm.__aenter__()
+        token = _current_tx.set(tx)
+        try:
+            out = await self._execute_plain(call, attempt)
+        except BaseException as exc:
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        finally:
+            _current_tx.reset(token)
+        if not out.ok:
+            # The step's own writes go with its failure: nothing of it commits.
+            await cm.__aexit__(RuntimeError, RuntimeError("step failed"), None)
+            return out
+        out.tx = (cm, tx)
+        return out
+
+    async def _execute_plain(self, call: StepCall, attempt: int) -> _Outcome:
         step = call.step
         info = StepInfo(
             run_id=self.run_id,

@@ -34,6 +34,7 @@ __all__ = [
     "WorkflowDef",
     "default_registry",
     "step",
+    "step_connection",
     "workflow",
 ]
 
@@ -127,6 +128,28 @@ class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "continuum_step", default=None
 )
+_current_tx: contextvars.ContextVar[Any] = contextvars.ContextVar("continuum_tx", default=None)
+
+
+def step_connection() -> Any:
+    """The database connection of the running transactional step.
+
+    Inside a ``@step(transactional=True)`` step, SQL run on this connection
+    commits in the same transaction that records the step's completion, or
+    not at all. For Postgres it is an ``asyncpg.Connection``; for SQLite an
+    object with ``await execute(sql, params)``, ``executemany``, ``fetch`` and
+    ``fetchval``.
+
+    Raises:
+        ConfigurationError: called outside a transactional step.
+    """
+    tx = _current_tx.get()
+    if tx is None:
+        raise ConfigurationError(
+            "step_connection() is only available inside a @step(transactional=True) step "
+            "run by the engine"
+        )
+    return tx.connection
 
 
 def _running_core() -> ReplayCore | None:
@@ -150,6 +173,7 @@ class StepDef(Generic[P, R]):
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        transactional: bool = False,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"@step needs an async def function, got {fn!r}")
@@ -159,6 +183,7 @@ class StepDef(Generic[P, R]):
         self.name = name or fn.__qualname__
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
+        self.transactional = transactional
         self._return_type: Any = None
         functools.update_wrapper(self, fn)
 
@@ -196,7 +221,11 @@ def _hint(fn: Callable[..., Any], key: str) -> Any:
 def step(fn: Callable[P, Awaitable[R]], /) -> StepDef[P, R]: ...
 @overload
 def step(
-    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    transactional: bool = False,
 ) -> Callable[[Callable[P, Awaitable[R]]], StepDef[P, R]]: ...
 
 
@@ -207,6 +236,7 @@ def step(
     name: str | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
+    transactional: bool = False,
 ) -> StepDef[P, R] | Callable[[Callable[P, Awaitable[R]]], StepDef[P, R]]:
     """Make an async function a durable step.
 
@@ -217,10 +247,15 @@ def step(
         name: the name recorded in history (default: the function's qualified name).
         retry: the retry policy (default: ``RetryPolicy()``, 3 attempts).
         timeout: seconds one attempt may take; a timed-out attempt counts as a failure.
+        transactional: run the step inside a journal transaction: its own SQL on
+            :func:`step_connection` commits together with the record of its
+            completion, so its database writes happen exactly once. Needs a
+            journal that supports it (SQLite, Postgres); keep such steps short,
+            since the transaction is open while the step runs.
     """
 
     def wrap(f: Callable[P, Awaitable[R]]) -> StepDef[P, R]:
-        return StepDef(f, name=name, retry=retry, timeout=timeout)
+        return StepDef(f, name=name, retry=retry, timeout=timeout, transactional=transactional)
 
     return wrap(fn) if fn is not None else wrap
 

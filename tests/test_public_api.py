@@ -42,6 +42,7 @@ PUBLIC_API = [
     "WorkflowNotRegistered",
     "__version__",
     "step",
+    "step_connection",
     "workflow",
 ]
 
