@@ -142,6 +142,8 @@ class RunDriver:
         self._deadline: float | None = None
         self._poke = asyncio.Event()
         self._stopping = False
+        self.journal_lost = False
+        """The run stopped because the journal could not be reached (its lease may remain)."""
         self._tx: tuple[Any, JournalTransaction] | None = None
         self._deferred: list[_Outcome] = []
         self._inline: asyncio.Timeout | None = None
@@ -189,6 +191,7 @@ class RunDriver:
             await self._park(exc)
         except (JournalUnavailable, OSError) as exc:
             self.log.warning("run.journal_unavailable", error=str(exc))
+            self.journal_lost = True
             await self._release()
         except asyncio.CancelledError:
             await self._release()

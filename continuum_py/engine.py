@@ -255,6 +255,9 @@ class Engine:
         self._drivers: dict[str, tuple[asyncio.Task[None], Lease]] = {}
         self._driver_objs: dict[str, RunDriver] = {}
         self._idle_loop = False
+        # A run dropped because the journal was unreachable may still hold our lease:
+        # take such runs back at the next claim instead of waiting for the lease to lapse.
+        self._reclaim_own = False
         self._waiters: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
@@ -607,6 +610,8 @@ class Engine:
             return  # a newer driver took over this run
         self._drivers.pop(run_id, None)
         driver = self._driver_objs.pop(run_id, None)
+        if driver is not None and driver.journal_lost:
+            self._reclaim_own = True
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
             ev.set()
@@ -637,11 +642,13 @@ class Engine:
             self._wake.clear()
             next_wake: float | None = None
             try:
-                await self._claim()
+                reclaim, self._reclaim_own = self._reclaim_own, False
+                await self._claim(reclaim_own=reclaim)
                 next_wake = await self._client.next_wake_at()
                 backoff = self.poll_interval
             except (JournalUnavailable, OSError) as exc:
                 self._log.warning("worker.claim_failed", error=str(exc))
+                self._reclaim_own = self._reclaim_own or reclaim
                 backoff = min(backoff * 2, 30.0)
             await self._sleep(backoff, next_wake)
 
