@@ -12,5 +12,6 @@ for f in "$root"/continuum_py/*; do ln -s "$f" "$tree/continuum_py/"; done
 ln -s "$root/adapters" "$tree/continuum_py/adapters"
 rm "$tree/continuum_py_src"
 cd "$tree"
-mypy --config-file "$root/pyproject.toml" -p continuum_py "$@"
-mypy --config-file "$root/pyproject.toml" "$root/tests/typing"
+MYPY="mypy"; [ -x "$root/.venv/bin/mypy" ] && MYPY="$root/.venv/bin/mypy"
+"$MYPY" --config-file "$root/pyproject.toml" -p continuum_py "$@"
+"$MYPY" --config-file "$root/pyproject.toml" "$root/tests/typing"

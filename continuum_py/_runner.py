@@ -355,12 +355,14 @@ class RunDriver:
                 self._schedule(core, events, records_only=True)
                 status, outcome = await self._finish(core, events)
             snapshot = self._maybe_snapshot(core, events) if status is None else None
+            # Before the run can end: a crash after this re-sends on resume, while a
+            # cancel sent after the final append could be lost with the process.
+            await self._drop_abandoned(core)
             if events or status is not None:
                 await self._append(events, status=status, outcome=outcome, snapshot=snapshot)
                 events = []
             if self._children:
                 await self._start_children()
-            await self._drop_abandoned(core)
             if status is not None:
                 self.log.info("run." + status.value, seq=self.seq)
                 return
@@ -513,16 +515,16 @@ class RunDriver:
                 await self._cancel_child(call.child_run_id)
 
     async def _cancel_child(self, child_run_id: str) -> None:
-        try:
+        # Any other error stops this driver before the parent can end, so whoever
+        # resumes the parent sends the cancel again.
+        with contextlib.suppress(RunAlreadyFinished, RunNotFound):
             await self.cfg.client.send(child_run_id, "cancel", "", b"")
-        except (RunAlreadyFinished, RunNotFound):
-            pass
-        except Exception as exc:
-            self.log.warning("child.cancel_failed", child_run_id=child_run_id, error=str(exc))
 
     async def _start_children(self) -> None:
         children, self._children = self._children, []
         for call in children:
+            if call.future.done():
+                continue  # cancelled before it was created: nobody waits for it
             first = RunStarted(
                 seq=1,
                 at=self.clock.now(),
@@ -589,7 +591,13 @@ class RunDriver:
             calls: list[Call] = [*self._reattempt, *core.new_calls()]
             self._reattempt = []
             if records_only:
-                calls = [c for c in calls if isinstance(c, RecordCall)]
+                # What the finished code did that needs no work: recorded values,
+                # and signal waits answered from the buffer.
+                calls = [
+                    c
+                    for c in calls
+                    if isinstance(c, RecordCall) or (isinstance(c, WaitCall) and c.future.done())
+                ]
             if not calls:
                 return to_start
             for call in calls:

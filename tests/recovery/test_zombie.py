@@ -115,10 +115,12 @@ class Partition:
             raise JournalUnavailable("partitioned (test)")
         return await self.inner.renew(leases, ttl=ttl)
 
-    async def claim(self, worker_id, *, ttl, limit, reclaim_own=False):
+    async def claim(self, worker_id, *, ttl, limit, reclaim_own=False, now=None):
         if self.cut:
             raise JournalUnavailable("partitioned (test)")
-        return await self.inner.claim(worker_id, ttl=ttl, limit=limit, reclaim_own=reclaim_own)
+        return await self.inner.claim(
+            worker_id, ttl=ttl, limit=limit, reclaim_own=reclaim_own, now=now
+        )
 
     async def append(self, batches):
         results = await self.inner.append(batches)

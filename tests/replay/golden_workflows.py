@@ -16,9 +16,23 @@ from __future__ import annotations
 
 import asyncio
 
-from continuum_py import Context, Registry, RetryPolicy, StepError, StepInfo, step, workflow
+from continuum_py import (
+    Context,
+    Registry,
+    RetryPolicy,
+    SignalTimeout,
+    StepError,
+    StepInfo,
+    step,
+    workflow,
+)
 
 registry = Registry()
+"""Today's code: every golden must replay against it."""
+
+legacy = Registry()
+"""Old versions of workflows in ``registry``: only ``make_golden.py`` runs them,
+to record histories that runs started before a change still have."""
 
 NO_WAIT = RetryPolicy(max_attempts=3, initial_interval=0.01, backoff=2.0, jitter=0)
 
@@ -143,6 +157,135 @@ async def uncaught_failure(ctx: Context, cents: int) -> str:
     return receipt + await charge_card(cents)
 
 
+# ---- durable time: a sleep between two steps ----
+
+
+@step(name="note")
+async def note(text: str) -> str:
+    return f"noted {text}"
+
+
+@workflow(name="nap", registry=registry)
+async def nap(ctx: Context, hours: int) -> list[str]:
+    before = await note("before")
+    await ctx.sleep(hours * 3600)
+    return [before, await note("after")]
+
+
+# ---- a signal wait with a timeout: answered, timed out, or answered before it began ----
+
+
+@workflow(name="approval", registry=registry)
+async def approval(ctx: Context, order_id: str) -> dict[str, object]:
+    try:
+        decision = await ctx.wait_for_signal("approve", timeout=86400)
+    except SignalTimeout:
+        return {"order": order_id, "approved": None}
+    return {"order": order_id, "approved": decision}
+
+
+# ---- a signal raced against a timer: which won is history ----
+
+
+@workflow(name="race", registry=registry)
+async def race(ctx: Context) -> str:
+    index, value = await ctx.wait_first(ctx.wait_for_signal("go"), ctx.sleep(600))
+    return f"signal:{value}" if index == 0 else "timer"
+
+
+# ---- values that must not change on replay: now, random, uuid4 ----
+
+
+@workflow(name="stamp", registry=registry)
+async def stamp(ctx: Context) -> dict[str, object]:
+    started = ctx.now()
+    token = ctx.uuid4()
+    roll = ctx.random()
+    receipt = await note(str(token))
+    return {"started": started.isoformat(), "token": str(token), "roll": roll, "note": receipt}
+
+
+# ---- values published for callers with set_event ----
+
+
+@workflow(name="progress", registry=registry)
+async def progress(ctx: Context, items: list[str]) -> int:
+    for done, item in enumerate(items, 1):
+        await note(item)
+        ctx.set_event("done", done)
+    return len(items)
+
+
+# ---- versioning: invoice v1 (legacy) and v2, which adds a fee behind ctx.patched ----
+
+
+@step(name="add_fee")
+async def add_fee(cents: int) -> int:
+    return cents + 30
+
+
+@workflow(name="invoice", registry=legacy)
+async def invoice_v1(ctx: Context, cents: int) -> dict[str, object]:
+    return {"receipt": await charge("inv", cents), "cents": cents}
+
+
+@workflow(name="invoice", registry=registry)
+async def invoice(ctx: Context, cents: int) -> dict[str, object]:
+    if ctx.patched("add-fee"):
+        cents = await add_fee(cents)
+    # The old path is what follows: v1 runs in flight replay it unchanged.
+    return {"receipt": await charge("inv", cents), "cents": cents}
+
+
+# ---- a child run: the parent waits for a workflow of its own ----
+
+
+@workflow(name="pack", registry=registry)
+async def pack(ctx: Context, items: list[str]) -> list[str]:
+    return [await note(item) for item in items]
+
+
+@workflow(name="fulfil", registry=registry)
+async def fulfil(ctx: Context, order_id: str, items: list[str]) -> dict[str, object]:
+    packed = await pack(items)
+    return {"order": order_id, "packed": packed, "shipped": await note(order_id)}
+
+
+# ---- cancellation: the workflow cleans up with a step, then lets the cancel through ----
+
+
+@step(name="release_hold")
+async def release_hold(reservation: str) -> str:
+    return f"released {reservation}"
+
+
+@workflow(name="held_order", registry=registry)
+async def held_order(ctx: Context, order_id: str) -> str:
+    reservation = await reserve(order_id)
+    try:
+        await ctx.sleep(7 * 86400)
+    except asyncio.CancelledError:
+        await release_hold(reservation)
+        raise
+    return await charge(order_id, 100)
+
+
+# ---- continue-as-new: a countdown that restarts itself with a fresh history ----
+
+
+@step(name="tick")
+async def tick(n: int) -> int:
+    return n * 10
+
+
+@workflow(name="countdown", registry=registry)
+async def countdown(ctx: Context, n: int, total: int) -> int:
+    total += await tick(n)
+    if n > 1:
+        ctx.continue_as_new(n - 1, total)
+    return total
+
+
 GOLDEN_RUNS: dict[str, tuple[str, tuple[object, ...]]] = {
     # file stem: (workflow name, arguments)
     "sequential": ("order", ("o-1", 500)),
@@ -151,5 +294,24 @@ GOLDEN_RUNS: dict[str, tuple[str, tuple[object, ...]]] = {
     "retry_then_success": ("retry_then_succeed", ("sku-9",)),
     "caught_step_failure": ("caught_failure", (750,)),
     "failed_run": ("uncaught_failure", (300,)),
+    # issue 3; make_golden.SCENARIOS says how each was driven
+    "sleep": ("nap", (2,)),
+    "signal_received": ("approval", ("o-7",)),
+    "signal_timeout": ("approval", ("o-8",)),
+    "signal_before_wait": ("approval", ("o-9",)),
+    "race_signal_wins": ("race", ()),
+    "race_timer_wins": ("race", ()),
+    "side_effects": ("stamp", ()),
+    "set_event": ("progress", (["pick", "pack"],)),
+    "patch_v1_history": ("invoice", (500,)),
+    "patch_v2_history": ("invoice", (500,)),
+    "child_parent": ("fulfil", ("o-5", ["cup", "saucer"])),
+    "child_child": ("pack", (["cup", "saucer"],)),
+    "cancelled_with_cleanup": ("held_order", ("o-6",)),
+    "continued_as_new": ("countdown", (2, 0)),
+    "continued_last_link": ("countdown", (1, 20)),
 }
-"""The goldens ``make_golden.py`` records."""
+"""The goldens ``make_golden.py`` records: the workflow and arguments of each recorded run."""
+
+RECORDED_BY: dict[str, Registry] = {"patch_v1_history": legacy}
+"""Goldens recorded by old code (default: ``registry``)."""

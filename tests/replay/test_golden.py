@@ -2,12 +2,14 @@
 
 Each ``histories/*.json`` is a committed history (``make_golden.py`` recorded
 most; one is hand-written to be non-deterministic). Replaying runs no step
-body: it feeds the recorded outcomes to the workflow code in
-``golden_workflows.py`` and checks every call against history.
+body: it feeds the recorded outcomes (and signals, timers, child outcomes,
+recorded values) to the workflow code in ``golden_workflows.py`` and checks
+every call against history.
 """
 
 from __future__ import annotations
 
+import asyncio
 import typing
 from pathlib import Path
 
@@ -15,8 +17,17 @@ import golden_workflows as golden
 import msgspec
 import pytest
 
-from continuum_py import NonDeterminismError, StepError
-from continuum_py.events import AnyEvent, RunCompleted, RunFailed, StepScheduled
+from continuum_py import Context, Engine, NonDeterminismError, Registry, StepError, workflow
+from continuum_py._replay import ContinueAsNew, ReplayCore
+from continuum_py.events import (
+    AnyEvent,
+    ContinuedAsNew,
+    MarkerRecorded,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    StepScheduled,
+)
 from continuum_py.testing import Replayer, load_history
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -49,6 +60,11 @@ def test_golden_replays_to_its_recorded_outcome(stem):
     if isinstance(end, RunCompleted):
         assert replayed.error is None
         assert msgspec.to_builtins(replayed.result) == msgspec.json.decode(end.result)
+    elif isinstance(end, RunCancelled):
+        assert isinstance(replayed.error, asyncio.CancelledError)
+    elif isinstance(end, ContinuedAsNew):
+        assert isinstance(replayed.error, ContinueAsNew)
+        assert msgspec.json.decode(replayed.error.encoded_args) == msgspec.json.decode(end.args)
     else:
         assert isinstance(end, RunFailed)
         assert isinstance(replayed.error, StepError)
@@ -94,3 +110,103 @@ def test_non_deterministic_golden_differs_only_by_the_renamed_step():
     ]
     replayed = Replayer(golden.registry).replay(events)
     assert not replayed.finished and replayed.waiting_on == ["ship"]
+
+
+# ---- issue 3: time, signals, races, child runs, cancellation, versioning ----
+
+
+def test_race_goldens_replay_to_the_winner_history_recorded():
+    # Same code, same arguments: only the history says whether the signal or the timer won.
+    signal = Replayer(golden.registry).replay(_load("race_signal_wins"))
+    timer = Replayer(golden.registry).replay(_load("race_timer_wins"))
+    assert (signal.result, timer.result) == ("signal:now", "timer")
+
+
+def test_signal_wait_replays_the_recorded_payload_or_timeout():
+    results = {
+        stem: Replayer(golden.registry).replay(_load(stem)).result["approved"]
+        for stem in ("signal_received", "signal_timeout", "signal_before_wait")
+    }
+    assert results == {
+        "signal_received": "yes",
+        "signal_timeout": None,
+        "signal_before_wait": "early",
+    }
+
+
+def test_side_effect_golden_replays_recorded_values_not_fresh_ones():
+    events = _load("side_effects")
+    first = Replayer(golden.registry).replay(events).result
+    again = Replayer(golden.registry).replay(events).result
+    assert first == again == msgspec.json.decode(events[-1].result)
+    assert first["started"] == "2024-01-01T00:00:00+00:00"  # the recording clock's start
+
+
+def test_cancelled_golden_ran_its_cleanup_step_before_ending():
+    events = _load("cancelled_with_cleanup")
+    steps = [e.step for e in events if isinstance(e, StepScheduled)]
+    assert steps == ["reserve", "release_hold"]
+    assert isinstance(events[-1], RunCancelled)
+
+
+# ---- versioning with ctx.patched ----
+
+unguarded = Registry()
+
+
+@workflow(name="invoice", registry=unguarded)
+async def invoice_without_guard(ctx: Context, cents: int) -> dict[str, object]:
+    # v2 written carelessly: the new step with no ctx.patched guard.
+    cents = await golden.add_fee(cents)
+    return {"receipt": await golden.charge("inv", cents), "cents": cents}
+
+
+def test_v1_history_replays_with_v2_code_down_the_old_branch():
+    events = _load("patch_v1_history")
+    assert golden.registry.get("invoice").fn is golden.invoice.fn  # v2, with the guard
+    replayed = Replayer(golden.registry).replay(events)
+    assert replayed.result == {"receipt": "rcpt-inv-500", "cents": 500}  # no fee: old branch
+
+
+def test_v2_code_without_the_guard_cannot_replay_v1_history():
+    with pytest.raises(NonDeterminismError) as ei:
+        Replayer(unguarded).replay(_load("patch_v1_history"))
+    assert (ei.value.position, ei.value.recorded, ei.value.requested) == (
+        1,
+        "StepScheduled(charge)",
+        "StepScheduled(add_fee)",
+    )
+
+
+def test_v2_history_holds_the_marker_and_v1_code_cannot_replay_it():
+    events = _load("patch_v2_history")
+    assert Replayer(golden.registry).replay(events).result["cents"] == 530
+    with pytest.raises(NonDeterminismError) as ei:
+        Replayer(golden.legacy).replay(events)
+    assert ei.value.position == 1
+    assert ei.value.recorded == "MarkerRecorded(add-fee)"
+
+
+def test_v1_run_that_has_not_reached_the_change_takes_the_new_branch():
+    # A v1 run stopped before the patch point: v2 code goes down the new branch from there.
+    started = _load("patch_v1_history")[0]
+    core = ReplayCore(started.run_id, golden.registry)
+    try:
+        core.index([started])
+        core.apply(started)
+        asked = [call.describe for call in core.new_calls()]
+    finally:
+        core.close()
+    assert asked == ["MarkerRecorded(add-fee)", "StepScheduled(add_fee)"]
+
+
+async def test_fresh_v2_run_records_a_marker_and_takes_the_new_branch():
+    async with Engine("memory://", registry=golden.registry, worker_id="t") as engine:
+        handle = await engine.start("invoice", 500, run_id="fresh-v2")
+        assert await handle.result(timeout=10) == {"receipt": "rcpt-inv-530", "cents": 530}
+        events = await engine.history(handle.run_id)
+    assert isinstance(events[1], MarkerRecorded)
+    assert (events[1].position, events[1].name) == (1, "add-fee")
+    assert [e.step for e in events if isinstance(e, StepScheduled)] == ["add_fee", "charge"]
+    # And the fresh history replays with the same code.
+    assert Replayer(golden.registry).replay(events).result["cents"] == 530
