@@ -23,9 +23,16 @@ def _quiet_logs():
     structlog.reset_defaults()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def journal_url(request, tmp_path) -> str:
-    """One URL per adapter; every test using it runs against each journal."""
+    """One URL per adapter; every test using it runs against each journal.
+
+    Postgres gets a schema of its own per test (under the session's prefix), so
+    tests never see each other's runs.
+    """
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("pg_schema")
+        return f"{dsn}?schema={schema}_{uuid.uuid4().hex[:8]}"
     return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/journal.db"}[request.param]
 
 
@@ -65,4 +72,17 @@ def pg_schema():
             pytest.fail(f"Postgres at CONTINUUM_TEST_PG_DSN is unreachable: {exc}")
         pytest.skip(f"Postgres unreachable: {exc}")
     yield dsn, schema
-    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+
+    async def drop_all() -> None:
+        # The session schema and every per-test schema made under its name.
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            names = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", schema + "%"
+            )
+            for row in names:
+                await conn.execute(f'DROP SCHEMA "{row[0]}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop_all())
