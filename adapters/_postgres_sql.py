@@ -1,0 +1,329 @@
+"""The Postgres journal's SQL: the table layout's migrations and every statement.
+
+Kept apart from :mod:`continuum_py.adapters.postgres`, which runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from continuum_py._log import get_logger
+from continuum_py.errors import SchemaTooNew
+from continuum_py.journal import TERMINAL_STATUSES
+
+__all__ = [
+    "COLS",
+    "MIGRATIONS",
+    "VERSION_TABLE",
+    "Migration",
+    "Statements",
+    "current_version",
+    "migrate",
+]
+
+log = get_logger()
+
+
+class Migration(NamedTuple):
+    """One step of the table layout; ``sql`` names the schema as ``{s}``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "runs, events, snapshots, inbox",
+        """
+CREATE TABLE {s}.runs (
+    run_id text PRIMARY KEY,
+    workflow text NOT NULL,
+    status text NOT NULL,
+    created_at double precision NOT NULL,
+    updated_at double precision NOT NULL,
+    last_seq bigint NOT NULL,
+    lease_owner text,
+    lease_token bigint NOT NULL DEFAULT 0,
+    lease_expires_at double precision,
+    wake_at double precision,
+    outcome bytea,
+    reason text,
+    parent_run_id text,
+    parent_position integer NOT NULL DEFAULT 0,
+    inbox_last bigint NOT NULL DEFAULT 0,
+    inbox_seen bigint NOT NULL DEFAULT 0
+);
+-- Claims scan live runs oldest first; finished runs stay out of this index.
+CREATE INDEX runs_live ON {s}.runs (created_at, run_id)
+    WHERE status IN ('pending', 'running', 'suspended');
+CREATE INDEX runs_by_status ON {s}.runs (status, created_at, run_id);
+CREATE INDEX runs_wake ON {s}.runs (wake_at) WHERE wake_at IS NOT NULL;
+CREATE TABLE {s}.events (
+    run_id text NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    schema integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE {s}.snapshots (
+    run_id text PRIMARY KEY,
+    seq bigint NOT NULL,
+    schema integer NOT NULL,
+    data bytea NOT NULL
+);
+CREATE TABLE {s}.inbox (
+    run_id text NOT NULL,
+    id bigint NOT NULL,
+    kind text NOT NULL,
+    name text NOT NULL,
+    data bytea NOT NULL,
+    at double precision NOT NULL,
+    PRIMARY KEY (run_id, id)
+);
+""",
+    ),
+)
+"""The table layout's history, oldest first; each is applied once, in its own transaction."""
+
+
+VERSION_TABLE = "continuum_schema_version"
+
+_NOW = "extract(epoch FROM clock_timestamp())::float8"
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+COLS = (
+    "run_id, workflow, status, created_at, updated_at, last_seq, lease_owner, lease_token, "
+    "lease_expires_at, outcome, reason, wake_at, parent_run_id, inbox_last, inbox_seen"
+)
+
+
+def _runnable(own: str, now: str) -> str:
+    """The claim predicate; ``own``: SQL true when the lease holder may take its run back."""
+    free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own})"
+    due = f"COALESCE({now}::float8, {_NOW})"
+    return (
+        "status IN ('pending', 'running', 'suspended') AND ("
+        f"(status = 'pending' AND (wake_at IS NULL OR wake_at <= {due}) AND {free}) "
+        f"OR (status = 'running' AND {free}) "
+        f"OR (status = 'suspended' AND (wake_at <= {due} OR inbox_last > inbox_seen)))"
+    )
+
+
+class Statements:
+    """Every statement, with the schema spelled in."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{schema}"'
+        self.start_run = f"""
+WITH t AS (SELECT {_NOW} AS now),
+c AS (SELECT t.now, $4::text IS NOT NULL AND ($6::float8 IS NULL OR $6::float8 <= t.now) AS claim
+      FROM t),
+ins AS (
+    INSERT INTO {s}.runs (run_id, workflow, status, created_at, updated_at, last_seq,
+        lease_owner, lease_token, lease_expires_at, wake_at, parent_run_id, parent_position)
+    SELECT $1::text, $2::text, CASE WHEN c.claim THEN 'running' ELSE 'pending' END, c.now, c.now,
+        $3::bigint,
+        CASE WHEN c.claim THEN $4::text END, CASE WHEN c.claim THEN 1 ELSE 0 END,
+        CASE WHEN c.claim THEN c.now + $5::float8 END,
+        CASE WHEN c.claim THEN NULL ELSE $6::float8 END, $7::text, $8::int
+    FROM c
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING {COLS}
+),
+ev AS (
+    INSERT INTO {s}.events (run_id, seq, kind, schema, data)
+    SELECT run_id, $9::bigint, $10::text, $11::int, $12::bytea FROM ins
+)
+SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
+        self.get_run = f"SELECT {COLS} FROM {s}.runs WHERE run_id = $1"
+        self.list_runs = f"SELECT {COLS} FROM {s}.runs ORDER BY created_at, run_id LIMIT $1"
+        self.list_runs_status = (
+            f"SELECT {COLS} FROM {s}.runs WHERE status = $1 ORDER BY created_at, run_id LIMIT $2"
+        )
+        # One statement per group commit: the fenced UPDATE decides which batches
+        # land, and the event and snapshot inserts keep only those runs' rows.
+        self.append = f"""
+WITH b AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
+        $6::bytea[], $7::text[], $8::float8[], $9::bigint[])
+    AS b(run_id, token, expected, new_last, status, outcome, reason, wake_at, inbox_seen)
+),
+u AS (
+    UPDATE {s}.runs r SET
+        last_seq = b.new_last,
+        updated_at = {_NOW},
+        inbox_seen = COALESCE(b.inbox_seen, r.inbox_seen),
+        status = COALESCE(b.status, r.status),
+        outcome = CASE WHEN b.status IS NULL THEN r.outcome ELSE b.outcome END,
+        reason = CASE WHEN b.status IS NULL THEN r.reason ELSE b.reason END,
+        lease_owner = CASE WHEN b.status IS NULL THEN r.lease_owner END,
+        lease_expires_at = CASE WHEN b.status IS NULL THEN r.lease_expires_at END,
+        wake_at = CASE WHEN b.status IS NULL THEN r.wake_at
+                       WHEN b.status = 'suspended' THEN b.wake_at END
+    FROM b
+    WHERE r.run_id = b.run_id AND r.lease_token = b.token AND r.lease_owner IS NOT NULL
+        AND r.last_seq = b.expected
+    RETURNING r.run_id, r.status, r.wake_at, r.parent_run_id, r.parent_position
+),
+e AS (
+    INSERT INTO {s}.events (run_id, seq, kind, schema, data)
+    SELECT x.run_id, x.seq, x.kind, x.schema, x.data
+    FROM unnest($10::text[], $11::bigint[], $12::text[], $13::int[], $14::bytea[])
+        AS x(run_id, seq, kind, schema, data)
+    WHERE x.run_id IN (SELECT run_id FROM u)
+),
+sn AS (
+    INSERT INTO {s}.snapshots (run_id, seq, schema, data)
+    SELECT x.run_id, x.seq, x.schema, x.data
+    FROM unnest($15::text[], $16::bigint[], $17::int[], $18::bytea[]) AS x(run_id, seq, schema, data)
+    WHERE x.run_id IN (SELECT run_id FROM u)
+    ON CONFLICT (run_id) DO UPDATE
+        SET seq = excluded.seq, schema = excluded.schema, data = excluded.data
+)
+SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
+    CASE WHEN u.status = 'suspended' AND u.wake_at IS NOT NULL
+         THEN pg_notify($19, u.run_id) END
+FROM u"""
+        self.why = (
+            f"SELECT run_id, lease_token, lease_owner, last_seq FROM {s}.runs "
+            "WHERE run_id = ANY($1::text[])"
+        )
+        self.notify_parent = f"""
+WITH p AS (
+    UPDATE {s}.runs SET inbox_last = inbox_last + 1, updated_at = {_NOW}
+    WHERE run_id = $1 RETURNING run_id, inbox_last
+),
+i AS (
+    INSERT INTO {s}.inbox (run_id, id, kind, name, data, at)
+    SELECT run_id, inbox_last, 'child', $2::text, $3::bytea, {_NOW} FROM p RETURNING run_id
+)
+SELECT pg_notify($4, run_id) FROM i"""
+        self.load = (
+            f"SELECT seq, kind, schema, data FROM {s}.events "
+            "WHERE run_id = $1 AND seq > $2 ORDER BY seq"
+        )
+        self.exists = f"SELECT 1 FROM {s}.runs WHERE run_id = $1"
+        self.snapshot = f"SELECT seq, schema, data FROM {s}.snapshots WHERE run_id = $1"
+        self.take_snapshot = f"""
+WITH ok AS (
+    SELECT run_id FROM {s}.runs
+    WHERE run_id = $1 AND lease_token = $2 AND lease_owner IS NOT NULL FOR SHARE
+)
+INSERT INTO {s}.snapshots (run_id, seq, schema, data)
+SELECT $3::text, $4::bigint, $5::int, $6::bytea FROM ok
+ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema, data = excluded.data
+RETURNING run_id"""
+        self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
+        self.claim = f"""
+WITH c AS (
+    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
+    ORDER BY created_at, run_id LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
+    lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
+FROM c WHERE r.run_id = c.run_id
+RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
+        self.find_runnable = (
+            f"SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
+            "ORDER BY created_at, run_id LIMIT $1"
+        )
+        self.renew = f"""
+UPDATE {s}.runs r SET lease_expires_at = {_NOW} + $3::float8
+FROM unnest($1::text[], $2::bigint[]) AS l(run_id, token)
+WHERE r.run_id = l.run_id AND r.lease_token = l.token AND r.lease_owner IS NOT NULL
+RETURNING r.run_id, r.lease_token, r.lease_expires_at"""
+        self.release = f"""
+WITH u AS (
+    UPDATE {s}.runs SET lease_owner = NULL, lease_expires_at = NULL,
+        status = CASE status WHEN 'running' THEN 'pending' ELSE status END,
+        updated_at = {_NOW}
+    WHERE run_id = $1 AND lease_token = $2 AND lease_owner IS NOT NULL
+    RETURNING run_id
+)
+SELECT pg_notify($3, run_id) FROM u"""
+        self.set_status = f"""
+WITH u AS (
+    UPDATE {s}.runs SET status = $2::text, reason = $3, lease_owner = NULL,
+        lease_expires_at = NULL, updated_at = {_NOW},
+        wake_at = CASE WHEN $2::text = 'pending' THEN NULL ELSE wake_at END
+    WHERE run_id = $1 AND status NOT IN ({_TERMINAL_SQL})
+    RETURNING run_id, status
+)
+SELECT run_id, CASE WHEN status = 'pending' THEN pg_notify($4, run_id) END FROM u"""
+        self.send = f"""
+WITH u AS (
+    UPDATE {s}.runs SET inbox_last = inbox_last + 1, updated_at = {_NOW}
+    WHERE run_id = $1 AND status NOT IN ({_TERMINAL_SQL})
+    RETURNING run_id, inbox_last
+),
+i AS (
+    INSERT INTO {s}.inbox (run_id, id, kind, name, data, at)
+    SELECT run_id, inbox_last, $2::text, $3::text, $4::bytea, {_NOW} FROM u RETURNING run_id, id
+)
+SELECT id, pg_notify($5, run_id) FROM i"""
+        self.status = f"SELECT status FROM {s}.runs WHERE run_id = $1"
+        self.inbox = (
+            f"SELECT id, kind, name, data, at FROM {s}.inbox "
+            "WHERE run_id = $1 AND id > $2 ORDER BY id"
+        )
+        self.unseen = (
+            f"SELECT run_id FROM {s}.runs WHERE run_id = ANY($1::text[]) "
+            "AND inbox_last > inbox_seen"
+        )
+        self.next_wake = (
+            f"SELECT min(wake_at) FROM {s}.runs "
+            "WHERE wake_at IS NOT NULL AND status IN ('pending', 'suspended')"
+        )
+
+
+async def current_version(conn: Any, schema: str) -> int | None:
+    """The schema's layout version, or ``None`` if it has no version table."""
+    table = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".{VERSION_TABLE}')
+    if table is None:
+        return None
+    version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".{VERSION_TABLE}')
+    return int(version or 0)
+
+
+async def migrate(conn: Any, schema: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring ``schema`` up to the newest of ``migrations``; returns the version.
+
+    Each migration runs in its own transaction under a transaction-level
+    advisory lock keyed by the schema, so workers starting together apply it
+    once. A schema newer than ``migrations`` raises ``SchemaTooNew`` and is left
+    as it is.
+    """
+    latest = migrations[-1].version if migrations else 0
+    found = await current_version(conn, schema)
+    if found is not None and found > latest:
+        raise SchemaTooNew(None, None, found, latest)
+    if found == latest:
+        return latest
+    q = f'"{schema}"'
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"continuum:{schema}")
+            if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+                await conn.execute(f"CREATE SCHEMA {q}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {q}.{VERSION_TABLE} (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            found = int(await conn.fetchval(f"SELECT max(version) FROM {q}.{VERSION_TABLE}") or 0)
+            if found > latest:
+                raise SchemaTooNew(None, None, found, latest)
+            pending = [m for m in migrations if m.version > found]
+            if not pending:
+                return found
+            step = pending[0]
+            await conn.execute(step.sql.format(s=q))
+            await conn.execute(
+                f"INSERT INTO {q}.{VERSION_TABLE} (version, name) VALUES ($1, $2)",
+                step.version,
+                step.name,
+            )
+            log.info("journal.migrated", schema=schema, version=step.version, name=step.name)

@@ -1,0 +1,836 @@
+"""The shared journal: Postgres through asyncpg, for many workers on many machines.
+
+Every write is one statement or one transaction, and its fencing check (lease
+token, lease held, expected tail) is the ``WHERE`` clause of the ``UPDATE`` on
+the run's row in that same statement, so a stale writer's events never land.
+:meth:`PostgresJournal.append` writes a whole group commit with one statement:
+batches and events travel as arrays and are expanded with ``unnest``.
+Claims use ``FOR UPDATE SKIP LOCKED``, so concurrent workers never get the same
+run, and every lease and timestamp comes from the database clock.
+
+Tables live in their own schema (``continuum`` by default; ``?schema=name`` in
+the URL), created and upgraded by versioned migrations under an advisory lock.
+Workers learn of new work at once through ``LISTEN``/``NOTIFY``
+(:meth:`PostgresJournal.listen`).
+
+Behind pgbouncer in transaction mode, asyncpg's prepared statements break
+(asyncpg issues #198 and #1058): add ``?statement_cache_size=0`` to the URL.
+``LISTEN`` also needs a session-mode connection, so point a listening worker's
+URL straight at Postgres or at a session-mode pool.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+
+from continuum_py._log import get_logger
+from continuum_py.adapters._postgres_sql import (
+    MIGRATIONS,
+    Migration,
+    Statements,
+    migrate,
+)
+from continuum_py.errors import (
+    ConfigurationError,
+    JournalConflict,
+    JournalError,
+    JournalUnavailable,
+    LeaseLost,
+    RunAlreadyFinished,
+    RunNotFound,
+)
+from continuum_py.journal import (
+    NOTIFY_PARENT_STATUSES,
+    AppendBatch,
+    InboxMessage,
+    Lease,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    StoredEvent,
+)
+
+__all__ = ["MIGRATIONS", "Migration", "PostgresJournal", "PostgresTransaction"]
+
+T = TypeVar("T")
+
+log = get_logger()
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_OWN_PARAMS = frozenset(
+    {"schema", "pool_size", "application_name", "statement_cache_size", "connect_timeout"}
+)
+
+# Connection trouble: the server is down, restarting, or ended our backend.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # Raised when a pool returns a connection the server has just ended.
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    OSError,
+    TimeoutError,
+)
+_RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        workflow=row[1],
+        status=RunStatus(row[2]),
+        created_at=row[3],
+        updated_at=row[4],
+        last_seq=row[5],
+        lease_owner=row[6],
+        lease_token=row[7],
+        lease_expires_at=row[8],
+        outcome=row[9],
+        reason=row[10],
+        wake_at=row[11],
+        parent_run_id=row[12],
+        inbox_last=row[13],
+        inbox_seen=row[14],
+    )
+
+
+# ---- URLs and connection errors ----
+
+
+class _Url(NamedTuple):
+    dsn: str  # what asyncpg gets: our own query parameters removed
+    where: str  # host:port, for messages (never the password)
+    database: str
+    params: dict[str, str]
+
+
+def _parse_url(url: str) -> _Url:
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot parse the Postgres URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"not a Postgres URL (scheme {parts.scheme!r}); expected postgresql://..."
+        )
+    params = {k: v for k, v in query if k in _OWN_PARAMS}
+    rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
+    hosts = parts.netloc.rpartition("@")[2]
+    extra = dict(rest)
+    if not hosts:
+        hosts = extra.get("host", "localhost")
+    if ":" not in hosts.rpartition("]")[2]:
+        hosts = f"{hosts}:{extra.get('port', '5432')}"
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    database = parts.path.lstrip("/") or extra.get("dbname", extra.get("database", user))
+    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
+    return _Url(dsn=dsn, where=hosts, database=database, params=params)
+
+
+def _int_param(name: str, value: str | int, minimum: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = minimum - 1
+    if n < minimum:
+        raise ConfigurationError(f"Postgres journal {name} must be an integer >= {minimum}")
+    return n
+
+
+def _connect_error(
+    exc: BaseException, where: str, database: str
+) -> ConfigurationError | JournalUnavailable:
+    """The error a failed connection attempt becomes."""
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return ConfigurationError(
+            f"Postgres at {where} has no database {database!r}; create it or fix the URL"
+        )
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return ConfigurationError(f"Postgres at {where} refused the login: {exc}")
+    if isinstance(exc, (asyncpg.ClientConfigurationError, ValueError)):
+        return ConfigurationError(f"bad Postgres URL for {where}: {exc}")
+    if isinstance(exc, _UNAVAILABLE):
+        detail = str(exc) or type(exc).__name__
+        return JournalUnavailable(f"cannot reach Postgres at {where}: {detail}")
+    return ConfigurationError(f"cannot connect to Postgres at {where}: {exc}")
+
+
+def _channel(schema: str) -> str:
+    name = f"continuum_{schema}"
+    if len(name) <= 63:
+        return name
+    return "continuum_" + hashlib.sha1(schema.encode()).hexdigest()[:20]
+
+
+# ---- the journal ----
+
+
+class PostgresJournal:
+    """A :class:`~continuum_py.journal.Journal` in a Postgres schema.
+
+    Also a :class:`~continuum_py.journal.NotifyingJournal` and a
+    :class:`~continuum_py.journal.TransactionalJournal`.
+
+    Args:
+        dsn: a ``postgresql://`` URL. Query parameters ``schema``, ``pool_size``,
+            ``application_name``, ``statement_cache_size`` and ``connect_timeout``
+            configure the journal (the keyword arguments win); the rest go to asyncpg.
+        schema: the schema holding the tables (default ``continuum``); created if
+            missing, so several apps can share one database.
+        pool_size: most connections in the pool (at least 1 is kept open).
+        application_name: shown in ``pg_stat_activity`` (default ``continuum_py``).
+        statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer.
+        connect_timeout: seconds to wait for a new connection.
+
+    Raises:
+        ConfigurationError: a URL that cannot be parsed, a schema name that is
+            not a plain identifier, or a bad pool size.
+    """
+
+    capabilities = frozenset({"multi_process", "notify", "transactions"})
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        pool_size: int | None = None,
+        application_name: str | None = None,
+        statement_cache_size: int | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        url = _parse_url(dsn)
+        p = url.params
+        self.schema = schema if schema is not None else p.get("schema", "continuum")
+        if not _IDENT.fullmatch(self.schema):
+            raise ConfigurationError(
+                f"Postgres schema name {self.schema!r} is not a plain identifier "
+                "(letters, digits and _, not starting with a digit, at most 63 characters)"
+            )
+        self.pool_size = _int_param(
+            "pool_size", pool_size if pool_size is not None else p.get("pool_size", "10"), 1
+        )
+        self.application_name = application_name or p.get("application_name", "continuum_py")
+        self._cache = _int_param(
+            "statement_cache_size",
+            statement_cache_size
+            if statement_cache_size is not None
+            else p.get("statement_cache_size", "100"),
+            0,
+        )
+        try:
+            self._timeout = float(
+                connect_timeout if connect_timeout is not None else p.get("connect_timeout", "10")
+            )
+        except ValueError:
+            raise ConfigurationError("Postgres journal connect_timeout must be a number") from None
+        self._dsn = url.dsn
+        self.where = url.where
+        self._database = url.database
+        self.channel = _channel(self.schema)
+        self.migrations: Sequence[Migration] = MIGRATIONS
+        self._sql = Statements(self.schema)
+        self._pool: Any = None
+        self._callbacks: list[Callable[[str], None]] = []
+        self._listen_conn: Any = None
+        self._listen_lost: asyncio.Event | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresJournal:
+        """Open from a ``postgresql://`` URL (call :meth:`connect` or use ``async with``)."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"PostgresJournal({self.where}/{self._database}, schema={self.schema!r})"
+
+    async def __aenter__(self) -> PostgresJournal:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout": self._timeout,
+            "statement_cache_size": self._cache,
+            "server_settings": {"application_name": self.application_name},
+        }
+
+    async def connect(self) -> None:
+        """Open the pool and create or upgrade the schema.
+
+        Raises:
+            JournalUnavailable: Postgres cannot be reached.
+            ConfigurationError: unknown database, refused login, bad URL.
+            SchemaTooNew: the schema was made by a newer continuum_py.
+        """
+        if self._pool is not None:
+            return
+        if self._closed:
+            raise ConfigurationError("this PostgresJournal was closed; open a new one")
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self.pool_size, **self._connect_kwargs()
+            )
+        except Exception as exc:
+            raise _connect_error(exc, self.where, self._database) from exc
+        try:
+            with self._errors("migrate"):
+                async with pool.acquire() as conn:
+                    await migrate(conn, self.schema, self.migrations)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            pool.terminate()
+            raise ConfigurationError(
+                f"Postgres at {self.where}: not allowed to create or upgrade schema "
+                f"{self.schema!r} ({exc}); grant the privilege or have an owner run it once"
+            ) from exc
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+
+    @property
+    def _p(self) -> Any:
+        if self._pool is None:
+            raise ConfigurationError(
+                "PostgresJournal is not connected; use `async with` or connect()"
+            )
+        return self._pool
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Translate driver errors: a lost connection is ``JournalUnavailable``."""
+        try:
+            yield
+        except asyncpg.exceptions.DataError:
+            raise  # our bug (a badly typed argument), not the network
+        except asyncpg.UniqueViolationError as exc:
+            raise JournalConflict("?", -1, None) from exc
+        except _UNAVAILABLE as exc:
+            detail = str(exc) or type(exc).__name__
+            raise JournalUnavailable(
+                f"Postgres journal at {self.where}: {what} failed: {detail}"
+            ) from exc
+
+    async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
+        with self._errors(what):
+            return list(await self._p.fetch(sql, *args))
+
+    async def _write(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn(connection)``; a deadlock rolled it back whole, so try again."""
+        for _ in range(3):
+            with contextlib.suppress(*_RETRY), self._errors(what):
+                async with self._p.acquire() as conn:
+                    return await fn(conn)
+        try:
+            with self._errors(what):
+                async with self._p.acquire() as conn:
+                    return await fn(conn)
+        except _RETRY as exc:
+            raise JournalUnavailable(
+                f"Postgres journal at {self.where}: {what} kept deadlocking: {exc}"
+            ) from exc
+
+    # ---- runs ----
+    async def start_run(
+        self, run: NewRun, *, claim_for: str | None = None, ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None, bool]:
+        ev = run.first_event
+        args = (
+            run.run_id,
+            run.workflow,
+            ev.seq,
+            claim_for,
+            float(ttl),
+            run.wake_at,
+            run.parent_run_id,
+            run.parent_position,
+            ev.seq,
+            ev.kind,
+            ev.schema,
+            ev.data,
+            self.channel,
+        )
+
+        async def tx(conn: Any) -> tuple[RunRecord, Lease | None, bool]:
+            row = await conn.fetchrow(self._sql.start_run, *args)
+            if row is None:
+                row = await conn.fetchrow(self._sql.get_run, run.run_id)
+                return _record(row), None, False
+            rec = _record(row)
+            lease = None
+            if claim_for is not None and rec.lease_owner is not None:
+                assert rec.lease_expires_at is not None
+                lease = Lease(
+                    run_id=rec.run_id,
+                    worker_id=claim_for,
+                    token=rec.lease_token,
+                    expires_at=rec.lease_expires_at,
+                )
+            return rec, lease, True
+
+        return await self._write("start_run", tx)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        rows = await self._fetch("get_run", self._sql.get_run, run_id)
+        return _record(rows[0]) if rows else None
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 1000
+    ) -> list[RunRecord]:
+        if status is None:
+            rows = await self._fetch("list_runs", self._sql.list_runs, limit)
+        else:
+            rows = await self._fetch(
+                "list_runs", self._sql.list_runs_status, RunStatus(status).value, limit
+            )
+        return [_record(r) for r in rows]
+
+    # ---- events ----
+    async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
+        results, rounds = _plan(batches)
+        if not rounds:
+            return results
+        # One statement is one transaction; a second statement (a later round for
+        # the same run, or a child's outcome sent to its parent) needs a real one.
+        needs_tx = len(rounds) > 1 or any(
+            batches[i].status in NOTIFY_PARENT_STATUSES for i in rounds[0]
+        )
+
+        async def tx(conn: Any) -> list[JournalError | None]:
+            out = list(results)
+            if needs_tx:
+                async with conn.transaction():
+                    await self._append_rounds(conn, batches, rounds, out)
+            else:
+                await self._append_rounds(conn, batches, rounds, out)
+            return out
+
+        return await self._write("append", tx)
+
+    async def _append_rounds(
+        self,
+        conn: Any,
+        batches: Sequence[AppendBatch],
+        rounds: list[list[int]],
+        out: list[JournalError | None],
+    ) -> None:
+        parents: list[tuple[str, str, bytes, str]] = []
+        for idxs in rounds:
+            bs = [batches[i] for i in idxs]
+            evs = [e for b in bs for e in b.events]  # their run_ids were checked by _plan
+            snaps = [(b.lease.run_id, b.snapshot) for b in bs if b.snapshot is not None]
+            rows = await conn.fetch(
+                self._sql.append,
+                [b.lease.run_id for b in bs],
+                [b.lease.token for b in bs],
+                [b.expected_seq for b in bs],
+                [b.expected_seq + len(b.events) for b in bs],
+                [b.status.value if b.status is not None else None for b in bs],
+                [b.outcome for b in bs],
+                [b.reason for b in bs],
+                [b.wake_at for b in bs],
+                [b.inbox_seen for b in bs],
+                [e.run_id for e in evs],
+                [e.seq for e in evs],
+                [e.kind for e in evs],
+                [e.schema for e in evs],
+                [e.data for e in evs],
+                [run_id for run_id, _ in snaps],
+                [sn.seq for _, sn in snaps],
+                [sn.schema for _, sn in snaps],
+                [sn.data for _, sn in snaps],
+                self.channel,
+            )
+            landed = {r[0]: r for r in rows}
+            refused = [i for i in idxs if batches[i].lease.run_id not in landed]
+            if refused:
+                why = {
+                    r[0]: r
+                    for r in await conn.fetch(
+                        self._sql.why, [batches[i].lease.run_id for i in refused]
+                    )
+                }
+                for i in refused:
+                    out[i] = _refusal(batches[i], why.get(batches[i].lease.run_id))
+            for i in idxs:
+                row = landed.get(batches[i].lease.run_id)
+                if (
+                    row is not None
+                    and row[2] is not None
+                    and RunStatus(row[1]) in NOTIFY_PARENT_STATUSES
+                ):
+                    parents.append((row[2], str(row[3]), batches[i].outcome or b"", self.channel))
+        if parents:
+            await conn.executemany(self._sql.notify_parent, parents)
+
+    async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
+        rows = await self._fetch("load", self._sql.load, run_id, after_seq)
+        if not rows and after_seq == 0 and not await self._fetch("load", self._sql.exists, run_id):
+            raise RunNotFound(run_id)
+        return [
+            StoredEvent(run_id=run_id, seq=r[0], kind=r[1], schema=r[2], data=r[3]) for r in rows
+        ]
+
+    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        rows = await self._fetch("load_with_snapshot", self._sql.snapshot, run_id)
+        snap = (
+            Snapshot(run_id=run_id, seq=rows[0][0], schema=rows[0][1], data=rows[0][2])
+            if rows
+            else None
+        )
+        return snap, await self.load(run_id, after_seq=snap.seq if snap else 0)
+
+    async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
+        async def tx(conn: Any) -> JournalError | None:
+            done = await conn.fetchval(
+                self._sql.take_snapshot,
+                lease.run_id,
+                lease.token,
+                snapshot.run_id,
+                snapshot.seq,
+                snapshot.schema,
+                snapshot.data,
+            )
+            if done is not None:
+                return None
+            return LeaseLost(
+                lease.run_id, lease.token, await conn.fetchval(self._sql.token, lease.run_id)
+            )
+
+        return await self._write("take_snapshot", tx)
+
+    # ---- leases ----
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool = False,
+        now: float | None = None,
+    ) -> list[Lease]:
+        if limit <= 0:
+            return []
+
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(self._sql.claim, worker_id, float(ttl), limit, reclaim_own, now)
+            )
+
+        rows = sorted(await self._write("claim", tx), key=lambda r: (r[3], r[0]))
+        return [Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows]
+
+    async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
+        if not leases:
+            return []
+
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    self._sql.renew,
+                    [lease.run_id for lease in leases],
+                    [lease.token for lease in leases],
+                    float(ttl),
+                )
+            )
+
+        got = {(r[0], r[1]): r[2] for r in await self._write("renew", tx)}
+        out: list[Lease | None] = []
+        for lease in leases:
+            expires = got.get((lease.run_id, lease.token))
+            out.append(
+                None
+                if expires is None
+                else Lease(
+                    run_id=lease.run_id,
+                    worker_id=lease.worker_id,
+                    token=lease.token,
+                    expires_at=expires,
+                )
+            )
+        return out
+
+    async def release(self, lease: Lease) -> bool:
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(self._sql.release, lease.run_id, lease.token, self.channel)
+            )
+
+        return len(await self._write("release", tx)) == 1
+
+    async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
+        rows = await self._fetch("find_runnable", self._sql.find_runnable, limit, now)
+        return [r[0] for r in rows]
+
+    async def set_status(
+        self, run_id: str, status: RunStatus, *, reason: str | None = None
+    ) -> bool:
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    self._sql.set_status, run_id, RunStatus(status).value, reason, self.channel
+                )
+            )
+
+        return len(await self._write("set_status", tx)) == 1
+
+    # ---- inbox ----
+    async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+        async def tx(conn: Any) -> int:
+            msg_id = await conn.fetchval(self._sql.send, run_id, kind, name, data, self.channel)
+            if msg_id is not None:
+                return int(msg_id)
+            status = await conn.fetchval(self._sql.status, run_id)
+            if status is None:
+                raise RunNotFound(run_id)
+            raise RunAlreadyFinished(run_id, status, what=kind)
+
+        return await self._write("send", tx)
+
+    async def inbox(self, run_id: str, *, after_id: int = 0) -> list[InboxMessage]:
+        rows = await self._fetch("inbox", self._sql.inbox, run_id, after_id)
+        return [
+            InboxMessage(run_id=run_id, id=r[0], kind=r[1], name=r[2], data=r[3], at=r[4])
+            for r in rows
+        ]
+
+    async def unseen_inbox(self, run_ids: Sequence[str]) -> list[str]:
+        if not run_ids:
+            return []
+        found = {r[0] for r in await self._fetch("unseen_inbox", self._sql.unseen, list(run_ids))}
+        return [r for r in dict.fromkeys(run_ids) if r in found]
+
+    async def next_wake_at(self) -> float | None:
+        rows = await self._fetch("next_wake_at", self._sql.next_wake)
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
+
+    # ---- transactional steps ----
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        """Open a transaction for a step's own SQL and its completion.
+
+        Yields a :class:`PostgresTransaction`. Commits on a clean exit unless an
+        ``append`` in it was refused; rolls back on an exception or a refusal.
+        Errors raised by the body (including the driver's) pass through as they are.
+        """
+        with self._errors("transaction"):
+            conn = await self._p.acquire()
+        try:
+            tr = conn.transaction()
+            with self._errors("transaction"):
+                await tr.start()
+            tx = PostgresTransaction(self, conn)
+            try:
+                yield tx
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tr.rollback()
+                raise
+            with self._errors("commit"):
+                if tx.refused:
+                    await tr.rollback()
+                else:
+                    await tr.commit()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._p.release(conn)
+
+    # ---- LISTEN/NOTIFY ----
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(run_id)`` on each wake-up notification, until :meth:`aclose`.
+
+        Notifications are sent (on this schema's channel, with the run id as
+        payload) when a run starts unclaimed, gets an inbox message, is released,
+        is set back to pending, or suspends until a time. They come on a
+        dedicated connection, which is re-opened with backoff if lost; once it is
+        back, ``callback("")`` says notifications may have been missed meanwhile
+        (look for work now). Workers also poll, so a missed one only delays work.
+
+        Raises:
+            JournalUnavailable: the first listening connection could not be opened.
+        """
+        if self._closed:
+            raise ConfigurationError("this PostgresJournal was closed; open a new one")
+        self._callbacks.append(callback)
+        if self._listener is None:
+            await self._open_listener()
+            self._listener = asyncio.get_running_loop().create_task(
+                self._keep_listening(), name=f"continuum-listen-{self.schema}"
+            )
+
+    def _dispatch(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(payload)
+            except Exception:
+                log.exception("journal.listen_callback_failed", run_id=payload)
+
+    async def _open_listener(self) -> None:
+        try:
+            conn = await asyncpg.connect(
+                self._dsn, **{**self._connect_kwargs(), "statement_cache_size": 0}
+            )
+        except Exception as exc:
+            raise _connect_error(exc, self.where, self._database) from exc
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _c: lost.set())
+            with self._errors("listen"):
+                await conn.add_listener(self.channel, self._dispatch)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._listen_conn, self._listen_lost = conn, lost
+
+    async def _keep_listening(self, *, ping_every: float = 30.0, max_backoff: float = 5.0) -> None:
+        backoff = 0.1
+        while not self._closed:
+            if self._listen_conn is None:
+                try:
+                    await self._open_listener()
+                except Exception as exc:
+                    log.warning(
+                        "journal.listen_reconnect_failed",
+                        where=self.where,
+                        error=str(exc),
+                        retry_in=backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, max_backoff)
+                    continue
+                log.info("journal.listen_reconnected", where=self.where)
+                backoff = 0.1
+                # Whatever was notified while we were away is lost: look now.
+                self._dispatch(None, 0, self.channel, "")
+            conn, lost = self._listen_conn, self._listen_lost
+            assert lost is not None
+            try:
+                async with asyncio.timeout(ping_every):
+                    await lost.wait()
+            except TimeoutError:
+                # A silent network drop closes nothing; a query finds it.
+                try:
+                    async with asyncio.timeout(10):
+                        await conn.fetchval("SELECT 1")
+                    continue
+                except _UNAVAILABLE:
+                    pass
+            if self._closed:
+                return
+            log.warning("journal.listen_connection_lost", where=self.where, channel=self.channel)
+            conn.terminate()
+            self._listen_conn = None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        task, self._listener = self._listener, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await conn.close()
+            except Exception:
+                conn.terminate()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await pool.close()
+            except Exception:
+                pool.terminate()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            warnings.warn(
+                f"{self!r} was never closed; use `async with` or aclose()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+
+class PostgresTransaction:
+    """One open transaction of :meth:`PostgresJournal.transaction`.
+
+    Attributes:
+        connection: the connection inside the transaction, as the pool lends it
+            (an ``asyncpg.pool.PoolConnectionProxy``, which has every method of
+            ``asyncpg.Connection``); a step's own SQL on it commits or rolls back
+            with the step's completion. It is unusable once the block ends.
+        refused: whether an ``append`` in it was refused (the transaction will
+            roll back).
+    """
+
+    def __init__(self, journal: PostgresJournal, connection: Any) -> None:
+        self.connection = connection
+        self.refused = False
+        self._journal = journal
+
+    async def append(self, batch: AppendBatch) -> JournalError | None:
+        """Write ``batch`` (fenced) inside this transaction; nothing is durable before commit."""
+        results, rounds = _plan([batch])
+        with self._journal._errors("append"):
+            await self._journal._append_rounds(self.connection, [batch], rounds, results)
+        if results[0] is not None:
+            self.refused = True
+        return results[0]
+
+
+def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:
+    """Results so far (bad seqs refused up front) and rounds of batch indexes.
+
+    A round holds at most one batch per run, so one statement can write it;
+    a run's later batches go in later rounds, checked against what landed before.
+    """
+    results: list[JournalError | None] = [None] * len(batches)
+    rounds: list[list[int]] = []
+    depth: dict[str, int] = {}
+    for i, b in enumerate(batches):
+        bad = _check_seqs(b)
+        if bad is not None:
+            results[i] = bad
+            continue
+        k = depth.get(b.lease.run_id, 0)
+        depth[b.lease.run_id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return results, rounds
+
+
+def _refusal(b: AppendBatch, row: Any) -> JournalError:
+    if row is None or row[1] != b.lease.token or row[2] is None:
+        return LeaseLost(b.lease.run_id, b.lease.token, row[1] if row is not None else None)
+    return JournalConflict(b.lease.run_id, b.expected_seq, row[3])
+
+
+def _check_seqs(b: AppendBatch) -> JournalError | None:
+    for i, e in enumerate(b.events):
+        if e.seq != b.expected_seq + 1 + i or e.run_id != b.lease.run_id:
+            return JournalConflict(b.lease.run_id, b.expected_seq + i, e.seq - 1)
+    return None
