@@ -457,7 +457,8 @@ class SQLiteJournal:
         SQL, its ``append`` writes the step's completion, both in the same
         transaction. Commits on a clean exit unless an append was refused;
         rolls back on an exception or a refused append. While it is open the
-        journal's other writes (any run) wait for it; reads go on.
+        journal's other writes (any run) wait for it; reads go on and do not
+        see it (except with ``":memory:"``, where one connection does both).
 
         Raises:
             RuntimeError: on a journal write by the task holding the transaction
@@ -492,8 +493,9 @@ class SQLiteJournal:
                 raw.rollback()
                 raise
 
-        # Shielded: a cancelled step must still end the transaction before the
-        # lock lets the next writer onto the connection.
+        # Shielded: a cancelled step still ends its transaction. The call is
+        # queued on the connection's thread (which runs calls in order) before
+        # the lock lets the next writer in.
         await asyncio.shield(self._call(end))
 
     # ---- runs ----

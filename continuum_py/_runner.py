@@ -490,6 +490,14 @@ class RunDriver:
         await self._pull_inbox(core, events)
         if events:
             return False
+        if due is None and not core.waiting():
+            raise NonDeterminismError(
+                self.run_id,
+                0,
+                "a run with nothing recorded to wait for",
+                "the workflow waiting on something that is not durable (only steps, "
+                "ctx.sleep, ctx.wait_for_signal and child workflows may be awaited)",
+            )
         end = RunSuspended(seq=self._next_seq(events), at=self.clock.now(), wake_at=due)
         snapshot = self._maybe_snapshot(core, [end])
         await self._append([end], status=RunStatus.SUSPENDED, wake_at=due, snapshot=snapshot)

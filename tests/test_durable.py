@@ -498,3 +498,16 @@ async def test_plain_asyncio_wait_over_steps_replays_deterministically(journal_u
         assert await h.result(timeout=5) == [0, 2, 4, 6]
         history = await eng.history(h.run_id)
     assert Replayer(reg).replay(history).result == [0, 2, 4, 6]
+
+
+@workflow(registry=reg)
+async def awaits_nothing_durable(ctx: Context) -> None:
+    await asyncio.Queue().get()  # nothing recorded can ever resolve this
+
+
+async def test_awaiting_something_not_durable_parks_the_run(journal_url):
+    async with engine(journal_url, VirtualClock(T0)) as eng:
+        h = await eng.start(awaits_nothing_durable)
+        await wait_until(lambda: _status(eng, h.run_id, RunStatus.PARKED))
+        rec = await h.record()
+    assert rec.reason is not None and "not durable" in rec.reason

@@ -1,15 +1,20 @@
 """Model-based check of the journal protocol: random operations against a plain-Python model.
 
-The machine starts runs, claims them (several workers, expiring or long leases,
-reclaiming its own), appends with current or stale tokens and right or wrong
-tails (alone or grouped), renews, releases, parks and loads, and after every
-step compares the journal with the model: seqs 1..n with no gaps, a stale token
-never writes, tokens only grow, and loads return exactly what was accepted.
+The machine starts runs (some scheduled, one a child of another), claims them
+(several workers, expiring or long leases, reclaiming its own, at engine-clock
+times before and after wake-ups), appends with current or stale tokens and
+right or wrong tails (alone or grouped; some suspend, finish or park the run and
+record inbox messages as seen), sends messages, renews, releases, parks and
+loads, and after every step compares the journal with the model: seqs 1..n with
+no gaps, a stale token never writes, tokens only grow, loads return exactly what
+was accepted, inboxes hold exactly what was sent (and what children posted), and
+a run is runnable exactly when the model says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import tempfile
@@ -29,14 +34,29 @@ from hypothesis.stateful import (
 )
 
 from continuum_py._client import stored
-from continuum_py.errors import JournalConflict, LeaseLost, RunNotFound
+from continuum_py.errors import JournalConflict, LeaseLost, RunAlreadyFinished, RunNotFound
 from continuum_py.events import RunStarted
-from continuum_py.journal import AppendBatch, Lease, NewRun, RunStatus, Snapshot, StoredEvent
+from continuum_py.journal import (
+    NOTIFY_PARENT_STATUSES,
+    AppendBatch,
+    Lease,
+    NewRun,
+    RunStatus,
+    Snapshot,
+    StoredEvent,
+)
 
 RUN_IDS = ["r1", "r2", "r3"]
+CHILD, PARENT, POSITION = "c1", "r1", 7  # c1 is a child run of r1 (which may not exist)
+ALL_IDS = [*RUN_IDS, CHILD]
 WORKERS = ["w1", "w2", "w3"]
 TTLS = [0.0, 3600.0]  # expired at once, or live for the whole example
 LIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+WAITING = (RunStatus.PENDING, RunStatus.SUSPENDED)
+# Engine-clock times: wake-ups are compared with claim(now=...). None is the
+# journal clock, far past every wake-up here.
+WAKES = [None, 10.0, 100.0]
+NOWS = [None, 0.0, 50.0, 200.0]
 
 
 @dataclass
@@ -49,6 +69,14 @@ class ModelRun:
     snapshot: tuple[int, bytes] | None = None
     reason: str | None = None
     tokens_seen: list[int] = field(default_factory=list)
+    wake_at: float | None = None
+    parent: str | None = None
+    inbox: list[tuple[int, str, str, bytes]] = field(default_factory=list)
+    inbox_seen: int = 0
+
+    @property
+    def inbox_last(self) -> int:
+        return len(self.inbox)
 
     @property
     def last_seq(self) -> int:
@@ -91,12 +119,25 @@ class JournalMachine(RuleBasedStateMachine):
         self.counter += 1
         return f"{run_id}:{seq}:{self.counter}".encode()
 
-    def runnable(self, worker: str | None, own: bool) -> set[str]:
-        return {
-            rid
-            for rid, m in self.model.items()
-            if m.status in LIVE and (m.owner is None or not m.live or (own and m.owner == worker))
-        }
+    def runnable(self, worker: str | None, own: bool, now: float | None = None) -> set[str]:
+        t = math.inf if now is None else now
+        out = set()
+        for rid, m in self.model.items():
+            if m.status == RunStatus.SUSPENDED:
+                due = m.wake_at is not None and m.wake_at <= t
+                if due or m.inbox_last > m.inbox_seen:
+                    out.add(rid)
+            elif m.status in LIVE:
+                if m.status == RunStatus.PENDING and m.wake_at is not None and m.wake_at > t:
+                    continue
+                if m.owner is None or not m.live or (own and m.owner == worker):
+                    out.add(rid)
+        return out
+
+    def deliver(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+        m = self.model[run_id]
+        m.inbox.append((m.inbox_last + 1, kind, name, data))
+        return m.inbox_last
 
     def took(self, lease: Lease, ttl: float) -> None:
         m = self.model[lease.run_id]
@@ -110,33 +151,46 @@ class JournalMachine(RuleBasedStateMachine):
             ttl > 0,
             RunStatus.RUNNING,
         )
+        m.wake_at = None  # a claim clears it
 
     # ---- rules ----
-    @initialize(run_ids=st.sets(st.sampled_from(RUN_IDS), min_size=1))
-    def some_runs(self, run_ids):
-        for rid in sorted(run_ids):
-            self.start_run(rid, None, 0.0)
+    @initialize(run_ids=st.sets(st.sampled_from(RUN_IDS), min_size=1), child=st.booleans())
+    def some_runs(self, run_ids, child):
+        for rid in sorted(run_ids | ({CHILD} if child else set())):
+            self.start_run(rid, None, 0.0, None)
 
     @rule(
         target=leases,
-        run_id=st.sampled_from(RUN_IDS),
+        run_id=st.sampled_from(ALL_IDS),
         claim_for=st.none() | st.sampled_from(WORKERS),
         ttl=st.sampled_from(TTLS),
+        wake_at=st.sampled_from(WAKES),
     )
-    def start_run(self, run_id, claim_for, ttl):
+    def start_run(self, run_id, claim_for, ttl, wake_at):
+        if run_id not in self.model and any(other > run_id for other in self.model):
+            # Runs are created in run_id order only. Claims take the oldest
+            # (created_at, run_id) first and journal clocks can tie, so any
+            # other order could claim different runs when an example replays.
+            return multiple()
         first = RunStarted(seq=1, run_id=run_id, workflow="wf", args=b"[]")  # type: ignore[arg-type]
         ev = msgspec_replace_data(stored(run_id, first), self.data(run_id, 1))
-        rec, lease, created = self.run(
-            self.journal.start_run(
-                NewRun(run_id=run_id, workflow="wf", first_event=ev), claim_for=claim_for, ttl=ttl
-            )
+        parent = PARENT if run_id == CHILD else None
+        new = NewRun(
+            run_id=run_id,
+            workflow="wf",
+            first_event=ev,
+            wake_at=wake_at,
+            parent_run_id=parent,
+            parent_position=POSITION if parent else 0,
         )
+        rec, lease, created = self.run(self.journal.start_run(new, claim_for=claim_for, ttl=ttl))
         assert created == (run_id not in self.model)
         assert rec.run_id == run_id and rec.workflow == "wf"
         if not created:
             assert lease is None
             return multiple()
-        self.model[run_id] = ModelRun(events=[(1, ev.data)])
+        # Every wake-up here is long past on the journal clock: claim_for takes the run.
+        self.model[run_id] = ModelRun(events=[(1, ev.data)], wake_at=wake_at, parent=parent)
         if claim_for is None:
             assert lease is None and rec.status == RunStatus.PENDING
             return multiple()
@@ -150,14 +204,19 @@ class JournalMachine(RuleBasedStateMachine):
         ttl=st.sampled_from(TTLS),
         limit=st.integers(1, 3),
         reclaim_own=st.booleans(),
+        now=st.sampled_from(NOWS),
     )
-    def claim(self, worker, ttl, limit, reclaim_own):
-        runnable = self.runnable(worker, reclaim_own)
-        got = self.run(self.journal.claim(worker, ttl=ttl, limit=limit, reclaim_own=reclaim_own))
+    def claim(self, worker, ttl, limit, reclaim_own, now):
+        runnable = self.runnable(worker, reclaim_own, now)
+        got = self.run(
+            self.journal.claim(worker, ttl=ttl, limit=limit, reclaim_own=reclaim_own, now=now)
+        )
         ids = [lease.run_id for lease in got]
         assert len(ids) == len(set(ids)) == min(limit, len(runnable))
         assert set(ids) <= runnable
         event(f"claim: {len(got)} of {len(runnable)} runnable")
+        if any(self.model[lease.run_id].status == RunStatus.SUSPENDED for lease in got):
+            event("claim: woke a suspended run")
         for lease in got:
             assert lease.worker_id == worker
             self.took(lease, ttl)
@@ -173,8 +232,21 @@ class JournalMachine(RuleBasedStateMachine):
                     st.sampled_from(self.issued),
                     st.sampled_from([0, 0, 0, -1, 1]),
                     st.integers(0, 3),
-                    st.sampled_from([None, None, None, RunStatus.COMPLETED, RunStatus.PARKED]),
+                    st.sampled_from(
+                        [
+                            None,
+                            None,
+                            None,
+                            RunStatus.COMPLETED,
+                            RunStatus.CONTINUED,
+                            RunStatus.PARKED,
+                            RunStatus.SUSPENDED,
+                            RunStatus.SUSPENDED,
+                        ]
+                    ),
                     st.booleans(),
+                    st.sampled_from(WAKES),
+                    st.sampled_from([None, None, 0, 1, 2, 3]),
                 ),
                 min_size=1,
                 max_size=3,
@@ -182,7 +254,7 @@ class JournalMachine(RuleBasedStateMachine):
         )
         # Tails are chosen from the state before the group, then checked batch by batch.
         batches = []
-        for lease, offset, n, status, snap in writes:
+        for lease, offset, n, status, snap, wake_at, inbox_seen in writes:
             rid = lease.run_id
             expected = max(self.model[rid].last_seq + offset, 0)
             events = [
@@ -206,9 +278,11 @@ class JournalMachine(RuleBasedStateMachine):
                     expected_seq=expected,
                     events=events,
                     status=status,
-                    outcome=b"end" if status == RunStatus.COMPLETED else None,
+                    outcome=self.data(rid, -1) if status and status.terminal else None,
                     reason="parked by the model" if status == RunStatus.PARKED else None,
                     snapshot=snapshot,
+                    wake_at=wake_at if status == RunStatus.SUSPENDED else None,
+                    inbox_seen=inbox_seen,
                 )
             )
         results = self.run(self.journal.append(batches))
@@ -227,8 +301,63 @@ class JournalMachine(RuleBasedStateMachine):
                 m.events.extend((e.seq, e.data) for e in b.events)
                 if b.snapshot is not None:
                     m.snapshot = (b.snapshot.seq, b.snapshot.data)
+                if b.inbox_seen is not None:
+                    m.inbox_seen = b.inbox_seen
                 if b.status is not None:
                     m.status, m.owner, m.live, m.reason = b.status, None, False, b.reason
+                    m.wake_at = b.wake_at if b.status in WAITING else None
+                    # A child's final status reaches its parent in the same transaction.
+                    if b.status in NOTIFY_PARENT_STATUSES and m.parent in self.model:
+                        event("append: child posted to its parent")
+                        self.deliver(m.parent, "child", str(POSITION), b.outcome or b"")
+
+    def current_leases(self) -> list[Lease]:
+        return [
+            lease
+            for lease in self.issued
+            if self.model[lease.run_id].fenced(lease)
+            and self.model[lease.run_id].status == RunStatus.RUNNING
+        ]
+
+    @precondition(lambda self: self.current_leases())
+    @rule(
+        data=st.data(),
+        status=st.sampled_from(
+            [
+                RunStatus.SUSPENDED,
+                RunStatus.SUSPENDED,
+                RunStatus.COMPLETED,
+                RunStatus.FAILED,
+                RunStatus.CANCELLED,
+                RunStatus.CONTINUED,
+            ]
+        ),
+        wake_at=st.sampled_from(WAKES),
+        seen_lag=st.sampled_from([None, 0, 1]),
+    )
+    def settle(self, data, status, wake_at, seen_lag):
+        """The owner of a run suspends or ends it, as a runner does at the end of a turn."""
+        lease = data.draw(st.sampled_from(self.current_leases()))
+        m = self.model[lease.run_id]
+        seen = None if seen_lag is None else max(m.inbox_last - seen_lag, 0)
+        batch = AppendBatch(
+            lease=lease,
+            expected_seq=m.last_seq,
+            events=[],
+            status=status,
+            outcome=self.data(lease.run_id, -1) if status.terminal else None,
+            wake_at=wake_at if status == RunStatus.SUSPENDED else None,
+            inbox_seen=seen,
+        )
+        assert self.run(self.journal.append([batch])) == [None]
+        event(f"settle: {status.value}")
+        if seen is not None:
+            m.inbox_seen = seen
+        m.status, m.owner, m.live, m.reason = status, None, False, None
+        m.wake_at = batch.wake_at
+        if status in NOTIFY_PARENT_STATUSES and m.parent in self.model:
+            event("settle: child posted to its parent")
+            self.deliver(m.parent, "child", str(POSITION), batch.outcome or b"")
 
     @rule(lease=leases, ttl=st.sampled_from(TTLS))
     def renew(self, lease, ttl):
@@ -250,15 +379,31 @@ class JournalMachine(RuleBasedStateMachine):
             if m.status == RunStatus.RUNNING:
                 m.status = RunStatus.PENDING
 
-    @rule(run_id=st.sampled_from(RUN_IDS))
+    @rule(run_id=st.sampled_from(ALL_IDS))
     def resume_to_pending(self, run_id):
         ok = self.run(self.journal.set_status(run_id, RunStatus.PENDING, reason=None))
         m = self.model.get(run_id)
         assert ok == (m is not None and not m.status.terminal)
         if ok:
             m.status, m.owner, m.live, m.reason = RunStatus.PENDING, None, False, None
+            m.wake_at = None
 
-    @rule(run_id=st.sampled_from(RUN_IDS), after=st.integers(0, 8))
+    @rule(run_id=st.sampled_from([*ALL_IDS, "ghost"]), kind=st.sampled_from(["signal", "cancel"]))
+    def send(self, run_id, kind):
+        data = self.data(run_id, 0)
+        m = self.model.get(run_id)
+        if m is None:
+            with pytest.raises(RunNotFound):
+                self.run(self.journal.send(run_id, kind, "s", data))
+        elif m.status.terminal:
+            with pytest.raises(RunAlreadyFinished) as ei:
+                self.run(self.journal.send(run_id, kind, "s", data))
+            assert ei.value.status == m.status.value
+        else:
+            got = self.run(self.journal.send(run_id, kind, "s", data))
+            assert got == self.deliver(run_id, kind, "s", data)
+
+    @rule(run_id=st.sampled_from(ALL_IDS), after=st.integers(0, 8))
     def load_after(self, run_id, after):
         m = self.model.get(run_id)
         if m is None:
@@ -283,6 +428,10 @@ class JournalMachine(RuleBasedStateMachine):
             assert rec.lease_token == m.token and rec.lease_owner == m.owner
             if m.status == RunStatus.PARKED:
                 assert rec.reason == m.reason
+            assert rec.wake_at == m.wake_at and rec.parent_run_id == m.parent
+            assert (rec.inbox_last, rec.inbox_seen) == (m.inbox_last, m.inbox_seen)
+            inbox = self.run(self.journal.inbox(rid))
+            assert [(x.id, x.kind, x.name, x.data) for x in inbox] == m.inbox
             snap, tail = self.run(self.journal.load_with_snapshot(rid))
             if m.snapshot is None:
                 assert snap is None and [(r.seq, r.data) for r in tail] == m.events
@@ -291,7 +440,19 @@ class JournalMachine(RuleBasedStateMachine):
                 assert [(r.seq, r.data) for r in tail] == m.events[m.snapshot[0] :]
         listed = self.run(self.journal.list_runs())
         assert {r.run_id for r in listed} == set(self.model)
-        assert set(self.run(self.journal.find_runnable())) == self.runnable(None, False)
+        for now in (None, 50.0):  # past every wake-up; between the two
+            got = self.run(self.journal.find_runnable(now=now))
+            assert set(got) == self.runnable(None, False, now), now
+        unseen = [
+            rid
+            for rid in ALL_IDS
+            if rid in self.model and self.model[rid].inbox_last > self.model[rid].inbox_seen
+        ]
+        assert self.run(self.journal.unseen_inbox(ALL_IDS)) == unseen
+        wakes = [
+            m.wake_at for m in self.model.values() if m.status in WAITING and m.wake_at is not None
+        ]
+        assert self.run(self.journal.next_wake_at()) == min(wakes, default=None)
 
 
 def msgspec_replace_data(ev: StoredEvent, data: bytes) -> StoredEvent:
@@ -316,7 +477,7 @@ class SQLiteMachine(JournalMachine):
 
 
 _settings = settings(
-    max_examples=40,
+    max_examples=60,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -33,8 +33,8 @@ from continuum_py import (
     step,
     workflow,
 )
+from continuum_py._schemes import journal_from_url
 from continuum_py.adapters.memory import MemoryJournal
-from continuum_py.adapters.sqlite import SQLiteJournal
 from continuum_py.events import RunCompleted, StepCompleted, StepScheduled
 
 reg = Registry()
@@ -150,9 +150,9 @@ def runners(journal_url):
         def reader() -> Engine:
             return Engine(journal=shared, worker=False)
     else:
-        # Two connections to one file, as two processes would have.
-        part = Partition(SQLiteJournal.from_url(journal_url), owns=True)
-        b_journal = SQLiteJournal.from_url(journal_url)
+        # Two connections to one database, as two processes would have.
+        part = Partition(journal_from_url(journal_url), owns=True)
+        b_journal = journal_from_url(journal_url)
 
         def reader() -> Engine:
             return Engine(journal_url, worker=False)
