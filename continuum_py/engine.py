@@ -528,6 +528,8 @@ class Engine:
     @property
     def idle(self) -> bool:
         """True when every run this worker holds waits only for time or a message."""
+        if not self._open or not self.run_worker:
+            return True  # a closed engine or a client runs nothing
         return self._idle_loop and all(d.idle for d in self._driver_objs.values())
 
     # ---- internals ----

@@ -511,3 +511,11 @@ async def test_awaiting_something_not_durable_parks_the_run(journal_url):
         await wait_until(lambda: _status(eng, h.run_id, RunStatus.PARKED))
         rec = await h.record()
     assert rec.reason is not None and "not durable" in rec.reason
+
+
+async def test_a_client_engine_on_the_same_virtual_clock_does_not_stop_time_skipping(journal_url):
+    clock = VirtualClock(T0)
+    make = journal_maker(journal_url)
+    async with engine(make(), clock, worker=False) as client, engine(make(), clock):
+        h = await client.start(month_sleep)
+        assert (await h.result(timeout=5))["slept_days"] == 30
