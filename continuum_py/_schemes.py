@@ -26,7 +26,10 @@ def journal_from_url(url: str) -> Any:
             f"journal URL {url!r} has no scheme; expected memory://, sqlite:///path.db "
             "or postgresql://..."
         )
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot parse journal URL: {exc}") from None
     if scheme not in SCHEMES:
         known = ", ".join(sorted(s for s in SCHEMES if s != "postgres"))
         raise ConfigurationError(f"unknown journal URL scheme {scheme!r}; expected {known}")

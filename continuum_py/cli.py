@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     work.add_argument("--lease-ttl", type=float, default=30.0, help="lease seconds")
     work.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between looks for runnable runs when nothing wakes the worker "
+        "(Postgres wakes it at once with LISTEN/NOTIFY)",
+    )
+    work.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -91,6 +98,7 @@ async def _worker(args: argparse.Namespace) -> int:
         worker_id=worker_id,
         concurrency=args.concurrency,
         lease_ttl=args.lease_ttl,
+        poll_interval=args.poll_interval,
     )
     await engine.open()
     log.info("worker.started", workflows=engine.registry.names(), concurrency=args.concurrency)

@@ -1,0 +1,54 @@
+"""The workflow of the multi-process tests, run by ``continuum worker --import mp_flows``.
+
+Each worker process gets ``MP_WORKER_ID`` (the same as its ``--worker-id``) in
+its environment. Every step body appends ``run_id position attempt worker_id``
+to the side-effect log named by the run's first argument, one write and one
+fsync per line with ``O_APPEND``, so lines from several processes never tear
+and their order in the file is the order the bodies ran. The line is written
+before the step sleeps and returns: a kill in between repeats the step.
+
+It registers in the default registry (the one the worker command uses); the
+test process itself never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from continuum_py import Context, RetryPolicy, StepInfo, step, workflow
+
+MOD = 1_000_003
+ONCE = RetryPolicy(max_attempts=1)  # a failing step fails the run loudly; no retry muddies the log
+
+
+def mix(x: int, k: int) -> int:
+    """One step's arithmetic, so the test can compute each run's result on its own."""
+    return (x * 31 + k * 7) % MOD
+
+
+def _append_line(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@step(retry=ONCE)
+async def mp_mix(log: str, x: int, k: int) -> int:
+    info = StepInfo.current()
+    assert info is not None
+    worker = os.environ.get("MP_WORKER_ID", "?")
+    _append_line(log, f"{info.run_id} {info.seq} {info.attempt} {worker}\n")
+    await asyncio.sleep(0.01)
+    return mix(x, k)
+
+
+@workflow
+async def mp_chain(ctx: Context, log: str, x: int) -> int:
+    """Four steps: one, two gathered, one (positions 1 to 4)."""
+    a = await mp_mix(log, x, 1)
+    b, c = await asyncio.gather(mp_mix(log, a, 2), mp_mix(log, a, 3))
+    return await mp_mix(log, b + c, 4)
