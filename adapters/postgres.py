@@ -218,6 +218,7 @@ class PostgresJournal:
     ) -> None:
         url = _parse_url(dsn)
         p = url.params
+        self._lent: set[int] = set()  # ids of connections lent to transactional steps
         self.schema = schema if schema is not None else p.get("schema", "continuum")
         if not _IDENT.fullmatch(self.schema):
             raise ConfigurationError(
@@ -269,6 +270,16 @@ class PostgresJournal:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def _reset_connection(self, conn: Any) -> None:
+        # asyncpg's default reset on every release (advisory unlocks, CLOSE ALL,
+        # UNLISTEN, RESET ALL) is a round trip per query; the journal's own
+        # statements leave no session state (a rollback of any open transaction
+        # still happens first, in asyncpg). Only a connection lent to a
+        # transactional step may carry the user's SET, LISTEN or locks.
+        if id(conn) in self._lent:
+            self._lent.discard(id(conn))
+            await conn.reset()
+
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
             "timeout": self._timeout,
@@ -290,7 +301,11 @@ class PostgresJournal:
             raise ConfigurationError("this PostgresJournal was closed; open a new one")
         try:
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self.pool_size, **self._connect_kwargs()
+                self._dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                reset=self._reset_connection,
+                **self._connect_kwargs(),
             )
         except Exception as exc:
             raise _connect_error(exc, self.where, self._database) from exc
@@ -637,6 +652,7 @@ class PostgresJournal:
         """
         with self._errors("transaction"):
             conn = await self._p.acquire()
+        self._lent.add(id(getattr(conn, "_con", conn)))
         try:
             tr = conn.transaction()
             with self._errors("transaction"):

@@ -67,6 +67,56 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def dist_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None."""
+    return _version(dist)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_cpu_s(path: str) -> float | None:
+    """User + system CPU seconds from a /proc ``stat`` file, or None if it is gone."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+    fields = text.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used so far, from /proc (Linux only)."""
+    return _stat_cpu_s(f"/proc/{pid}/stat")
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each live thread of process ``pid``, by thread id."""
+    try:
+        tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return {}
+    cpu = {tid: _stat_cpu_s(f"/proc/{pid}/task/{tid}/stat") for tid in tids}
+    return {tid: c for tid, c in cpu.items() if c is not None}
+
+
+def machine_cpu_s() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds summed over all CPUs since boot, from /proc/stat (Linux only).
+
+    Busy is everything but idle and iowait; take two readings and divide the
+    differences to get how busy the machine was in between.
+    """
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    total = sum(ticks)
+    idle = ticks[3] + ticks[4]
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
 def _filesystem(path: Path) -> dict[str, str] | None:
     """The mount (device, type) that holds ``path``, from /proc/mounts (Linux only)."""
     try:

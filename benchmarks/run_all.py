@@ -20,7 +20,7 @@ from typing import Any
 from _common import emit, meta, note, parser
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["fsync", "step_overhead", "replay", "resume"]
+BENCHMARKS = ["fsync", "step_overhead", "replay", "resume", "workers"]
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +57,18 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         other = ok["resume"]["results"].get("other_worker")
         if other is not None:
             out["resume_other_worker_ms"] = other["spawn_to_first_step_ms"]
+    if "workers" in ok:
+        # Per configuration (journal, worker processes): medians over the repeats.
+        out["workers"] = {
+            name: None
+            if s is None
+            else {
+                "steps_per_s": s["steps_per_s_busy"],
+                "runs_per_s": s["runs_per_s_busy"],
+                "steps_per_s_min_max": s["steps_per_s_busy_min_max"],
+            }
+            for name, s in ok["workers"]["summary"].items()
+        }
     return out
 
 

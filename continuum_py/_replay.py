@@ -74,6 +74,8 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
         self._ready: deque[asyncio.Handle] = deque()
         self._closed = False
         self.errors: list[dict[str, Any]] = []
+        # The workflow's tasks, so close() need not walk every task in the process.
+        self.tasks: list[asyncio.Task[Any]] = []
 
     # -- what Tasks and Futures use --
     def call_soon(  # type: ignore[override]
@@ -96,7 +98,11 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[Any]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        if len(self.tasks) >= 1024:
+            self.tasks = [t for t in self.tasks if not t.done()]
+        self.tasks.append(task)
+        return task
 
     def get_debug(self) -> bool:
         return False
@@ -777,8 +783,9 @@ class ReplayCore:
     def close(self) -> None:
         """Drop the workflow's coroutines without running more workflow code."""
         self.loop.close()
-        tasks = list(asyncio.all_tasks(self.loop)) if self._main else []
-        for t in tasks:
+        for t in self.loop.tasks:
+            if t.done():
+                continue
             coro = t.get_coro()
             if coro is not None and hasattr(coro, "close"):
                 with contextlib.suppress(RuntimeError):
