@@ -1,17 +1,24 @@
 """The replay core: history in, commands out. No journal, no clock, no I/O.
 
 Workflow code runs on :class:`_WorkflowLoop`, a minimal deterministic asyncio
-loop: a FIFO of callbacks and nothing else (no timers, no sockets). A step
-call takes the next call-order *position* and a future; the core resolves
-futures only when it is fed a recorded outcome, then runs the loop until the
-code blocks again. Feeding the same events in the same order therefore makes
-the same calls at the same positions, whatever order steps finished in live:
-the live runner records outcomes in exactly the order it feeds them.
+loop: a FIFO of callbacks and nothing else (no timers, no sockets). Every
+command the code issues (a step, ``ctx.sleep``, a signal wait, a child run,
+``ctx.now``/``random``/``uuid4``, ``ctx.patched``, ``ctx.set_event``) takes the
+next call-order *position*. The core resolves futures only when it is fed a
+recorded event, then runs the loop until the code blocks again. Feeding the
+same events in the same order therefore makes the same calls at the same
+positions, whatever order work finished in live: the live runner records
+outcomes in exactly the order it feeds them.
 
-History events play two roles. ``StepScheduled`` is checked against what the
-code asked for at that position (a mismatch is a ``NonDeterminismError``);
-outcomes (``StepCompleted``, final ``StepFailed``) are fed to the code.
-What the code asks for beyond the history is the live work: ``pending_steps``.
+History events play two roles. Command events (``StepScheduled``,
+``TimerStarted``, ``SignalWaitStarted``, ``ChildStarted``, ...) are checked
+against what the code asked for at that position (a mismatch is a
+``NonDeterminismError``); outcomes (``StepCompleted``, ``TimerFired``,
+``SignalReceived``, ``ChildCompleted``, ``CancelRequested``, ...) are fed to
+the code. Synchronous calls (``ctx.now()``, ``ctx.patched()``) must answer at
+once, before their event is fed, so they read :attr:`ReplayCore.ahead`, an
+index of what history holds at each position. What the code asks for beyond
+the history is the live work: :meth:`ReplayCore.new_calls`.
 """
 
 from __future__ import annotations
@@ -348,8 +355,6 @@ class ReplayCore:
         self._waiters: dict[str, list[WaitCall]] = {}
         self.inbox_seen = 0
         self.cancel_reason: str | None = None
-        self.deadline_passed = False
-        self.published: dict[str, msgspec.Raw] = {}
         # A mismatch found inside workflow code (a sync call); raised to the runner
         # even if the code swallows it.
         self.nd_error: NonDeterminismError | None = None
@@ -537,12 +542,8 @@ class ReplayCore:
                 )
             rcall.recorded = rcall.done = True
             self._unrecorded.pop(event.position, None)
-            if isinstance(event, EventPublished):
-                self.published[event.key] = event.value
         elif isinstance(event, CancelRequested):
             self.inbox_seen = max(self.inbox_seen, event.inbox_id)
-            if event.reason == "deadline":
-                self.deadline_passed = True
             if self.cancel_reason is None:
                 # Only the first request cancels: a repeated one (a resent child
                 # cancel, a deadline during cleanup) must not interrupt the cleanup.

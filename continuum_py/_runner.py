@@ -116,10 +116,6 @@ class _Outcome:
     """A transactional step's open transaction: its completion commits in it."""
 
 
-class _Suspend(Exception):
-    pass
-
-
 class RunDriver:
     """Runs one run while holding its lease; stops cleanly when the lease is lost."""
 
