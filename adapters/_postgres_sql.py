@@ -201,6 +201,23 @@ i AS (
     SELECT run_id, inbox_last, 'child', $2::text, $3::bytea, {_NOW} FROM p RETURNING run_id
 )
 SELECT pg_notify($4, run_id) FROM i"""
+        # Continue-as-new: the old run's unrecorded messages move to the new run.
+        self.forward_unseen = f"""
+WITH m AS (
+    SELECT i.kind, i.name, i.data, row_number() OVER (ORDER BY i.id) AS n
+    FROM {s}.inbox i
+    WHERE i.run_id = $1 AND i.id > (SELECT inbox_seen FROM {s}.runs WHERE run_id = $1)
+),
+t AS (
+    UPDATE {s}.runs SET inbox_last = inbox_last + (SELECT count(*) FROM m), updated_at = {_NOW}
+    WHERE run_id = $2 AND EXISTS (SELECT 1 FROM m)
+    RETURNING inbox_last - (SELECT count(*) FROM m) AS base
+),
+ins AS (
+    INSERT INTO {s}.inbox (run_id, id, kind, name, data, at)
+    SELECT $2::text, t.base + m.n, m.kind, m.name, m.data, {_NOW} FROM m, t
+)
+SELECT pg_notify($3, $2::text) FROM t"""
         self.load = (
             f"SELECT seq, kind, schema, data FROM {s}.events "
             "WHERE run_id = $1 AND seq > $2 ORDER BY seq"

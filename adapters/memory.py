@@ -179,6 +179,11 @@ class MemoryJournal:
         self._runs[run_id] = self._after(rec, batch, now)
         if batch.snapshot is not None:
             self._snapshots[run_id] = batch.snapshot
+        target = batch.continued_to
+        if batch.status == RunStatus.CONTINUED and target is not None and target in self._runs:
+            seen = self._runs[run_id].inbox_seen
+            for m in [m for m in self._inbox[run_id] if m.id > seen]:
+                self._deliver(target, m.kind, m.name, m.data, now)
         parent = rec.parent_run_id
         # A missing parent is skipped silently, as in the SQL adapters.
         if batch.status in NOTIFY_PARENT_STATUSES and parent is not None and parent in self._runs:

@@ -429,7 +429,8 @@ class PostgresJournal:
         # One statement is one transaction; a second statement (a later round for
         # the same run, or a child's outcome sent to its parent) needs a real one.
         needs_tx = len(rounds) > 1 or any(
-            batches[i].status in NOTIFY_PARENT_STATUSES for i in rounds[0]
+            batches[i].status in NOTIFY_PARENT_STATUSES or batches[i].continued_to is not None
+            for i in rounds[0]
         )
 
         async def tx(conn: Any) -> list[JournalError | None]:
@@ -451,6 +452,7 @@ class PostgresJournal:
         out: list[JournalError | None],
     ) -> None:
         parents: list[tuple[str, str, bytes, str]] = []
+        forwards: list[tuple[str, str, str]] = []
         for idxs in rounds:
             bs = [batches[i] for i in idxs]
             evs = [e for b in bs for e in b.events]  # their run_ids were checked by _plan
@@ -496,8 +498,13 @@ class PostgresJournal:
                     and RunStatus(row[1]) in NOTIFY_PARENT_STATUSES
                 ):
                     parents.append((row[2], str(row[3]), batches[i].outcome or b"", self.channel))
+                target = batches[i].continued_to
+                if row is not None and target is not None and row[1] == RunStatus.CONTINUED.value:
+                    forwards.append((row[0], target, self.channel))
         if parents:
             await conn.executemany(self._sql.notify_parent, parents)
+        for args in forwards:
+            await conn.fetch(self._sql.forward_unseen, *args)
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         rows = await self._fetch("load", self._sql.load, run_id, after_seq)

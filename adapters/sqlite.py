@@ -831,6 +831,8 @@ def _write_batches(
         parent, position = landed[0]
         if parent is not None and b.status in NOTIFY_PARENT_STATUSES:
             _deliver(conn, parent, "child", str(position), b.outcome or b"")
+        if b.status == RunStatus.CONTINUED and b.continued_to is not None:
+            _forward_unseen(conn, run_id, b.continued_to)
     if rows:
         conn.executemany(
             "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
@@ -865,6 +867,17 @@ def _deliver(
         (run_id, msg_id, kind, name, data),
     )
     return msg_id
+
+
+def _forward_unseen(conn: sqlite3.Connection, run_id: str, target: str) -> None:
+    """Move the messages ``run_id`` never recorded to ``target``'s inbox, in order."""
+    rows = conn.execute(
+        "SELECT kind, name, data FROM inbox WHERE run_id = ? "
+        "AND id > (SELECT inbox_seen FROM runs WHERE run_id = ?) ORDER BY id",
+        (run_id, run_id),
+    ).fetchall()
+    for kind, name, data in rows:
+        _deliver(conn, target, kind, name, data)
 
 
 def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:

@@ -606,6 +606,8 @@ class ReplayCore:
                 f"RunStarted({wf.name}) with arguments {bytes(event.args)[:200]!r}",
                 f"arguments that fit the workflow's signature ({exc})",
             ) from exc
+        for carried in event.carried_signals:
+            self.signals.setdefault(carried.name, deque()).append(carried)
         ctx = Context(run_id=self.run_id, workflow=wf.name, _core=self)
         coro = wf.fn(ctx, *args)
         self._main = self.loop.create_task(coro, context=contextvars.Context())
@@ -723,6 +725,17 @@ class ReplayCore:
         if isinstance(value, asyncio.CancelledError) and self.cancel_reason is not None:
             return RunFailed if self.cancel_reason == "deadline" else RunCancelled
         return RunFailed
+
+    def unconsumed_signals(self) -> list[SignalReceived]:
+        """Signals received and not yet taken by a wait, in the order they arrived."""
+        out = [ev for buffered in self.signals.values() for ev in buffered]
+        # Carried over from an earlier run of the chain (their seqs belong to its
+        # history) came first; then this run's, in history order.
+        started = self.started
+        carried = {id(ev): i for i, ev in enumerate(started.carried_signals if started else [])}
+        return sorted(
+            out, key=lambda ev: (0, carried[id(ev)]) if id(ev) in carried else (1, ev.seq)
+        )
 
     def new_calls(self) -> list[Call]:
         """Calls the code made that history does not hold yet, in call order."""

@@ -138,6 +138,7 @@ class RunDriver:
         self._deadline: float | None = None
         self._poke = asyncio.Event()
         self._stopping = False
+        self._continued_to: str | None = None
         self.journal_lost = False
         """The run stopped because the journal could not be reached (its lease may remain)."""
         self._tx: tuple[Any, JournalTransaction] | None = None
@@ -229,6 +230,7 @@ class RunDriver:
         reason: str | None = None,
         snapshot: Snapshot | None = None,
         wake_at: float | None = None,
+        continued_to: str | None = None,
     ) -> None:
         batch = AppendBatch(
             lease=self.lease,
@@ -240,6 +242,7 @@ class RunDriver:
             snapshot=snapshot,
             wake_at=wake_at,
             inbox_seen=self.core.inbox_seen if self.core is not None else None,
+            continued_to=continued_to,
         )
         if self._tx is not None:
             cm, tx = self._tx
@@ -303,7 +306,12 @@ class RunDriver:
         if core.history_end is not None:
             # History already ends the run; make the run row agree with it.
             end = core.history_end
-            await self._append([], status=_END_STATUS[type(end)], outcome=_codec.encode_event(end))
+            await self._append(
+                [],
+                status=_END_STATUS[type(end)],
+                outcome=_codec.encode_event(end),
+                continued_to=end.new_run_id if isinstance(end, ContinuedAsNew) else None,
+            )
             return
         started = core.started
         assert started is not None
@@ -355,7 +363,13 @@ class RunDriver:
             # cancel sent after the final append could be lost with the process.
             await self._drop_abandoned(core)
             if events or status is not None:
-                await self._append(events, status=status, outcome=outcome, snapshot=snapshot)
+                await self._append(
+                    events,
+                    status=status,
+                    outcome=outcome,
+                    snapshot=snapshot,
+                    continued_to=self._continued_to,
+                )
                 events = []
             if self._children:
                 await self._start_children()
@@ -780,6 +794,10 @@ class RunDriver:
         self._timers.clear()
         _, value = core.outcome()
         kind = core.end_kind()
+        if kind is ContinuedAsNew:
+            # Signals already sent must not be lost with this run: record them here,
+            # and the next run receives every one not consumed yet.
+            await self._pull_inbox(core, events)
         seq = self._next_seq(events)
         now = self.clock.now()
         end: AnyEvent
@@ -826,6 +844,7 @@ class RunDriver:
             parent_run_id=started.parent_run_id,
             parent_position=started.parent_position,
             continued_from=self.run_id,
+            carried_signals=core.unconsumed_signals(),
         )
         await self.cfg.client.start_run(
             NewRun(
@@ -837,6 +856,7 @@ class RunDriver:
             )
         )
         self.log.info("run.continued_as_new", new_run_id=new_id)
+        self._continued_to = new_id
         self.cfg.on_child(None)
         return new_id
 

@@ -27,6 +27,7 @@ from continuum_py.errors import (
     EncodingError,
     JournalUnavailable,
     RunAlreadyExists,
+    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
@@ -467,8 +468,8 @@ class Engine:
         if not isinstance(name, str) or not name:
             raise ValueError(f"signal name must be a non-empty string, got {name!r}")
         raw = _codec.encode_value(payload, what=f"signal {name!r}", kind="value")
-        await self._client.send(run_id, "signal", name, bytes(raw))
-        self._poke(run_id)
+        target = await self._send(run_id, "signal", name, bytes(raw))
+        self._poke(target)
 
     async def cancel(self, run_id: str) -> None:
         """Cancel a run: ``asyncio.CancelledError`` is raised in the workflow at its next await.
@@ -483,8 +484,23 @@ class Engine:
             RunAlreadyFinished: the run is over.
         """
         self._check_open()
-        await self._client.send(run_id, "cancel", "", b"")
-        self._poke(run_id, cancel=True)
+        target = await self._send(run_id, "cancel", "", b"")
+        self._poke(target, cancel=True)
+
+    async def _send(self, run_id: str, kind: str, name: str, data: bytes) -> str:
+        """Deliver to the run, or along its continue-as-new chain to the run that carries on."""
+        while True:
+            try:
+                await self._client.send(run_id, kind, name, data)
+                return run_id
+            except RunAlreadyFinished as exc:
+                if exc.status != RunStatus.CONTINUED.value:
+                    raise
+                rec = await self._record(run_id)
+                end = _codec.decode_event(run_id, rec.last_seq, 0, rec.outcome or b"")
+                if not isinstance(end, ContinuedAsNew):
+                    raise
+                run_id = end.new_run_id
 
     async def get_event(
         self, run_id: str, key: str, *, timeout: float | None = None, type: Any = Any

@@ -84,6 +84,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
         parent_run_id: the parent, for a child run.
         parent_position: the parent's position waiting for this child.
         continued_from: the run this one continues (``ctx.continue_as_new``).
+        carried_signals: signals the run it continues had received but not yet
+            consumed; waits here receive them first, in order.
     """
 
     run_id: str
@@ -93,6 +95,7 @@ class RunStarted(Event, frozen=True, kw_only=True):
     parent_run_id: str | None = None
     parent_position: int = 0
     continued_from: str | None = None
+    carried_signals: list[SignalReceived] = []
 
 
 class StepScheduled(Event, frozen=True, kw_only=True):

@@ -218,6 +218,10 @@ class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
             clock; ``None``: only a new inbox message wakes it).
         inbox_seen: the newest inbox message id these events (or earlier ones)
             record; stored on the run so unseen messages make it runnable.
+        continued_to: with status continued, the run that carries on: in the
+            same transaction, every inbox message this run has not recorded
+            (id above its ``inbox_seen``) is moved to that run's inbox, in order,
+            so nothing sent to the old run is lost.
     """
 
     lease: Lease
@@ -229,6 +233,7 @@ class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
     snapshot: Snapshot | None = None
     wake_at: float | None = None
     inbox_seen: int | None = None
+    continued_to: str | None = None
 
 
 @runtime_checkable

@@ -519,3 +519,30 @@ async def test_a_client_engine_on_the_same_virtual_clock_does_not_stop_time_skip
     async with engine(make(), clock, worker=False) as client, engine(make(), clock):
         h = await client.start(month_sleep)
         assert (await h.result(timeout=5))["slept_days"] == 30
+
+
+@workflow(registry=reg)
+async def batcher(ctx: Context, seen: list[str]) -> list[str]:
+    item = await ctx.wait_for_signal("item", type=str)
+    seen = [*seen, item]
+    if len(seen) < 4:
+        ctx.continue_as_new(seen)
+    return seen
+
+
+async def test_signals_survive_continue_as_new(journal_url):
+    # Signals sent in one burst reach a run that continues as new after each one:
+    # those the old run held unconsumed are carried over, and those sent to an id
+    # that has continued are delivered along the chain.
+    clock = VirtualClock(T0, auto_advance=False)
+    async with engine(journal_url, clock) as eng:
+        h = await eng.start(batcher, [], run_id="b", delay=1)
+        for item in ["a", "b"]:
+            await eng.signal("b", "item", item)
+        await clock.advance(1)
+        await wait_until(lambda: _status(eng, "b", RunStatus.CONTINUED))
+        for item in ["c", "d"]:
+            await eng.signal("b", "item", item)  # "b" is over: follows the chain
+        assert await h.result(timeout=5) == ["a", "b", "c", "d"]
+        second = await eng.history("b~2")
+    assert [bytes(s.payload) for s in second[0].carried_signals] == [b'"b"']

@@ -365,3 +365,56 @@ async def test_a_child_whose_parent_is_missing_still_finishes(journal):
     rec = await journal.get_run("orphan")
     assert rec.status == RunStatus.COMPLETED and rec.parent_run_id == "ghost"
     assert await journal.get_run("ghost") is None
+
+
+# ---- continue-as-new ----
+
+
+async def test_continuing_moves_unrecorded_messages_to_the_next_run_atomically(journal):
+    await journal.start_run(new_run("old"))
+    lease = await claim_run(journal, "old")
+    for name in ["a", "b", "c"]:
+        await journal.send("old", "signal", name, name.encode())
+    await journal.start_run(new_run("new"))
+    await journal.send("new", "signal", "z", b"z")
+    # The old run recorded message 1 only; 2 and 3 arrived after its last look.
+    end = AppendBatch(
+        lease=lease,
+        expected_seq=1,
+        events=[],
+        status=RunStatus.CONTINUED,
+        outcome=b"continued",
+        inbox_seen=1,
+        continued_to="new",
+    )
+    assert await journal.append([end]) == [None]
+    moved = await journal.inbox("new")
+    assert [(m.id, m.name, m.data) for m in moved] == [
+        (1, "z", b"z"),
+        (2, "b", b"b"),
+        (3, "c", b"c"),
+    ]
+    assert (await journal.get_run("new")).inbox_last == 3
+    with pytest.raises(RunAlreadyFinished):
+        await journal.send("old", "signal", "d", b"d")
+
+
+async def test_a_refused_continue_moves_nothing(journal):
+    await journal.start_run(new_run("old"))
+    [stale] = await journal.claim("w1", ttl=0.0, limit=10)
+    await journal.claim("w2", ttl=30, limit=10)
+    await journal.send("old", "signal", "a", b"a")
+    await journal.start_run(new_run("new"))
+    end = AppendBatch(
+        lease=stale,
+        expected_seq=1,
+        events=[],
+        status=RunStatus.CONTINUED,
+        outcome=b"continued",
+        inbox_seen=0,
+        continued_to="new",
+    )
+    [err] = await journal.append([end])
+    assert isinstance(err, LeaseLost)
+    assert await journal.inbox("new") == []
+    assert [m.name for m in await journal.inbox("old")] == ["a"]
