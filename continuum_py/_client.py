@@ -92,6 +92,32 @@ class JournalClient:
         except (OSError, ConnectionError) as exc:
             raise JournalUnavailable(f"journal write failed: {exc}") from exc
 
+    async def send_along_chain(self, run_id: str, kind: str, name: str, data: bytes) -> str:
+        """Send to the run, or along its continue-as-new chain to the run that carries on.
+
+        Returns the run the message went to.
+        """
+        from continuum_py.errors import RunAlreadyFinished
+        from continuum_py.events import ContinuedAsNew
+        from continuum_py.journal import RunStatus
+
+        while True:
+            try:
+                await self.journal.send(run_id, kind, name, data)
+                return run_id
+            except RunAlreadyFinished as exc:
+                if exc.status != RunStatus.CONTINUED.value:
+                    raise
+                rec = await self.journal.get_run(run_id)
+                end = (
+                    _codec.decode_event(run_id, None, SCHEMA_VERSION, rec.outcome)
+                    if rec is not None and rec.outcome
+                    else None
+                )
+                if not isinstance(end, ContinuedAsNew):
+                    raise
+                run_id = end.new_run_id
+
     async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
         return await self.journal.load_with_snapshot(run_id)
 

@@ -757,7 +757,7 @@ class ReplayCore:
         schedule (and failure) of each step still in flight.
         """
         out = list(self.fed)
-        for call in self.pending_steps():
+        for call in self._unfinished_steps():
             out.append(
                 StepScheduled(
                     seq=0,
@@ -771,8 +771,14 @@ class ReplayCore:
                 out.append(call.last_failure)
         return out
 
+    def _unfinished_steps(self) -> list[StepCall]:
+        # Also those the workflow stopped waiting for: their outcome may still come.
+        return [
+            c for c in self.calls.values() if isinstance(c, StepCall) and c.recorded and not c.done
+        ]
+
     def failure_counts(self) -> dict[int, int]:
-        return {c.position: c.failures for c in self.pending_steps() if c.failures}
+        return {c.position: c.failures for c in self._unfinished_steps() if c.failures}
 
     def restore(self, events: list[AnyEvent], failures: dict[int, int], last_seq: int) -> None:
         """Rebuild from :meth:`snapshot_events` output."""

@@ -142,7 +142,7 @@ class RunDriver:
         self.journal_lost = False
         """The run stopped because the journal could not be reached (its lease may remain)."""
         self._tx: tuple[Any, JournalTransaction] | None = None
-        self._deferred: list[_Outcome] = []
+        self._tx_queue: list[tuple[StepCall, int]] = []
         self._inline: asyncio.Timeout | None = None
         self._checker: asyncio.Task[None] | None = None
         self.idle = False
@@ -156,7 +156,9 @@ class RunDriver:
     def poke(self, *, cancel: bool = False) -> None:
         """Something arrived for this run (a message, a child's outcome): look at the inbox."""
         self._poke.set()
-        if self._inline is not None:
+        if self._inline is not None and (self.core is None or self.core.cancel_reason is None):
+            # Only the first cancellation interrupts: a repeated one must not cut
+            # short the cleanup the workflow runs after the first.
             if cancel:
                 self._interrupt()
             elif self._checker is None or self._checker.done():
@@ -172,7 +174,7 @@ class RunDriver:
             return
         with contextlib.suppress(Exception):
             msgs = await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen)
-            if any(m.kind == "cancel" for m in msgs):
+            if core.cancel_reason is None and any(m.kind == "cancel" for m in msgs):
                 self._interrupt()
 
     async def run(self) -> None:
@@ -376,9 +378,17 @@ class RunDriver:
             if status is not None:
                 self.log.info("run." + status.value, seq=self.seq)
                 return
-            if (
+            # A transactional step runs alone: while its transaction is open (on
+            # SQLite it holds the write lock) nothing else of this run may append.
+            self._tx_queue += [(c, a) for c, a in to_start if c.step.transactional]
+            to_start = [(c, a) for c, a in to_start if not c.step.transactional]
+            if self._tx_queue and not to_start and not self._tasks:
+                call, attempt = self._tx_queue.pop(0)
+                outcomes = [await self._execute_inline(call, attempt)]
+            elif (
                 len(to_start) == 1
                 and not self._tasks
+                and not self._tx_queue
                 and not self._retries
                 and not self._timers
                 and self._deadline is None
@@ -391,7 +401,7 @@ class RunDriver:
                 for call, attempt in to_start:
                     task = asyncio.ensure_future(self._execute(call, attempt))
                     self._tasks[call.position] = (task, attempt)
-                if not self._tasks and not self._poke.is_set():
+                if not self._tasks and not self._tx_queue and not self._poke.is_set():
                     next_due = self._next_due()
                     if next_due is None or next_due - self.clock.now() > self.cfg.hold:
                         if await self._suspend(core, events, next_due):
@@ -403,22 +413,13 @@ class RunDriver:
                 # workflow before that step's (cancelled) outcome does.
                 self._poke.clear()
                 await self._pull_inbox(core, events)
-            for out in self._one_tx(sorted(outcomes, key=lambda o: o.call.position)):
+            for out in sorted(outcomes, key=lambda o: o.call.position):
+                self._tx = out.tx
                 self._record(core, out, events)
-
-    def _one_tx(self, outcomes: list[_Outcome]) -> list[_Outcome]:
-        """At most one transactional completion per commit; later ones wait their turn."""
-        out: list[_Outcome] = []
-        for o in [*self._deferred, *outcomes]:
-            if o.tx is not None and (self._tx is not None or any(x.tx for x in out)):
-                self._deferred.append(o)
-                continue
-            out.append(o)
-        self._deferred = [o for o in self._deferred if o not in out]
-        for o in out:
-            if o.tx is not None:
-                self._tx = o.tx
-        return out
+                if self._tx is not None:
+                    # Commit the step's own SQL with its completion before anything else.
+                    await self._append(events)
+                    events = []
 
     def _next_due(self) -> float | None:
         dues = [h[0][0] for h in (self._timers, self._retries) if h]
@@ -536,7 +537,7 @@ class RunDriver:
         # Any other error stops this driver before the parent can end, so whoever
         # resumes the parent sends the cancel again.
         with contextlib.suppress(RunAlreadyFinished, RunNotFound):
-            await self.cfg.client.send(child_run_id, "cancel", "", b"")
+            await self.cfg.client.send_along_chain(child_run_id, "cancel", "", b"")
 
     async def _start_children(self) -> None:
         children, self._children = self._children, []
@@ -570,8 +571,6 @@ class RunDriver:
             self.cfg.on_child(lease)
 
     async def _wait(self) -> list[_Outcome]:
-        if self._deferred:
-            return []
         due = self._next_due()
         waits: list[asyncio.Future[Any]] = [t for t, _ in self._tasks.values()]
         poke = asyncio.ensure_future(self._poke.wait())
@@ -633,7 +632,8 @@ class RunDriver:
                             fire_at=fire_at,
                         ),
                     )
-                    heapq.heappush(self._timers, (fire_at, call.position))
+                    if not call.future.done():
+                        heapq.heappush(self._timers, (fire_at, call.position))
                 elif isinstance(call, WaitCall):
                     answered = call.future.done()
                     timeout_at = (
@@ -683,6 +683,15 @@ class RunDriver:
         to_start: list[tuple[StepCall, int]],
     ) -> None:
         attempt = call.attempt + 1
+        if call.future.done():
+            # The workflow gave up on it before it started (it lost a race, or the
+            # run was cancelled): record it as cancelled without running its body.
+            args = call.encoded_args or _NULL
+            self._add(core, events, self._scheduled(call, attempt, args, events))
+            self._add(
+                core, events, self._failed(call, attempt, _cancelled(call), events, final=True)
+            )
+            return
         if call.encoded_args is None:
             try:
                 call.encoded_args = _codec.encode_args(call.args, what=call.step.name)

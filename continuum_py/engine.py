@@ -27,7 +27,6 @@ from continuum_py.errors import (
     EncodingError,
     JournalUnavailable,
     RunAlreadyExists,
-    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
@@ -468,7 +467,7 @@ class Engine:
         if not isinstance(name, str) or not name:
             raise ValueError(f"signal name must be a non-empty string, got {name!r}")
         raw = _codec.encode_value(payload, what=f"signal {name!r}", kind="value")
-        target = await self._send(run_id, "signal", name, bytes(raw))
+        target = await self._client.send_along_chain(run_id, "signal", name, bytes(raw))
         self._poke(target)
 
     async def cancel(self, run_id: str) -> None:
@@ -484,23 +483,8 @@ class Engine:
             RunAlreadyFinished: the run is over.
         """
         self._check_open()
-        target = await self._send(run_id, "cancel", "", b"")
+        target = await self._client.send_along_chain(run_id, "cancel", "", b"")
         self._poke(target, cancel=True)
-
-    async def _send(self, run_id: str, kind: str, name: str, data: bytes) -> str:
-        """Deliver to the run, or along its continue-as-new chain to the run that carries on."""
-        while True:
-            try:
-                await self._client.send(run_id, kind, name, data)
-                return run_id
-            except RunAlreadyFinished as exc:
-                if exc.status != RunStatus.CONTINUED.value:
-                    raise
-                rec = await self._record(run_id)
-                end = _codec.decode_event(run_id, rec.last_seq, 0, rec.outcome or b"")
-                if not isinstance(end, ContinuedAsNew):
-                    raise
-                run_id = end.new_run_id
 
     async def get_event(
         self, run_id: str, key: str, *, timeout: float | None = None, type: Any = Any
@@ -664,8 +648,12 @@ class Engine:
                 await self._claim(reclaim_own=reclaim)
                 next_wake = await self._client.next_wake_at()
                 backoff = self.poll_interval
-            except (JournalUnavailable, OSError) as exc:
-                self._log.warning("worker.claim_failed", error=str(exc))
+            except Exception as exc:
+                # Never let the loop die: a worker that stops claiming strands its runs.
+                if isinstance(exc, JournalUnavailable | OSError):
+                    self._log.warning("worker.claim_failed", error=str(exc))
+                else:
+                    self._log.exception("worker.claim_failed", error=str(exc))
                 self._reclaim_own = self._reclaim_own or reclaim
                 backoff = min(backoff * 2, 30.0)
             await self._sleep(backoff, next_wake)
@@ -696,7 +684,8 @@ class Engine:
                 renewed = await self._client.renew(
                     [lease for _, (_, lease) in items], ttl=self.lease_ttl
                 )
-            except (JournalUnavailable, OSError) as exc:
+            except Exception as exc:
+                # Keep beating: leases lapse within lease_ttl if this loop stops.
                 self._log.warning("worker.heartbeat_failed", error=str(exc))
                 continue
             for (run_id, (task, lease)), new in zip(items, renewed, strict=True):
@@ -707,7 +696,7 @@ class Engine:
                     self._drivers[run_id] = (task, new)
             # Messages sent by other processes to runs held here (a lost
             # notification, or a journal that does not notify).
-            with contextlib.suppress(JournalUnavailable, OSError):
+            with contextlib.suppress(Exception):
                 for run_id in await self._client.unseen_inbox([r for r, _ in items]):
                     driver = self._driver_objs.get(run_id)
                     if driver is not None:
