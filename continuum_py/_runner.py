@@ -103,6 +103,8 @@ class RunnerConfig:
     on_child: Callable[[Lease | None], None] = lambda lease: None
     """Called after a child run is created (with its lease if it was claimed here)."""
     ttl: float = 30.0
+    poll: float = 1.0
+    """Seconds between looks at the inbox while a run waits in process for a timer."""
 
 
 @dataclass(slots=True)
@@ -138,6 +140,8 @@ class RunDriver:
         self._deadline: float | None = None
         self._poke = asyncio.Event()
         self._stopping = False
+        self.started = False
+        """Whether :meth:`run` began (a task cancelled before that never releases its lease)."""
         self._continued_to: str | None = None
         self.journal_lost = False
         """The run stopped because the journal could not be reached (its lease may remain)."""
@@ -179,6 +183,7 @@ class RunDriver:
 
     async def run(self) -> None:
         """Drive the run until it finishes, parks, suspends, or the lease is lost."""
+        self.started = True
         structlog.contextvars.bind_contextvars(run_id=self.run_id)
         # Resolve the lazy logger once per run, not on every step's log call.
         self.log = self.log.bind()
@@ -561,9 +566,10 @@ class RunDriver:
                     parent_run_id=self.run_id,
                     parent_position=call.position,
                 ),
-                claim_for=self.cfg.worker_id,
-                ttl=self.cfg.ttl,
             )
+            # Not claimed here: a claim whose reply is lost to a cancelled driver
+            # (the engine stopping) would hold the child until its lease expired.
+            # The worker loop, woken now, claims it at once.
             if created:
                 self.log.info(
                     "child.started", child_run_id=call.child_run_id, position=call.position
@@ -579,8 +585,15 @@ class RunDriver:
         if sleeper is not None:
             waits.append(sleeper)
         self.idle = not self._tasks
+        # Waiting only for a timer: look at the inbox now and then, for messages
+        # sent by processes that cannot poke this driver (no LISTEN/NOTIFY).
+        timeout = self.cfg.poll if not self._tasks else None
         try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                self._poke.set()
         finally:
             self.idle = False
             poke.cancel()

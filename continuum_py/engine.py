@@ -258,6 +258,7 @@ class Engine:
         # A run dropped because the journal was unreachable may still hold our lease:
         # take such runs back at the next claim instead of waiting for the lease to lapse.
         self._reclaim_own = False
+        self._claiming: asyncio.Future[list[Lease]] | None = None
         self._waiters: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
@@ -272,6 +273,7 @@ class Engine:
             hold=hold,
             on_child=self._on_child,
             ttl=lease_ttl,
+            poll=poll_interval,
         )
         attach = getattr(self.clock, "attach", None)
         if attach is not None:
@@ -331,13 +333,45 @@ class Engine:
         self._open = False
         for t in self._bg:
             t.cancel()
+        # A driver task cancelled before it first ran never reaches its own release.
+        unstarted = [
+            lease
+            for run_id, (_, lease) in self._drivers.items()
+            if not getattr(self._driver_objs.get(run_id), "started", True)
+        ]
         for task, _ in list(self._drivers.values()):
             task.cancel()
         pending = [t for t in self._bg] + [t for t, _ in self._drivers.values()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        claiming, self._claiming = self._claiming, None
+        if claiming is not None:
+            with contextlib.suppress(Exception):
+                unstarted += [x for x in await claiming if x.run_id not in self._drivers]
+        for lease in unstarted:
+            with contextlib.suppress(Exception):
+                await self._client.release(lease)
+        if self.run_worker:
+            await self._release_leftovers()
         self._bg.clear()
         await self._journal_obj.aclose()
+
+    async def _release_leftovers(self) -> None:
+        """Give back any lease still held in this worker's name.
+
+        A claim whose driver never started (a child claimed as the parent was
+        being stopped) would otherwise keep its run until the lease expires.
+        """
+        with contextlib.suppress(Exception):
+            for rec in await self._client.list_runs(status=RunStatus.RUNNING, limit=10_000):
+                if rec.lease_owner == self.worker_id:
+                    lease = Lease(
+                        run_id=rec.run_id,
+                        worker_id=self.worker_id,
+                        token=rec.lease_token,
+                        expires_at=rec.lease_expires_at or 0.0,
+                    )
+                    await self._client.release(lease)
 
     # ---- client API ----
     async def start(
@@ -628,13 +662,19 @@ class Engine:
         free = self.concurrency - len(self._drivers)
         if free <= 0:
             return
-        leases = await self._client.claim(
-            self.worker_id,
-            ttl=self.lease_ttl,
-            limit=free,
-            reclaim_own=reclaim_own,
-            now=self.clock.now(),
+        # Shielded and kept: if the worker stops mid-claim, aclose still learns
+        # which runs the claim took and gives them back.
+        self._claiming = asyncio.ensure_future(
+            self._client.claim(
+                self.worker_id,
+                ttl=self.lease_ttl,
+                limit=free,
+                reclaim_own=reclaim_own,
+                now=self.clock.now(),
+            )
         )
+        leases = await asyncio.shield(self._claiming)
+        self._claiming = None
         for lease in leases:
             self._spawn(lease)
 
