@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from continuum_py._log import get_logger
 from continuum_py.errors import SchemaTooNew
-from continuum_py.journal import TERMINAL_STATUSES
+from continuum_py.journal import RUN_COLUMNS, TERMINAL_STATUSES
 
 __all__ = [
     "COLS",
@@ -94,10 +94,7 @@ VERSION_TABLE = "continuum_schema_version"
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
-COLS = (
-    "run_id, workflow, status, created_at, updated_at, last_seq, lease_owner, lease_token, "
-    "lease_expires_at, outcome, reason, wake_at, parent_run_id, inbox_last, inbox_seen"
-)
+COLS = ", ".join(RUN_COLUMNS)
 
 
 def _runnable(own: str, now: str) -> str:

@@ -60,6 +60,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    record_from_row,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "PostgresJournal", "PostgresTransaction"]
@@ -88,26 +89,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 _RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-
-
-def _record(row: Any) -> RunRecord:
-    return RunRecord(
-        run_id=row[0],
-        workflow=row[1],
-        status=RunStatus(row[2]),
-        created_at=row[3],
-        updated_at=row[4],
-        last_seq=row[5],
-        lease_owner=row[6],
-        lease_token=row[7],
-        lease_expires_at=row[8],
-        outcome=row[9],
-        reason=row[10],
-        wake_at=row[11],
-        parent_run_id=row[12],
-        inbox_last=row[13],
-        inbox_seen=row[14],
-    )
 
 
 # ---- URLs and connection errors ----
@@ -391,8 +372,8 @@ class PostgresJournal:
             row = await conn.fetchrow(self._sql.start_run, *args)
             if row is None:
                 row = await conn.fetchrow(self._sql.get_run, run.run_id)
-                return _record(row), None, False
-            rec = _record(row)
+                return record_from_row(row), None, False
+            rec = record_from_row(row)
             lease = None
             if claim_for is not None and rec.lease_owner is not None:
                 assert rec.lease_expires_at is not None
@@ -408,7 +389,7 @@ class PostgresJournal:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         rows = await self._fetch("get_run", self._sql.get_run, run_id)
-        return _record(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 1000
@@ -419,7 +400,7 @@ class PostgresJournal:
             rows = await self._fetch(
                 "list_runs", self._sql.list_runs_status, RunStatus(status).value, limit
             )
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:

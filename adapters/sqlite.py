@@ -38,6 +38,7 @@ from continuum_py.errors import (
 )
 from continuum_py.journal import (
     NOTIFY_PARENT_STATUSES,
+    RUN_COLUMNS,
     TERMINAL_STATUSES,
     AppendBatch,
     InboxMessage,
@@ -47,6 +48,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    record_from_row,
 )
 
 __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
@@ -132,11 +134,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_RUN_COLS = (
-    "run_id, workflow, status, created_at, updated_at, last_seq, lease_owner, "
-    "lease_token, lease_expires_at, outcome, reason, wake_at, parent_run_id, "
-    "inbox_last, inbox_seen"
-)
+_RUN_COLS = ", ".join(RUN_COLUMNS)
 
 # Engine-clock time for wake_at (journal clock when the caller gives none).
 _WAKE_NOW = f"COALESCE(:now, {_NOW})"
@@ -165,26 +163,6 @@ SELECT run_id, created_at FROM runs INDEXED BY runs_unseen
  WHERE status = 'suspended' AND inbox_last > inbox_seen
 ORDER BY created_at, run_id LIMIT :limit
 """
-
-
-def _record(row: Any) -> RunRecord:
-    return RunRecord(
-        run_id=row[0],
-        workflow=row[1],
-        status=RunStatus(row[2]),
-        created_at=row[3],
-        updated_at=row[4],
-        last_seq=row[5],
-        lease_owner=row[6],
-        lease_token=row[7],
-        lease_expires_at=row[8],
-        outcome=row[9],
-        reason=row[10],
-        wake_at=row[11],
-        parent_run_id=row[12],
-        inbox_last=row[13],
-        inbox_seen=row[14],
-    )
 
 
 def path_from_url(url: str) -> str:
@@ -548,7 +526,7 @@ class SQLiteJournal:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
-        return _record(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 1000
@@ -562,7 +540,7 @@ class SQLiteJournal:
                 f"SELECT {_RUN_COLS} FROM runs WHERE status = ? ORDER BY created_at, run_id LIMIT ?",
                 (RunStatus(status).value, limit),
             )
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
@@ -882,7 +860,7 @@ def _forward_unseen(conn: sqlite3.Connection, run_id: str, target: str) -> None:
 
 def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return _record(row) if row else None
+    return record_from_row(row) if row else None
 
 
 def _why(conn: sqlite3.Connection, b: AppendBatch) -> JournalError:

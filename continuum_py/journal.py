@@ -23,6 +23,7 @@ from continuum_py.errors import JournalError
 
 __all__ = [
     "NOTIFY_PARENT_STATUSES",
+    "RUN_COLUMNS",
     "TERMINAL_STATUSES",
     "AppendBatch",
     "InboxMessage",
@@ -36,6 +37,7 @@ __all__ = [
     "Snapshot",
     "StoredEvent",
     "TransactionalJournal",
+    "record_from_row",
 ]
 
 
@@ -200,6 +202,20 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     parent_run_id: str | None = None
     inbox_last: int = 0
     inbox_seen: int = 0
+
+
+RUN_COLUMNS: tuple[str, ...] = tuple(RunRecord.__struct_fields__)
+"""The fields of :class:`RunRecord` in order: SQL adapters select these columns."""
+
+
+def record_from_row(row: Sequence[Any]) -> RunRecord:
+    """A :class:`RunRecord` from a row starting with :data:`RUN_COLUMNS` in order.
+
+    Columns after those (a query's extras) are ignored.
+    """
+    fields = dict(zip(RUN_COLUMNS, row[: len(RUN_COLUMNS)], strict=True))
+    fields["status"] = RunStatus(fields["status"])
+    return RunRecord(**fields)
 
 
 class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
