@@ -13,9 +13,14 @@ from typing import Any
 import msgspec
 
 from continuum_py import _codec
-from continuum_py.errors import ContinuumError, JournalError, JournalUnavailable
-from continuum_py.events import SCHEMA_VERSION, AnyEvent, Event
-from continuum_py.journal import AppendBatch, Journal, Snapshot, StoredEvent
+from continuum_py.errors import (
+    ContinuumError,
+    JournalError,
+    JournalUnavailable,
+    RunAlreadyFinished,
+)
+from continuum_py.events import SCHEMA_VERSION, AnyEvent, ContinuedAsNew, Event
+from continuum_py.journal import AppendBatch, Journal, RunStatus, Snapshot, StoredEvent
 
 
 def stored(run_id: str, event: Event) -> StoredEvent:
@@ -97,10 +102,6 @@ class JournalClient:
 
         Returns the run the message went to.
         """
-        from continuum_py.errors import RunAlreadyFinished
-        from continuum_py.events import ContinuedAsNew
-        from continuum_py.journal import RunStatus
-
         while True:
             try:
                 await self.journal.send(run_id, kind, name, data)
