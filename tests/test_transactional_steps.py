@@ -135,3 +135,34 @@ def test_step_connection_outside_a_transactional_step_is_a_clear_error():
 
     with pytest.raises(ConfigurationError, match="transactional"):
         step_connection()
+
+
+@pytest.mark.postgres
+async def test_postgres_session_state_set_by_a_step_does_not_leak_into_the_journal(pg_schema):
+    # With one pooled connection, the journal reuses the very connection the step
+    # had: a session setting left on it would make every later journal write fail.
+    from continuum_py import Context, Engine, Registry, step, step_connection, workflow
+
+    dsn, schema = pg_schema
+    reg = Registry()
+
+    @step(transactional=True)
+    async def sets_session_state() -> int:
+        await step_connection().execute("SET default_transaction_read_only = on")
+        return 1
+
+    @step
+    async def plain(x: int) -> int:
+        return x + 1
+
+    @workflow(registry=reg)
+    async def flow(ctx: Context) -> int:
+        x = await sets_session_state()
+        for _ in range(3):
+            x = await plain(x)
+        return x
+
+    url = f"{dsn}?schema={schema}_leak&pool_size=1"
+    async with Engine(url, registry=reg, worker_id="w") as eng:
+        h = await eng.start(flow)
+        assert await h.result(timeout=20) == 4
