@@ -140,8 +140,6 @@ class RunDriver:
         self._deadline: float | None = None
         self._poke = asyncio.Event()
         self._stopping = False
-        self.started = False
-        """Whether :meth:`run` began (a task cancelled before that never releases its lease)."""
         self._continued_to: str | None = None
         self.journal_lost = False
         """The run stopped because the journal could not be reached (its lease may remain)."""
@@ -183,7 +181,6 @@ class RunDriver:
 
     async def run(self) -> None:
         """Drive the run until it finishes, parks, suspends, or the lease is lost."""
-        self.started = True
         structlog.contextvars.bind_contextvars(run_id=self.run_id)
         # Resolve the lazy logger once per run, not on every step's log call.
         self.log = self.log.bind()

@@ -37,14 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     work = sub.add_parser("worker", help="run a worker until SIGTERM or Ctrl-C")
     work.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
-    work.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="module defining the workflows (repeatable; needed to run them)",
-    )
+    _add_imports(work, "module defining the workflows (repeatable; needed to run them)")
     work.add_argument("--concurrency", type=int, default=100, help="runs driven at once")
     work.add_argument(
         "--worker-id",
@@ -74,15 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("replay", help="replay a history against workflow code, running no step")
     rep.add_argument("source", help="a JSON file written by `continuum history`, or a run_id")
     rep.add_argument("--url", default=DEFAULT_URL, help="journal to read a run_id from")
-    rep.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="module defining the workflows (repeatable)",
-    )
+    _add_imports(rep, "module defining the workflows (repeatable)")
     return p
+
+
+def _add_imports(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE", help=help_text
+    )
 
 
 async def _worker(args: argparse.Namespace) -> int:

@@ -333,12 +333,6 @@ class Engine:
         self._open = False
         for t in self._bg:
             t.cancel()
-        # A driver task cancelled before it first ran never reaches its own release.
-        unstarted = [
-            lease
-            for run_id, (_, lease) in self._drivers.items()
-            if not getattr(self._driver_objs.get(run_id), "started", True)
-        ]
         for task, _ in list(self._drivers.values()):
             task.cancel()
         pending = [t for t in self._bg] + [t for t, _ in self._drivers.values()]
@@ -346,11 +340,8 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
         claiming, self._claiming = self._claiming, None
         if claiming is not None:
-            with contextlib.suppress(Exception):
-                unstarted += [x for x in await claiming if x.run_id not in self._drivers]
-        for lease in unstarted:
-            with contextlib.suppress(Exception):
-                await self._client.release(lease)
+            # Let a claim still in flight land first, so the sweep below sees its leases.
+            await asyncio.gather(claiming, return_exceptions=True)
         if self.run_worker:
             await self._release_leftovers()
         self._bg.clear()
@@ -359,8 +350,9 @@ class Engine:
     async def _release_leftovers(self) -> None:
         """Give back any lease still held in this worker's name.
 
-        A claim whose driver never started (a child claimed as the parent was
-        being stopped) would otherwise keep its run until the lease expires.
+        A driver task cancelled before it first ran, or a claim whose reply the
+        stopping worker never read, never reaches its own release; without this
+        its run would wait for the lease to expire.
         """
         with contextlib.suppress(Exception):
             for rec in await self._client.list_runs(status=RunStatus.RUNNING, limit=10_000):
@@ -662,8 +654,8 @@ class Engine:
         free = self.concurrency - len(self._drivers)
         if free <= 0:
             return
-        # Shielded and kept: if the worker stops mid-claim, aclose still learns
-        # which runs the claim took and gives them back.
+        # Shielded and kept: if the worker stops mid-claim, aclose waits for the
+        # claim to land before giving back what this worker still holds.
         self._claiming = asyncio.ensure_future(
             self._client.claim(
                 self.worker_id,
