@@ -298,7 +298,26 @@ class SQLiteJournal:
         await self.aclose()
 
     async def connect(self) -> None:
-        """Open the file, create the tables or upgrade an older layout in place."""
+        """Open the file, create the tables or upgrade an older layout in place.
+
+        Another process opening or upgrading the same file at the same moment can
+        hold it briefly in a way SQLite's busy handler does not wait for (the
+        switch to WAL, WAL recovery): such a "locked" or "busy" answer is retried
+        for up to ``busy_timeout``, then raised as ``JournalUnavailable``.
+        """
+        deadline = asyncio.get_running_loop().time() + self._busy_ms / 1000
+        delay = 0.01
+        while True:
+            try:
+                await self._connect_once()
+                return
+            except JournalUnavailable:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def _connect_once(self) -> None:
         if self._w is not None:
             return
         if self.path != ":memory:":
@@ -318,6 +337,13 @@ class SQLiteJournal:
             if self.path != ":memory:":
                 self._r = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._setup(self._r)
+        except sqlite3.OperationalError as exc:
+            await self.aclose()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise JournalUnavailable(f"SQLite file {self.path!r} is busy: {exc}") from exc
+            raise JournalCorrupt(
+                None, None, f"{self.path!r} is not a usable SQLite database ({exc})"
+            ) from exc
         except sqlite3.DatabaseError as exc:
             await self.aclose()
             raise JournalCorrupt(

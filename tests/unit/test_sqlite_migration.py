@@ -226,3 +226,18 @@ async def test_claim_reads_runnable_runs_through_indexes_only(tmp_path):
     assert all("INDEX" in r for r in reads), reads
     assert any("runs_by_wake (status=? AND wake_at<?)" in r for r in reads), reads
     assert any("runs_unseen" in r for r in reads), reads
+
+
+async def test_many_journals_opening_a_new_file_at_once_all_succeed(tmp_path):
+    # Workers started together race to create the file and switch it to WAL; a
+    # brief "database is locked" there is waited out, never reported as corrupt.
+    from continuum_py.adapters.sqlite import SQLiteJournal
+
+    for i in range(10):
+        journals = [SQLiteJournal(str(tmp_path / f"j{i}.db")) for _ in range(6)]
+        try:
+            await asyncio.gather(*(j.connect() for j in journals))
+            assert {await j.get_run("none") for j in journals} == {None}
+        finally:
+            for j in journals:
+                await j.aclose()
