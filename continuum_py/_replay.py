@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -106,6 +108,11 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[Any]:
         task = asyncio.Task(coro, loop=self, name=name, context=context)
+        wait = self.core.wait_of.get(coro)
+        if wait is not None:
+            # A signal wait run as a task (wait_first, gather, create_task): if the
+            # task is cancelled before it ever ran, give back what it was handed.
+            task.add_done_callback(functools.partial(self.core.on_wait_task_done, wait))
         if len(self.tasks) >= 1024:
             self.tasks = [t for t in self.tasks if not t.done()]
         self.tasks.append(task)
@@ -255,6 +262,8 @@ class WaitCall(Call):
     timeout: float | None = None
     timeout_at: float | None = None
     type: Any = Any
+    signal: SignalReceived | None = None
+    """The signal handed to this wait and not yet returned to the code (or given back)."""
 
     @property
     def describe(self) -> str:
@@ -353,6 +362,9 @@ class ReplayCore:
         self.ahead: dict[int, AnyEvent] = {}
         self.signals: dict[str, deque[SignalReceived]] = {}
         self._waiters: dict[str, list[WaitCall]] = {}
+        # The coroutine each signal wait returned, so wait_first, as_completed and
+        # cancelled tasks can give back a signal the code never received.
+        self.wait_of: weakref.WeakKeyDictionary[Any, WaitCall] = weakref.WeakKeyDictionary()
         self.inbox_seen = 0
         self.cancel_reason: str | None = None
         # A mismatch found inside workflow code (a sync call); raised to the runner
@@ -394,7 +406,9 @@ class ReplayCore:
             self._deliver(call, buffered.popleft())
         else:
             self._waiters.setdefault(name, []).append(call)
-        return _await(fut)
+        coro = _await_signal(self, call)
+        self.wait_of[coro] = call
+        return coro
 
     def call_child(self, wf: WorkflowDef[Any, Any], args: tuple[Any, ...]) -> Any:
         fut = self.loop.create_future()
@@ -557,9 +571,60 @@ class ReplayCore:
             self._on_end(event)
 
     def _deliver(self, call: WaitCall, event: SignalReceived) -> None:
+        call.signal = event
         call.future.set_result(self._decode(event.payload, call.type, call.position, event))
         if call.recorded:
             call.done = True
+
+    def give_back(self, call: WaitCall) -> None:
+        """Return the signal handed to an abandoned wait, so the next wait of its name gets it.
+
+        A wait that lost a race, or whose task was cancelled, consumed nothing:
+        its signal goes to the first wait still waiting for that name, or back
+        into the buffer in the order the signals arrived.
+        """
+        event, call.signal = call.signal, None
+        if event is None or self.loop.is_closed():
+            return
+        waiters = self._waiters.get(call.name)
+        while waiters and waiters[0].future.done():
+            waiters.pop(0)
+        if waiters:
+            self._deliver(waiters.pop(0), event)
+            return
+        buffered = self.signals.setdefault(call.name, deque())
+        key = self._arrival(event)
+        index = next((i for i, ev in enumerate(buffered) if self._arrival(ev) > key), None)
+        buffered.insert(len(buffered) if index is None else index, event)
+
+    def withdraw(self, aw: Any) -> None:
+        """Give back the signal of the wait ``aw`` (a coroutine or the task running it), if any."""
+        call = self.wait_of.get(aw.get_coro() if isinstance(aw, asyncio.Task) else aw)
+        if call is not None:
+            self.give_back(call)
+
+    def is_wait(self, aw: Any) -> bool:
+        """Whether ``aw`` (a coroutine or the task running it) is a signal wait."""
+        return (aw.get_coro() if isinstance(aw, asyncio.Task) else aw) in self.wait_of
+
+    def on_wait_task_done(self, call: WaitCall, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            return
+        self.give_back(call)
+        if not call.future.done():
+            # Cancelled before it ever ran, so its future was never cancelled: no
+            # one waits on this wait any more.
+            call.future.cancel()
+            self._drop_waiter(call)
+
+    def _arrival(self, event: SignalReceived) -> tuple[int, int]:
+        # Signals carried over from an earlier run of the chain came first (their
+        # seqs belong to its history); then this run's, in history order.
+        started = self.started
+        for i, carried in enumerate(started.carried_signals if started else []):
+            if carried is event:
+                return (0, i)
+        return (1, event.seq)
 
     def _drop_waiter(self, call: WaitCall) -> None:
         waiters = self._waiters.get(call.name)
@@ -729,13 +794,7 @@ class ReplayCore:
     def unconsumed_signals(self) -> list[SignalReceived]:
         """Signals received and not yet taken by a wait, in the order they arrived."""
         out = [ev for buffered in self.signals.values() for ev in buffered]
-        # Carried over from an earlier run of the chain (their seqs belong to its
-        # history) came first; then this run's, in history order.
-        started = self.started
-        carried = {id(ev): i for i, ev in enumerate(started.carried_signals if started else [])}
-        return sorted(
-            out, key=lambda ev: (0, carried[id(ev)]) if id(ev) in carried else (1, ev.seq)
-        )
+        return sorted(out, key=self._arrival)
 
     def new_calls(self) -> list[Call]:
         """Calls the code made that history does not hold yet, in call order."""
@@ -849,6 +908,18 @@ def _result_type(wf: WorkflowDef[Any, Any]) -> Any:
 
 async def _await(fut: asyncio.Future[Any]) -> Any:
     value = await fut
+    if isinstance(value, _Raise):
+        raise value.error
+    return value
+
+
+async def _await_signal(core: ReplayCore, call: WaitCall) -> Any:
+    try:
+        value = await call.future
+    except asyncio.CancelledError:
+        # Cancelled after its signal was handed over but before the code got it.
+        core.give_back(call)
+        raise
     if isinstance(value, _Raise):
         raise value.error
     return value

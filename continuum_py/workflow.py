@@ -551,7 +551,9 @@ class Context:
     async def wait_first(self, *aws: Awaitable[Any], cancel_rest: bool = True) -> tuple[int, Any]:
         """Wait for the first of ``aws`` (steps, ``ctx.sleep``, signal waits, child runs).
 
-        Replays identically: which one won is decided by recorded history.
+        Replays identically: which one won is decided by recorded history. A
+        losing signal wait consumes nothing: a signal it was handed goes to the
+        next wait for that name.
 
         Returns:
             ``(index, result)`` of the first to finish; if it raised, that
@@ -559,8 +561,10 @@ class Context:
 
         Args:
             aws: the awaitables to race.
-            cancel_rest: cancel the others (a cancelled timer or wait is dropped;
-                a cancelled step's task is cancelled).
+            cancel_rest: cancel the other steps and child runs (a cancelled step
+                is recorded as cancelled, a cancelled child run is cancelled).
+                Losing signal waits are always withdrawn: nothing could read
+                their signal.
         """
         if not aws:
             raise ValueError("wait_first needs at least one awaitable")
@@ -568,32 +572,70 @@ class Context:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            for t in tasks:
-                t.cancel()
+            self._abandon(tasks)
             raise
         index = min(i for i, t in enumerate(tasks) if t in done)
-        if cancel_rest:
-            for t in tasks:
-                if not t.done():
-                    t.cancel()
+        losers = [t for i, t in enumerate(tasks) if i != index]
+        self._abandon(losers if cancel_rest else [t for t in losers if self._core.is_wait(t)])
         return index, tasks[index].result()
 
-    async def as_completed(self, aws: Iterable[Awaitable[Any]]) -> AsyncIterator[tuple[int, Any]]:
+    def as_completed(self, aws: Iterable[Awaitable[Any]]) -> AsyncIterator[tuple[int, Any]]:
         """Yield ``(index, result)`` of each of ``aws`` as it finishes, in recorded order.
 
-        A failed awaitable raises its exception when its turn comes.
+        A failed awaitable raises its exception when its turn comes. Leaving the
+        loop early (``break``, an exception) cancels the awaitables not yielded
+        yet, and their signal waits give back what they were handed; wrap the
+        iterator in ``contextlib.aclosing`` to make that happen at a point you
+        choose rather than when the iterator is dropped.
         """
-        tasks = [asyncio.ensure_future(a) for a in aws]
-        pending = set(tasks)
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for i, t in enumerate(tasks):
-                    if t in done:
-                        yield i, t.result()
-        finally:
-            for t in pending:
-                t.cancel()
+        return _AsCompleted(self, [asyncio.ensure_future(a) for a in aws])
+
+    def _abandon(self, tasks: Iterable[asyncio.Future[Any]]) -> None:
+        for t in tasks:
+            t.cancel()
+            self._core.withdraw(t)
+
+
+class _AsCompleted:
+    """``ctx.as_completed``: an async iterator that gives back what it did not yield."""
+
+    def __init__(self, ctx: Context, tasks: list[asyncio.Future[Any]]) -> None:
+        self._ctx = ctx
+        self._tasks = tasks
+        self._left = dict.fromkeys(range(len(tasks)))
+        self._ready: list[int] = []
+
+    def __aiter__(self) -> _AsCompleted:
+        return self
+
+    async def __anext__(self) -> tuple[int, Any]:
+        if not self._ready:
+            pending = [self._tasks[i] for i in self._left]
+            if not pending:
+                raise StopAsyncIteration
+            try:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                await self.aclose()
+                raise
+            self._ready = [i for i in self._left if self._tasks[i] in done]
+        i = self._ready.pop(0)
+        del self._left[i]
+        return i, self._tasks[i].result()
+
+    async def aclose(self) -> None:
+        """Cancel what was not yielded yet; its signal waits give back their signals."""
+        self._close()
+
+    def _close(self) -> None:
+        left, self._left, self._ready = self._left, {}, []
+        self._ctx._abandon(self._tasks[i] for i in left)
+
+    def __del__(self) -> None:
+        # Left by `break` or an exception: CPython drops the iterator right there,
+        # so this runs at the same point of the code on every replay.
+        if self._left:
+            self._close()
 
 
 def _seconds(value: float | dt.timedelta, what: str) -> float:
