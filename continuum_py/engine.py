@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from continuum_py import _codec
+from continuum_py import _codec, _validate
 from continuum_py._client import JournalClient, decode_all, stored
 from continuum_py._clock import Clock, SystemClock
 from continuum_py._log import get_logger
@@ -187,6 +187,38 @@ class RunHandle(Generic[R]):
         return f"<RunHandle {self.run_id} ({self.workflow})>"
 
 
+def _check_options(
+    *,
+    url: Any,
+    worker_id: Any,
+    lease_ttl: Any,
+    snapshot_every: Any,
+    concurrency: Any,
+    registry: Any,
+    worker: Any,
+    poll_interval: Any,
+    clock: Any,
+    hold: Any,
+) -> None:
+    """Refuse a bad ``Engine(...)`` argument up front, naming it, before any I/O."""
+    if url is not None and not isinstance(url, str):
+        raise ConfigurationError(f"Engine url must be a journal URL string or None, got {url!r}")
+    _validate.name("Engine worker_id", worker_id)
+    # NaN passes every `<=` check and an infinite TTL or poll never fires: refuse both.
+    _validate.number("Engine lease_ttl", lease_ttl, inclusive=False, unit=" (seconds)")
+    _validate.integer("Engine snapshot_every", snapshot_every, minimum=0)
+    _validate.integer("Engine concurrency", concurrency, minimum=1)
+    if registry is not None and not isinstance(registry, Registry):
+        raise ConfigurationError(f"Engine registry must be a Registry or None, got {registry!r}")
+    _validate.flag("Engine worker", worker)
+    _validate.number("Engine poll_interval", poll_interval, inclusive=False, unit=" (seconds)")
+    if clock is not None and not isinstance(clock, Clock):
+        raise ConfigurationError(
+            f"Engine clock must have now() and sleep_until() (a Clock), got {clock!r}"
+        )
+    _validate.number("Engine hold", hold, unit=" (seconds)")
+
+
 class Engine:
     """The client for starting and watching runs, and an in-process worker.
 
@@ -218,6 +250,11 @@ class Engine:
             ``continuum_py.testing.VirtualClock()`` to skip time.
         hold: a run whose next timer is due within this many seconds waits for
             it in process; a later one is suspended and its lease given back.
+
+    Raises:
+        ConfigurationError: an argument of the wrong type or out of range (a
+            ``lease_ttl`` or ``poll_interval`` that is not a finite number > 0,
+            ``snapshot_every`` < 0, ``concurrency`` < 1, ...); the message names it.
     """
 
     def __init__(
@@ -235,12 +272,18 @@ class Engine:
         clock: Clock | None = None,
         hold: float = 2.0,
     ) -> None:
-        if lease_ttl <= 0:
-            raise ConfigurationError(f"lease_ttl must be > 0, got {lease_ttl}")
-        if concurrency < 1:
-            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        if snapshot_every < 0:
-            raise ConfigurationError(f"snapshot_every must be >= 0, got {snapshot_every}")
+        _check_options(
+            url=url,
+            worker_id=worker_id,
+            lease_ttl=lease_ttl,
+            snapshot_every=snapshot_every,
+            concurrency=concurrency,
+            registry=registry,
+            worker=worker,
+            poll_interval=poll_interval,
+            clock=clock,
+            hold=hold,
+        )
         self.url = url or DEFAULT_URL
         self._journal_obj: Any = journal if journal is not None else journal_from_url(self.url)
         self.worker_id = worker_id or socket.gethostname()

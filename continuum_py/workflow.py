@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, ov
 
 import msgspec
 
+from continuum_py import _validate
 from continuum_py._log import WorkflowLogger
 from continuum_py.errors import ConfigurationError, WorkflowNotRegistered
 
@@ -68,16 +69,28 @@ class RetryPolicy:
     non_retryable: tuple[type[BaseException] | str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        _validate.integer("RetryPolicy.max_attempts", self.max_attempts, minimum=1)
+        _validate.number("RetryPolicy.initial_interval", self.initial_interval, unit=" (seconds)")
+        _validate.number("RetryPolicy.backoff", self.backoff, minimum=1)
+        _validate.number("RetryPolicy.max_interval", self.max_interval, unit=" (seconds)")
+        _validate.number("RetryPolicy.jitter", self.jitter, maximum=1)
+        nr = self.non_retryable
+        if isinstance(nr, list):
+            # A list reads naturally here; keep the frozen policy hashable all the same.
+            nr = tuple(nr)
+            object.__setattr__(self, "non_retryable", nr)
+        if not isinstance(nr, tuple):
             raise ConfigurationError(
-                f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}"
+                "RetryPolicy.non_retryable must be a tuple of exception types or qualified "
+                f"type names, got {nr!r}" + (" (wrap it: (X,))" if _error_like(nr) else "")
             )
-        if self.initial_interval < 0 or self.max_interval < 0:
-            raise ConfigurationError("RetryPolicy intervals must be >= 0")
-        if self.backoff < 1:
-            raise ConfigurationError(f"RetryPolicy.backoff must be >= 1, got {self.backoff}")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigurationError(f"RetryPolicy.jitter must be within 0..1, got {self.jitter}")
+        for item in nr:
+            if not _error_like(item):
+                raise ConfigurationError(
+                    "RetryPolicy.non_retryable must hold exception types (subclasses of "
+                    "BaseException) or non-empty qualified type names such as "
+                    f"'httpx.ConnectError', got {item!r} in {nr!r}"
+                )
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``failures``-th failed attempt."""
@@ -96,6 +109,12 @@ class RetryPolicy:
             elif isinstance(exc, t):
                 return False
         return True
+
+
+def _error_like(item: object) -> bool:
+    if isinstance(item, str):
+        return bool(item.strip())
+    return isinstance(item, type) and issubclass(item, BaseException)
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -177,8 +196,13 @@ class StepDef(Generic[P, R]):
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"@step needs an async def function, got {fn!r}")
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(f"step timeout must be > 0 seconds, got {timeout}")
+        _validate.name("@step name", name)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"@step retry must be a RetryPolicy or None, got {retry!r}")
+        if timeout is not None:
+            # NaN compares false with everything: unchecked it meant "no limit at all".
+            _validate.number("@step timeout", timeout, inclusive=False, unit=" (seconds) or None")
+        _validate.flag("@step transactional", transactional)
         self.fn = fn
         self.name = name or fn.__qualname__
         self.retry = retry or RetryPolicy()
@@ -266,6 +290,7 @@ class WorkflowDef(Generic[P, R]):
     def __init__(self, fn: Callable[..., Awaitable[R]], *, name: str | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"@workflow needs an async def function, got {fn!r}")
+        _validate.name("@workflow name", name)
         self.fn = fn
         self.name = name or fn.__qualname__
         self._arg_types: list[Any] | None = None
@@ -384,6 +409,8 @@ def workflow(
         name: the name recorded with each run (default: the function's qualified name).
         registry: where to register it (default: :data:`default_registry`).
     """
+    if registry is not None and not isinstance(registry, Registry):
+        raise ConfigurationError(f"@workflow registry must be a Registry or None, got {registry!r}")
 
     def wrap(f: Callable[..., Awaitable[R]]) -> WorkflowDef[..., R]:
         wf: WorkflowDef[..., R] = WorkflowDef(f, name=name)

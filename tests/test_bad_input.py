@@ -386,8 +386,8 @@ def test_engine_arguments_are_checked(kwargs):
     ("kwargs", "match"),
     [
         ({"max_attempts": 0}, "max_attempts"),
-        ({"initial_interval": -1}, "intervals"),
-        ({"max_interval": -1}, "intervals"),
+        ({"initial_interval": -1}, "initial_interval"),
+        ({"max_interval": -1}, "max_interval"),
         ({"backoff": 0.5}, "backoff"),
         ({"jitter": 1.5}, "jitter"),
     ],
