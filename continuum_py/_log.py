@@ -1,28 +1,165 @@
-"""structlog loggers of the engine; every line is bound to run_id (and seq where known)."""
+"""The engine's loggers: quiet unless the application asks for its lines.
+
+A library must not print. Each line goes one of two ways, chosen when a logger
+is bound (a run's logger is bound when a worker picks the run up):
+
+* structlog is configured (``structlog.is_configured()``): through the
+  application's structlog pipeline, under the logger name ``continuum_py``, as a
+  structured event bound to ``run_id`` and ``worker_id``, with ``seq`` where known.
+* otherwise: to the standard library logger ``logging.getLogger("continuum_py")``,
+  as ``event key=value ...``. With no logging configured, stdlib shows WARNING and
+  above on stderr (``logging.lastResort``) and nothing below; a line below the
+  logger's effective level costs one ``isEnabledFor`` call and builds nothing.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+LOGGER_NAME = "continuum_py"
+_stdlib = logging.getLogger(LOGGER_NAME)
+
+_PLAIN = re.compile(r"[^\s=\"']+\Z")
+
+
+def _value(v: Any) -> str:
+    return v if isinstance(v, str) and _PLAIN.match(v) else repr(v)
+
+
+def _emit_stdlib(
+    level: int, event: str, bound: dict[str, Any], kw: dict[str, Any], depth: int, exc: bool
+) -> None:
+    """Hand one line to stdlib logging; the caller has checked ``isEnabledFor``."""
+    # As structlog's merge_contextvars does: context variables first, bound and
+    # call-site keys win.
+    fields = {**structlog.contextvars.get_contextvars(), **bound, **kw}
+    exc_info = fields.pop("exc_info", None) or exc
+    message = " ".join([event, *(f"{k}={_value(v)}" for k, v in fields.items())])
+    _stdlib.log(
+        level,
+        message,
+        exc_info=exc_info,
+        # One attribute for handlers that want the fields, not the text (a JSON
+        # formatter): named keys could clash with LogRecord's own attributes.
+        extra={"continuum": {"event": event, **fields}},
+        stacklevel=depth + 1,
+    )
+
+
+class _StdlibLogger:
+    """A bound logger over stdlib logging (structlog unconfigured)."""
+
+    __slots__ = ("_bound",)
+
+    def __init__(self, bound: dict[str, Any]) -> None:
+        self._bound = bound
+
+    def bind(self, **kw: Any) -> _StdlibLogger:
+        return _StdlibLogger({**self._bound, **kw})
+
+    # Each method checks the level first, so a line nobody wants builds nothing.
+    def debug(self, event: str, **kw: Any) -> None:
+        if _stdlib.isEnabledFor(logging.DEBUG):
+            _emit_stdlib(logging.DEBUG, event, self._bound, kw, 2, False)
+
+    def info(self, event: str, **kw: Any) -> None:
+        if _stdlib.isEnabledFor(logging.INFO):
+            _emit_stdlib(logging.INFO, event, self._bound, kw, 2, False)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        if _stdlib.isEnabledFor(logging.WARNING):
+            _emit_stdlib(logging.WARNING, event, self._bound, kw, 2, False)
+
+    def error(self, event: str, **kw: Any) -> None:
+        if _stdlib.isEnabledFor(logging.ERROR):
+            _emit_stdlib(logging.ERROR, event, self._bound, kw, 2, False)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        if _stdlib.isEnabledFor(logging.ERROR):
+            _emit_stdlib(logging.ERROR, event, self._bound, kw, 2, True)
+
+    def critical(self, event: str, **kw: Any) -> None:
+        if _stdlib.isEnabledFor(logging.CRITICAL):
+            _emit_stdlib(logging.CRITICAL, event, self._bound, kw, 2, False)
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _LazyLogger:
+    """Chooses structlog or stdlib on every line; ``bind()`` chooses once.
+
+    Module-level and engine-level loggers are made at import or ``Engine()``
+    time, often before the application configures anything, so they look again
+    each time. A run's logger is bound once when the run is picked up.
+    """
+
+    __slots__ = ("_bound",)
+
+    def __init__(self, bound: dict[str, Any]) -> None:
+        self._bound = bound
+
+    def bind(self, **kw: Any) -> Any:
+        bound = {**self._bound, **kw}
+        if structlog.is_configured():
+            return structlog.get_logger(LOGGER_NAME).bind(**bound)
+        return _StdlibLogger(bound)
+
+    def _emit(self, method: str, event: str, kw: dict[str, Any], depth: int) -> None:
+        if structlog.is_configured():
+            getattr(structlog.get_logger(LOGGER_NAME, **self._bound), method)(event, **kw)
+            return
+        level = _LEVELS[method]
+        if _stdlib.isEnabledFor(level):
+            _emit_stdlib(level, event, self._bound, kw, depth + 1, method == "exception")
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._emit("debug", event, kw, 2)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._emit("info", event, kw, 2)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._emit("warning", event, kw, 2)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._emit("error", event, kw, 2)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._emit("exception", event, kw, 2)
+
+    def critical(self, event: str, **kw: Any) -> None:
+        self._emit("critical", event, kw, 2)
+
 
 def get_logger(**bound: Any) -> Any:
-    # A lazy proxy: structlog's configuration is read when a line is logged, so
-    # configuring structlog after an Engine was created still takes effect.
-    return structlog.get_logger("continuum_py", **bound)
+    """The engine's logger with ``bound`` context (see the module docstring)."""
+    return _LazyLogger(bound)
 
 
 class WorkflowLogger:
     """A logger for workflow code that stays quiet while the run replays.
 
     Without this, every line a workflow logs would appear again on each replay.
+    It goes where the engine's own lines go: the application's structlog
+    configuration if there is one, else the stdlib ``continuum_py`` logger.
     """
 
     def __init__(self, is_replaying: Callable[[], bool], **bound: Any) -> None:
         self._is_replaying = is_replaying
-        self._log = get_logger(**bound)
+        self._log: Any = get_logger(**bound)
 
     def bind(self, **kw: Any) -> WorkflowLogger:
         """A copy with more context bound."""

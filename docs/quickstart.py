@@ -10,12 +10,11 @@ import asyncio
 import logging
 import sys
 
-import structlog
-
 from continuum_py import Context, Engine, RetryPolicy, StepInfo, step, workflow
 
-# Show the engine's run lifecycle (started/resumed/completed); hide per-step debug lines.
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+# The engine is silent unless the application asks: show its run lifecycle
+# (run.started, run.resumed, run.completed) on stderr, without its per-step debug lines.
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
 
 @step(retry=RetryPolicy(max_attempts=3, initial_interval=0.5), timeout=30)
@@ -47,4 +46,13 @@ async def main(run_id: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "quickstart"))
+    run_id = sys.argv[1] if len(sys.argv) > 1 else "quickstart"
+    try:
+        asyncio.run(main(run_id))
+    except KeyboardInterrupt:
+        # The engine has recorded every finished step; nothing is lost.
+        print(
+            f"\ninterrupted: run {run_id} is recorded and resumes when you run this command again",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -10,17 +10,15 @@ import structlog
 
 @pytest.fixture(autouse=True)
 def _quiet_logs():
-    # Library logs go to structlog; keep test output clean unless a test captures them.
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.KeyValueRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(40),
-        cache_logger_on_first_use=False,
-    )
+    # Every test runs with the library's defaults, as a user gets them: structlog
+    # unconfigured, so the engine logs through the stdlib `continuum_py` logger
+    # (WARNING and above reach pytest's log capture; nothing is printed). A test
+    # that captures structured events configures structlog after this fixture.
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
     yield
     structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
