@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 from typing import Any
 
@@ -21,12 +22,55 @@ def type_name(value: object) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def encode_value(value: Any, *, what: str | None, kind: str = "step") -> msgspec.Raw:
-    """Encode a user value, or raise EncodingError naming ``what`` and the bad type."""
+def encode_value(
+    value: Any, *, what: str | None, kind: str = "step", root: str = "value"
+) -> msgspec.Raw:
+    """Encode a user value, or raise EncodingError naming ``what`` and the bad type.
+
+    NaN and infinity are refused: JSON has no such numbers, and msgspec would
+    write ``null``, so the value would come back as ``None`` (or fail to decode
+    as ``float``) on replay. ``root`` names the value in that error's path.
+    """
     try:
-        return msgspec.Raw(_encoder.encode(value))
+        data = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise EncodingError(what, _offending_type(value, exc), str(exc), kind=kind) from exc
+    # A non-finite float is written as null, so only an output holding "null"
+    # needs the walk; values without None or NaN pay one bytes search.
+    if b"null" in data:
+        where = _non_finite(value, root)
+        if where is not None:
+            path, number = where
+            raise EncodingError(
+                what,
+                type_name(number),
+                f"{path} is {number!r}, and JSON has no NaN or infinity (it would be stored "
+                "as null and come back as None); record None, a string or a finite number "
+                "instead",
+                kind=kind,
+            )
+    return msgspec.Raw(data)
+
+
+def _non_finite(value: Any, root: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinity in ``value``, if any."""
+    # to_builtins turns Structs, dataclasses and the like into dicts and lists
+    # exactly as the encoder sees them, so one walk covers every supported type.
+    try:
+        builtins = msgspec.to_builtins(value)
+    except (TypeError, ValueError, msgspec.EncodeError):  # pragma: no cover - encode() took it
+        return None
+    stack: list[tuple[str, Any]] = [(root, builtins)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return path, item
+        elif isinstance(item, dict):
+            stack.extend((f"{path}[{k!r}]", v) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def _offending_type(value: Any, exc: BaseException) -> str:
@@ -39,7 +83,7 @@ def _offending_type(value: Any, exc: BaseException) -> str:
 
 
 def encode_args(args: tuple[Any, ...], *, what: str | None, kind: str = "step") -> msgspec.Raw:
-    return encode_value(list(args), what=what, kind=kind)
+    return encode_value(list(args), what=what, kind=kind, root="args")
 
 
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
