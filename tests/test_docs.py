@@ -108,16 +108,22 @@ print("\x1eend", flush=True)
 """
 
 
-def _run(page: Page, cwd: Path) -> list[str]:
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", RUNNER, str(page.path)],
-        input=json.dumps([[s.line, s.code] for s in page.samples]),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+def _run(page: Page, cwd: Path, *, timeout: float = 120) -> list[str]:
     where = page.path.relative_to(ROOT)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-W", "error", "-c", RUNNER, str(page.path)],
+            input=json.dumps([[s.line, s.code] for s in page.samples]),
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        started = re.findall(r"\x1esample (\d+)", out)
+        line = page.samples[int(started[-1])].line if started else 0
+        pytest.fail(f"{where}:{line}: still running after {timeout}s (hung?)")
     assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
     assert "Exception ignored" not in proc.stderr, f"{where}:\n{proc.stderr}"
     parts = proc.stdout.split("\x1e")
@@ -130,16 +136,45 @@ def _page_id(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@pytest.mark.parametrize("path", [p for p in PAGES if parse(p).samples], ids=_page_id)
-def test_page_samples_run_and_print_what_the_page_shows(path: Path, tmp_path: Path) -> None:
-    page = parse(path)
-    outputs = _run(page, tmp_path)
+def _check_outputs(page: Page, outputs: list[str], when: str = "") -> None:
     assert len(outputs) == len(page.samples)
     for sample, out in zip(page.samples, outputs, strict=True):
         if sample.expected is not None:
             got = "\n".join(line.rstrip() for line in out.rstrip().splitlines())
             want = "\n".join(line.rstrip() for line in sample.expected.rstrip().splitlines())
-            assert got == want, f"{_page_id(path)}:{sample.line}: output differs"
+            assert got == want, f"{_page_id(page.path)}:{sample.line}: output differs{when}"
+
+
+@pytest.mark.parametrize("path", [p for p in PAGES if parse(p).samples], ids=_page_id)
+def test_page_samples_run_and_print_what_the_page_shows(path: Path, tmp_path: Path) -> None:
+    page = parse(path)
+    _check_outputs(page, _run(page, tmp_path))
+
+
+# Pages whose samples still leave files behind that a second run trips over (a
+# fixed run id naming a run the first run finished, then a wait for a step that
+# never runs again, or a signal to a finished run). Not yet fixed; remove a page
+# from here when it is.
+NOT_YET_RERUNNABLE = {
+    "docs/howto/fix-parked-runs.md",
+    "docs/howto/logging.md",
+    "docs/howto/signals.md",
+    "docs/howto/versioning.md",
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in PAGES if parse(p).samples and _page_id(p) not in NOT_YET_RERUNNABLE],
+    ids=_page_id,
+)
+def test_page_samples_run_again_in_the_same_folder(path: Path, tmp_path: Path) -> None:
+    # A reader runs a page, then runs it again where they ran it: the files the
+    # first run left (tutorial.db, runs.db, ...) must not make the second hang,
+    # fail or print something other than the page shows. A hang fails at the timeout.
+    page = parse(path)
+    _check_outputs(page, _run(page, tmp_path, timeout=60), " on the first run")
+    _check_outputs(page, _run(page, tmp_path, timeout=60), " when run again in the same folder")
 
 
 def test_readme_sample_is_collected_and_runnable() -> None:
