@@ -918,6 +918,15 @@ class RunDriver:
             return _Outcome(call, attempt, False, err, retryable=False)
         cm = journal.transaction()
         tx = await cm.__aenter__()
+        if tx.connection is None:
+            # The memory journal has transactions (for its batches) but no
+            # database to lend the step: refuse rather than run it without one.
+            await cm.__aexit__(None, None, None)
+            err = ConfigurationError(
+                f"step {call.step.name!r} is transactional, but {type(journal).__name__} "
+                "has no database connection for it; use the SQLite or Postgres journal"
+            )
+            return _Outcome(call, attempt, False, err, retryable=False)
         token = _current_tx.set(tx)
         try:
             out = await self._execute_plain(call, attempt)
