@@ -86,6 +86,18 @@ CREATE TABLE {s}.inbox (
 );
 """,
     ),
+    Migration(
+        2,
+        "indexes for listing runs",
+        """
+-- list_runs pages by (created_at, run_id), newest or oldest first, with a keyset:
+-- over every run, or within one workflow. One status uses runs_by_status.
+CREATE INDEX runs_by_created ON {s}.runs (created_at, run_id);
+CREATE INDEX runs_by_workflow ON {s}.runs (workflow, created_at, run_id);
+-- A run_id prefix is a range in byte order, whatever the database's collation.
+CREATE INDEX runs_by_id_bytes ON {s}.runs (run_id COLLATE "C");
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -136,10 +148,8 @@ ev AS (
 )
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
         self.get_run = f"SELECT {COLS} FROM {s}.runs WHERE run_id = $1"
-        self.list_runs = f"SELECT {COLS} FROM {s}.runs ORDER BY created_at, run_id LIMIT $1"
-        self.list_runs_status = (
-            f"SELECT {COLS} FROM {s}.runs WHERE status = $1 ORDER BY created_at, run_id LIMIT $2"
-        )
+        # Its WHERE, ORDER BY and LIMIT come from journal.list_runs_sql.
+        self.list_runs = f"SELECT {COLS} FROM {s}.runs"
         # One statement per group commit: the fenced UPDATE decides which batches
         # land, and the event and snapshot inserts keep only those runs' rows.
         self.append = f"""

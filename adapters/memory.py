@@ -222,11 +222,28 @@ class MemoryJournal:
         return self._runs.get(run_id)
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 1000
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+        workflow: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        newest_first: bool = False,
     ) -> list[RunRecord]:
-        runs = sorted(self._runs.values(), key=_order)
-        if status is not None:
-            runs = [r for r in runs if r.status == status]
+        def keep(r: RunRecord) -> bool:
+            return (
+                (status is None or r.status == status)
+                and (workflow is None or r.workflow == workflow)
+                and (not run_id_prefix or r.run_id.startswith(run_id_prefix))
+                and (created_after is None or r.created_at >= created_after)
+                and (created_before is None or r.created_at < created_before)
+                and (after is None or (_order(r) < after if newest_first else _order(r) > after))
+            )
+
+        runs = sorted(filter(keep, self._runs.values()), key=_order, reverse=newest_first)
         return runs[:limit]
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:

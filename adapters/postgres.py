@@ -60,6 +60,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    list_runs_sql,
     record_from_row,
 )
 
@@ -392,14 +393,32 @@ class PostgresJournal:
         return record_from_row(rows[0]) if rows else None
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 1000
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+        workflow: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        newest_first: bool = False,
     ) -> list[RunRecord]:
-        if status is None:
-            rows = await self._fetch("list_runs", self._sql.list_runs, limit)
-        else:
-            rows = await self._fetch(
-                "list_runs", self._sql.list_runs_status, RunStatus(status).value, limit
-            )
+        tail, params = list_runs_sql(
+            status=status,
+            limit=limit,
+            workflow=workflow,
+            run_id_prefix=run_id_prefix,
+            created_after=created_after,
+            created_before=created_before,
+            after=after,
+            newest_first=newest_first,
+            param=lambda n: f"${n}",
+            # Byte order, whatever the database's collation: a prefix is then a
+            # range, read from the runs_by_id_bytes index.
+            id_bytewise='run_id COLLATE "C"',
+        )
+        rows = await self._fetch("list_runs", self._sql.list_runs + tail, *params)
         return [record_from_row(r) for r in rows]
 
     # ---- events ----

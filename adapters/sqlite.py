@@ -48,6 +48,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    list_runs_sql,
     record_from_row,
 )
 
@@ -55,11 +56,12 @@ __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
 T = TypeVar("T")
 
-STORAGE_VERSION = 2
+STORAGE_VERSION = 3
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
 parent_position, inbox_last, inbox_seen; indexes for waking runs.
+3: indexes for listing runs (all of them, or one workflow's) by creation time.
 """
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -123,6 +125,15 @@ _INBOX_AND_INDEXES = [
 ]
 _SCHEMA += _INBOX_AND_INDEXES
 
+# list_runs pages by (created_at, run_id), newest or oldest first, with a keyset;
+# these answer it, alone or within one workflow, without sorting the table. A
+# run_id prefix is a range on the primary key; one status uses runs_by_status.
+_LISTING_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id)",
+]
+_SCHEMA += _LISTING_INDEXES
+
 _MIGRATIONS: dict[int, list[str]] = {
     # from version 1 to version 2
     1: [
@@ -132,6 +143,8 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE runs ADD COLUMN inbox_seen INTEGER NOT NULL DEFAULT 0",
         *_INBOX_AND_INDEXES,
     ],
+    # from version 2 to version 3
+    2: list(_LISTING_INDEXES),
 }
 
 _RUN_COLS = ", ".join(RUN_COLUMNS)
@@ -555,17 +568,29 @@ class SQLiteJournal:
         return record_from_row(rows[0]) if rows else None
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 1000
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+        workflow: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        newest_first: bool = False,
     ) -> list[RunRecord]:
-        if status is None:
-            rows = await self._fetchall(
-                f"SELECT {_RUN_COLS} FROM runs ORDER BY created_at, run_id LIMIT ?", (limit,)
-            )
-        else:
-            rows = await self._fetchall(
-                f"SELECT {_RUN_COLS} FROM runs WHERE status = ? ORDER BY created_at, run_id LIMIT ?",
-                (RunStatus(status).value, limit),
-            )
+        tail, params = list_runs_sql(
+            status=status,
+            limit=limit,
+            workflow=workflow,
+            run_id_prefix=run_id_prefix,
+            created_after=created_after,
+            created_before=created_before,
+            after=after,
+            newest_first=newest_first,
+            param=lambda _: "?",
+        )
+        rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs{tail}", params)
         return [record_from_row(r) for r in rows]
 
     # ---- events ----

@@ -6,7 +6,7 @@ a run carries on from its last recorded event after any crash or restart.
 
 from __future__ import annotations
 
-from continuum_py.engine import Engine, RunHandle, StepStatus
+from continuum_py.engine import Engine, RunHandle, RunPage, StepStatus
 from continuum_py.errors import (
     ChildRunFailed,
     ConfigurationError,
@@ -63,6 +63,7 @@ __all__ = [
     "RunFailed",
     "RunHandle",
     "RunNotFound",
+    "RunPage",
     "RunRecord",
     "RunStatus",
     "RunTimedOut",

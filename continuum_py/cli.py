@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
 from continuum_py._schemes import DEFAULT_URL
@@ -61,6 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
     runs.add_argument("--status", choices=[s.value for s in RunStatus])
+    runs.add_argument("--workflow", help="only runs of this workflow name")
+    runs.add_argument("--prefix", metavar="TEXT", help="only runs whose run_id starts with TEXT")
+    runs.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only runs created at or after TIME (ISO 8601; UTC if no offset)",
+    )
+    runs.add_argument("--until", metavar="TIME", help="only runs created before TIME (ISO 8601)")
+    runs.add_argument("--limit", default="100", metavar="N", help="runs per page (default 100)")
+    runs.add_argument(
+        "--cursor", help="the next page: the cursor the previous page printed (same filters)"
+    )
+    runs.add_argument("--oldest-first", action="store_true", help="oldest first (default newest)")
+    runs.add_argument(
+        "--json", action="store_true", help='print {"runs": [...], "next_cursor": ...} as JSON'
+    )
     hist = sub.add_parser("history", help="print a run's history as JSON")
     hist.add_argument("run_id")
     hist.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
@@ -112,11 +130,50 @@ def _import(modules: list[str]) -> None:
         importlib.import_module(module)
 
 
-async def _runs(url: str, status: str | None) -> int:
-    async with Engine(url, worker=False) as engine:
-        for r in await engine.list_runs(status=status):
-            reason = f"  ({r.reason})" if r.reason else ""
-            sys.stdout.write(f"{r.run_id}\t{r.workflow}\t{r.status.value}\t{r.last_seq}{reason}\n")
+def _when(flag: str, text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{flag} takes an ISO 8601 time such as 2025-01-31T12:00Z, got {text!r}"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+async def _runs(url: str, args: argparse.Namespace) -> int:
+    try:
+        options: dict[str, Any] = {
+            "status": args.status,
+            "workflow": args.workflow,
+            "run_id_prefix": args.prefix,
+            "created_after": _when("--since", args.since),
+            "created_before": _when("--until", args.until),
+            "cursor": args.cursor,
+            "oldest_first": args.oldest_first,
+        }
+        try:
+            options["limit"] = int(args.limit)
+        except ValueError:
+            raise ValueError(f"--limit takes a whole number >= 1, got {args.limit!r}") from None
+        async with _reader(url) as engine:
+            page = await engine.list_runs(**options)
+    except ValueError as exc:
+        # A bad option, named in the message; one line, no traceback.
+        sys.stderr.write(f"continuum runs: {exc}\n")
+        return 2
+    if args.json:
+        runs = [{k: v for k, v in msgspec.to_builtins(r).items() if k != "outcome"} for r in page]
+        out = {"runs": runs, "next_cursor": page.next_cursor}
+        sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
+        return 0
+    for r in page:
+        reason = f"  ({r.reason})" if r.reason else ""
+        sys.stdout.write(f"{r.run_id}\t{r.workflow}\t{r.status.value}\t{r.last_seq}{reason}\n")
+    if page.next_cursor is not None:
+        # On stderr, so stdout stays one run per line for scripts.
+        sys.stderr.write(f"more runs: add --cursor {page.next_cursor}\n")
     return 0
 
 
@@ -161,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return asyncio.run(_worker(args))
         if args.command == "runs":
-            return asyncio.run(_runs(args.url, args.status))
+            return asyncio.run(_runs(args.url, args))
         if args.command == "history":
             return asyncio.run(_history(args.url, args.run_id))
         return asyncio.run(_replay(args.source, args.url, args.imports))

@@ -18,6 +18,7 @@ import msgspec
 from continuum_py import _codec, _validate
 from continuum_py._client import JournalClient, decode_all, stored
 from continuum_py._clock import Clock, SystemClock
+from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
 from continuum_py._runner import RunDriver, RunnerConfig
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
@@ -48,7 +49,7 @@ from continuum_py.events import RunFailed as RunFailedEvent
 from continuum_py.journal import Journal, Lease, NewRun, NotifyingJournal, RunRecord, RunStatus
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
-__all__ = ["Engine", "RunHandle", "StepStatus"]
+__all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
 
 
 class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -505,12 +506,73 @@ class Engine:
         return decode_all(await self._client.load(run_id))
 
     async def list_runs(
-        self, *, status: RunStatus | str | None = None, limit: int = 1000
-    ) -> list[RunRecord]:
-        """Runs, oldest first, optionally only those in ``status``."""
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        workflow: WorkflowDef[Any, Any] | str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: dt.datetime | float | None = None,
+        created_before: dt.datetime | float | None = None,
+        limit: int = 1000,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> RunPage:
+        """One page of runs, newest first, of those matching every filter given.
+
+        Runs are ordered by ``RunRecord.created_at`` (the journal's clock), then
+        ``run_id``. To page, pass the page's ``next_cursor`` back as ``cursor``
+        with the same filters and order: every run that existed when paging
+        began is listed once and none is skipped, however many runs start
+        between pages (those sort before the first page, newest first, or
+        come at the end, oldest first).
+
+        Args:
+            status: only runs in this status (a ``RunStatus`` or its value).
+            workflow: only runs of this workflow (a ``@workflow`` function or its name).
+            run_id_prefix: only runs whose id starts with this (case-sensitive).
+            created_after: only runs created at or after this time (a
+                timezone-aware datetime, or seconds since the epoch).
+            created_before: only runs created before this time; with
+                ``created_after``, a half-open window, so windows that meet
+                neither overlap nor miss a run.
+            limit: the page's size, at most this many runs (at least 1).
+            cursor: the ``next_cursor`` of the previous page.
+            oldest_first: oldest first instead.
+
+        Returns:
+            A :class:`RunPage`: a list of ``RunRecord`` with ``next_cursor``.
+
+        Raises:
+            ValueError: a bad option (named in the message): an unknown
+                status, a naive datetime, ``limit`` below 1, a cursor that is
+                not one ``list_runs`` returned or that belongs to other filters.
+        """
         self._check_open()
-        st = RunStatus(status) if status is not None else None
-        return await self._client.list_runs(status=st, limit=limit)  # type: ignore[no-any-return]
+        query = run_query(
+            status=status,
+            workflow=workflow,
+            run_id_prefix=run_id_prefix,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            oldest_first=oldest_first,
+        )
+        after = decode_cursor(cursor, query) if cursor is not None else None
+        # One run more than the page holds tells whether another page follows.
+        runs: list[RunRecord] = await self._client.list_runs(
+            status=query.status,
+            limit=query.limit + 1,
+            workflow=query.workflow,
+            run_id_prefix=query.run_id_prefix,
+            created_after=query.created_after,
+            created_before=query.created_before,
+            after=after,
+            newest_first=not query.oldest_first,
+        )
+        if len(runs) <= query.limit:
+            return RunPage(runs)
+        page = runs[: query.limit]
+        return RunPage(page, encode_cursor(query, page[-1]))
 
     async def resume(self, run_id: str) -> None:
         """Make a parked run runnable again (after deploying code that matches its history)."""

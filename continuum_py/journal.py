@@ -37,6 +37,8 @@ __all__ = [
     "Snapshot",
     "StoredEvent",
     "TransactionalJournal",
+    "list_runs_sql",
+    "prefix_end",
     "record_from_row",
 ]
 
@@ -218,6 +220,84 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
     return RunRecord(**fields)
 
 
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix``, by code point.
+
+    ``s.startswith(prefix)`` is ``prefix <= s < prefix_end(prefix)``, a range an
+    index on ``run_id`` answers; ``None`` when nothing is above (no upper bound).
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000  # surrogates are not text a database stores
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
+
+
+def list_runs_sql(
+    *,
+    status: RunStatus | None,
+    limit: int,
+    workflow: str | None,
+    run_id_prefix: str | None,
+    created_after: float | None,
+    created_before: float | None,
+    after: tuple[float, str] | None,
+    newest_first: bool,
+    param: Callable[[int], str],
+    id_bytewise: str = "run_id",
+) -> tuple[str, list[Any]]:
+    """The ``WHERE ... ORDER BY ... LIMIT ...`` of :meth:`Journal.list_runs` for a SQL adapter.
+
+    Only the filters given appear, so each combination gets its own plan.
+
+    Args:
+        status: as in :meth:`Journal.list_runs`.
+        limit: as there.
+        workflow: as there.
+        run_id_prefix: as there; answered as a range on ``id_bytewise``.
+        created_after: as there.
+        created_before: as there.
+        after: as there.
+        newest_first: as there.
+        param: the placeholder for the n-th parameter (1-based): ``?`` or ``$n``.
+        id_bytewise: ``run_id`` compared by code point (e.g. ``run_id COLLATE "C"``
+            where the column's collation is a language's).
+
+    Returns:
+        The SQL after ``FROM runs``, and its parameters in order.
+    """
+    where: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return param(len(args))
+
+    if status is not None:
+        where.append(f"status = {arg(RunStatus(status).value)}")
+    if workflow is not None:
+        where.append(f"workflow = {arg(workflow)}")
+    if run_id_prefix:
+        where.append(f"{id_bytewise} >= {arg(run_id_prefix)}")
+        end = prefix_end(run_id_prefix)
+        if end is not None:
+            where.append(f"{id_bytewise} < {arg(end)}")
+    if created_after is not None:
+        where.append(f"created_at >= {arg(created_after)}")
+    if created_before is not None:
+        where.append(f"created_at < {arg(created_before)}")
+    if after is not None:
+        op = "<" if newest_first else ">"
+        where.append(f"(created_at, run_id) {op} ({arg(after[0])}, {arg(after[1])})")
+    way = "DESC" if newest_first else "ASC"
+    sql = " WHERE " + " AND ".join(where) if where else ""
+    sql += f" ORDER BY created_at {way}, run_id {way} LIMIT {arg(limit)}"
+    return sql, args
+
+
 class AppendBatch(msgspec.Struct, frozen=True, kw_only=True):
     """Events for one run, written all or nothing.
 
@@ -285,9 +365,36 @@ class Journal(Protocol):
         ...
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 1000
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+        workflow: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        newest_first: bool = False,
     ) -> list[RunRecord]:
-        """Runs, oldest first, optionally of one status."""
+        """Up to ``limit`` runs matching every filter given, oldest first.
+
+        The order is by ``(created_at, run_id)``; ``newest_first`` reverses it.
+
+        Args:
+            status: only runs in this status.
+            limit: at most this many (at least 1).
+            workflow: only runs of this workflow name.
+            run_id_prefix: only runs whose id starts with this (case-sensitive,
+                by code point; ``%`` and ``_`` are plain characters).
+            created_after: only runs with ``created_at >= created_after``.
+            created_before: only runs with ``created_at < created_before``.
+            after: a ``(created_at, run_id)`` key: only runs past it in the
+                listing's order (a keyset page: stable while runs are added).
+            newest_first: newest first instead.
+
+        .. versionchanged:: 0.1
+           Every option but ``status`` and ``limit``.
+        """
         ...
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from continuum_py import Engine
 
 
 @pytest.fixture
@@ -84,3 +88,107 @@ def test_unknown_run_is_a_clear_error(app):
     out = continuum("history", "nope", "--url", url, cwd=cwd)
     assert out.returncode == 2
     assert "RunNotFound" in out.stderr and "nope" in out.stderr
+
+
+# ---- runs: filters and pages ----
+
+
+@pytest.fixture
+def many_runs(tmp_path):
+    """A journal with 7 runs of two workflows; their records, newest first."""
+    url = f"sqlite:///{tmp_path}/many.db"
+
+    async def start() -> list:
+        async with Engine(url, worker=False) as engine:
+            for n in range(4):
+                await engine.start("billing", run_id=f"invoice-{n}")
+            for n in range(3):
+                await engine.start("mailing", run_id=f"mail-{n}")
+            return list(await engine.list_runs())
+
+    return tmp_path, url, asyncio.run(start())
+
+
+def run_lines(out) -> list[str]:
+    return [line.split("\t")[0] for line in out.stdout.splitlines()]
+
+
+def test_runs_pages_with_the_cursor_it_prints(many_runs):
+    cwd, url, records = many_runs
+    listed, cursor, pages = [], None, 0
+    while True:
+        extra = ["--cursor", cursor] if cursor else []
+        out = continuum("runs", "--url", url, "--limit", "3", *extra, cwd=cwd)
+        assert out.returncode == 0, out.stderr
+        listed += run_lines(out)
+        pages += 1
+        hint = [line for line in out.stderr.splitlines() if line.startswith("more runs:")]
+        if not hint:
+            break
+        cursor = hint[0].rsplit(" ", 1)[1]
+    assert pages == 3
+    assert listed == [r.run_id for r in records]  # newest first, each once
+
+
+def test_runs_filters(many_runs):
+    cwd, url, records = many_runs
+    out = continuum("runs", "--url", url, "--workflow", "mailing", "--oldest-first", cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    assert run_lines(out) == ["mail-0", "mail-1", "mail-2"]
+    out = continuum("runs", "--url", url, "--prefix", "invoice-", "--status", "pending", cwd=cwd)
+    assert run_lines(out) == ["invoice-3", "invoice-2", "invoice-1", "invoice-0"]
+    since = dt.datetime.fromtimestamp(records[-1].created_at, dt.UTC).isoformat()
+    out = continuum("runs", "--url", url, "--since", since, "--until", "2999-01-01", cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    assert run_lines(out) == [
+        r.run_id for r in records if r.created_at >= dt.datetime.fromisoformat(since).timestamp()
+    ]
+    out = continuum("runs", "--url", url, "--until", "2000-01-01T00:00:00+01:00", cwd=cwd)
+    assert out.returncode == 0 and out.stdout == ""
+
+
+def test_runs_json_carries_the_next_cursor(many_runs):
+    cwd, url, records = many_runs
+    out = continuum("runs", "--url", url, "--limit", "5", "--json", cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)
+    assert [r["run_id"] for r in first["runs"]] == [r.run_id for r in records[:5]]
+    assert first["runs"][0]["workflow"] == records[0].workflow
+    assert first["runs"][0]["status"] == "pending"
+    assert first["next_cursor"]
+    out = continuum(
+        "runs", "--url", url, "--limit", "5", "--json", "--cursor", first["next_cursor"], cwd=cwd
+    )
+    second = json.loads(out.stdout)
+    assert [r["run_id"] for r in second["runs"]] == [r.run_id for r in records[5:]]
+    assert second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--since", "yesterday"], "--since"),
+        (["--until", "2025-13-01"], "--until"),
+        (["--limit", "0"], "limit"),
+        (["--limit", "ten"], "--limit"),
+        (["--cursor", "garbage"], "cursor"),
+        (["--workflow", ""], "workflow"),
+        (["--since", "2025-02-01", "--until", "2025-01-01"], "created_after"),
+    ],
+)
+def test_runs_bad_options_are_one_line_errors(many_runs, args, named):
+    cwd, url, _ = many_runs
+    out = continuum("runs", "--url", url, *args, cwd=cwd)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert named in out.stderr and "Traceback" not in out.stderr
+
+
+def test_runs_cursor_with_other_filters_is_refused(many_runs):
+    cwd, url, _ = many_runs
+    out = continuum("runs", "--url", url, "--limit", "2", "--json", cwd=cwd)
+    cursor = json.loads(out.stdout)["next_cursor"]
+    out = continuum("runs", "--url", url, "--workflow", "billing", "--cursor", cursor, cwd=cwd)
+    assert out.returncode == 2
+    assert "same status, workflow" in out.stderr and len(out.stderr.splitlines()) == 1

@@ -31,6 +31,7 @@ PUBLIC_API = [
     "RunFailed",
     "RunHandle",
     "RunNotFound",
+    "RunPage",
     "RunRecord",
     "RunStatus",
     "RunTimedOut",

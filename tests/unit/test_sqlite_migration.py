@@ -125,7 +125,7 @@ async def test_v1_file_upgrades_in_place_keeping_every_run_and_event(tmp_path):
         snap, tail = await j.load_with_snapshot("mid")
         assert snap == Snapshot(run_id="mid", seq=2, schema=1, data=b"\xca\xfe")
         assert [e.seq for e in tail] == [3]
-    assert dump(path)["version"] == STORAGE_VERSION == 2
+    assert dump(path)["version"] == STORAGE_VERSION == 3
 
 
 async def test_new_features_work_on_an_upgraded_file(tmp_path):
@@ -241,3 +241,99 @@ async def test_many_journals_opening_a_new_file_at_once_all_succeed(tmp_path):
         finally:
             for j in journals:
                 await j.aclose()
+
+
+def make_v2_file(path: str) -> None:
+    """A file in the layout continuum-py wrote as storage version 2 (v1 plus its upgrade)."""
+    from continuum_py.adapters.sqlite import _MIGRATIONS
+
+    make_v1_file(path)
+    conn = sqlite3.connect(path)
+    try:
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_v2_file_gains_the_listing_indexes_keeping_every_run(tmp_path):
+    old, fresh = str(tmp_path / "v2.db"), str(tmp_path / "fresh.db")
+    make_v2_file(old)
+    assert {name for name, _, _ in dump(old)["indexes"]}.isdisjoint(
+        {"runs_by_created", "runs_by_workflow"}
+    )
+    async with SQLiteJournal(old) as j:
+        assert [r.run_id for r in await j.list_runs(newest_first=True)] == [
+            "stuck",
+            "done",
+            "held",
+            "mid",
+        ]
+        assert [r.run_id for r in await j.list_runs(workflow="wf", after=(101.0, "held"))] == [
+            "done",
+            "stuck",
+        ]
+    async with SQLiteJournal(fresh):
+        pass
+    assert dump(old) == dump(fresh)
+    assert dump(old)["version"] == STORAGE_VERSION == 3
+    assert {name for name, _, _ in dump(old)["indexes"]} >= {"runs_by_created", "runs_by_workflow"}
+
+
+def _list_plan(path: str, **options) -> list[str]:
+    from continuum_py.journal import RUN_COLUMNS, list_runs_sql
+
+    query = {
+        "status": None,
+        "limit": 100,
+        "workflow": None,
+        "run_id_prefix": None,
+        "created_after": None,
+        "created_before": None,
+        "after": None,
+        "newest_first": True,
+        **options,
+    }
+    tail, params = list_runs_sql(**query, param=lambda _: "?")
+    conn = sqlite3.connect(path)
+    try:
+        cols = ", ".join(RUN_COLUMNS)
+        rows = conn.execute(f"EXPLAIN QUERY PLAN SELECT {cols} FROM runs{tail}", params).fetchall()
+    finally:
+        conn.close()
+    return [row[3] for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("options", "index"),
+    [
+        ({}, "runs_by_created"),
+        ({"newest_first": False}, "runs_by_created"),
+        ({"after": (5.0, "r")}, "runs_by_created"),
+        ({"created_after": 1.0, "created_before": 9.0}, "runs_by_created"),
+        ({"workflow": "wf"}, "runs_by_workflow"),
+        ({"workflow": "wf", "after": (5.0, "r")}, "runs_by_workflow"),
+        ({"status": RunStatus.PARKED}, "runs_by_status"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+async def test_listing_reads_an_index_in_order_with_no_sort(tmp_path, options, index):
+    path = str(tmp_path / "j.db")
+    async with SQLiteJournal(path):
+        pass
+    plan = _list_plan(path, **options)
+    assert any(index in step for step in plan), plan
+    assert not any(step.startswith("SCAN runs") and "INDEX" not in step for step in plan), plan
+    # A sort of the whole table would be "USE TEMP B-TREE FOR ORDER BY"; one status
+    # sorts only the run_id ties within a created_at ("RIGHT PART OF ORDER BY").
+    assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan
+
+
+async def test_a_run_id_prefix_is_a_range_on_the_primary_key(tmp_path):
+    path = str(tmp_path / "j.db")
+    async with SQLiteJournal(path):
+        pass
+    plan = _list_plan(path, run_id_prefix="order-")
+    assert "SEARCH runs USING INDEX sqlite_autoindex_runs_1 (run_id>? AND run_id<?)" in plan, plan
