@@ -1,7 +1,8 @@
 """Helpers shared by the benchmark scripts (not a benchmark itself).
 
 Every script prints exactly one JSON document on stdout; anything else goes to
-stderr. Library logs are dropped so they cannot cost time or pollute stdout.
+stderr. The library runs with its logging defaults, as a user gets them: nothing
+configured, so it is silent below WARNING and writes warnings to stderr.
 """
 
 from __future__ import annotations
@@ -23,13 +24,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def quiet_logs() -> None:
-    """Drop every library log line below CRITICAL (the engine logs nothing at that level)."""
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(50))
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -21,14 +21,10 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-import structlog  # noqa: E402
-
 from continuum_py import Context, Engine, StepInfo, step, workflow  # noqa: E402
 from continuum_py.adapters import sqlite as _sqlite  # noqa: E402, F401 - part of start-up
 
 T_IMPORTED = time.monotonic()
-
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(50))
 
 
 class _State:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, meta, parser, quiet_logs, stats_us, workdir
+from _common import emit, meta, parser, stats_us, workdir
 
 WARMUP = 20
 
@@ -184,7 +184,6 @@ def main() -> None:
     p.add_argument("-n", type=int, default=None, help="syncs per variant (default 2000; quick 100)")
     p.add_argument("--size", type=int, default=200, help="record size in bytes")
     args = p.parse_args()
-    quiet_logs()
     n = args.n or (100 if args.quick else 2000)
     with workdir(args.dir, keep=args.keep) as folder:
         doc = {

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, meta, note, parser, quiet_logs, stats_us, workdir
+from _common import emit, meta, note, parser, stats_us, workdir
 
 from continuum_py import Context, Engine, Registry, step, workflow
 from continuum_py._client import JournalClient, decode_all, decode_snapshot
@@ -212,7 +212,6 @@ def main() -> None:
     )
     p.add_argument("--repeats", type=int, default=None, help="timed loads per scenario")
     args = p.parse_args()
-    quiet_logs()
     steps = args.steps or (500 if args.quick else 5000)
     repeats = args.repeats or (2 if args.quick else 7)
     with workdir(args.dir, keep=args.keep) as folder:

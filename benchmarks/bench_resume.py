@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, meta, note, parser, quiet_logs, stats_us, workdir
+from _common import emit, meta, note, parser, stats_us, workdir
 
 CHILD = Path(__file__).resolve().parent / "_resume_child.py"
 
@@ -172,7 +172,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="crash/resume cycles (default 5)")
     p.add_argument("--no-other", action="store_true", help="skip the other-worker contrast")
     args = p.parse_args()
-    quiet_logs()
     kill_after = args.kill_after or (200 if args.quick else 2000)
     repeats = args.repeats or (1 if args.quick else 5)
     with workdir(args.dir, keep=args.keep) as folder:

@@ -15,6 +15,12 @@ journal's append (thread hop + SQLite transaction + fsync) and how much in the
 engine itself. Targets from the issue: a durable SQLite step within 3x the
 fsync floor; under 25 us per step on memory://.
 
+Everything runs with the library's logging defaults, as a user gets them
+(nothing configured). A last scenario measures what those defaults cost: the
+same memory:// runs, alternating in one engine between the defaults and
+logging switched off entirely (``logging.disable(logging.CRITICAL)``), and
+reports the ratio of their times per step (1.0: the defaults cost nothing).
+
 Usage: python benchmarks/bench_step_overhead.py [--quick] [--dir DIR] [--steps N]
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -30,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_fsync
-from _common import emit, meta, note, parser, quiet_logs, stats_us, workdir
+from _common import emit, meta, note, parser, stats_us, workdir
 
 from continuum_py import Context, Engine, Registry, step, workflow
 from continuum_py.adapters.memory import MemoryJournal
@@ -38,6 +45,7 @@ from continuum_py.adapters.sqlite import SQLiteJournal
 
 TARGET_MEMORY_US = 25.0
 TARGET_SQLITE_FSYNC_RATIO = 3.0
+TARGET_LOGGING_DEFAULTS_RATIO = 1.05
 
 reg = Registry()
 _starts: list[float] = []
@@ -193,6 +201,41 @@ async def _shape(steps: int, groups: int, width: int) -> dict[str, Any]:
     return out
 
 
+async def _logging_cost(steps: int, repeats: int) -> dict[str, Any]:
+    """memory:// sequential runs: logging defaults vs logging off, alternated in one engine."""
+    per: dict[str, list[float]] = {"defaults": [], "disabled": []}
+    async with Engine(
+        journal=MemoryJournal(), registry=reg, worker_id="bench", lease_ttl=60, concurrency=4
+    ) as engine:
+        await _one_run(engine, sequential, (steps,), steps)
+        for i in range(repeats):
+            # Back-to-back pairs, alternating which goes first, so a drift of the
+            # (shared) machine hits both alike; the ratio is taken per pair.
+            order = ("defaults", "disabled") if i % 2 == 0 else ("disabled", "defaults")
+            for mode in order:
+                logging.disable(logging.CRITICAL if mode == "disabled" else logging.NOTSET)
+                try:
+                    run = await _one_run(engine, sequential, (steps,), steps)
+                finally:
+                    logging.disable(logging.NOTSET)
+                per[mode].append(run["us_per_step"])
+    med = {mode: statistics.median(v) for mode, v in per.items()}
+    pairs = [a / b for a, b in zip(per["defaults"], per["disabled"], strict=True)]
+    return {
+        "steps": steps,
+        "pairs": repeats,
+        "defaults_us_per_step_median": round(med["defaults"], 2),
+        "disabled_us_per_step_median": round(med["disabled"], 2),
+        "defaults_steps_per_s_median": round(1e6 / med["defaults"], 1),
+        "disabled_steps_per_s_median": round(1e6 / med["disabled"], 1),
+        "ratio_defaults_over_disabled": round(statistics.median(pairs), 3),
+        "ratio_definition": "median over the pairs of (defaults us/step) / (disabled us/step)",
+        "ratio_of_best_runs": round(min(per["defaults"]) / min(per["disabled"]), 3),
+        "defaults_us_per_step": per["defaults"],
+        "disabled_us_per_step": per["disabled"],
+    }
+
+
 async def run(
     folder: Path, steps: int, groups: int, width: int, repeats: dict[str, int], floor_n: int
 ) -> Any:
@@ -215,6 +258,9 @@ async def run(
                 res = await _scenario(journal, wf, args, n, repeats[backend], floor)
             results[f"{backend}_{shape}"] = res
     results["shape"] = await _shape(steps, groups, width)
+    pairs = 4 * repeats["memory"]
+    note(f"step overhead: logging defaults vs off ({steps} steps x {pairs} pairs)")
+    results["logging_defaults_vs_off"] = await _logging_cost(steps, pairs)
     return results
 
 
@@ -228,7 +274,6 @@ def main() -> None:
         "--fsync-n", type=int, default=None, help="syncs before each SQLite run (default 500)"
     )
     args = p.parse_args()
-    quiet_logs()
     steps = args.steps or (100 if args.quick else 1000)
     groups = args.groups or (10 if args.quick else 100)
     fsync_n = args.fsync_n or (100 if args.quick else 500)
@@ -254,6 +299,7 @@ def main() -> None:
     )
     per_run = [r["ratio_to_that_floor"] for r in results["sqlite_sequential"]["runs"]]
     ratio = sq / fsync_us
+    log_ratio = results["logging_defaults_vs_off"]["ratio_defaults_over_disabled"]
     doc = {
         "benchmark": "step_overhead",
         "question": "what does the engine add to each step, on memory:// and on SQLite?",
@@ -267,6 +313,8 @@ def main() -> None:
             "quick": args.quick,
             "step_body": "async def noop(i: int) -> int: return i",
             "sqlite_settings": "WAL, synchronous=FULL (the adapter's own)",
+            "logging": "library defaults (nothing configured); logging_defaults_vs_off "
+            "also times logging.disable(logging.CRITICAL)",
         },
         "fsync": {
             "floor_us": round(fsync_us, 2),
@@ -292,6 +340,11 @@ def main() -> None:
                 "met": ratio <= TARGET_SQLITE_FSYNC_RATIO,
                 "sqlite_gather_us_per_step": sq_gather,
                 "gather_ratio": round(sq_gather / fsync_us, 2),
+            },
+            "logging_defaults_over_off": {
+                "target": f"<= {TARGET_LOGGING_DEFAULTS_RATIO} (memory:// time per step)",
+                "measured": log_ratio,
+                "met": log_ratio <= TARGET_LOGGING_DEFAULTS_RATIO,
             },
         },
     }

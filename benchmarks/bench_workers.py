@@ -62,7 +62,6 @@ from _common import (
     note,
     parser,
     process_cpu_s,
-    quiet_logs,
     thread_cpu_s,
     workdir,
 )
@@ -703,7 +702,6 @@ def main() -> None:
     args.runs = args.runs or (60 if args.quick else 2000)
     args.steps = args.steps if args.steps is not None else (3 if args.quick else 5)
     args.repeats = args.repeats or (1 if args.quick or args.profile else 3)
-    quiet_logs()
     with workdir(args.dir, keep=args.keep) as folder:
         results, pg_info, failed = asyncio.run(run(args, folder))
         info = meta(folder)

@@ -26,7 +26,7 @@ from typing import Any
 
 import bench_replay
 import bench_step_overhead
-from _common import emit, meta, note, parser, quiet_logs
+from _common import emit, meta, note, parser
 
 from continuum_py import Engine
 from continuum_py._client import JournalClient
@@ -163,7 +163,6 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25, help="functions listed per profile")
     p.add_argument("--pyinstrument", action="store_true", help="also print pyinstrument trees")
     args = p.parse_args()
-    quiet_logs()
     results = asyncio.run(run(args.target, args.quick, args.top, args.pyinstrument))
     emit({"benchmark": "profile", "meta": meta(), "results": results})
 

@@ -442,7 +442,7 @@ class Context:
 
     @property
     def logger(self) -> WorkflowLogger:
-        """A structlog logger bound to run_id; silent while replaying."""
+        """A logger bound to run_id, going where the engine's lines go; silent while replaying."""
         return self._core.logger
 
     # ---- time ----

@@ -7,7 +7,8 @@ shared namespace (a page builds on its earlier blocks), in a temporary folder,
 so ``sqlite:///runs.db`` lands in a throwaway file.
 A ```text block preceded by ``<!-- expected-output -->`` is what the python
 block just before it prints, exactly.
-Engine logs go to stderr there, so they never mix with the output a page shows.
+Logging is left unconfigured, as a reader's program leaves it: the library
+prints nothing on stdout, so its lines never mix with the output a page shows.
 """
 
 from __future__ import annotations
@@ -95,8 +96,7 @@ def parse(path: Path) -> Page:
 # Runs a page's samples in one namespace. Each sample is compiled with its real
 # line numbers and file name, so a traceback points into the markdown file.
 RUNNER = r"""
-import json, sys, types, structlog
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+import json, sys, types
 path, samples = sys.argv[1], json.loads(sys.stdin.read())
 module = types.ModuleType("__main__")
 module.__file__ = path
@@ -157,7 +157,6 @@ def test_page_samples_run_and_print_what_the_page_shows(path: Path, tmp_path: Pa
 # from here when it is.
 NOT_YET_RERUNNABLE = {
     "docs/howto/fix-parked-runs.md",
-    "docs/howto/logging.md",
     "docs/howto/signals.md",
     "docs/howto/versioning.md",
 }
