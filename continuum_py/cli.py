@@ -205,15 +205,34 @@ def _read(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
+def _configure_logging() -> None:
+    """Info lines and above, as console lines on stderr, unless structlog is configured already.
+
+    stdout carries the command's output (JSON histories), so logs go to stderr,
+    coloured only when stderr itself is a terminal (structlog's default looks at
+    stdout, which put escape codes in ``continuum worker 2>worker.log``).
+    """
+    if structlog.is_configured():
+        return
+    colors = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=colors),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``continuum`` command."""
     args = _parser().parse_args(argv)
-    if not structlog.is_configured():
-        # stdout carries the command's output (JSON histories); logs go to stderr.
-        structlog.configure(
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        )
+    _configure_logging()
     try:
         if args.command == "worker":
             return asyncio.run(_worker(args))

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pty
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import structlog
@@ -292,3 +296,29 @@ async def test_warning_level_drops_info_and_debug_lines(caplog, journal_url):
     async with Engine(journal_url, registry=reg, worker_id="w1") as e:
         assert await (await e.start(chatty, "")).result(timeout=10) == 3
     assert [r for r in caplog.records if r.name == "continuum_py"] == []
+
+
+def test_continuum_command_logs_plain_lines_to_a_redirected_stderr(tmp_path):
+    # `continuum worker 2>worker.log` from a terminal: stdout is a tty, stderr a file.
+    master, slave = pty.openpty()
+    log = tmp_path / "worker.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "continuum_py", "worker", "--url", "memory://"],
+            stdout=slave,
+            stderr=err,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while b"worker.started" not in log.read_bytes():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            os.close(slave)
+            os.close(master)
+    text = log.read_bytes()
+    assert b"\x1b[" not in text  # no colour codes in a file
+    assert b"[info     ] worker.started" in text and b"worker.stopped" in text
