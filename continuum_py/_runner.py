@@ -935,6 +935,11 @@ class RunDriver:
             raise
         finally:
             _current_tx.reset(token)
+        refusal = getattr(tx.connection, "refusal", None)
+        if refusal is not None:
+            # Its SQL tried to end the transaction: fail the step even if it caught
+            # the refusal, and never retry (the same SQL would be refused again).
+            out = _Outcome(call, attempt, False, refusal, retryable=False)
         if not out.ok:
             # The step's own writes go with its failure: nothing of it commits.
             await cm.__aexit__(RuntimeError, RuntimeError("step failed"), None)
