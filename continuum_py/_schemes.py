@@ -39,7 +39,8 @@ def journal_from_url(url: str) -> Any:
     except ModuleNotFoundError as exc:
         if extra and exc.name != module_name:
             raise ConfigurationError(
-                f"the {scheme} journal needs {exc.name!r}: pip install 'continuum-py[{extra}]'"
+                f"the {scheme} journal needs {exc.name!r}, which is not installed; install it "
+                f"(from a checkout of continuum_py: pip install -e '.[{extra}]')"
             ) from exc
         raise ConfigurationError(
             f"the {scheme} journal is not available in this version ({exc})"

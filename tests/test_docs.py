@@ -189,6 +189,17 @@ def test_only_a_few_samples_are_marked_no_run() -> None:
     assert skipped <= runnable // 4, "most samples must run; mark only true fragments no-run"
 
 
+# continuum-py is not published on a package index, so `pip install continuum-py`
+# fails: every install command a page gives must install from the checkout.
+PUBLISHED_INSTALL = re.compile(r"pip install\s+['\"]?continuum[-_]py", re.I)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=_page_id)
+def test_install_commands_install_from_the_checkout(path: Path) -> None:
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        assert not PUBLISHED_INSTALL.search(line), f"{_page_id(path)}:{n}: {line.strip()}"
+
+
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
