@@ -157,7 +157,7 @@ async def _runs(url: str, args: argparse.Namespace) -> int:
             options["limit"] = int(args.limit)
         except ValueError:
             raise ValueError(f"--limit takes a whole number >= 1, got {args.limit!r}") from None
-        async with _reader(url) as engine:
+        async with Engine(url, worker=False) as engine:
             page = await engine.list_runs(**options)
     except ValueError as exc:
         # A bad option, named in the message; one line, no traceback.
