@@ -155,9 +155,16 @@ def step_connection() -> Any:
 
     Inside a ``@step(transactional=True)`` step, SQL run on this connection
     commits in the same transaction that records the step's completion, or
-    not at all. For Postgres it is an ``asyncpg.Connection``; for SQLite an
-    object with ``await execute(sql, params)``, ``executemany``, ``fetch`` and
-    ``fetchval``.
+    not at all. For Postgres it is a
+    :class:`~continuum_py.adapters.postgres.StepConnection` (every method of
+    ``asyncpg.Connection``); for SQLite a
+    :class:`~continuum_py.adapters.sqlite.TransactionConnection` with
+    ``await execute(sql, params)``, ``executemany``, ``fetch`` and ``fetchval``.
+
+    The transaction is the engine's: both refuse transaction control
+    statements (``BEGIN``, ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ...) with
+    ``ConfigurationError``, and the step then fails for good with its writes
+    rolled back.
 
     Raises:
         ConfigurationError: called outside a transactional step.
@@ -270,12 +277,19 @@ def step(
         fn: the coroutine function.
         name: the name recorded in history (default: the function's qualified name).
         retry: the retry policy (default: ``RetryPolicy()``, 3 attempts).
-        timeout: seconds one attempt may take; a timed-out attempt counts as a failure.
+        timeout: seconds one attempt may take (a finite number > 0); a timed-out
+            attempt counts as a failure.
         transactional: run the step inside a journal transaction: its own SQL on
             :func:`step_connection` commits together with the record of its
             completion, so its database writes happen exactly once. Needs a
-            journal that supports it (SQLite, Postgres); keep such steps short,
-            since the transaction is open while the step runs.
+            journal with a database (SQLite, Postgres; on ``memory://`` the step
+            fails with ``ConfigurationError``); keep such steps short, since the
+            transaction is open while the step runs. Its SQL may not run
+            ``COMMIT``, ``ROLLBACK`` or other transaction control.
+
+    Raises:
+        ConfigurationError: an option of the wrong type or range (the message
+            names it), or ``fn`` is not an ``async def`` function.
     """
 
     def wrap(f: Callable[P, Awaitable[R]]) -> StepDef[P, R]:
