@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from continuum_py._log import get_logger
 from continuum_py.errors import SchemaTooNew
-from continuum_py.journal import RUN_COLUMNS, TERMINAL_STATUSES
+from continuum_py.journal import INBOX_CHECKED_STATUSES, RUN_COLUMNS, TERMINAL_STATUSES
 
 __all__ = [
     "COLS",
@@ -105,6 +105,7 @@ CREATE INDEX runs_by_id_bytes ON {s}.runs (run_id COLLATE "C");
 VERSION_TABLE = "continuum_schema_version"
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
+_ENDS = ", ".join(f"'{st.value}'" for st in sorted(INBOX_CHECKED_STATUSES))
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 COLS = ", ".join(RUN_COLUMNS)
 
@@ -173,6 +174,10 @@ u AS (
     FROM b
     WHERE r.run_id = b.run_id AND r.lease_token = b.token AND r.lease_owner IS NOT NULL
         AND r.last_seq = b.expected
+        -- A run ends only with every message recorded (a column of the row
+        -- itself, so a concurrent send's row lock orders the two).
+        AND (b.status IS NULL OR b.status NOT IN ({_ENDS})
+             OR r.inbox_last <= COALESCE(b.inbox_seen, r.inbox_seen))
     RETURNING r.run_id, r.status, r.wake_at, r.parent_run_id, r.parent_position
 ),
 e AS (

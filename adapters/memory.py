@@ -13,10 +13,12 @@ from continuum_py.errors import (
     JournalConflict,
     JournalError,
     LeaseLost,
+    MessagesPending,
     RunAlreadyFinished,
     RunNotFound,
 )
 from continuum_py.journal import (
+    INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
     InboxMessage,
@@ -136,6 +138,9 @@ class MemoryJournal:
         for i, ev in enumerate(batch.events):
             if ev.seq != batch.expected_seq + 1 + i or ev.run_id != rec.run_id:
                 return JournalConflict(batch.lease.run_id, batch.expected_seq + i, ev.seq - 1)
+        seen = rec.inbox_seen if batch.inbox_seen is None else batch.inbox_seen
+        if batch.status in INBOX_CHECKED_STATUSES and rec.inbox_last > seen:
+            return MessagesPending(batch.lease.run_id, seen)
         return None
 
     @staticmethod

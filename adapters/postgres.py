@@ -48,10 +48,13 @@ from continuum_py.errors import (
     JournalError,
     JournalUnavailable,
     LeaseLost,
+    MessagesPending,
     RunAlreadyFinished,
     RunNotFound,
+    SchemaTooNew,
 )
 from continuum_py.journal import (
+    INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
     InboxMessage,
@@ -932,6 +935,8 @@ def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], li
 def _refusal(b: AppendBatch, row: Any) -> JournalError:
     if row is None or row[1] != b.lease.token or row[2] is None:
         return LeaseLost(b.lease.run_id, b.lease.token, row[1] if row is not None else None)
+    if row[3] == b.expected_seq and b.status in INBOX_CHECKED_STATUSES:
+        return MessagesPending(b.lease.run_id, row[4] if b.inbox_seen is None else b.inbox_seen)
     return JournalConflict(b.lease.run_id, b.expected_seq, row[3])
 
 

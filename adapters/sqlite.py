@@ -33,11 +33,13 @@ from continuum_py.errors import (
     JournalError,
     JournalUnavailable,
     LeaseLost,
+    MessagesPending,
     RunAlreadyFinished,
     RunNotFound,
     SchemaTooNew,
 )
 from continuum_py.journal import (
+    INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     RUN_COLUMNS,
     TERMINAL_STATUSES,
@@ -867,6 +869,10 @@ def _write_batches(
                 (new_last, b.inbox_seen, run_id, b.lease.token, b.expected_seq),
             ).fetchall()
         else:
+            if b.status in INBOX_CHECKED_STATUSES:
+                # The run ends only with every message recorded: a cancel sent
+                # before this write is never dropped.
+                fence += f" AND inbox_last <= {_int_or(b.inbox_seen, 'inbox_seen')}"
             landed = conn.execute(
                 f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, "
                 "inbox_seen = COALESCE(?, inbox_seen), status = ?, outcome = ?, reason = ?, "
@@ -953,7 +959,16 @@ def _why(conn: sqlite3.Connection, b: AppendBatch) -> JournalError:
     rec = _get(conn, b.lease.run_id)
     if rec is None or rec.lease_token != b.lease.token or rec.lease_owner is None:
         return LeaseLost(b.lease.run_id, b.lease.token, rec.lease_token if rec else None)
+    if rec.last_seq == b.expected_seq and b.status in INBOX_CHECKED_STATUSES:
+        return MessagesPending(
+            b.lease.run_id, rec.inbox_seen if b.inbox_seen is None else b.inbox_seen
+        )
     return JournalConflict(b.lease.run_id, b.expected_seq, rec.last_seq)
+
+
+def _int_or(value: int | None, column: str) -> str:
+    # An int is inlined (never user text); None means the stored column.
+    return column if value is None else str(int(value))
 
 
 def _check_seqs(b: AppendBatch) -> JournalError | None:

@@ -365,6 +365,8 @@ class ReplayCore:
         # The coroutine each signal wait returned, so wait_first, as_completed and
         # cancelled tasks can give back a signal the code never received.
         self.wait_of: weakref.WeakKeyDictionary[Any, WaitCall] = weakref.WeakKeyDictionary()
+        # Signal waits and child runs not answered yet, by position (pruned lazily).
+        self._message_waits: dict[int, Call] = {}
         self.inbox_seen = 0
         self.cancel_reason: str | None = None
         # A mismatch found inside workflow code (a sync call); raised to the runner
@@ -406,6 +408,8 @@ class ReplayCore:
             self._deliver(call, buffered.popleft())
         else:
             self._waiters.setdefault(name, []).append(call)
+        if not fut.done():
+            self._message_waits[call.position] = call
         coro = _await_signal(self, call)
         self.wait_of[coro] = call
         return coro
@@ -422,6 +426,7 @@ class ReplayCore:
             child_run_id=f"{self.run_id}.{position}",
         )
         self._new(call)
+        self._message_waits[position] = call
         return _await(fut)
 
     def record(
@@ -803,6 +808,13 @@ class ReplayCore:
     def waiting(self) -> list[Call]:
         """Recorded calls the workflow still waits on (steps in flight, timers, waits, children)."""
         return [c for c in self.calls.values() if c.recorded and not c.done and not c.future.done()]
+
+    def awaits_messages(self) -> bool:
+        """Whether the code waits on a signal or a child run: a message could move it on."""
+        waits = self._message_waits
+        for position in [p for p, c in waits.items() if c.future.done()]:
+            del waits[position]
+        return bool(waits)
 
     def pending_steps(self) -> list[StepCall]:
         """Steps recorded as scheduled with no outcome yet (in flight when history ends)."""

@@ -48,6 +48,7 @@ from continuum_py.errors import (
     JournalCorrupt,
     JournalUnavailable,
     LeaseLost,
+    MessagesPending,
     NonDeterminismError,
     RunAlreadyFinished,
     RunNotFound,
@@ -128,6 +129,18 @@ class RunDriver:
         self.run_id = lease.run_id
         self.on_done = on_done
         self.log = get_logger(run_id=self.run_id, worker_id=cfg.worker_id)
+        self._poke = asyncio.Event()
+        self._stopping = False
+        self._cancelled_children: set[int] = set()
+        self.journal_lost = False
+        """The run stopped because the journal could not be reached (its lease may remain)."""
+        self._checker: asyncio.Task[None] | None = None
+        self.idle = False
+        """True while only a timer or a message can move the run on (virtual clocks read it)."""
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one pass over the run's history (a fresh replay starts from here)."""
         self.core: ReplayCore | None = None
         self.seq = 0
         self._snap_seq = 0
@@ -136,19 +149,13 @@ class RunDriver:
         self._retries: list[tuple[float, int]] = []
         self._timers: list[tuple[float, int]] = []
         self._children: list[ChildCall] = []
-        self._cancelled_children: set[int] = set()
         self._deadline: float | None = None
-        self._poke = asyncio.Event()
-        self._stopping = False
         self._continued_to: str | None = None
-        self.journal_lost = False
-        """The run stopped because the journal could not be reached (its lease may remain)."""
         self._tx: tuple[Any, JournalTransaction] | None = None
         self._tx_queue: list[tuple[StepCall, int]] = []
         self._inline: asyncio.Timeout | None = None
-        self._checker: asyncio.Task[None] | None = None
-        self.idle = False
-        """True while only a timer or a message can move the run on (virtual clocks read it)."""
+        self._unsaved: list[_Outcome] = []
+        """Step outcomes recorded in events not yet appended."""
 
     def stop(self) -> None:
         """Finish the steps running now, record them, then give the run back."""
@@ -185,7 +192,20 @@ class RunDriver:
         # Resolve the lazy logger once per run, not on every step's log call.
         self.log = self.log.bind()
         try:
-            await self._drive()
+            refeed: list[_Outcome] = []
+            while True:
+                try:
+                    await self._drive(refeed)
+                    break
+                except MessagesPending:
+                    # A cancel or signal arrived as the run was ending: replay the
+                    # durable history, let the workflow see the messages first,
+                    # then the step outcomes the refused write held, and go on.
+                    refeed = [out for out in self._unsaved if out.tx is None]
+                    self.log.info("run.messages_before_end", seq=self.seq)
+                    if self.core is not None:
+                        self.core.close()
+                    self._reset()
         except LeaseLost as exc:
             self.log.warning("run.lease_lost", token=exc.token, current_token=exc.current_token)
         except (NonDeterminismError, WorkflowNotRegistered, JournalCorrupt) as exc:
@@ -263,6 +283,7 @@ class RunDriver:
         else:
             await self.cfg.client.append(batch)
         self.seq += len(events)
+        self._unsaved.clear()
 
     async def _rollback(self) -> None:
         if self._tx is not None:
@@ -305,11 +326,14 @@ class RunDriver:
         )
         return core
 
-    async def _drive(self) -> None:
+    async def _drive(self, refeed: list[_Outcome]) -> None:
         core = await self._load()
         if core.history_end is not None:
-            # History already ends the run; make the run row agree with it.
+            # History already ends the run; make the run row agree with it. Messages
+            # that came after its end can no longer be recorded.
             end = core.history_end
+            for m in await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen):
+                core.inbox_seen = max(core.inbox_seen, m.id)
             await self._append(
                 [],
                 status=_END_STATUS[type(end)],
@@ -338,6 +362,7 @@ class RunDriver:
                 self._children.append(call)
         events: list[AnyEvent] = []
         await self._pull_inbox(core, events)
+        self._refeed(core, refeed, events)
         while True:
             if self._stopping and not core.finished:
                 # Shutting down: let running steps finish and record them, start none.
@@ -395,8 +420,11 @@ class RunDriver:
                 and not self._timers
                 and self._deadline is None
                 and not self._poke.is_set()
+                and not core.awaits_messages()
             ):
                 # Sequential fast path: run the only step inline, no task, no wait.
+                # Not while a signal or a child's outcome could win a race with it:
+                # a message must reach the workflow while the step runs.
                 call, attempt = to_start[0]
                 outcomes = [await self._execute_inline(call, attempt)]
             else:
@@ -422,6 +450,17 @@ class RunDriver:
                     # Commit the step's own SQL with its completion before anything else.
                     await self._append(events)
                     events = []
+
+    def _refeed(self, core: ReplayCore, outcomes: list[_Outcome], events: list[AnyEvent]) -> None:
+        """Record again the step outcomes of a write refused for messages, after those."""
+        refed = set()
+        for out in outcomes:
+            call = core.calls.get(out.call.position)
+            if isinstance(call, StepCall) and call.recorded and not call.done:
+                out.call = call
+                self._record(core, out, events)
+                refed.add(call.position)
+        self._reattempt = [c for c in self._reattempt if c.position not in refed]
 
     def _next_due(self) -> float | None:
         dues = [h[0][0] for h in (self._timers, self._retries) if h]
@@ -758,6 +797,7 @@ class RunDriver:
 
     def _record(self, core: ReplayCore, out: _Outcome, events: list[AnyEvent]) -> None:
         call = out.call
+        self._unsaved.append(out)
         if out.ok:
             self.log.debug(
                 "step.completed",

@@ -351,6 +351,8 @@ class Engine:
             await self._claim(reclaim_own=True)
             self._bg.append(asyncio.create_task(self._worker_loop()))
             self._bg.append(asyncio.create_task(self._heartbeat_loop()))
+            if not isinstance(self._journal_obj, NotifyingJournal):
+                self._bg.append(asyncio.create_task(self._inbox_watch_loop()))
 
     async def aclose(self, *, grace: float = 0.0) -> None:
         """Stop the worker and close the journal.
@@ -838,6 +840,29 @@ class Engine:
                     driver = self._driver_objs.get(run_id)
                     if driver is not None:
                         driver.poke()
+
+
+    async def _inbox_watch_loop(self) -> None:
+        """Poke the runs held here that have messages from other processes.
+
+        For journals that cannot notify (SQLite, memory shared by engines): a
+        signal or cancel sent by another process reaches a run busy in a step
+        within ``INBOX_WATCH_INTERVAL`` seconds, not only at a heartbeat.
+        """
+        while True:
+            await asyncio.sleep(INBOX_WATCH_INTERVAL)
+            held = list(self._driver_objs)
+            if not held:
+                continue
+            with contextlib.suppress(Exception):
+                for run_id in await self._client.unseen_inbox(held):
+                    driver = self._driver_objs.get(run_id)
+                    if driver is not None:
+                        driver.poke()
+
+
+INBOX_WATCH_INTERVAL = 0.2
+"""Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
 
 
 def _positive(value: float | dt.timedelta, what: str) -> float:

@@ -19,6 +19,7 @@ __all__ = [
     "JournalError",
     "JournalUnavailable",
     "LeaseLost",
+    "MessagesPending",
     "NonDeterminismError",
     "RunAlreadyExists",
     "RunAlreadyFinished",
@@ -173,6 +174,28 @@ class JournalConflict(JournalError):
         super().__init__(
             f"run {run_id!r}: expected history to end at seq {expected_seq}, "
             f"journal has {actual_seq}; nothing was written"
+        )
+
+
+class MessagesPending(JournalError):
+    """A run cannot end yet: messages it has not recorded arrived (a cancel, a signal).
+
+    The journal refuses the final write atomically with it, so a message
+    accepted by ``engine.cancel`` or ``engine.signal`` is recorded in the run's
+    history and acted on, never dropped. The runner reads the messages and
+    lets the workflow see them before the run ends.
+
+    Attributes:
+        run_id: the run.
+        inbox_seen: the last message id the refused write had recorded.
+    """
+
+    def __init__(self, run_id: str, inbox_seen: int | None) -> None:
+        self.run_id = run_id
+        self.inbox_seen = inbox_seen
+        super().__init__(
+            f"run {run_id!r} cannot end: messages after #{inbox_seen or 0} arrived and are "
+            "not recorded yet; nothing was written"
         )
 
 

@@ -22,6 +22,7 @@ import msgspec
 from continuum_py.errors import JournalError
 
 __all__ = [
+    "INBOX_CHECKED_STATUSES",
     "NOTIFY_PARENT_STATUSES",
     "RUN_COLUMNS",
     "TERMINAL_STATUSES",
@@ -80,6 +81,15 @@ NOTIFY_PARENT_STATUSES: frozenset[RunStatus] = frozenset(
     {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 )
 """Terminal statuses that send a child's outcome to its parent's inbox."""
+
+INBOX_CHECKED_STATUSES: frozenset[RunStatus] = NOTIFY_PARENT_STATUSES
+"""Final statuses a batch may set only once the run has recorded every message.
+
+A batch ending the run this way is refused with ``MessagesPending`` when the
+run's inbox holds a message after the batch's ``inbox_seen`` (or the stored
+one), checked atomically with the write, so a cancel or signal accepted by
+``send`` is never dropped by a run finishing at the same moment.
+"""
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -354,9 +364,11 @@ class Journal(Protocol):
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
         """Write the batches in one transaction (group commit).
 
-        Each batch is checked on its own: a stale token gives ``LeaseLost`` and a
-        wrong tail ``JournalConflict`` in its slot of the result, and none of its
-        events are written. Returns once every accepted batch is durable.
+        Each batch is checked on its own: a stale token gives ``LeaseLost``, a
+        wrong tail ``JournalConflict``, and a batch ending the run (a status in
+        :data:`INBOX_CHECKED_STATUSES`) while messages after its ``inbox_seen``
+        are waiting gives ``MessagesPending``, in its slot of the result; none of
+        its events are written then. Returns once every accepted batch is durable.
         """
         ...
 

@@ -22,6 +22,7 @@ PUBLIC_API = [
     "JournalError",
     "JournalUnavailable",
     "LeaseLost",
+    "MessagesPending",
     "NonDeterminismError",
     "Registry",
     "RetryPolicy",
@@ -58,7 +59,7 @@ def test_every_listed_name_exists_and_errors_share_one_base():
         assert hasattr(continuum_py, name), name
     objects = [getattr(continuum_py, n) for n in PUBLIC_API]
     errors = [o for o in objects if isinstance(o, type) and issubclass(o, BaseException)]
-    assert len(errors) == 20
+    assert len(errors) == 21
     assert all(issubclass(e, continuum_py.ContinuumError) for e in errors)
 
 

@@ -34,9 +34,16 @@ from hypothesis.stateful import (
 )
 
 from continuum_py._client import stored
-from continuum_py.errors import JournalConflict, LeaseLost, RunAlreadyFinished, RunNotFound
+from continuum_py.errors import (
+    JournalConflict,
+    LeaseLost,
+    MessagesPending,
+    RunAlreadyFinished,
+    RunNotFound,
+)
 from continuum_py.events import RunStarted
 from continuum_py.journal import (
+    INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
     Lease,
@@ -77,6 +84,10 @@ class ModelRun:
     @property
     def inbox_last(self) -> int:
         return len(self.inbox)
+
+    def ends_with_unseen(self, b: AppendBatch) -> bool:
+        seen = self.inbox_seen if b.inbox_seen is None else b.inbox_seen
+        return b.status in INBOX_CHECKED_STATUSES and self.inbox_last > seen
 
     @property
     def last_seq(self) -> int:
@@ -296,6 +307,8 @@ class JournalMachine(RuleBasedStateMachine):
             elif b.expected_seq != m.last_seq:
                 assert isinstance(res, JournalConflict), res
                 assert res.expected_seq == b.expected_seq and res.actual_seq == m.last_seq
+            elif m.ends_with_unseen(b):
+                assert isinstance(res, MessagesPending), res
             else:
                 assert res is None, res
                 m.events.extend((e.seq, e.data) for e in b.events)
@@ -349,6 +362,12 @@ class JournalMachine(RuleBasedStateMachine):
             wake_at=wake_at if status == RunStatus.SUSPENDED else None,
             inbox_seen=seen,
         )
+        if m.ends_with_unseen(batch):
+            # A run may not end with messages it has not recorded; nothing changes.
+            [res] = self.run(self.journal.append([batch]))
+            assert isinstance(res, MessagesPending), res
+            event(f"settle: {status.value} refused, messages pending")
+            return
         assert self.run(self.journal.append([batch])) == [None]
         event(f"settle: {status.value}")
         if seen is not None:
