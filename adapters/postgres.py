@@ -39,6 +39,7 @@ from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Migration,
     Statements,
+    current_version,
     migrate,
 )
 from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
@@ -95,6 +96,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 _RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
+# The oldest schema layout a read-only open can read: it cannot upgrade the
+# schema, and the migrations after this one add nothing the reads need.
+# Raise it with a migration that adds a column or table the reads use.
+_OLDEST_READABLE = 1
+
 
 # ---- URLs and connection errors ----
 
@@ -150,6 +156,13 @@ def _connect_error(
         )
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
         return ConfigurationError(f"Postgres at {where} refused the login: {exc}")
+    if isinstance(exc, asyncpg.UndefinedObjectError):
+        # asyncpg sends URL options it does not know to the server as settings.
+        return ConfigurationError(
+            f"Postgres at {where} refused a URL option: {exc}. The journal's own options "
+            f"are {', '.join(sorted(_OWN_PARAMS))}; any other must be a libpq connection "
+            "parameter or a Postgres setting"
+        )
     if isinstance(exc, (asyncpg.ClientConfigurationError, ValueError)):
         return ConfigurationError(f"bad Postgres URL for {where}: {exc}")
     if isinstance(exc, _UNAVAILABLE):
@@ -184,6 +197,9 @@ class PostgresJournal:
         application_name: shown in ``pg_stat_activity`` (default ``continuum_py``).
         statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer.
         connect_timeout: seconds to wait for a new connection.
+        read_only: only read: the schema must exist (nothing is created or
+            upgraded), sessions are read-only, and every write raises
+            ``ConfigurationError``.
 
     Raises:
         ConfigurationError: a URL that cannot be parsed, a schema name that is
@@ -201,7 +217,9 @@ class PostgresJournal:
         application_name: str | None = None,
         statement_cache_size: int | None = None,
         connect_timeout: float | None = None,
+        read_only: bool = False,
     ) -> None:
+        self.read_only = read_only
         url = _parse_url(dsn)
         p = url.params
         self._lent: set[int] = set()  # ids of connections lent to transactional steps
@@ -242,9 +260,9 @@ class PostgresJournal:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresJournal:
+    def from_url(cls, url: str, *, read_only: bool = False) -> PostgresJournal:
         """Open from a ``postgresql://`` URL (call :meth:`connect` or use ``async with``)."""
-        return cls(url)
+        return cls(url, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"PostgresJournal({self.where}/{self._database}, schema={self.schema!r})"
@@ -267,10 +285,13 @@ class PostgresJournal:
             await conn.reset()
 
     def _connect_kwargs(self) -> dict[str, Any]:
+        settings = {"application_name": self.application_name}
+        if self.read_only:
+            settings["default_transaction_read_only"] = "on"
         return {
             "timeout": self._timeout,
             "statement_cache_size": self._cache,
-            "server_settings": {"application_name": self.application_name},
+            "server_settings": settings,
         }
 
     async def connect(self) -> None:
@@ -298,7 +319,10 @@ class PostgresJournal:
         try:
             with self._errors("migrate"):
                 async with pool.acquire() as conn:
-                    await migrate(conn, self.schema, self.migrations)
+                    if self.read_only:
+                        await self._check_readable(conn)
+                    else:
+                        await migrate(conn, self.schema, self.migrations)
         except asyncpg.InsufficientPrivilegeError as exc:
             pool.terminate()
             raise ConfigurationError(
@@ -309,6 +333,30 @@ class PostgresJournal:
             pool.terminate()
             raise
         self._pool = pool
+
+    async def _check_readable(self, conn: Any) -> None:
+        """A read-only open: the schema must hold a layout it can read (nothing is created)."""
+        latest = self.migrations[-1].version if self.migrations else 0
+        found = await current_version(conn, self.schema)
+        if found is None:
+            raise ConfigurationError(
+                f"Postgres at {self.where}/{self._database} has no continuum journal in schema "
+                f"{self.schema!r} (nothing was created)"
+            )
+        if found > latest:
+            raise SchemaTooNew(None, None, found, latest)
+        if found < _OLDEST_READABLE:
+            raise ConfigurationError(
+                f"Postgres schema {self.schema!r} has the older layout {found}, which a "
+                "read-only open cannot upgrade; connect read-write once (a worker does)"
+            )
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ConfigurationError(
+                f"Postgres journal {self.where}/{self._database} schema {self.schema!r} is open "
+                "read-only; it records nothing, nothing was written"
+            )
 
     @property
     def _p(self) -> Any:
@@ -339,6 +387,7 @@ class PostgresJournal:
 
     async def _write(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(connection)``; a deadlock rolled it back whole, so try again."""
+        self._writable()
         for _ in range(3):
             with contextlib.suppress(*_RETRY), self._errors(what):
                 async with self._p.acquire() as conn:
@@ -661,6 +710,7 @@ class PostgresJournal:
         ``append`` in it was refused; rolls back on an exception or a refusal.
         Errors raised by the body (including the driver's) pass through as they are.
         """
+        self._writable()
         with self._errors("transaction"):
             conn = await self._p.acquire()
         self._lent.add(id(getattr(conn, "_con", conn)))

@@ -21,13 +21,14 @@ import sqlite3
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiosqlite
 
 from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
     ConfigurationError,
+    ContinuumError,
     JournalConflict,
     JournalCorrupt,
     JournalError,
@@ -181,10 +182,23 @@ ORDER BY created_at, run_id LIMIT :limit
 """
 
 
+_MODES = ("rwc", "rw", "ro")
+"""How a journal opens its file: ``rwc`` read-write, created if missing (the
+default); ``rw`` read-write, the file must exist; ``ro`` read-only, the file
+must exist and nothing is ever written to it. The names are SQLite's own."""
+
+URL_OPTIONS = {"mode": "mode=rwc (default), rw or ro"}
+"""The query options a ``sqlite:`` URL may carry, with what each accepts."""
+
+# The oldest table layout a read-only open can read: it cannot upgrade the
+# file, and the layouts after this one add nothing the reads need.
+_OLDEST_READABLE = 2
+
+
 def path_from_url(url: str) -> str:
     """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
     parts = urlsplit(url)
-    if parts.scheme != "sqlite":
+    if parts.scheme.lower() != "sqlite":
         raise ConfigurationError(f"not a SQLite URL: {url!r}")
     if parts.netloc:
         raise ConfigurationError(
@@ -195,6 +209,55 @@ def path_from_url(url: str) -> str:
     if not path:
         raise ConfigurationError(f"SQLite URL {url!r} names no file; e.g. sqlite:///runs.db")
     return path
+
+
+def options_from_url(url: str) -> dict[str, str]:
+    """The query options of a ``sqlite:`` URL, checked against :data:`URL_OPTIONS`.
+
+    Raises:
+        ConfigurationError: an unknown option, one given twice, or a bad value.
+    """
+    supported = "; ".join(URL_OPTIONS.values())
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name not in URL_OPTIONS:
+            raise ConfigurationError(
+                f"SQLite URL option {name!r} is not supported; supported: {supported}"
+            )
+        if name in options:
+            raise ConfigurationError(f"SQLite URL option {name!r} is given twice")
+        options[name] = value
+    if options.get("mode", "rwc") not in _MODES:
+        raise ConfigurationError(
+            f"SQLite URL option mode={options['mode']!r} is not supported; supported: {supported}"
+        )
+    return options
+
+
+def _file_uri(path: str, mode: str, *, immutable: bool = False) -> str:
+    # SQLite reads the open mode only from a file: URI; quote the path so a
+    # ?, # or % in a file name stays part of it.
+    extra = "&immutable=1" if immutable else ""
+    return f"file:{quote(os.path.abspath(path))}?mode={mode}{extra}"
+
+
+def _permission_problem(path: str, *, write: bool) -> str | None:
+    """What this process may not do to the journal file, its folder or its side files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK):
+            return "the file is not readable by this user"
+        if write and not os.access(path, os.W_OK):
+            return "the file is read-only for this user"
+    if write and not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"its folder {folder!r} is not writable by this user "
+            "(SQLite creates the file and its -wal and -shm files there)"
+        )
+    for side in (f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(side) and not os.access(side, os.R_OK | (os.W_OK if write else 0)):
+            return f"{side!r} is not {'writable' if write else 'readable'} by this user"
+    return None
 
 
 class TransactionConnection:
@@ -314,18 +377,37 @@ class SQLiteJournal:
     """A :class:`~continuum_py.journal.Journal` in one SQLite file.
 
     Args:
-        path: the database file (created if missing; its folder must exist), or
-            ``":memory:"``.
+        path: the database file (its folder must exist), or ``":memory:"``.
         busy_timeout: seconds to wait for another process's write lock.
+        mode: ``"rwc"`` (default) reads and writes, creating the file if
+            missing; ``"rw"`` reads and writes an existing file; ``"ro"``
+            reads an existing file and refuses every write with
+            ``ConfigurationError``, so it works on a file this process may
+            not write.
+
+    Raises:
+        ConfigurationError: an unknown ``mode``, or ``"rw"``/``"ro"`` with
+            ``":memory:"``.
+
+    Attributes:
+        read_only: whether the journal was opened with ``mode="ro"``.
     """
 
     capabilities = frozenset({"multi_process", "transactions"})
 
-    def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
-        self.path = path
-        self._busy_ms = int(busy_timeout * 1000)
+    def __init__(self, path: str, *, busy_timeout: float = 10.0, mode: str = "rwc") -> None:
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
+        if mode not in _MODES:
+            raise ConfigurationError(
+                f"SQLite journal mode {mode!r} is not one of {', '.join(_MODES)}"
+            )
+        if path == ":memory:" and mode != "rwc":
+            raise ConfigurationError(f"a :memory: SQLite journal cannot be opened with mode={mode}")
+        self.path = path
+        self.mode = mode
+        self.read_only = mode == "ro"
+        self._busy_ms = int(busy_timeout * 1000)
         # Every write transaction, ordinary or a step's own (transaction()),
         # runs on the one writer connection while holding this lock. A second
         # connection with BEGIN IMMEDIATE would also work, but SQLite allows
@@ -336,9 +418,19 @@ class SQLiteJournal:
         self._tx_task: asyncio.Task[Any] | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteJournal:
-        """Open from a ``sqlite:///path`` URL (call :meth:`connect` or use ``async with``)."""
-        return cls(path_from_url(url))
+    def from_url(cls, url: str, *, read_only: bool = False) -> SQLiteJournal:
+        """Open from a ``sqlite:///path`` URL (call :meth:`connect` or use ``async with``).
+
+        Args:
+            url: ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``, with
+                an optional ``?mode=rwc|rw|ro``.
+            read_only: open with ``mode="ro"`` whatever the URL says.
+
+        Raises:
+            ConfigurationError: a malformed URL or an unsupported option.
+        """
+        path, options = path_from_url(url), options_from_url(url)
+        return cls(path, mode="ro" if read_only else options.get("mode", "rwc"))
 
     async def __aenter__(self) -> SQLiteJournal:
         await self.connect()
@@ -350,10 +442,21 @@ class SQLiteJournal:
     async def connect(self) -> None:
         """Open the file, create the tables or upgrade an older layout in place.
 
+        With ``mode="ro"`` nothing is created or upgraded: the file is only read.
+
         Another process opening or upgrading the same file at the same moment can
         hold it briefly in a way SQLite's busy handler does not wait for (the
         switch to WAL, WAL recovery): such a "locked" or "busy" answer is retried
         for up to ``busy_timeout``, then raised as ``JournalUnavailable``.
+
+        Raises:
+            ConfigurationError: the folder is missing; with ``mode="rw"`` or
+                ``"ro"`` the file is missing; the file, its folder or its
+                ``-wal``/``-shm`` files may not be read (or, unless read-only,
+                written) by this process; a read-only open of a file that holds
+                no journal or an older layout it cannot upgrade.
+            JournalCorrupt: the file is not a SQLite database.
+            SchemaTooNew: the file was written by a newer continuum_py.
         """
         deadline = asyncio.get_running_loop().time() + self._busy_ms / 1000
         delay = 0.01
@@ -368,16 +471,20 @@ class SQLiteJournal:
                 delay = min(delay * 2, 0.5)
 
     async def _connect_once(self) -> None:
-        if self._w is not None:
+        if self._w is not None or self._r is not None:
             return
         if self.path != ":memory:":
-            folder = os.path.dirname(os.path.abspath(self.path))  # noqa: ASYNC240 - no I/O
-            if not os.path.isdir(folder):  # noqa: ASYNC240 - one stat at connect
-                raise ConfigurationError(
-                    f"cannot open SQLite journal {self.path!r}: folder {folder!r} does not exist"
-                )
+            self._check_file()
         try:
-            self._w = await aiosqlite.connect(self.path, isolation_level="IMMEDIATE")
+            if self.read_only:
+                await self._connect_read_only()
+                return
+            # rw: SQLite's own mode=rw, so a file removed since the check above
+            # is still not created.
+            target, uri = (
+                (self.path, False) if self.mode == "rwc" else (_file_uri(self.path, "rw"), True)
+            )
+            self._w = await aiosqlite.connect(target, uri=uri, isolation_level="IMMEDIATE")
             # Refuse a newer layout before anything writes to the file (switching to
             # WAL rewrites its header), so such a file is left byte-for-byte untouched.
             await self._w.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
@@ -385,15 +492,13 @@ class SQLiteJournal:
             await self._setup(self._w)
             await self._migrate(self._w)
             if self.path != ":memory:":
-                self._r = await aiosqlite.connect(self.path, isolation_level=None)
+                self._r = await aiosqlite.connect(target, uri=uri, isolation_level=None)
                 await self._setup(self._r)
         except sqlite3.OperationalError as exc:
             await self.aclose()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise JournalUnavailable(f"SQLite file {self.path!r} is busy: {exc}") from exc
-            raise JournalCorrupt(
-                None, None, f"{self.path!r} is not a usable SQLite database ({exc})"
-            ) from exc
+            raise self._open_error(exc) from exc
         except sqlite3.DatabaseError as exc:
             await self.aclose()
             raise JournalCorrupt(
@@ -402,6 +507,89 @@ class SQLiteJournal:
         except BaseException:
             await self.aclose()
             raise
+
+    def _check_file(self) -> None:
+        """Refuse, before SQLite touches anything, a file this open cannot use."""
+        # One stat or access() call each, at connect only: no need for a thread.
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ConfigurationError(
+                f"cannot open SQLite journal {self.path!r}: folder {folder!r} does not exist"
+            )
+        if self.mode != "rwc" and not os.path.exists(self.path):
+            raise ConfigurationError(
+                f"SQLite journal {os.path.abspath(self.path)!r} does not exist; nothing was "
+                + ("created (a read-only open)" if self.read_only else "created (mode=rw)")
+            )
+        # SQLite opens a file it may only read without complaint and fails at
+        # the first write, long after connect: say so now, naming the cause.
+        if os.path.exists(self.path):
+            wanted = os.R_OK if self.read_only else os.R_OK | os.W_OK
+            if not os.access(self.path, wanted):
+                raise self._permission_error(
+                    _permission_problem(self.path, write=not self.read_only) or "access denied"
+                )
+
+    def _permission_error(self, problem: str) -> ConfigurationError:
+        if self.read_only:
+            return ConfigurationError(
+                f"cannot read SQLite journal {self.path!r}: permission denied: {problem}"
+            )
+        readable = os.access(self.path, os.R_OK)
+        return ConfigurationError(
+            f"cannot open SQLite journal {self.path!r} for writing: permission denied: "
+            f"{problem}" + (". Fix the permissions, or read it with ?mode=ro" if readable else "")
+        )
+
+    def _open_error(self, exc: sqlite3.Error) -> ContinuumError:
+        """What a failed open becomes: a permission problem, an unusable path, or corruption."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+            problem = _permission_problem(self.path, write=not self.read_only)
+            if problem is not None:
+                return self._permission_error(problem)
+            if code == sqlite3.SQLITE_READONLY:
+                # Permissions allow it, yet SQLite may not write: a read-only mount.
+                return self._permission_error(f"SQLite may not write here ({exc})")
+            return ConfigurationError(f"cannot open SQLite journal {self.path!r}: {exc}")
+        return JournalCorrupt(None, None, f"{self.path!r} is not a usable SQLite database ({exc})")
+
+    async def _connect_read_only(self) -> None:
+        """One connection that never writes (``mode=ro``); no tables are created or upgraded."""
+        try:
+            conn = await self._open_read_only(immutable=False)
+        except sqlite3.OperationalError as exc:
+            # A file in WAL mode needs its -shm file to be read; SQLite creates it
+            # if missing, which a folder we may not write forbids. With no -wal
+            # file beside it no process has the journal open for writing, and
+            # every commit is in the file itself: read it as immutable then.
+            wal = os.path.exists(f"{self.path}-wal")  # noqa: ASYNC240 - one stat
+            if exc.sqlite_errorcode != sqlite3.SQLITE_READONLY_DIRECTORY or wal:
+                raise
+            conn = await self._open_read_only(immutable=True)
+        self._r = conn
+
+    async def _open_read_only(self, *, immutable: bool) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(
+            _file_uri(self.path, "ro", immutable=immutable), uri=True, isolation_level=None
+        )
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            await conn.execute("PRAGMA query_only = ON")
+            version = await self._version(conn)
+            if version == 0:
+                raise ConfigurationError(
+                    f"SQLite file {self.path!r} holds no continuum journal (it has no tables)"
+                )
+            if version < _OLDEST_READABLE:
+                raise ConfigurationError(
+                    f"SQLite journal {self.path!r} has the older table layout {version}, which "
+                    "a read-only open cannot upgrade; open it read-write once (a worker does)"
+                )
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _setup(self, conn: aiosqlite.Connection) -> None:
         await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
@@ -449,6 +637,11 @@ class SQLiteJournal:
     @property
     def _wc(self) -> aiosqlite.Connection:
         if self._w is None:
+            if self._r is not None:
+                raise ConfigurationError(
+                    f"SQLite journal {self.path!r} is open read-only (mode=ro); "
+                    "it records nothing, nothing was written"
+                )
             raise ConfigurationError(
                 "SQLiteJournal is not connected; use `async with` or connect()"
             )
@@ -822,7 +1015,7 @@ class SQLiteJournal:
                     await conn.close()
 
     def __del__(self) -> None:
-        if self._w is not None:
+        if self._w is not None or self._r is not None:
             warnings.warn(
                 f"SQLiteJournal({self.path!r}) was never closed; use `async with` or aclose()",
                 ResourceWarning,

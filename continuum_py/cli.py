@@ -6,6 +6,7 @@ Examples::
     continuum runs --url sqlite:///continuum.db
     continuum history quickstart --url sqlite:///continuum.db > quickstart.json
     continuum replay quickstart.json --import docs.quickstart
+    continuum replay --run quickstart --url sqlite:///continuum.db --import docs.quickstart
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from continuum_py._schemes import DEFAULT_URL
+from continuum_py._schemes import DEFAULT_URL, journal_from_url, redact_url
 from continuum_py.engine import Engine
 from continuum_py.errors import ContinuumError
 from continuum_py.journal import RunStatus
@@ -83,7 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("run_id")
     hist.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
     rep = sub.add_parser("replay", help="replay a history against workflow code, running no step")
-    rep.add_argument("source", help="a JSON file written by `continuum history`, or a run_id")
+    what = rep.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "source",
+        nargs="?",
+        help="an existing file written by `continuum history` (any name), or else a run_id",
+    )
+    what.add_argument("--run", metavar="RUN_ID", help="a run_id, even one that names a file")
     rep.add_argument("--url", default=DEFAULT_URL, help="journal to read a run_id from")
     _add_imports(rep, "module defining the workflows (repeatable)")
     return p
@@ -111,7 +118,12 @@ async def _worker(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
     )
     await engine.open()
-    log.info("worker.started", workflows=engine.registry.names(), concurrency=args.concurrency)
+    log.info(
+        "worker.started",
+        **_opened(args.url, engine),
+        workflows=engine.registry.names(),
+        concurrency=args.concurrency,
+    )
     try:
         await stop.wait()
         log.info("worker.stopping", grace=args.grace)
@@ -157,7 +169,7 @@ async def _runs(url: str, args: argparse.Namespace) -> int:
             options["limit"] = int(args.limit)
         except ValueError:
             raise ValueError(f"--limit takes a whole number >= 1, got {args.limit!r}") from None
-        async with Engine(url, worker=False) as engine:
+        async with _reader(url) as engine:
             page = await engine.list_runs(**options)
     except ValueError as exc:
         # A bad option, named in the message; one line, no traceback.
@@ -177,20 +189,23 @@ async def _runs(url: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader(url: str) -> Engine:
+    """An engine that only reads: the journal must exist and is never written or created."""
+    return Engine(url, worker=False, journal=journal_from_url(url, read_only=True))
+
+
 async def _history(url: str, run_id: str) -> int:
-    async with Engine(url, worker=False) as engine:
+    async with _reader(url) as engine:
         sys.stdout.write(dump_history(await engine.history(run_id)).decode() + "\n")
     return 0
 
 
-async def _replay(source: str, url: str, imports: list[str]) -> int:
+async def _replay(source: str | None, run_id: str | None, url: str, imports: list[str]) -> int:
     _import(imports)
-    events: Any
-    if source.endswith(".json"):
-        events = load_history(_read(source))
-    else:
-        async with Engine(url, worker=False) as engine:
-            events = await engine.history(source)
+    events = _history_file(source)
+    if events is None:
+        async with _reader(url) as engine:
+            events = await engine.history(run_id or source or "")
     result = Replayer(log=True).replay(events)
     state = "finished" if result.finished else f"waiting on {', '.join(result.waiting_on) or '-'}"
     sys.stdout.write(f"run {result.run_id} ({result.workflow}): {result.events} events, {state}\n")
@@ -201,8 +216,42 @@ async def _replay(source: str, url: str, imports: list[str]) -> int:
     return 0
 
 
-def _read(path: str) -> bytes:
-    return Path(path).read_bytes()
+def _opened(url: str, engine: Engine) -> dict[str, str]:
+    """What the worker says it opened: the URL (password masked) and a SQLite file's path."""
+    fields = {"url": redact_url(url)}
+    path = getattr(engine.journal, "path", None)
+    if isinstance(path, str):
+        # A relative sqlite:/// path depends on the folder the worker runs in.
+        fields["file"] = os.path.abspath(path)
+    return fields
+
+
+def _history_file(source: str | None) -> Any:
+    """The events of ``source`` if it names a file; ``None`` if it is a run id."""
+    if source is None:
+        return None
+    if os.path.isfile(source):
+        return _load_file(source)
+    if os.sep in source or "/" in source or source.endswith(".json"):
+        raise _CommandError(
+            f"no history file {source!r} (to replay a run by its id, use --run {source})"
+        )
+    return None
+
+
+class _CommandError(Exception):
+    """Bad input to the command itself; printed as one line."""
+
+
+def _load_file(path: str) -> Any:
+    try:
+        return load_history(Path(path).read_bytes())
+    except OSError as exc:
+        raise _CommandError(f"cannot read history file {path!r}: {exc.strerror}") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _CommandError(
+            f"{path!r} is not a history written by `continuum history`: {exc}"
+        ) from None
 
 
 def _configure_logging() -> None:
@@ -240,9 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_runs(args.url, args))
         if args.command == "history":
             return asyncio.run(_history(args.url, args.run_id))
-        return asyncio.run(_replay(args.source, args.url, args.imports))
+        return asyncio.run(_replay(args.source, args.run, args.url, args.imports))
     except ContinuumError as exc:
         sys.stderr.write(f"continuum: {type(exc).__name__}: {exc}\n")
+        return 2
+    except _CommandError as exc:
+        sys.stderr.write(f"continuum: {exc}\n")
         return 2
     except ModuleNotFoundError as exc:
         sys.stderr.write(f"continuum: cannot import {exc.name!r}: {exc}\n")

@@ -340,6 +340,11 @@ class Engine:
         """Connect to the journal and start the worker (unless ``worker=False``)."""
         if self._open:
             return
+        if self.run_worker and getattr(self._journal_obj, "read_only", False):
+            # Refused before connecting: a worker's first act is a write (its claim).
+            raise ConfigurationError(
+                "this journal is open read-only: an Engine on it must have worker=False"
+            )
         connect = getattr(self._journal_obj, "connect", None)
         if connect is not None:
             await connect()

@@ -247,25 +247,35 @@ class SchemaTooNew(JournalCorrupt):
 class NonDeterminismError(ContinuumError):
     """Workflow code asked for something other than what its history records.
 
-    The run is parked, not failed: deploy code that matches the history (or use
-    ``ctx.patched``) and resume it with ``engine.resume(run_id)``.
+    A worker parks the run, not fails it: deploy code that matches the history
+    (or use ``ctx.patched``) and resume it with ``engine.resume(run_id)``.
+    ``Replayer.replay`` raises it with ``offline=True``: an offline replay
+    parks nothing and changes no run, and its message says so.
 
     Attributes:
         run_id: the run.
         position: the call-order position where code and history part.
         recorded: what history holds at that position.
         requested: what the code asked for.
+        offline: raised by an offline replay (``Replayer``), not by a worker.
     """
 
-    def __init__(self, run_id: str, position: int, recorded: str, requested: str) -> None:
+    def __init__(
+        self, run_id: str, position: int, recorded: str, requested: str, *, offline: bool = False
+    ) -> None:
         self.run_id = run_id
         self.position = position
         self.recorded = recorded
         self.requested = requested
+        self.offline = offline
+        then = (
+            "this replay changed nothing (a worker running this code would park the run)"
+            if offline
+            else "the run is parked until code matching its history resumes it"
+        )
         super().__init__(
             f"run {run_id} position {position}: history has {recorded}, code asked for "
-            f"{requested}. Workflow code must be deterministic; the run is parked until "
-            "code matching its history resumes it"
+            f"{requested}. Workflow code must be deterministic; {then}"
         )
 
 

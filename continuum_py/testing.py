@@ -29,7 +29,7 @@ import msgspec
 
 from continuum_py._client import decode_all
 from continuum_py._replay import ReplayCore, StepCall
-from continuum_py.errors import ContinuumError
+from continuum_py.errors import ContinuumError, NonDeterminismError
 from continuum_py.events import AnyEvent, Event, RunStarted
 from continuum_py.journal import StoredEvent
 from continuum_py.workflow import Registry, default_registry
@@ -92,7 +92,8 @@ class Replayer:
         """Replay one run's history.
 
         Raises:
-            NonDeterminismError: the code asks for something the history does not hold.
+            NonDeterminismError: the code asks for something the history does not
+                hold (with ``offline=True``: a replay parks no run).
             WorkflowNotRegistered: the history's workflow is not in the registry.
         """
         events: list[AnyEvent] = (
@@ -127,6 +128,15 @@ class Replayer:
                 else:
                     out.error = value
             return out
+        except NonDeterminismError as exc:
+            if exc.offline:
+                raise
+            # The replay core words it for a worker, which parks the run; no run
+            # is parked here, so say that instead.
+            offline = NonDeterminismError(
+                exc.run_id, exc.position, exc.recorded, exc.requested, offline=True
+            )
+            raise offline.with_traceback(exc.__traceback__) from None
         finally:
             core.close()
 
