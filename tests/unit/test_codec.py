@@ -179,9 +179,23 @@ def test_json_values_round_trip_unchanged(value):
     assert type(back) is type(value)
 
 
-def test_nan_is_recorded_as_null():
-    # JSON has no NaN; the workflow sees None live and on replay alike.
-    assert bytes(encode_value(math.nan, what=None)) == b"null"
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf], ids=repr)
+def test_nan_and_infinity_are_refused_not_recorded_as_null(number):
+    # JSON has no NaN: msgspec writes null, which would come back as None.
+    with pytest.raises(EncodingError, match="JSON has no NaN") as ei:
+        encode_value(number, what="measure")
+    assert ei.value.step == "measure" and ei.value.type_name == "float"
+
+
+@given(json_values, st.sampled_from([math.nan, math.inf, -math.inf]), st.integers(0, 3))
+def test_a_non_finite_float_is_refused_at_any_depth(value, number, depth):
+    nested: typing.Any = number
+    for i in range(depth):
+        nested = [value, nested] if i % 2 else {"k": nested, "other": value}
+    with pytest.raises(EncodingError, match="NaN"):
+        encode_value(nested, what=None)
+    with pytest.raises(EncodingError, match="NaN"):
+        encode_args((value, nested), what=None)
 
 
 def test_error_info_names_the_exception_and_keeps_its_traceback():
