@@ -200,7 +200,7 @@ SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
          THEN pg_notify($19, u.run_id) END
 FROM u"""
         self.why = (
-            f"SELECT run_id, lease_token, lease_owner, last_seq FROM {s}.runs "
+            f"SELECT run_id, lease_token, lease_owner, last_seq, inbox_seen FROM {s}.runs "
             "WHERE run_id = ANY($1::text[])"
         )
         self.notify_parent = f"""
@@ -265,6 +265,11 @@ UPDATE {s}.runs r SET lease_expires_at = {_NOW} + $3::float8
 FROM unnest($1::text[], $2::bigint[]) AS l(run_id, token)
 WHERE r.run_id = l.run_id AND r.lease_token = l.token AND r.lease_owner IS NOT NULL
 RETURNING r.run_id, r.lease_token, r.lease_expires_at"""
+        self.seize = f"""
+UPDATE {s}.runs SET lease_owner = $2, lease_token = lease_token + 1,
+    lease_expires_at = {_NOW} + $3::float8, updated_at = {_NOW}
+WHERE run_id = $1 AND status NOT IN ({_TERMINAL_SQL})
+RETURNING lease_token, lease_expires_at"""
         self.release = f"""
 WITH u AS (
     UPDATE {s}.runs SET lease_owner = NULL, lease_expires_at = NULL,

@@ -333,6 +333,25 @@ class MemoryJournal:
             out.append(new)
         return out
 
+    async def seize(self, run_id: str, worker_id: str, *, ttl: float) -> Lease | None:
+        rec = self._runs.get(run_id)
+        if rec is None:
+            raise RunNotFound(run_id)
+        if rec.status.terminal:
+            return None
+        now = self._clock()
+        lease = Lease(
+            run_id=run_id, worker_id=worker_id, token=rec.lease_token + 1, expires_at=now + ttl
+        )
+        self._runs[run_id] = msgspec.structs.replace(
+            rec,
+            lease_owner=worker_id,
+            lease_token=lease.token,
+            lease_expires_at=lease.expires_at,
+            updated_at=now,
+        )
+        return lease
+
     async def release(self, lease: Lease) -> bool:
         rec = self._runs.get(lease.run_id)
         if rec is None or rec.lease_token != lease.token or rec.lease_owner is None:

@@ -646,6 +646,17 @@ class PostgresJournal:
             )
         return out
 
+    async def seize(self, run_id: str, worker_id: str, *, ttl: float) -> Lease | None:
+        async def tx(conn: Any) -> list[Any]:
+            return list(await conn.fetch(self._sql.seize, run_id, worker_id, ttl))
+
+        rows = await self._write("seize", tx)
+        if not rows:
+            if not await self._fetch("seize", self._sql.exists, run_id):
+                raise RunNotFound(run_id)
+            return None
+        return Lease(run_id=run_id, worker_id=worker_id, token=rows[0][0], expires_at=rows[0][1])
+
     async def release(self, lease: Lease) -> bool:
         async def tx(conn: Any) -> list[Any]:
             return list(

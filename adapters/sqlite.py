@@ -923,6 +923,25 @@ class SQLiteJournal:
 
         return await self._tx(tx)
 
+    async def seize(self, run_id: str, worker_id: str, *, ttl: float) -> Lease | None:
+        def tx(conn: sqlite3.Connection) -> Lease | None:
+            got = conn.execute(
+                f"UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, "
+                f"lease_expires_at = {_NOW} + ?, updated_at = {_NOW} "
+                f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
+                "RETURNING lease_token, lease_expires_at",
+                (worker_id, ttl, run_id),
+            ).fetchall()
+            if got:
+                return Lease(
+                    run_id=run_id, worker_id=worker_id, token=got[0][0], expires_at=got[0][1]
+                )
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFound(run_id)
+            return None
+
+        return await self._tx(tx)
+
     async def release(self, lease: Lease) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(

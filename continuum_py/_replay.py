@@ -679,7 +679,17 @@ class ReplayCore:
         for carried in event.carried_signals:
             self.signals.setdefault(carried.name, deque()).append(carried)
         ctx = Context(run_id=self.run_id, workflow=wf.name, _core=self)
-        coro = wf.fn(ctx, *args)
+        try:
+            coro = wf.fn(ctx, *args)
+        except TypeError as exc:
+            # Calling a coroutine function only binds its arguments: they do not
+            # fit (a start by name from a client without the code). The run fails
+            # once, saying so, rather than crashing its worker on every claim.
+            bad = TypeError(
+                f"workflow {wf.name!r} cannot start with the arguments it was given "
+                f"({bytes(event.args)[:200].decode(errors='replace')}): {exc}"
+            )
+            coro = _fail(bad)
         self._main = self.loop.create_task(coro, context=contextvars.Context())
         self.loop.run_ready()
 
@@ -754,6 +764,8 @@ class ReplayCore:
 
     def _on_end(self, event: AnyEvent) -> None:
         self.history_end = event
+        if isinstance(event, RunCancelled) and event.terminated:
+            return  # ended from outside, wherever the code was
         if not self.finished:
             waiting = [c for c in self.calls.values() if not c.done and not c.future.done()]
             raise NonDeterminismError(
@@ -842,6 +854,18 @@ class ReplayCore:
                 out.append(call.last_failure)
         return out
 
+    def unfinished_steps(self) -> list[StepCall]:
+        """Steps recorded as scheduled with no outcome yet, awaited or not."""
+        return self._unfinished_steps()
+
+    def unawaited(self) -> list[Call]:
+        """Steps and child runs the finished code started and never awaited to the end."""
+        return [
+            c
+            for c in self.calls.values()
+            if isinstance(c, StepCall | ChildCall) and not c.done and not c.future.done()
+        ]
+
     def _unfinished_steps(self) -> list[StepCall]:
         # Also those the workflow stopped waiting for: their outcome may still come.
         return [
@@ -916,6 +940,10 @@ def _result_type(wf: WorkflowDef[Any, Any]) -> Any:
     from continuum_py.workflow import _hint
 
     return _hint(wf.fn, "return")
+
+
+async def _fail(exc: BaseException) -> Any:
+    raise exc
 
 
 async def _await(fut: asyncio.Future[Any]) -> Any:

@@ -40,6 +40,7 @@ from continuum_py._replay import (
     StepCall,
     TimerCall,
     WaitCall,
+    describe,
     error_info,
 )
 from continuum_py.errors import (
@@ -845,12 +846,7 @@ class RunDriver:
             heapq.heappush(self._retries, (self.clock.now() + delay, call.position))
 
     async def _finish(self, core: ReplayCore, events: list[AnyEvent]) -> tuple[RunStatus, bytes]:
-        for t, _ in self._tasks.values():
-            # The workflow returned without awaiting these; their outcomes no longer matter.
-            t.cancel()
-        self._tasks.clear()
-        self._retries.clear()
-        self._timers.clear()
+        self._close_open_steps(core, events)
         _, value = core.outcome()
         kind = core.end_kind()
         if kind is ContinuedAsNew:
@@ -886,6 +882,31 @@ class RunDriver:
             end = RunFailed(seq=seq, at=now, error=error_info(value))
         events.append(end)
         return _END_STATUS[type(end)], _codec.encode_event(end)
+
+    def _close_open_steps(self, core: ReplayCore, events: list[AnyEvent]) -> None:
+        """Before the run ends: record how each step still open ended; warn of unawaited work."""
+        for t, _ in self._tasks.values():
+            # The workflow no longer waits for these; their outcomes no longer matter.
+            t.cancel()
+        self._tasks.clear()
+        self._retries.clear()
+        self._timers.clear()
+        self._tx_queue.clear()
+        self._reattempt.clear()
+        unawaited = core.unawaited()
+        if unawaited:
+            # Started with asyncio.create_task (or left running by wait_first) and
+            # never awaited: steps are cancelled, children never started are dropped.
+            self.log.warning(
+                "run.unawaited_work",
+                calls=[describe(c) + f" at position {c.position}" for c in unawaited],
+                seq=self._next_seq(events),
+            )
+        for call in core.unfinished_steps():
+            err = asyncio.CancelledError(
+                f"step {call.step.name!r} was cancelled: the run ended before it finished"
+            )
+            self._add(core, events, self._failed(call, call.attempt, err, events, final=True))
 
     async def _continue(self, core: ReplayCore, req: ContinueAsNew) -> str:
         """Create the run that carries on; idempotent, so a crash here only repeats it."""
@@ -1005,6 +1026,10 @@ class RunDriver:
                 else:
                     async with asyncio.timeout(step.timeout) as cm:
                         value = await step.fn(*call.args, **call.kwargs)
+                    if cm.expired():
+                        # The body swallowed the cancellation at its deadline and
+                        # returned: a timed-out attempt failed, whatever it returned.
+                        raise TimeoutError
             except TimeoutError as exc:
                 # Only our own deadline is "took longer than its timeout"; a TimeoutError
                 # the step body raised itself is recorded as it is.

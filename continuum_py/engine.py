@@ -26,8 +26,12 @@ from continuum_py.errors import (
     ConfigurationError,
     ContinuumError,
     EncodingError,
+    JournalConflict,
     JournalUnavailable,
+    LeaseLost,
+    MessagesPending,
     RunAlreadyExists,
+    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
@@ -46,7 +50,15 @@ from continuum_py.events import (
 )
 from continuum_py.events import RunCancelled as RunCancelledEvent
 from continuum_py.events import RunFailed as RunFailedEvent
-from continuum_py.journal import Journal, Lease, NewRun, NotifyingJournal, RunRecord, RunStatus
+from continuum_py.journal import (
+    AppendBatch,
+    Journal,
+    Lease,
+    NewRun,
+    NotifyingJournal,
+    RunRecord,
+    RunStatus,
+)
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
@@ -623,6 +635,71 @@ class Engine:
         self._check_open()
         target = await self._client.send_along_chain(run_id, "cancel", "", b"")
         self._poke(target, cancel=True)
+        rec = await self._client.get_run(target)
+        if rec is not None and rec.status == RunStatus.PARKED:
+            # Its code cannot run (it strays from history, or is not deployed), so
+            # it cannot clean up: the cancel ends it at once.
+            await self._end_from_outside(target, "cancel", only_parked=True)
+
+    async def terminate(self, run_id: str, reason: str = "terminated") -> None:
+        """End a run at once, running nothing: no cleanup, no compensation.
+
+        Works from any unfinished state (pending, running, suspended, parked).
+        The run ends ``cancelled`` with a ``RunCancelled(terminated=True,
+        reason=...)`` event; ``handle.result()`` raises ``RunCancelled``. A
+        worker running it is fenced out at once (its next write is refused);
+        a step running there is interrupted, at the latest at that worker's
+        next heartbeat. Child runs are not terminated with it.
+
+        Raises:
+            RunNotFound: no such run.
+            RunAlreadyFinished: the run is over.
+        """
+        self._check_open()
+        if not isinstance(reason, str) or not reason:
+            raise ValueError(f"terminate needs a non-empty reason, got {reason!r}")
+        await self._end_from_outside(run_id, reason)
+
+    async def _end_from_outside(
+        self, run_id: str, reason: str, *, only_parked: bool = False
+    ) -> None:
+        for _ in range(20):
+            lease = await self._client.seize(
+                run_id, f"{self.worker_id}/terminate", ttl=self.lease_ttl
+            )
+            if lease is None:
+                if only_parked:
+                    return
+                rec = await self._record(run_id)
+                raise RunAlreadyFinished(run_id, rec.status.value, what="terminate")
+            rec = await self._record(run_id)
+            if only_parked and rec.status != RunStatus.PARKED:
+                # Resumed meanwhile: its runner records the cancel and acts on it.
+                await self._client.release(lease)
+                return
+            end = RunCancelledEvent(
+                seq=rec.last_seq + 1, at=self.clock.now(), reason=reason, terminated=True
+            )
+            try:
+                await self._client.append(
+                    AppendBatch(
+                        lease=lease,
+                        expected_seq=rec.last_seq,
+                        events=[stored(run_id, end)],
+                        status=RunStatus.CANCELLED,
+                        outcome=_codec.encode_event(end),
+                        reason=reason,
+                        inbox_seen=rec.inbox_last,
+                    )
+                )
+            except (LeaseLost, JournalConflict, MessagesPending):
+                continue  # a worker took it or wrote meanwhile: seize again
+            self._log.warning("run.terminated", run_id=run_id, reason=reason, seq=end.seq)
+            held = self._drivers.get(run_id)
+            if held is not None:
+                held[0].cancel()  # its lease is gone: stop its steps now
+            return
+        raise ContinuumError(f"run {run_id}: could not end it; it kept changing, try again")
 
     async def get_event(
         self, run_id: str, key: str, *, timeout: float | None = None, type: Any = Any
@@ -845,7 +922,6 @@ class Engine:
                     driver = self._driver_objs.get(run_id)
                     if driver is not None:
                         driver.poke()
-
 
     async def _inbox_watch_loop(self) -> None:
         """Poke the runs held here that have messages from other processes.

@@ -322,10 +322,14 @@ class RunCancelled(Event, frozen=True, kw_only=True):
     """The workflow ended by cancellation.
 
     Attributes:
-        reason: ``"cancel"``.
+        reason: ``"cancel"``; for a terminated run, the reason given.
+        terminated: ended from outside with nothing run (``engine.terminate``,
+            or a cancel of a parked run): the workflow code did not see it, so
+            replay stops here wherever the code was.
     """
 
     reason: str = "cancel"
+    terminated: bool = False
 
 
 class ContinuedAsNew(Event, frozen=True, kw_only=True):

@@ -451,6 +451,15 @@ class Journal(Protocol):
         """Give a lease back so any worker may claim the run; ``False`` if it was lost."""
         ...
 
+    async def seize(self, run_id: str, worker_id: str, *, ttl: float) -> Lease | None:
+        """Take the lease of an unfinished run whoever holds it, with a new token.
+
+        For ending a run from outside (``engine.terminate``): the runner holding
+        it is fenced out (its next write gets ``LeaseLost``). The run's status is
+        unchanged. ``None`` if the run is finished; raises ``RunNotFound``.
+        """
+        ...
+
     async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
         """Run ids a worker could claim now."""
         ...

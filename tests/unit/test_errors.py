@@ -18,6 +18,7 @@ from continuum_py import (
     JournalError,
     JournalUnavailable,
     LeaseLost,
+    MessagesPending,
     NonDeterminismError,
     RunAlreadyExists,
     RunAlreadyFinished,
@@ -39,6 +40,7 @@ EXAMPLES = [
     RunAlreadyExists("r1", "checkout", "refund"),
     LeaseLost("r1", 3, 4),
     JournalConflict("r1", 5, 7),
+    MessagesPending("r1", 2),
     JournalCorrupt("r1", 9, "bad bytes"),
     JournalUnavailable("connection refused"),
     SchemaTooNew("r1", 9, 3, 1),
@@ -65,7 +67,7 @@ def test_every_public_error_derives_from_continuum_error():
 
 
 def test_journal_errors_share_a_base():
-    for t in (LeaseLost, JournalConflict, JournalCorrupt, SchemaTooNew):
+    for t in (LeaseLost, JournalConflict, JournalCorrupt, SchemaTooNew, MessagesPending):
         assert issubclass(t, JournalError)
     assert issubclass(SchemaTooNew, JournalCorrupt)
 
