@@ -14,6 +14,7 @@ prints nothing on stdout, so its lines never mix with the output a page shows.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,7 +109,9 @@ print("\x1eend", flush=True)
 """
 
 
-def _run(page: Page, cwd: Path, *, timeout: float = 120) -> list[str]:
+def _run(
+    page: Page, cwd: Path, *, timeout: float = 120, env: dict[str, str] | None = None
+) -> list[str]:
     where = page.path.relative_to(ROOT)
     try:
         proc = subprocess.run(
@@ -118,6 +121,7 @@ def _run(page: Page, cwd: Path, *, timeout: float = 120) -> list[str]:
             text=True,
             cwd=cwd,
             timeout=timeout,
+            env=None if env is None else {**os.environ, **env},
         )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
@@ -187,6 +191,17 @@ def test_only_a_few_samples_are_marked_no_run() -> None:
     skipped = sum(p.skipped for p in pages)
     assert runnable >= 20
     assert skipped <= runnable // 4, "most samples must run; mark only true fragments no-run"
+
+
+@pytest.mark.postgres
+def test_transactional_steps_page_runs_on_postgres(pg_schema, tmp_path: Path) -> None:
+    # The page's journal URL comes from SHOP_URL: the journal in one fresh schema,
+    # the app's ledger (search_path) in another; both are dropped with the session's.
+    dsn, schema = pg_schema
+    url = f"{dsn}?schema={schema}_docs_journal&search_path={schema}_docs_shop"
+    page = parse(ROOT / "docs" / "howto" / "transactional-steps.md")
+    for when in (" on Postgres", " on Postgres, run again"):
+        _check_outputs(page, _run(page, tmp_path, timeout=60, env={"SHOP_URL": url}), when)
 
 
 # continuum-py is not published on a package index, so `pip install continuum-py`
