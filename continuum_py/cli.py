@@ -83,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="print a run's history as JSON")
     hist.add_argument("run_id")
     hist.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    can = sub.add_parser(
+        "cancel", help="cancel a run: the workflow sees CancelledError and may clean up"
+    )
+    can.add_argument("run_id")
+    can.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    term = sub.add_parser("terminate", help="end a run at once, running nothing (no cleanup)")
+    term.add_argument("run_id")
+    term.add_argument("--reason", default="terminated", help="recorded with the run's end")
+    term.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
     rep = sub.add_parser("replay", help="replay a history against workflow code, running no step")
     what = rep.add_mutually_exclusive_group(required=True)
     what.add_argument(
@@ -216,6 +225,20 @@ async def _replay(source: str | None, run_id: str | None, url: str, imports: lis
     return 0
 
 
+async def _end(url: str, run_id: str, reason: str | None) -> int:
+    """``continuum cancel`` (reason None) or ``continuum terminate``; the journal must exist."""
+    async with _reader(url) as reader:
+        await reader.get(run_id)  # a missing journal or run: an error, nothing created
+    async with Engine(url, worker=False) as engine:
+        if reason is None:
+            await engine.cancel(run_id)
+            sys.stdout.write(f"cancel sent to run {run_id}\n")
+        else:
+            await engine.terminate(run_id, reason)
+            sys.stdout.write(f"run {run_id} terminated: {reason}\n")
+    return 0
+
+
 def _opened(url: str, engine: Engine) -> dict[str, str]:
     """What the worker says it opened: the URL (password masked) and a SQLite file's path."""
     fields = {"url": redact_url(url)}
@@ -289,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_runs(args.url, args))
         if args.command == "history":
             return asyncio.run(_history(args.url, args.run_id))
+        if args.command in ("cancel", "terminate"):
+            reason = args.reason if args.command == "terminate" else None
+            return asyncio.run(_end(args.url, args.run_id, reason))
         return asyncio.run(_replay(args.source, args.run, args.url, args.imports))
     except ContinuumError as exc:
         sys.stderr.write(f"continuum: {type(exc).__name__}: {exc}\n")
