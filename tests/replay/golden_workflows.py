@@ -286,6 +286,24 @@ async def countdown(ctx: Context, n: int, total: int) -> int:
     return total
 
 
+# ---- issue 8: a losing signal wait gives back its signal ----
+
+
+@step(name="handle_item")
+async def handle_item(item: str) -> str:
+    return item.upper()
+
+
+@workflow(name="item_loop", registry=registry)
+async def item_loop(ctx: Context) -> list[str]:
+    done: list[str] = []
+    while True:
+        i, v = await ctx.wait_first(ctx.wait_for_signal("item"), ctx.wait_for_signal("exit"))
+        if i == 1:
+            return [*done, f"exit:{v}"]
+        done.append(await handle_item(v))
+
+
 GOLDEN_RUNS: dict[str, tuple[str, tuple[object, ...]]] = {
     # file stem: (workflow name, arguments)
     "sequential": ("order", ("o-1", 500)),
@@ -310,6 +328,9 @@ GOLDEN_RUNS: dict[str, tuple[str, tuple[object, ...]]] = {
     "cancelled_with_cleanup": ("held_order", ("o-6",)),
     "continued_as_new": ("countdown", (2, 0)),
     "continued_last_link": ("countdown", (1, 20)),
+    # issue 8
+    "signals_given_back": ("item_loop", ()),
+    "terminated_while_sleeping": ("held_order", ("o-10",)),
 }
 """The goldens ``make_golden.py`` records: the workflow and arguments of each recorded run."""
 

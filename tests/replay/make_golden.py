@@ -100,6 +100,23 @@ async def cancel_while_sleeping(engine: Engine, clock: VirtualClock, name: str) 
     return handle.run_id
 
 
+async def signals_before_start(engine: Engine, clock: VirtualClock, name: str) -> str:
+    # All four are waiting when the run starts: each wait_first finds both of its
+    # waits answered at once, and the losing "exit" wait gives its signal back.
+    handle = await start(engine, name, delay=60)
+    for name_, payload in [("item", "a"), ("item", "b"), ("exit", "bye")]:
+        await handle.signal(name_, payload)
+    await clock.advance(60)
+    return handle.run_id
+
+
+async def terminate_while_sleeping(engine: Engine, clock: VirtualClock, name: str) -> str:
+    handle = await start(engine, name)
+    await until_status(handle, RunStatus.SUSPENDED)
+    await engine.terminate(handle.run_id, "no longer needed")
+    return handle.run_id
+
+
 async def child_of_parent(engine: Engine, clock: VirtualClock, name: str) -> str:
     # The child of the run the "child_parent" golden records.
     parent = await start(engine, "child_parent")
@@ -135,6 +152,8 @@ SCENARIOS: dict[str, Scenario] = {
     "cancelled_with_cleanup": Scenario(cancel_while_sleeping, auto_advance=False),
     "child_child": Scenario(child_of_parent),
     "continued_last_link": Scenario(last_link),
+    "signals_given_back": Scenario(signals_before_start, auto_advance=False),
+    "terminated_while_sleeping": Scenario(terminate_while_sleeping, auto_advance=False),
 }
 """Goldens recorded other than by starting the run and waiting for its end."""
 

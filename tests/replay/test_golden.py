@@ -55,8 +55,13 @@ def test_golden_replays_to_its_recorded_outcome(stem):
     workflow, args = golden.GOLDEN_RUNS[stem]
     assert replayed.workflow == workflow == events[0].workflow
     assert msgspec.json.decode(events[0].args) == msgspec.to_builtins(list(args))
-    assert replayed.finished and replayed.events == len(events)
     end = events[-1]
+    if isinstance(end, RunCancelled) and end.terminated:
+        # Ended from outside, running nothing: the code stopped where it was.
+        assert not replayed.finished and replayed.events == len(events)
+        assert replayed.waiting_on
+        return
+    assert replayed.finished and replayed.events == len(events)
     if isinstance(end, RunCompleted):
         assert replayed.error is None
         assert msgspec.to_builtins(replayed.result) == msgspec.json.decode(end.result)
