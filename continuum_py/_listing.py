@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from continuum_py.journal import RunRecord, RunStatus
+from continuum_py.workflow import WorkflowDef
 
 __all__ = ["RunPage", "RunQuery", "decode_cursor", "encode_cursor", "run_query"]
 
@@ -109,7 +110,7 @@ def run_query(
         except ValueError:
             known = ", ".join(s.value for s in RunStatus)
             raise ValueError(f"status must be one of {known}; got {status!r}") from None
-    name = getattr(workflow, "name", workflow)  # a @workflow function or its name
+    name = workflow.name if isinstance(workflow, WorkflowDef) else workflow
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(
             f"workflow must be a @workflow function or a non-empty name, got {workflow!r}"

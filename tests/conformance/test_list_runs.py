@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
 from helpers import new_run
@@ -306,6 +307,7 @@ async def test_filtered_pages_cover_the_filtered_runs_once(engine):
         ({"status": "finished"}, "status"),
         ({"workflow": ""}, "workflow"),
         ({"workflow": 3}, "workflow"),
+        ({"workflow": SimpleNamespace(name="wf")}, "workflow"),
         ({"run_id_prefix": 7}, "run_id_prefix"),
         ({"created_after": dt.datetime(2025, 1, 1)}, "created_after"),
         ({"created_before": dt.datetime(2025, 1, 1)}, "created_before"),
