@@ -263,7 +263,7 @@ class WaitCall(Call):
     timeout_at: float | None = None
     type: Any = Any
     signal: SignalReceived | None = None
-    """The signal handed to this wait and not yet returned to the code (or given back)."""
+    """The signal handed to this wait; cleared when an abandoned wait gives it back."""
 
     @property
     def describe(self) -> str:
@@ -840,7 +840,7 @@ class ReplayCore:
         schedule (and failure) of each step still in flight.
         """
         out = list(self.fed)
-        for call in self._unfinished_steps():
+        for call in self.unfinished_steps():
             out.append(
                 StepScheduled(
                     seq=0,
@@ -854,10 +854,6 @@ class ReplayCore:
                 out.append(call.last_failure)
         return out
 
-    def unfinished_steps(self) -> list[StepCall]:
-        """Steps recorded as scheduled with no outcome yet, awaited or not."""
-        return self._unfinished_steps()
-
     def unawaited(self) -> list[Call]:
         """Steps and child runs the finished code started and never awaited to the end."""
         return [
@@ -866,14 +862,17 @@ class ReplayCore:
             if isinstance(c, StepCall | ChildCall) and not c.done and not c.future.done()
         ]
 
-    def _unfinished_steps(self) -> list[StepCall]:
-        # Also those the workflow stopped waiting for: their outcome may still come.
+    def unfinished_steps(self) -> list[StepCall]:
+        """Steps recorded as scheduled with no outcome yet, awaited or not.
+
+        Also those the workflow stopped waiting for: their outcome may still come.
+        """
         return [
             c for c in self.calls.values() if isinstance(c, StepCall) and c.recorded and not c.done
         ]
 
     def failure_counts(self) -> dict[int, int]:
-        return {c.position: c.failures for c in self._unfinished_steps() if c.failures}
+        return {c.position: c.failures for c in self.unfinished_steps() if c.failures}
 
     def restore(self, events: list[AnyEvent], failures: dict[int, int], last_seq: int) -> None:
         """Rebuild from :meth:`snapshot_events` output."""

@@ -194,11 +194,13 @@ class RunDriver:
         self.log = self.log.bind()
         try:
             refeed: list[_Outcome] = []
-            while True:
+            for passes in range(1, _MAX_PASSES + 1):
                 try:
                     await self._drive(refeed)
                     break
                 except MessagesPending:
+                    if passes == _MAX_PASSES:
+                        raise
                     # A cancel or signal arrived as the run was ending: replay the
                     # durable history, let the workflow see the messages first,
                     # then the step outcomes the refused write held, and go on.
@@ -1058,6 +1060,11 @@ class RunDriver:
             return _Outcome(call, attempt, True, raw)
         finally:
             _current_step.reset(token)
+
+
+_MAX_PASSES = 50
+"""Replays of one run in a row for messages that keep arriving as it ends; then the
+driver gives the run back (``run.driver_crashed``) and a later claim goes on."""
 
 
 def _cancelled(call: StepCall) -> asyncio.CancelledError:
