@@ -19,7 +19,6 @@ import importlib
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     work.add_argument("--concurrency", type=int, default=100, help="runs driven at once")
     work.add_argument(
         "--worker-id",
-        help="this worker's id (default: host-pid). A worker restarted with the same id "
-        "takes its unfinished runs back at once instead of after the lease TTL",
+        help="this worker's id (default: host-N, the lowest slot of this host no live worker "
+        "holds). A worker restarted with the same id takes its unfinished runs back at once "
+        "instead of after the lease TTL",
     )
     work.add_argument("--lease-ttl", type=float, default=30.0, help="lease seconds")
     work.add_argument(
@@ -113,19 +113,18 @@ def _add_imports(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 async def _worker(args: argparse.Namespace) -> int:
     _import(args.imports)
-    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log = structlog.get_logger("continuum.worker").bind(worker_id=worker_id)
     engine = Engine(
         args.url,
-        worker_id=worker_id,
+        worker_id=args.worker_id,
         concurrency=args.concurrency,
         lease_ttl=args.lease_ttl,
         poll_interval=args.poll_interval,
     )
+    log = structlog.get_logger("continuum.worker").bind(worker_id=engine.worker_id)
     await engine.open()
     log.info(
         "worker.started",

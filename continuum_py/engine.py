@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import inspect
+import os
 import socket
 import uuid
 from typing import Any, Generic, TypeVar
@@ -18,6 +19,7 @@ import msgspec
 from continuum_py import _codec, _validate
 from continuum_py._client import JournalClient, decode_all, stored
 from continuum_py._clock import Clock, SystemClock
+from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
 from continuum_py._runner import RunDriver, RunnerConfig
@@ -246,8 +248,10 @@ class Engine:
             ``sqlite:///continuum.db``, so runs survive a restart with no set-up).
         worker_id: this worker's name. A worker restarted with the same id takes
             its own unfinished runs back at once instead of waiting for their
-            leases to expire. Default: the host name. Give each worker process
-            that runs at the same time its own id.
+            leases to expire; two live workers must never share one. Default:
+            ``"{host}-{n}"``, the lowest slot of this host no live engine holds
+            (a lock held while the engine lives), so a process restarted after a
+            crash gets its id back; a client (``worker=False``) is ``"{host}-pid{pid}"``.
         lease_ttl: seconds a lease lasts without a heartbeat; a crashed worker's
             runs move to another worker after this.
         snapshot_every: store a snapshot of replay state every N events (0: never).
@@ -299,7 +303,12 @@ class Engine:
         )
         self.url = url or DEFAULT_URL
         self._journal_obj: Any = journal if journal is not None else journal_from_url(self.url)
-        self.worker_id = worker_id or socket.gethostname()
+        # A worker's default id is a slot of this host held while the engine lives:
+        # unique among live processes, and the same again after a restart.
+        self._slot = take_slot() if worker_id is None and worker else None
+        self.worker_id = worker_id or (
+            self._slot.worker_id if self._slot else f"{socket.gethostname()}-pid{os.getpid()}"
+        )
         self.lease_ttl = lease_ttl
         self.snapshot_every = snapshot_every
         self.concurrency = concurrency
@@ -409,6 +418,8 @@ class Engine:
             await self._release_leftovers()
         self._bg.clear()
         await self._journal_obj.aclose()
+        if self._slot is not None:
+            self._slot.release()
 
     async def _release_leftovers(self) -> None:
         """Give back any lease still held in this worker's name.
