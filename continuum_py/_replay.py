@@ -58,7 +58,6 @@ from continuum_py.events import (
     RunCompleted,
     RunFailed,
     RunStarted,
-    RunSuspended,
     SideEffectRecorded,
     SignalReceived,
     SignalWaitStarted,
@@ -467,113 +466,131 @@ class ReplayCore:
                 self.ahead[position] = ev
 
     def apply(self, event: AnyEvent) -> None:
-        """Apply one history event (in seq order); raises ``NonDeterminismError``."""
-        if isinstance(event, StepCompleted):
-            self._on_outcome(event)
-        elif isinstance(event, StepScheduled):
-            self._on_scheduled(event)
-        elif isinstance(event, StepFailed):
-            if event.final:
-                self._on_outcome(event)
-            else:
-                call = self._recorded(event.position, f"StepFailed({event.step})", StepCall)
-                call.failures += 1
-                call.last_failure = event
-        elif isinstance(event, RunStarted):
-            self._on_started(event)
+        """Apply one history event (in seq order); raises ``NonDeterminismError``.
+
+        Each event kind has one handler (:data:`_HANDLERS`); a kind with none
+        (``RunSuspended``) is history only.
+        """
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
         else:
             self.fed.append(event)
-            self._apply_other(event)
         if self.nd_error is not None:
             raise self.nd_error
         self.last_seq = event.seq
 
-    def _apply_other(self, event: AnyEvent) -> None:
-        if isinstance(event, TimerStarted):
-            timer = self._match(event.position, event, TimerCall)
-            timer.fire_at = event.fire_at
-        elif isinstance(event, TimerFired):
-            call = self._recorded(event.position, "TimerFired", Call)
-            call.done = True
-            if isinstance(call, WaitCall):
-                self._drop_waiter(call)
-                if not call.future.done():
-                    call.future.set_exception(SignalTimeout(call.name, call.timeout or 0.0))
-            elif not call.future.done():
-                call.future.set_result(None)
+    # ---- one handler per event kind; each keeps in `fed` what a snapshot needs ----
+    def _on_step_failed(self, event: StepFailed) -> None:
+        if event.final:
+            self._on_outcome(event)
+            return
+        call = self._recorded(event.position, f"StepFailed({event.step})", StepCall)
+        call.failures += 1
+        call.last_failure = event
+
+    def _on_timer_started(self, event: TimerStarted) -> None:
+        self.fed.append(event)
+        timer = self._match(event.position, event, TimerCall)
+        timer.fire_at = event.fire_at
+
+    def _on_timer_fired(self, event: TimerFired) -> None:
+        self.fed.append(event)
+        call = self._recorded(event.position, "TimerFired", Call)
+        call.done = True
+        if isinstance(call, WaitCall):
+            self._drop_waiter(call)
+            if not call.future.done():
+                call.future.set_exception(SignalTimeout(call.name, call.timeout or 0.0))
+        elif not call.future.done():
+            call.future.set_result(None)
+        self.loop.run_ready()
+
+    def _on_wait_started(self, event: SignalWaitStarted) -> None:
+        self.fed.append(event)
+        wait = self._match(event.position, event, WaitCall)
+        if wait.name != event.name:
+            raise NonDeterminismError(
+                self.run_id, event.position, _event_name(event), wait.describe
+            )
+        wait.timeout_at = event.timeout_at
+        if wait.future.done():
+            wait.done = True
+
+    def _on_signal(self, event: SignalReceived) -> None:
+        self.fed.append(event)
+        self.inbox_seen = max(self.inbox_seen, event.inbox_id)
+        waiters = self._waiters.get(event.name)
+        while waiters and waiters[0].future.done():
+            waiters.pop(0)  # gave up waiting (cancelled)
+        if waiters:
+            self._deliver(waiters.pop(0), event)
             self.loop.run_ready()
-        elif isinstance(event, SignalWaitStarted):
-            wait = self._match(event.position, event, WaitCall)
-            if wait.name != event.name:
-                raise NonDeterminismError(
-                    self.run_id, event.position, _event_name(event), wait.describe
+        else:
+            self.signals.setdefault(event.name, deque()).append(event)
+
+    def _on_child_started(self, event: ChildStarted) -> None:
+        self.fed.append(event)
+        child = self._match(event.position, event, ChildCall)
+        if child.workflow.name != event.workflow:
+            raise NonDeterminismError(
+                self.run_id, event.position, _event_name(event), child.describe
+            )
+        child.child_run_id = event.child_run_id
+
+    def _on_child_completed(self, event: ChildCompleted) -> None:
+        self.fed.append(event)
+        self.inbox_seen = max(self.inbox_seen, event.inbox_id)
+        child = self._recorded(event.position, "ChildCompleted", ChildCall)
+        child.done = True
+        if not child.future.done():
+            if event.ok:
+                child.future.set_result(
+                    self._decode(event.result, _result_type(child.workflow), event.position, event)
                 )
-            wait.timeout_at = event.timeout_at
-            if wait.future.done():
-                wait.done = True
-        elif isinstance(event, SignalReceived):
-            self.inbox_seen = max(self.inbox_seen, event.inbox_id)
-            waiters = self._waiters.get(event.name)
-            while waiters and waiters[0].future.done():
-                waiters.pop(0)  # gave up waiting (cancelled)
-            if waiters:
-                self._deliver(waiters.pop(0), event)
-                self.loop.run_ready()
             else:
-                self.signals.setdefault(event.name, deque()).append(event)
-        elif isinstance(event, ChildStarted):
-            child = self._match(event.position, event, ChildCall)
-            if child.workflow.name != event.workflow:
-                raise NonDeterminismError(
-                    self.run_id, event.position, _event_name(event), child.describe
-                )
-            child.child_run_id = event.child_run_id
-        elif isinstance(event, ChildCompleted):
-            self.inbox_seen = max(self.inbox_seen, event.inbox_id)
-            child = self._recorded(event.position, "ChildCompleted", ChildCall)
-            child.done = True
-            if not child.future.done():
-                if event.ok:
-                    child.future.set_result(
-                        self._decode(
-                            event.result, _result_type(child.workflow), event.position, event
-                        )
+                err = event.error or ErrorInfo(type="unknown", message="")
+                child.future.set_exception(
+                    ChildRunFailed(
+                        event.child_run_id,
+                        child.workflow.name,
+                        err.type,
+                        err.message,
+                        err.traceback,
                     )
-                else:
-                    err = event.error or ErrorInfo(type="unknown", message="")
-                    child.future.set_exception(
-                        ChildRunFailed(
-                            event.child_run_id,
-                            child.workflow.name,
-                            err.type,
-                            err.message,
-                            err.traceback,
-                        )
-                    )
-            self.loop.run_ready()
-        elif isinstance(event, SideEffectRecorded | MarkerRecorded | EventPublished):
-            rcall = self.calls.get(event.position)
-            if not isinstance(rcall, RecordCall) or (
-                rcall.event is not None and type(rcall.event) is not type(event)
-            ):
-                raise NonDeterminismError(
-                    self.run_id, event.position, _event_name(event), self._asked_at(event.position)
                 )
-            rcall.recorded = rcall.done = True
-            self._unrecorded.pop(event.position, None)
-        elif isinstance(event, CancelRequested):
-            self.inbox_seen = max(self.inbox_seen, event.inbox_id)
-            if self.cancel_reason is None:
-                # Only the first request cancels: a repeated one (a resent child
-                # cancel, a deadline during cleanup) must not interrupt the cleanup.
-                self.cancel_reason = event.reason
-                if self._main is not None and not self._main.done():
-                    self._main.cancel()
-                    self.loop.run_ready()
-        elif isinstance(event, RunSuspended):
-            pass
-        elif isinstance(event, RunCompleted | RunFailed | RunCancelled | ContinuedAsNew):
-            self._on_end(event)
+        self.loop.run_ready()
+
+    def _on_recorded_value(
+        self, event: SideEffectRecorded | MarkerRecorded | EventPublished
+    ) -> None:
+        self.fed.append(event)
+        rcall = self.calls.get(event.position)
+        if not isinstance(rcall, RecordCall) or (
+            rcall.event is not None and type(rcall.event) is not type(event)
+        ):
+            raise NonDeterminismError(
+                self.run_id, event.position, _event_name(event), self._asked_at(event.position)
+            )
+        rcall.recorded = rcall.done = True
+        self._unrecorded.pop(event.position, None)
+
+    def _on_cancel(self, event: CancelRequested) -> None:
+        self.fed.append(event)
+        self.inbox_seen = max(self.inbox_seen, event.inbox_id)
+        if self.cancel_reason is None:
+            # Only the first request cancels: a repeated one (a resent child
+            # cancel, a deadline during cleanup) must not interrupt the cleanup.
+            self.cancel_reason = event.reason
+            if self._main is not None and not self._main.done():
+                self._main.cancel()
+                self.loop.run_ready()
+
+    def _on_end_event(
+        self, event: RunCompleted | RunFailed | RunCancelled | ContinuedAsNew
+    ) -> None:
+        self.fed.append(event)
+        self._on_end(event)
 
     def _deliver(self, call: WaitCall, event: SignalReceived) -> None:
         call.signal = event
@@ -904,6 +921,29 @@ class ReplayCore:
             if coro is not None and hasattr(coro, "close"):
                 with contextlib.suppress(RuntimeError):
                     coro.close()
+
+
+_HANDLERS: dict[type[Any], Callable[[ReplayCore, Any], None]] = {
+    RunStarted: ReplayCore._on_started,
+    StepScheduled: ReplayCore._on_scheduled,
+    StepCompleted: ReplayCore._on_outcome,
+    StepFailed: ReplayCore._on_step_failed,
+    TimerStarted: ReplayCore._on_timer_started,
+    TimerFired: ReplayCore._on_timer_fired,
+    SignalWaitStarted: ReplayCore._on_wait_started,
+    SignalReceived: ReplayCore._on_signal,
+    ChildStarted: ReplayCore._on_child_started,
+    ChildCompleted: ReplayCore._on_child_completed,
+    SideEffectRecorded: ReplayCore._on_recorded_value,
+    MarkerRecorded: ReplayCore._on_recorded_value,
+    EventPublished: ReplayCore._on_recorded_value,
+    CancelRequested: ReplayCore._on_cancel,
+    RunCompleted: ReplayCore._on_end_event,
+    RunFailed: ReplayCore._on_end_event,
+    RunCancelled: ReplayCore._on_end_event,
+    ContinuedAsNew: ReplayCore._on_end_event,
+}
+"""How :meth:`ReplayCore.apply` handles each event kind (``RunSuspended`` has no handler)."""
 
 
 _C = TypeVar("_C", bound=Call)
