@@ -155,22 +155,7 @@ def test_page_samples_run_and_print_what_the_page_shows(path: Path, tmp_path: Pa
     _check_outputs(page, _run(page, tmp_path))
 
 
-# Pages whose samples still leave files behind that a second run trips over (a
-# fixed run id naming a run the first run finished, then a wait for a step that
-# never runs again, or a signal to a finished run). Not yet fixed; remove a page
-# from here when it is.
-NOT_YET_RERUNNABLE = {
-    "docs/howto/fix-parked-runs.md",
-    "docs/howto/signals.md",
-    "docs/howto/versioning.md",
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [p for p in PAGES if parse(p).samples and _page_id(p) not in NOT_YET_RERUNNABLE],
-    ids=_page_id,
-)
+@pytest.mark.parametrize("path", [p for p in PAGES if parse(p).samples], ids=_page_id)
 def test_page_samples_run_again_in_the_same_folder(path: Path, tmp_path: Path) -> None:
     # A reader runs a page, then runs it again where they ran it: the files the
     # first run left (tutorial.db, runs.db, ...) must not make the second hang,
