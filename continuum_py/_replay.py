@@ -32,7 +32,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -67,7 +67,7 @@ from continuum_py.events import (
     TimerFired,
     TimerStarted,
 )
-from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef
+from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef, set_runtime
 
 
 class _WorkflowLoop(asyncio.AbstractEventLoop):
@@ -79,6 +79,7 @@ class _WorkflowLoop(asyncio.AbstractEventLoop):
 
     def __init__(self, core: ReplayCore) -> None:
         self.core = core
+        set_runtime(self, core)
         self._ready: deque[asyncio.Handle] = deque()
         self._closed = False
         self.errors: list[dict[str, Any]] = []
@@ -225,7 +226,7 @@ class Call:
 class StepCall(Call):
     """A step call."""
 
-    step: StepDef[Any, Any] = field(default=None)  # type: ignore[arg-type]
+    step: StepDef[Any, Any] = field(kw_only=True)
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
@@ -273,7 +274,7 @@ class WaitCall(Call):
 class ChildCall(Call):
     """A child workflow awaited inside the workflow."""
 
-    workflow: WorkflowDef[Any, Any] = field(default=None)  # type: ignore[arg-type]
+    workflow: WorkflowDef[Any, Any] = field(kw_only=True)
     encoded_args: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"[]"))
     child_run_id: str = ""
 
@@ -413,7 +414,9 @@ class ReplayCore:
         self.wait_of[coro] = call
         return coro
 
-    def call_child(self, wf: WorkflowDef[Any, Any], args: tuple[Any, ...]) -> Any:
+    def call_child(
+        self, wf: WorkflowDef[Any, Any], args: tuple[Any, ...]
+    ) -> Coroutine[Any, Any, Any]:
         fut = self.loop.create_future()
         position = self._take()
         raw = _codec.encode_args(args, what=wf.name, kind="workflow")
@@ -456,6 +459,31 @@ class ReplayCore:
             return True
         # History holds what the old code did here: take the old branch.
         return False
+
+    def side_effect(self, what: str, make: Callable[[], Any]) -> msgspec.Raw:
+        """``ctx.now``/``random``/``uuid4``: the value history holds here, else ``make()``'s."""
+
+        def new(position: int) -> SideEffectRecorded:
+            value = msgspec.Raw(msgspec.json.encode(make()))
+            return SideEffectRecorded(seq=0, position=position, what=what, value=value)
+
+        ev = self.record(new, lambda ev: isinstance(ev, SideEffectRecorded) and ev.what == what)
+        assert isinstance(ev, SideEffectRecorded)
+        return ev.value
+
+    def publish(self, key: str, value: Any) -> None:
+        """``ctx.set_event``: record ``value`` under ``key``; raises ``EncodingError``."""
+        raw = _codec.encode_value(value, what=f"set_event({key!r})", kind="value")
+
+        def new(position: int) -> EventPublished:
+            return EventPublished(seq=0, position=position, key=key, value=raw)
+
+        self.record(new, lambda ev: isinstance(ev, EventPublished) and ev.key == key)
+
+    def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
+        """``ctx.continue_as_new``: raises ``ContinueAsNew``; ``EncodingError`` for bad args."""
+        name = self.workflow.name if self.workflow is not None else None
+        raise ContinueAsNew(_codec.encode_args(args, what=name, kind="workflow"))
 
     # ---- history side ----
     def index(self, events: list[AnyEvent]) -> None:
@@ -546,7 +574,7 @@ class ReplayCore:
         if not child.future.done():
             if event.ok:
                 child.future.set_result(
-                    self._decode(event.result, _result_type(child.workflow), event.position, event)
+                    self._decode(event.result, child.workflow.result_type, event.position, event)
                 )
             else:
                 err = event.error or ErrorInfo(type="unknown", message="")
@@ -695,7 +723,7 @@ class ReplayCore:
             ) from exc
         for carried in event.carried_signals:
             self.signals.setdefault(carried.name, deque()).append(carried)
-        ctx = Context(run_id=self.run_id, workflow=wf.name, _core=self)
+        ctx = Context(run_id=self.run_id, workflow=wf.name, _runtime=self)
         try:
             coro = wf.fn(ctx, *args)
         except TypeError as exc:
@@ -973,12 +1001,6 @@ def _event_name(event: AnyEvent) -> str:
     detail = detail or getattr(event, "workflow", None) or getattr(event, "what", None)
     detail = detail or getattr(event, "key", None)
     return f"{type(event).__name__}({detail})" if detail else type(event).__name__
-
-
-def _result_type(wf: WorkflowDef[Any, Any]) -> Any:
-    from continuum_py.workflow import _hint
-
-    return _hint(wf.fn, "return")
 
 
 async def _fail(exc: BaseException) -> Any:

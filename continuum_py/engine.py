@@ -519,13 +519,13 @@ class Engine:
             self._spawn(lease)
         elif created:
             self._wake.set()
-        return RunHandle(self, rid, name, _result_type(wf) if wf is not None else Any)
+        return RunHandle(self, rid, name, wf.result_type if wf is not None else Any)
 
     async def get(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run; raises ``RunNotFound``."""
         rec = await self._record(run_id)
         try:
-            rtype = _result_type(self.registry.get(rec.workflow))
+            rtype = self.registry.get(rec.workflow).result_type
         except ContinuumError:
             rtype = Any
         return RunHandle(self, run_id, rec.workflow, rtype)
@@ -984,9 +984,3 @@ def _when(
     if start_at is not None:
         return float(start_at)
     return None
-
-
-def _result_type(wf: WorkflowDef[Any, Any]) -> Any:
-    from continuum_py.workflow import _hint
-
-    return _hint(wf.fn, "return")

@@ -12,17 +12,16 @@ import random
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+from typing import Any, Generic, NoReturn, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
 
 from continuum_py import _validate
 from continuum_py._log import WorkflowLogger
 from continuum_py.errors import ConfigurationError, WorkflowNotRegistered
-
-if TYPE_CHECKING:
-    from continuum_py._replay import ReplayCore
+from continuum_py.journal import JournalTransaction
 
 T = TypeVar("T")
 
@@ -33,6 +32,7 @@ __all__ = [
     "StepDef",
     "StepInfo",
     "WorkflowDef",
+    "WorkflowRuntime",
     "default_registry",
     "step",
     "step_connection",
@@ -117,9 +117,6 @@ def _error_like(item: object) -> bool:
     return isinstance(item, type) and issubclass(item, BaseException)
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
-
-
 class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What a running step may know about itself.
 
@@ -147,7 +144,39 @@ class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "continuum_step", default=None
 )
-_current_tx: contextvars.ContextVar[Any] = contextvars.ContextVar("continuum_tx", default=None)
+_current_tx: contextvars.ContextVar[JournalTransaction | None] = contextvars.ContextVar(
+    "continuum_tx", default=None
+)
+
+
+class _Bound(Generic[T]):
+    """Sets a context variable for the length of a ``with`` block.
+
+    A class, not ``@contextmanager``: it runs once per step attempt, and a
+    generator costs more.
+    """
+
+    __slots__ = ("_token", "_value", "_var")
+
+    def __init__(self, var: contextvars.ContextVar[T], value: T) -> None:
+        self._var = var
+        self._value = value
+
+    def __enter__(self) -> None:
+        self._token = self._var.set(self._value)
+
+    def __exit__(self, *exc: object) -> None:
+        self._var.reset(self._token)
+
+
+def running_step(info: StepInfo) -> AbstractContextManager[None]:
+    """For the runner: run a step body inside this so ``StepInfo.current()`` is ``info``."""
+    return _Bound(_current_step, info)
+
+
+def in_transaction(tx: JournalTransaction) -> AbstractContextManager[None]:
+    """For the runner: run a transactional step body inside this, for :func:`step_connection`."""
+    return _Bound(_current_tx, tx)
 
 
 def step_connection() -> Any:
@@ -178,11 +207,88 @@ def step_connection() -> Any:
     return tx.connection
 
 
-def _running_core() -> ReplayCore | None:
-    # The replay core drives workflow code on its own deterministic loop; being
-    # on that loop is what "inside a workflow" means.
-    loop = asyncio._get_running_loop()
-    return getattr(loop, "core", None)
+class WorkflowRuntime(Protocol):
+    """What this vocabulary asks of whatever runs workflow code: the replay core.
+
+    The runtime runs the code on an event loop of its own and registers itself
+    there with :func:`set_runtime`; being on such a loop is what "inside a
+    workflow" means (as in Temporal's SDK). The runtime builds every event;
+    this module only checks arguments and hands them on.
+    """
+
+    @property
+    def replaying(self) -> bool:
+        """True while the code re-runs against recorded history."""
+        ...
+
+    @property
+    def logger(self) -> WorkflowLogger:
+        """The run's logger, quiet while replaying."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Durable time, read once for ``ctx.now()`` and recorded."""
+        ...
+
+    def call_step(
+        self, step: StepDef[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        """A step called inside the workflow: its recorded (or new) outcome."""
+        ...
+
+    def call_child(
+        self, wf: WorkflowDef[Any, Any], args: tuple[Any, ...]
+    ) -> Coroutine[Any, Any, Any]:
+        """A child run started inside the workflow: its recorded (or new) result."""
+        ...
+
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        """A durable timer of ``seconds`` (checked: finite, >= 0)."""
+        ...
+
+    def wait_for_signal(
+        self, name: str, timeout: float | None, type_: Any
+    ) -> Coroutine[Any, Any, Any]:
+        """A durable wait for the signal ``name``, decoding its payload as ``type_``."""
+        ...
+
+    def side_effect(self, what: str, make: Callable[[], Any]) -> msgspec.Raw:
+        """The JSON value recorded at this point as ``what``; ``make()`` it when live."""
+        ...
+
+    def publish(self, key: str, value: Any) -> None:
+        """Record ``value`` as the newest one published under ``key``."""
+        ...
+
+    def patched(self, change_id: str) -> bool:
+        """Whether to take the new branch of the change ``change_id``."""
+        ...
+
+    def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
+        """End the run so a fresh one carries on with ``args``."""
+        ...
+
+    def is_wait(self, aw: Any) -> bool:
+        """Whether ``aw`` (a coroutine or its task) is a signal wait."""
+        ...
+
+    def withdraw(self, aw: Any) -> None:
+        """Give back the signal handed to the abandoned wait ``aw``, if any."""
+        ...
+
+
+_RUNTIME = "_continuum_workflow_runtime"
+
+
+def set_runtime(loop: asyncio.AbstractEventLoop, runtime: WorkflowRuntime) -> None:
+    """Make workflow code running on ``loop`` record through ``runtime``."""
+    setattr(loop, _RUNTIME, runtime)
+
+
+def _runtime() -> WorkflowRuntime | None:
+    runtime: WorkflowRuntime | None = getattr(asyncio._get_running_loop(), _RUNTIME, None)
+    return runtime
 
 
 class StepDef(Generic[P, R]):
@@ -227,10 +333,10 @@ class StepDef(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the step: recorded inside a workflow, a plain call anywhere else."""
-        core = _running_core()
-        if core is None:
+        runtime = _runtime()
+        if runtime is None:
             return _plain(self.fn, *args, **kwargs)
-        return core.call_step(self, args, kwargs)
+        return runtime.call_step(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"
@@ -308,7 +414,15 @@ class WorkflowDef(Generic[P, R]):
         self.fn = fn
         self.name = name or fn.__qualname__
         self._arg_types: list[Any] | None = None
+        self._result_type: Any = None
         functools.update_wrapper(self, fn)
+
+    @property
+    def result_type(self) -> Any:
+        """The annotated return type, used to decode the run's result (``Any`` if unknown)."""
+        if self._result_type is None:
+            self._result_type = _hint(self.fn, "return")
+        return self._result_type
 
     @property
     def arg_types(self) -> list[Any]:
@@ -338,15 +452,15 @@ class WorkflowDef(Generic[P, R]):
         Anywhere else it calls the workflow function directly, with no
         recording: for unit tests.
         """
-        core = _running_core()
-        if core is None:
+        runtime = _runtime()
+        if runtime is None:
             return self.fn(*args, **kwargs)
         if kwargs:
             raise TypeError(
                 f"child workflow {self.name!r}: pass arguments positionally (got {sorted(kwargs)})"
             )
         self_def: WorkflowDef[Any, Any] = self
-        result: Awaitable[R] = core.call_child(self_def, tuple(args))
+        result: Awaitable[R] = runtime.call_child(self_def, tuple(args))
         return result
 
     def __repr__(self) -> str:
@@ -447,17 +561,17 @@ class Context:
 
     run_id: str
     workflow: str
-    _core: ReplayCore = field(repr=False)
+    _runtime: WorkflowRuntime = field(repr=False)
 
     @property
     def is_replaying(self) -> bool:
         """True while the code is re-running against recorded history."""
-        return self._core.replaying
+        return self._runtime.replaying
 
     @property
     def logger(self) -> WorkflowLogger:
         """A logger bound to run_id, going where the engine's lines go; silent while replaying."""
-        return self._core.logger
+        return self._runtime.logger
 
     # ---- time ----
     def sleep(self, seconds: float | dt.timedelta) -> Coroutine[Any, Any, None]:
@@ -469,42 +583,22 @@ class Context:
         Raises:
             ValueError: ``seconds`` is negative or not a finite number.
         """
-        return self._core.sleep(_seconds(seconds, "ctx.sleep"))
+        return self._runtime.sleep(_seconds(seconds, "ctx.sleep"))
 
     def now(self) -> dt.datetime:
         """The current time (UTC, timezone-aware), recorded once and replayed as recorded."""
-        from continuum_py.events import SideEffectRecorded
-
-        ev = self._record_value("now", lambda: self._core.clock())
-        assert isinstance(ev, SideEffectRecorded)
-        return dt.datetime.fromtimestamp(_decode_float(ev.value), dt.UTC)
+        runtime = self._runtime
+        raw = runtime.side_effect("now", runtime.clock)
+        return dt.datetime.fromtimestamp(_decode_float(raw), dt.UTC)
 
     def random(self) -> float:
         """A random float in [0, 1), recorded once and replayed as recorded."""
-        from continuum_py.events import SideEffectRecorded
-
-        ev = self._record_value("random", random.random)
-        assert isinstance(ev, SideEffectRecorded)
-        return _decode_float(ev.value)
+        return _decode_float(self._runtime.side_effect("random", random.random))
 
     def uuid4(self) -> uuid.UUID:
         """A random UUID, recorded once and replayed as recorded."""
-        from continuum_py.events import SideEffectRecorded
-
-        ev = self._record_value("uuid4", lambda: str(uuid.uuid4()))
-        assert isinstance(ev, SideEffectRecorded)
-        return uuid.UUID(msgspec.json.decode(ev.value, type=str))
-
-    def _record_value(self, what: str, make: Callable[[], Any]) -> Any:
-        from continuum_py.events import SideEffectRecorded
-
-        def new(position: int) -> SideEffectRecorded:
-            value = msgspec.Raw(msgspec.json.encode(make()))
-            return SideEffectRecorded(seq=0, position=position, what=what, value=value)
-
-        return self._core.record(
-            new, lambda ev: isinstance(ev, SideEffectRecorded) and ev.what == what
-        )
+        raw = self._runtime.side_effect("uuid4", lambda: str(uuid.uuid4()))
+        return uuid.UUID(msgspec.json.decode(raw, type=str))
 
     # ---- signals and published values ----
     @overload
@@ -539,7 +633,7 @@ class Context:
         if not isinstance(name, str) or not name:
             raise ValueError(f"wait_for_signal needs a non-empty signal name, got {name!r}")
         secs = None if timeout is None else _seconds(timeout, "wait_for_signal timeout")
-        return self._core.wait_for_signal(name, secs, type)
+        return self._runtime.wait_for_signal(name, secs, type)
 
     def set_event(self, key: str, value: Any) -> None:
         """Publish ``value`` under ``key`` for callers of ``engine.get_event``.
@@ -549,17 +643,9 @@ class Context:
         Raises:
             EncodingError: ``value`` cannot be encoded.
         """
-        from continuum_py import _codec
-        from continuum_py.events import EventPublished
-
         if not isinstance(key, str) or not key:
             raise ValueError(f"set_event needs a non-empty key, got {key!r}")
-        raw = _codec.encode_value(value, what=f"set_event({key!r})", kind="value")
-
-        def new(position: int) -> EventPublished:
-            return EventPublished(seq=0, position=position, key=key, value=raw)
-
-        self._core.record(new, lambda ev: isinstance(ev, EventPublished) and ev.key == key)
+        self._runtime.publish(key, value)
 
     # ---- control flow ----
     def continue_as_new(self, *args: Any) -> NoReturn:
@@ -572,10 +658,7 @@ class Context:
         Raises:
             EncodingError: an argument cannot be encoded (the run carries on).
         """
-        from continuum_py import _codec
-        from continuum_py._replay import ContinueAsNew
-
-        raise ContinueAsNew(_codec.encode_args(args, what=self.workflow, kind="workflow"))
+        self._runtime.continue_as_new(args)
 
     def patched(self, change_id: str) -> bool:
         """Whether to take the new branch of a code change.
@@ -587,7 +670,7 @@ class Context:
         """
         if not isinstance(change_id, str) or not change_id:
             raise ValueError(f"patched needs a non-empty change id, got {change_id!r}")
-        return self._core.patched(change_id)
+        return self._runtime.patched(change_id)
 
     async def wait_first(self, *aws: Awaitable[Any], cancel_rest: bool = True) -> tuple[int, Any]:
         """Wait for the first of ``aws`` (steps, ``ctx.sleep``, signal waits, child runs).
@@ -617,7 +700,7 @@ class Context:
             raise
         index = min(i for i, t in enumerate(tasks) if t in done)
         losers = [t for i, t in enumerate(tasks) if i != index]
-        self._abandon(losers if cancel_rest else [t for t in losers if self._core.is_wait(t)])
+        self._abandon(losers if cancel_rest else [t for t in losers if self._runtime.is_wait(t)])
         return index, tasks[index].result()
 
     def as_completed(self, aws: Iterable[Awaitable[Any]]) -> AsyncIterator[tuple[int, Any]]:
@@ -634,7 +717,7 @@ class Context:
     def _abandon(self, tasks: Iterable[asyncio.Future[Any]]) -> None:
         for t in tasks:
             t.cancel()
-            self._core.withdraw(t)
+            self._runtime.withdraw(t)
 
 
 class _AsCompleted:
