@@ -6,10 +6,17 @@ Kept apart from :mod:`continuum_py.adapters.postgres`, which runs them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from continuum_py._log import get_logger
-from continuum_py.errors import SchemaTooNew
+from continuum_py.adapters._rules import (
+    LIVE_STATUSES,
+    WAITING_STATUSES,
+    Migration,
+    pending_migrations,
+    refuse_newer,
+    sql_in,
+)
 from continuum_py.journal import INBOX_CHECKED_STATUSES, RUN_COLUMNS, TERMINAL_STATUSES
 
 __all__ = [
@@ -23,14 +30,6 @@ __all__ = [
 ]
 
 log = get_logger()
-
-
-class Migration(NamedTuple):
-    """One step of the table layout; ``sql`` names the schema as ``{s}``."""
-
-    version: int
-    name: str
-    sql: str
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -105,8 +104,8 @@ CREATE INDEX runs_by_id_bytes ON {s}.runs (run_id COLLATE "C");
 VERSION_TABLE = "continuum_schema_version"
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
-_ENDS = ", ".join(f"'{st.value}'" for st in sorted(INBOX_CHECKED_STATUSES))
-_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+_ENDS = sql_in(INBOX_CHECKED_STATUSES)
+_TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
 COLS = ", ".join(RUN_COLUMNS)
 
 
@@ -115,7 +114,7 @@ def _runnable(own: str, now: str) -> str:
     free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own})"
     due = f"COALESCE({now}::float8, {_NOW})"
     return (
-        "status IN ('pending', 'running', 'suspended') AND ("
+        f"status IN ({sql_in(LIVE_STATUSES)}) AND ("
         f"(status = 'pending' AND (wake_at IS NULL OR wake_at <= {due}) AND {free}) "
         f"OR (status = 'running' AND {free}) "
         f"OR (status = 'suspended' AND (wake_at <= {due} OR inbox_last > inbox_seen)))"
@@ -199,10 +198,7 @@ SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
     CASE WHEN u.status = 'suspended' AND u.wake_at IS NOT NULL
          THEN pg_notify($19, u.run_id) END
 FROM u"""
-        self.why = (
-            f"SELECT run_id, lease_token, lease_owner, last_seq, inbox_seen FROM {s}.runs "
-            "WHERE run_id = ANY($1::text[])"
-        )
+        self.why = f"SELECT {COLS} FROM {s}.runs WHERE run_id = ANY($1::text[])"
         self.notify_parent = f"""
 WITH p AS (
     UPDATE {s}.runs SET inbox_last = inbox_last + 1, updated_at = {_NOW}
@@ -310,7 +306,7 @@ SELECT id, pg_notify($5, run_id) FROM i"""
         )
         self.next_wake = (
             f"SELECT min(wake_at) FROM {s}.runs "
-            "WHERE wake_at IS NOT NULL AND status IN ('pending', 'suspended')"
+            f"WHERE wake_at IS NOT NULL AND status IN ({sql_in(WAITING_STATUSES)})"
         )
 
 
@@ -333,9 +329,7 @@ async def migrate(conn: Any, schema: str, migrations: Sequence[Migration] = MIGR
     """
     latest = migrations[-1].version if migrations else 0
     found = await current_version(conn, schema)
-    if found is not None and found > latest:
-        raise SchemaTooNew(None, None, found, latest)
-    if found == latest:
+    if found is not None and refuse_newer(found, latest) == latest:
         return latest
     q = f'"{schema}"'
     while True:
@@ -348,9 +342,7 @@ async def migrate(conn: Any, schema: str, migrations: Sequence[Migration] = MIGR
                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             found = int(await conn.fetchval(f"SELECT max(version) FROM {q}.{VERSION_TABLE}") or 0)
-            if found > latest:
-                raise SchemaTooNew(None, None, found, latest)
-            pending = [m for m in migrations if m.version > found]
+            pending = pending_migrations(found, migrations)
             if not pending:
                 return found
             step = pending[0]

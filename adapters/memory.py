@@ -9,18 +9,21 @@ from typing import Any
 
 import msgspec
 
-from continuum_py.errors import (
-    JournalConflict,
-    JournalError,
-    LeaseLost,
-    MessagesPending,
-    RunAlreadyFinished,
-    RunNotFound,
+from continuum_py.adapters._rules import (
+    WAITING_STATUSES,
+    JournalBase,
+    RunFilter,
+    after,
+    bad_seqs,
+    lease_held,
+    lease_lost,
+    refusal,
 )
+from continuum_py.errors import JournalError, RunAlreadyFinished, RunNotFound
 from continuum_py.journal import (
-    INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
+    InboxKind,
     InboxMessage,
     Lease,
     NewRun,
@@ -31,9 +34,6 @@ from continuum_py.journal import (
 )
 
 __all__ = ["MemoryJournal", "MemoryTransaction"]
-
-# Statuses whose wake_at is kept: it says when the run becomes runnable again.
-_WAITING = (RunStatus.PENDING, RunStatus.SUSPENDED)
 
 
 def _order(rec: RunRecord) -> tuple[float, str]:
@@ -65,7 +65,7 @@ class MemoryTransaction:
         return None
 
 
-class MemoryJournal:
+class MemoryJournal(JournalBase):
     """A :class:`~continuum_py.journal.Journal` held in dictionaries.
 
     Args:
@@ -79,18 +79,11 @@ class MemoryJournal:
         self._snapshots: dict[str, Snapshot] = {}
         self._parent_position: dict[str, int] = {}
         self._inbox: dict[str, list[InboxMessage]] = {}
-        self._closed = False
 
     @classmethod
     def from_url(cls, url: str) -> MemoryJournal:
         """Open from a ``memory://`` URL."""
         return cls()
-
-    async def __aenter__(self) -> MemoryJournal:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def start_run(
         self, run: NewRun, *, claim_for: str | None = None, ttl: float = 30.0
@@ -129,39 +122,7 @@ class MemoryJournal:
     # ---- append ----
     @staticmethod
     def _check(rec: RunRecord | None, batch: AppendBatch) -> JournalError | None:
-        if rec is None or rec.lease_token != batch.lease.token or rec.lease_owner is None:
-            return LeaseLost(
-                batch.lease.run_id, batch.lease.token, rec.lease_token if rec else None
-            )
-        if rec.last_seq != batch.expected_seq:
-            return JournalConflict(batch.lease.run_id, batch.expected_seq, rec.last_seq)
-        for i, ev in enumerate(batch.events):
-            if ev.seq != batch.expected_seq + 1 + i or ev.run_id != rec.run_id:
-                return JournalConflict(batch.lease.run_id, batch.expected_seq + i, ev.seq - 1)
-        seen = rec.inbox_seen if batch.inbox_seen is None else batch.inbox_seen
-        if batch.status in INBOX_CHECKED_STATUSES and rec.inbox_last > seen:
-            return MessagesPending(batch.lease.run_id, seen)
-        return None
-
-    @staticmethod
-    def _after(rec: RunRecord, batch: AppendBatch, now: float) -> RunRecord:
-        """The run's row once ``batch`` has landed."""
-        changes: dict[str, object] = {
-            "last_seq": batch.expected_seq + len(batch.events),
-            "updated_at": now,
-        }
-        if batch.inbox_seen is not None:
-            changes["inbox_seen"] = batch.inbox_seen
-        if batch.status is not None:
-            changes.update(
-                status=batch.status,
-                outcome=batch.outcome,
-                reason=batch.reason,
-                lease_owner=None,
-                lease_expires_at=None,
-                wake_at=batch.wake_at if batch.status in _WAITING else None,
-            )
-        return msgspec.structs.replace(rec, **changes)
+        return bad_seqs(batch) or refusal(batch, rec)
 
     def _check_into(self, shadow: dict[str, RunRecord], batch: AppendBatch) -> JournalError | None:
         """Check ``batch`` against ``shadow`` (rows changed by earlier batches) and record it there."""
@@ -170,7 +131,7 @@ class MemoryJournal:
         err = self._check(rec, batch)
         if err is None:
             assert rec is not None
-            shadow[run_id] = self._after(rec, batch, self._clock())
+            shadow[run_id] = after(rec, batch, self._clock())
         return err
 
     def _write(self, batch: AppendBatch, now: float) -> JournalError | None:
@@ -181,7 +142,7 @@ class MemoryJournal:
             return err
         assert rec is not None
         self._events[run_id].extend(batch.events)
-        self._runs[run_id] = self._after(rec, batch, now)
+        self._runs[run_id] = after(rec, batch, now)
         if batch.snapshot is not None:
             self._snapshots[run_id] = batch.snapshot
         target = batch.continued_to
@@ -226,30 +187,9 @@ class MemoryJournal:
     async def get_run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        limit: int = 1000,
-        workflow: str | None = None,
-        run_id_prefix: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        after: tuple[float, str] | None = None,
-        newest_first: bool = False,
-    ) -> list[RunRecord]:
-        def keep(r: RunRecord) -> bool:
-            return (
-                (status is None or r.status == status)
-                and (workflow is None or r.workflow == workflow)
-                and (not run_id_prefix or r.run_id.startswith(run_id_prefix))
-                and (created_after is None or r.created_at >= created_after)
-                and (created_before is None or r.created_at < created_before)
-                and (after is None or (_order(r) < after if newest_first else _order(r) > after))
-            )
-
-        runs = sorted(filter(keep, self._runs.values()), key=_order, reverse=newest_first)
-        return runs[:limit]
+    async def _select_runs(self, f: RunFilter) -> list[RunRecord]:
+        runs = sorted(filter(f.keeps, self._runs.values()), key=_order, reverse=f.newest_first)
+        return runs[: f.limit]
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         events = self._events.get(run_id)
@@ -257,14 +197,13 @@ class MemoryJournal:
             raise RunNotFound(run_id)
         return list(events[after_seq:])
 
-    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
-        snap = self._snapshots.get(run_id)
-        return snap, await self.load(run_id, after_seq=snap.seq if snap else 0)
+    async def _snapshot(self, run_id: str) -> Snapshot | None:
+        return self._snapshots.get(run_id)
 
     async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
-        rec = self._runs.get(lease.run_id)
-        if rec is None or rec.lease_token != lease.token or rec.lease_owner is None:
-            return LeaseLost(lease.run_id, lease.token, rec.lease_token if rec else None)
+        lost = lease_lost(self._runs.get(lease.run_id), lease)
+        if lost is not None:
+            return lost
         self._snapshots[lease.run_id] = snapshot
         return None
 
@@ -285,14 +224,8 @@ class MemoryJournal:
             return True
         return own and rec.lease_owner == worker_id
 
-    async def claim(
-        self,
-        worker_id: str,
-        *,
-        ttl: float,
-        limit: int,
-        reclaim_own: bool = False,
-        now: float | None = None,
+    async def _claim(
+        self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
         journal_now = self._clock()
         wake_now = journal_now if now is None else now
@@ -325,7 +258,7 @@ class MemoryJournal:
         out: list[Lease | None] = []
         for lease in leases:
             rec = self._runs.get(lease.run_id)
-            if rec is None or rec.lease_token != lease.token or rec.lease_owner is None:
+            if rec is None or not lease_held(rec, lease):
                 out.append(None)
                 continue
             new = msgspec.structs.replace(lease, expires_at=now + ttl)
@@ -354,7 +287,7 @@ class MemoryJournal:
 
     async def release(self, lease: Lease) -> bool:
         rec = self._runs.get(lease.run_id)
-        if rec is None or rec.lease_token != lease.token or rec.lease_owner is None:
+        if rec is None or not lease_held(rec, lease):
             return False
         self._runs[lease.run_id] = msgspec.structs.replace(
             rec,
@@ -391,7 +324,7 @@ class MemoryJournal:
         return True
 
     # ---- inbox ----
-    def _deliver(self, run_id: str, kind: str, name: str, data: bytes, now: float) -> int:
+    def _deliver(self, run_id: str, kind: InboxKind, name: str, data: bytes, now: float) -> int:
         rec = self._runs[run_id]
         msg_id = rec.inbox_last + 1
         self._inbox[run_id].append(
@@ -400,7 +333,7 @@ class MemoryJournal:
         self._runs[run_id] = msgspec.structs.replace(rec, inbox_last=msg_id, updated_at=now)
         return msg_id
 
-    async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+    async def send(self, run_id: str, kind: InboxKind, name: str, data: bytes) -> int:
         rec = self._runs.get(run_id)
         if rec is None:
             raise RunNotFound(run_id)
@@ -422,9 +355,11 @@ class MemoryJournal:
 
     async def next_wake_at(self) -> float | None:
         wakes = [
-            r.wake_at for r in self._runs.values() if r.status in _WAITING and r.wake_at is not None
+            r.wake_at
+            for r in self._runs.values()
+            if r.status in WAITING_STATUSES and r.wake_at is not None
         ]
         return min(wakes, default=None)
 
     async def aclose(self) -> None:
-        self._closed = True
+        pass  # nothing to close: the dictionaries go with the object

@@ -27,35 +27,39 @@ import asyncio
 import contextlib
 import hashlib
 import re
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
+import msgspec
 
 from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
-    Migration,
     Statements,
     current_version,
     migrate,
 )
+from continuum_py.adapters._rules import (
+    JournalBase,
+    Migration,
+    RunFilter,
+    bad_seqs,
+    duplicate_row,
+    readable_layout,
+    why_refused,
+)
 from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
     ConfigurationError,
-    JournalConflict,
     JournalError,
     JournalUnavailable,
     LeaseLost,
-    MessagesPending,
     RunAlreadyFinished,
     RunNotFound,
-    SchemaTooNew,
 )
 from continuum_py.journal import (
-    INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
     InboxMessage,
@@ -181,7 +185,7 @@ def _channel(schema: str) -> str:
 # ---- the journal ----
 
 
-class PostgresJournal:
+class PostgresJournal(JournalBase):
     """A :class:`~continuum_py.journal.Journal` in a Postgres schema.
 
     Also a :class:`~continuum_py.journal.NotifyingJournal` and a
@@ -205,8 +209,6 @@ class PostgresJournal:
         ConfigurationError: a URL that cannot be parsed, a schema name that is
             not a plain identifier, or a bad pool size.
     """
-
-    capabilities = frozenset({"multi_process", "notify", "transactions"})
 
     def __init__(
         self,
@@ -267,12 +269,8 @@ class PostgresJournal:
     def __repr__(self) -> str:
         return f"PostgresJournal({self.where}/{self._database}, schema={self.schema!r})"
 
-    async def __aenter__(self) -> PostgresJournal:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def _left_open(self) -> bool:
+        return getattr(self, "_pool", None) is not None
 
     async def _reset_connection(self, conn: Any) -> None:
         # asyncpg's default reset on every release (advisory unlocks, CLOSE ALL,
@@ -343,13 +341,11 @@ class PostgresJournal:
                 f"Postgres at {self.where}/{self._database} has no continuum journal in schema "
                 f"{self.schema!r} (nothing was created)"
             )
-        if found > latest:
-            raise SchemaTooNew(None, None, found, latest)
-        if found < _OLDEST_READABLE:
-            raise ConfigurationError(
-                f"Postgres schema {self.schema!r} has the older layout {found}, which a "
-                "read-only open cannot upgrade; connect read-write once (a worker does)"
-            )
+        problem = readable_layout(
+            found, latest, _OLDEST_READABLE, f"Postgres schema {self.schema!r}"
+        )
+        if problem is not None:
+            raise ConfigurationError(problem)
 
     def _writable(self) -> None:
         if self.read_only:
@@ -374,7 +370,7 @@ class PostgresJournal:
         except asyncpg.exceptions.DataError:
             raise  # our bug (a badly typed argument), not the network
         except asyncpg.UniqueViolationError as exc:
-            raise JournalConflict("?", -1, None) from exc
+            raise duplicate_row(exc) from exc
         except _UNAVAILABLE as exc:
             detail = str(exc) or type(exc).__name__
             raise JournalUnavailable(
@@ -445,27 +441,9 @@ class PostgresJournal:
         rows = await self._fetch("get_run", self._sql.get_run, run_id)
         return record_from_row(rows[0]) if rows else None
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        limit: int = 1000,
-        workflow: str | None = None,
-        run_id_prefix: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        after: tuple[float, str] | None = None,
-        newest_first: bool = False,
-    ) -> list[RunRecord]:
+    async def _select_runs(self, f: RunFilter) -> list[RunRecord]:
         tail, params = list_runs_sql(
-            status=status,
-            limit=limit,
-            workflow=workflow,
-            run_id_prefix=run_id_prefix,
-            created_after=created_after,
-            created_before=created_before,
-            after=after,
-            newest_first=newest_first,
+            **msgspec.structs.asdict(f),
             param=lambda n: f"${n}",
             # Byte order, whatever the database's collation: a prefix is then a
             # range, read from the runs_by_id_bytes index.
@@ -542,7 +520,8 @@ class PostgresJournal:
                     )
                 }
                 for i in refused:
-                    out[i] = _refusal(batches[i], why.get(batches[i].lease.run_id))
+                    row = why.get(batches[i].lease.run_id)
+                    out[i] = why_refused(batches[i], None if row is None else record_from_row(row))
             for i in idxs:
                 row = landed.get(batches[i].lease.run_id)
                 if (
@@ -567,14 +546,12 @@ class PostgresJournal:
             StoredEvent(run_id=run_id, seq=r[0], kind=r[1], schema=r[2], data=r[3]) for r in rows
         ]
 
-    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+    async def _snapshot(self, run_id: str) -> Snapshot | None:
         rows = await self._fetch("load_with_snapshot", self._sql.snapshot, run_id)
-        snap = (
-            Snapshot(run_id=run_id, seq=rows[0][0], schema=rows[0][1], data=rows[0][2])
-            if rows
-            else None
-        )
-        return snap, await self.load(run_id, after_seq=snap.seq if snap else 0)
+        if not rows:
+            return None
+        seq, schema, data = rows[0]
+        return Snapshot(run_id=run_id, seq=seq, schema=schema, data=data)
 
     async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
         async def tx(conn: Any) -> JournalError | None:
@@ -596,17 +573,9 @@ class PostgresJournal:
         return await self._write("take_snapshot", tx)
 
     # ---- leases ----
-    async def claim(
-        self,
-        worker_id: str,
-        *,
-        ttl: float,
-        limit: int,
-        reclaim_own: bool = False,
-        now: float | None = None,
+    async def _claim(
+        self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
-        if limit <= 0:
-            return []
 
         async def tx(conn: Any) -> list[Any]:
             return list(
@@ -839,27 +808,9 @@ class PostgresJournal:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         conn, self._listen_conn = self._listen_conn, None
-        if conn is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await conn.close()
-            except Exception:
-                conn.terminate()
+        await _close(conn, 5)
         pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                async with asyncio.timeout(10):
-                    await pool.close()
-            except Exception:
-                pool.terminate()
-
-    def __del__(self) -> None:
-        if getattr(self, "_pool", None) is not None:
-            warnings.warn(
-                f"{self!r} was never closed; use `async with` or aclose()",
-                ResourceWarning,
-                stacklevel=1,
-            )
+        await _close(pool, 10)
 
 
 class PostgresTransaction:
@@ -971,6 +922,17 @@ class StepConnection:
         return self._conn.cursor(query, *args, **kwargs)
 
 
+async def _close(what: Any, timeout: float) -> None:
+    """Close a connection or pool gracefully, or end it at once if that fails or hangs."""
+    if what is None:
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await what.close()
+    except Exception:
+        what.terminate()
+
+
 def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:
     """Results so far (bad seqs refused up front) and rounds of batch indexes.
 
@@ -981,7 +943,7 @@ def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], li
     rounds: list[list[int]] = []
     depth: dict[str, int] = {}
     for i, b in enumerate(batches):
-        bad = _check_seqs(b)
+        bad = bad_seqs(b)
         if bad is not None:
             results[i] = bad
             continue
@@ -991,18 +953,3 @@ def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], li
             rounds.append([])
         rounds[k].append(i)
     return results, rounds
-
-
-def _refusal(b: AppendBatch, row: Any) -> JournalError:
-    if row is None or row[1] != b.lease.token or row[2] is None:
-        return LeaseLost(b.lease.run_id, b.lease.token, row[1] if row is not None else None)
-    if row[3] == b.expected_seq and b.status in INBOX_CHECKED_STATUSES:
-        return MessagesPending(b.lease.run_id, row[4] if b.inbox_seen is None else b.inbox_seen)
-    return JournalConflict(b.lease.run_id, b.expected_seq, row[3])
-
-
-def _check_seqs(b: AppendBatch) -> JournalError | None:
-    for i, e in enumerate(b.events):
-        if e.seq != b.expected_seq + 1 + i or e.run_id != b.lease.run_id:
-            return JournalConflict(b.lease.run_id, b.expected_seq + i, e.seq - 1)
-    return None

@@ -18,26 +18,36 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiosqlite
+import msgspec
 
+from continuum_py.adapters._rules import (
+    WAITING_STATUSES,
+    JournalBase,
+    Migration,
+    RunFilter,
+    bad_seqs,
+    duplicate_row,
+    lease_lost,
+    pending_migrations,
+    readable_layout,
+    refuse_newer,
+    sql_in,
+    why_refused,
+)
 from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
     ConfigurationError,
     ContinuumError,
-    JournalConflict,
     JournalCorrupt,
     JournalError,
     JournalUnavailable,
-    LeaseLost,
-    MessagesPending,
     RunAlreadyFinished,
     RunNotFound,
-    SchemaTooNew,
 )
 from continuum_py.journal import (
     INBOX_CHECKED_STATUSES,
@@ -60,7 +70,7 @@ __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
 T = TypeVar("T")
 
-STORAGE_VERSION = 3
+STORAGE_VERSION = 3  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
@@ -70,12 +80,15 @@ parent_position, inbox_last, inbox_seen; indexes for waking runs.
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
-_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+_TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
 
-# The newest layout, for a fresh file. New columns of runs come last, in the
-# order the migrations add them, so a migrated file and a fresh one match.
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS runs (
+# The table layout's history, oldest first; a fresh file applies every step.
+# Each step's statements are separated by ";\n" (SQLite runs one at a time).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "runs, events, snapshots",
+        """CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -87,31 +100,35 @@ _SCHEMA = [
     lease_expires_at REAL,
     wake_at REAL,
     outcome BLOB,
-    reason TEXT,
-    parent_run_id TEXT,
-    parent_position INTEGER NOT NULL DEFAULT 0,
-    inbox_last INTEGER NOT NULL DEFAULT 0,
-    inbox_seen INTEGER NOT NULL DEFAULT 0
-)""",
-    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at)",
-    """CREATE TABLE IF NOT EXISTS events (
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
+CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
     schema INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS snapshots (
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
     run_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
     schema INTEGER NOT NULL,
     data BLOB NOT NULL
 )""",
-]
-
-_INBOX_AND_INDEXES = [
-    """CREATE TABLE IF NOT EXISTS inbox (
+    ),
+    # runs_by_wake: due timers and scheduled starts, a range on wake_at within
+    # one status. runs_unseen: suspended runs with unseen messages, few at any
+    # time, so a partial index finds them without reading those that still wait.
+    Migration(
+        2,
+        "inbox; runs gain parent and inbox columns; indexes for waking runs",
+        """ALTER TABLE runs ADD COLUMN parent_run_id TEXT;
+ALTER TABLE runs ADD COLUMN parent_position INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN inbox_last INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN inbox_seen INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS inbox (
     run_id TEXT NOT NULL,
     id INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -119,37 +136,29 @@ _INBOX_AND_INDEXES = [
     data BLOB NOT NULL,
     at REAL NOT NULL,
     PRIMARY KEY (run_id, id)
-) WITHOUT ROWID""",
-    # Due timers and scheduled starts: a range on wake_at within one status.
-    "CREATE INDEX IF NOT EXISTS runs_by_wake ON runs (status, wake_at)",
-    # Suspended runs with unseen messages: few at any time, so a partial index
-    # finds them without reading the suspended runs that still wait.
-    "CREATE INDEX IF NOT EXISTS runs_unseen ON runs (created_at) "
-    "WHERE status = 'suspended' AND inbox_last > inbox_seen",
-]
-_SCHEMA += _INBOX_AND_INDEXES
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_wake ON runs (status, wake_at);
+CREATE INDEX IF NOT EXISTS runs_unseen ON runs (created_at) WHERE status = 'suspended' AND inbox_last > inbox_seen""",
+    ),
+    Migration(
+        3,
+        "indexes for listing runs",
+        # list_runs pages by (created_at, run_id), newest or oldest first, with a
+        # keyset; these answer it, alone or within one workflow, without sorting
+        # the table. A run_id prefix is a range on the primary key; one status
+        # uses runs_by_status.
+        """CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id)""",
+    ),
+)
 
-# list_runs pages by (created_at, run_id), newest or oldest first, with a keyset;
-# these answer it, alone or within one workflow, without sorting the table. A
-# run_id prefix is a range on the primary key; one status uses runs_by_status.
-_LISTING_INDEXES = [
-    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id)",
-    "CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id)",
-]
-_SCHEMA += _LISTING_INDEXES
 
-_MIGRATIONS: dict[int, list[str]] = {
-    # from version 1 to version 2
-    1: [
-        "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
-        "ALTER TABLE runs ADD COLUMN parent_position INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE runs ADD COLUMN inbox_last INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE runs ADD COLUMN inbox_seen INTEGER NOT NULL DEFAULT 0",
-        *_INBOX_AND_INDEXES,
-    ],
-    # from version 2 to version 3
-    2: list(_LISTING_INDEXES),
-}
+def _statements(m: Migration) -> list[str]:
+    return [part for part in m.sql.split(";\n") if part.strip()]
+
+
+# From version v to v + 1: its statements.
+_MIGRATIONS: dict[int, list[str]] = {m.version - 1: _statements(m) for m in MIGRATIONS}
 
 _RUN_COLS = ", ".join(RUN_COLUMNS)
 
@@ -193,6 +202,9 @@ URL_OPTIONS = {"mode": "mode=rwc (default), rw or ro"}
 # The oldest table layout a read-only open can read: it cannot upgrade the
 # file, and the layouts after this one add nothing the reads need.
 _OLDEST_READABLE = 2
+
+
+assert MIGRATIONS[-1].version == STORAGE_VERSION
 
 
 def path_from_url(url: str) -> str:
@@ -373,7 +385,7 @@ class SQLiteTransaction:
         return err
 
 
-class SQLiteJournal:
+class SQLiteJournal(JournalBase):
     """A :class:`~continuum_py.journal.Journal` in one SQLite file.
 
     Args:
@@ -392,8 +404,6 @@ class SQLiteJournal:
     Attributes:
         read_only: whether the journal was opened with ``mode="ro"``.
     """
-
-    capabilities = frozenset({"multi_process", "transactions"})
 
     def __init__(self, path: str, *, busy_timeout: float = 10.0, mode: str = "rwc") -> None:
         self._w: aiosqlite.Connection | None = None
@@ -432,12 +442,11 @@ class SQLiteJournal:
         path, options = path_from_url(url), options_from_url(url)
         return cls(path, mode="ro" if read_only else options.get("mode", "rwc"))
 
-    async def __aenter__(self) -> SQLiteJournal:
-        await self.connect()
-        return self
+    def __repr__(self) -> str:
+        return f"SQLiteJournal({self.path!r})"
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def _left_open(self) -> bool:
+        return self._w is not None or self._r is not None
 
     async def connect(self) -> None:
         """Open the file, create the tables or upgrade an older layout in place.
@@ -581,11 +590,11 @@ class SQLiteJournal:
                 raise ConfigurationError(
                     f"SQLite file {self.path!r} holds no continuum journal (it has no tables)"
                 )
-            if version < _OLDEST_READABLE:
-                raise ConfigurationError(
-                    f"SQLite journal {self.path!r} has the older table layout {version}, which "
-                    "a read-only open cannot upgrade; open it read-write once (a worker does)"
-                )
+            problem = readable_layout(
+                version, STORAGE_VERSION, _OLDEST_READABLE, f"SQLite journal {self.path!r}"
+            )
+            if problem is not None:
+                raise ConfigurationError(problem)
         except BaseException:
             await conn.close()
             raise
@@ -602,10 +611,7 @@ class SQLiteJournal:
         """The file's layout version; raises ``SchemaTooNew`` if newer than ours."""
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > STORAGE_VERSION:
-            raise SchemaTooNew(None, None, version, STORAGE_VERSION)
-        return version
+        return refuse_newer(int(row[0]) if row else 0, STORAGE_VERSION)
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         """Create the tables (new file) or upgrade an older layout, in one transaction."""
@@ -618,14 +624,9 @@ class SQLiteJournal:
                 # Read again under the write lock: another process may have
                 # upgraded the file since we looked.
                 version = int(raw.execute("PRAGMA user_version").fetchone()[0])
-                if version > STORAGE_VERSION:
-                    raise SchemaTooNew(None, None, version, STORAGE_VERSION)
-                if version == 0:
-                    steps = list(_SCHEMA)
-                else:
-                    steps = [s for v in range(version, STORAGE_VERSION) for s in _MIGRATIONS[v]]
-                for statement in steps:
-                    raw.execute(statement)
+                for step in pending_migrations(version, MIGRATIONS):
+                    for statement in _statements(step):
+                        raw.execute(statement)
                 raw.execute(f"PRAGMA user_version = {STORAGE_VERSION}")
                 raw.commit()
             except BaseException:
@@ -669,7 +670,7 @@ class SQLiteJournal:
             result: T = await aconn._execute(fn, aconn._conn)  # type: ignore[no-untyped-call]
             return result
         except sqlite3.IntegrityError as exc:
-            raise JournalConflict("?", -1, None) from exc
+            raise duplicate_row(exc) from exc
         except sqlite3.OperationalError as exc:
             raise JournalUnavailable(f"SQLite write failed: {exc}") from exc
 
@@ -797,29 +798,8 @@ class SQLiteJournal:
         rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
         return record_from_row(rows[0]) if rows else None
 
-    async def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        limit: int = 1000,
-        workflow: str | None = None,
-        run_id_prefix: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        after: tuple[float, str] | None = None,
-        newest_first: bool = False,
-    ) -> list[RunRecord]:
-        tail, params = list_runs_sql(
-            status=status,
-            limit=limit,
-            workflow=workflow,
-            run_id_prefix=run_id_prefix,
-            created_after=created_after,
-            created_before=created_before,
-            after=after,
-            newest_first=newest_first,
-            param=lambda _: "?",
-        )
+    async def _select_runs(self, f: RunFilter) -> list[RunRecord]:
+        tail, params = list_runs_sql(**msgspec.structs.asdict(f), param=lambda _: "?")
         rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs{tail}", params)
         return [record_from_row(r) for r in rows]
 
@@ -839,24 +819,20 @@ class SQLiteJournal:
             for r in rows
         ]
 
-    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+    async def _snapshot(self, run_id: str) -> Snapshot | None:
         rows = await self._fetchall(
-            "SELECT run_id, seq, schema, data FROM snapshots WHERE run_id = ?", (run_id,)
+            "SELECT seq, schema, data FROM snapshots WHERE run_id = ?", (run_id,)
         )
-        snap = (
-            Snapshot(run_id=rows[0][0], seq=rows[0][1], schema=rows[0][2], data=bytes(rows[0][3]))
-            if rows
-            else None
-        )
-        return snap, await self.load(run_id, after_seq=snap.seq if snap else 0)
+        if not rows:
+            return None
+        seq, schema, data = rows[0]
+        return Snapshot(run_id=run_id, seq=seq, schema=schema, data=bytes(data))
 
     async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
         def tx(conn: sqlite3.Connection) -> JournalError | None:
-            row = conn.execute(
-                "SELECT lease_token, lease_owner FROM runs WHERE run_id = ?", (lease.run_id,)
-            ).fetchone()
-            if row is None or row[0] != lease.token or row[1] is None:
-                return LeaseLost(lease.run_id, lease.token, row[0] if row else None)
+            lost = lease_lost(_get(conn, lease.run_id), lease)
+            if lost is not None:
+                return lost
             conn.execute(
                 _UPSERT_SNAPSHOT, (snapshot.run_id, snapshot.seq, snapshot.schema, snapshot.data)
             )
@@ -865,17 +841,9 @@ class SQLiteJournal:
         return await self._tx(tx)
 
     # ---- leases ----
-    async def claim(
-        self,
-        worker_id: str,
-        *,
-        ttl: float,
-        limit: int,
-        reclaim_own: bool = False,
-        now: float | None = None,
+    async def _claim(
+        self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
-        if limit <= 0:
-            return []
         params = {
             "worker": worker_id,
             "ttl": ttl,
@@ -1033,21 +1001,11 @@ class SQLiteJournal:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
-    def __del__(self) -> None:
-        if self._w is not None or self._r is not None:
-            warnings.warn(
-                f"SQLiteJournal({self.path!r}) was never closed; use `async with` or aclose()",
-                ResourceWarning,
-                stacklevel=1,
-            )
-
 
 _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (run_id, seq, schema, data) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema, data = excluded.data"
 )
-
-_WAITING = (RunStatus.PENDING, RunStatus.SUSPENDED)
 
 
 def _begin(raw: sqlite3.Connection) -> None:
@@ -1066,7 +1024,7 @@ def _write_batches(
     snaps: list[tuple[str, int, int, bytes]] = []
     for b in batches:
         run_id = b.lease.run_id
-        bad = _check_seqs(b)
+        bad = bad_seqs(b)
         if bad is not None:
             results.append(bad)
             continue
@@ -1096,14 +1054,14 @@ def _write_batches(
                     b.status.value,
                     b.outcome,
                     b.reason,
-                    b.wake_at if b.status in _WAITING else None,
+                    b.wake_at if b.status in WAITING_STATUSES else None,
                     run_id,
                     b.lease.token,
                     b.expected_seq,
                 ),
             ).fetchall()
         if not landed:
-            results.append(_why(conn, b))
+            results.append(why_refused(b, _get(conn, run_id)))
             continue
         results.append(None)
         rows.extend((e.run_id, e.seq, e.kind, e.schema, e.data) for e in b.events)
@@ -1167,24 +1125,6 @@ def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     return record_from_row(row) if row else None
 
 
-def _why(conn: sqlite3.Connection, b: AppendBatch) -> JournalError:
-    rec = _get(conn, b.lease.run_id)
-    if rec is None or rec.lease_token != b.lease.token or rec.lease_owner is None:
-        return LeaseLost(b.lease.run_id, b.lease.token, rec.lease_token if rec else None)
-    if rec.last_seq == b.expected_seq and b.status in INBOX_CHECKED_STATUSES:
-        return MessagesPending(
-            b.lease.run_id, rec.inbox_seen if b.inbox_seen is None else b.inbox_seen
-        )
-    return JournalConflict(b.lease.run_id, b.expected_seq, rec.last_seq)
-
-
 def _int_or(value: int | None, column: str) -> str:
     # An int is inlined (never user text); None means the stored column.
     return column if value is None else str(int(value))
-
-
-def _check_seqs(b: AppendBatch) -> JournalError | None:
-    for i, e in enumerate(b.events):
-        if e.seq != b.expected_seq + 1 + i or e.run_id != b.lease.run_id:
-            return JournalConflict(b.lease.run_id, b.expected_seq + i, e.seq - 1)
-    return None

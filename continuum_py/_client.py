@@ -7,7 +7,7 @@ and error translation, in one place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -20,7 +20,18 @@ from continuum_py.errors import (
     RunAlreadyFinished,
 )
 from continuum_py.events import SCHEMA_VERSION, AnyEvent, ContinuedAsNew, Event
-from continuum_py.journal import AppendBatch, Journal, RunStatus, Snapshot, StoredEvent
+from continuum_py.journal import (
+    AppendBatch,
+    InboxKind,
+    InboxMessage,
+    Journal,
+    Lease,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    StoredEvent,
+)
 
 
 def stored(run_id: str, event: Event) -> StoredEvent:
@@ -97,7 +108,7 @@ class JournalClient:
         except (OSError, ConnectionError) as exc:
             raise JournalUnavailable(f"journal write failed: {exc}") from exc
 
-    async def send_along_chain(self, run_id: str, kind: str, name: str, data: bytes) -> str:
+    async def send_along_chain(self, run_id: str, kind: InboxKind, name: str, data: bytes) -> str:
         """Send to the run, or along its continue-as-new chain to the run that carries on.
 
         Returns the run the message went to.
@@ -119,12 +130,97 @@ class JournalClient:
                     raise
                 run_id = end.new_run_id
 
-    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
-        return await self.journal.load_with_snapshot(run_id)
+    # The rest passes straight through to the journal: each returns the
+    # journal's own coroutine, so the pass-through adds no await of its own.
+    def load_with_snapshot(
+        self, run_id: str
+    ) -> Coroutine[Any, Any, tuple[Snapshot | None, list[StoredEvent]]]:
+        """See :meth:`Journal.load_with_snapshot`."""
+        return self.journal.load_with_snapshot(run_id)
 
-    def __getattr__(self, name: str) -> Any:
-        # Everything else passes straight through to the journal.
-        return getattr(self.journal, name)
+    def start_run(
+        self, run: NewRun, *, claim_for: str | None = None, ttl: float = 30.0
+    ) -> Coroutine[Any, Any, tuple[RunRecord, Lease | None, bool]]:
+        """See :meth:`Journal.start_run`."""
+        return self.journal.start_run(run, claim_for=claim_for, ttl=ttl)
+
+    def get_run(self, run_id: str) -> Coroutine[Any, Any, RunRecord | None]:
+        """See :meth:`Journal.get_run`."""
+        return self.journal.get_run(run_id)
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+        workflow: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        newest_first: bool = False,
+    ) -> Coroutine[Any, Any, list[RunRecord]]:
+        """See :meth:`Journal.list_runs`."""
+        return self.journal.list_runs(
+            status=status,
+            limit=limit,
+            workflow=workflow,
+            run_id_prefix=run_id_prefix,
+            created_after=created_after,
+            created_before=created_before,
+            after=after,
+            newest_first=newest_first,
+        )
+
+    def load(self, run_id: str, *, after_seq: int = 0) -> Coroutine[Any, Any, list[StoredEvent]]:
+        """See :meth:`Journal.load`."""
+        return self.journal.load(run_id, after_seq=after_seq)
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool = False,
+        now: float | None = None,
+    ) -> Coroutine[Any, Any, list[Lease]]:
+        """See :meth:`Journal.claim`."""
+        return self.journal.claim(worker_id, ttl=ttl, limit=limit, reclaim_own=reclaim_own, now=now)
+
+    def renew(
+        self, leases: Sequence[Lease], *, ttl: float
+    ) -> Coroutine[Any, Any, list[Lease | None]]:
+        """See :meth:`Journal.renew`."""
+        return self.journal.renew(leases, ttl=ttl)
+
+    def release(self, lease: Lease) -> Coroutine[Any, Any, bool]:
+        """See :meth:`Journal.release`."""
+        return self.journal.release(lease)
+
+    def seize(
+        self, run_id: str, worker_id: str, *, ttl: float
+    ) -> Coroutine[Any, Any, Lease | None]:
+        """See :meth:`Journal.seize`."""
+        return self.journal.seize(run_id, worker_id, ttl=ttl)
+
+    def inbox(self, run_id: str, *, after_id: int = 0) -> Coroutine[Any, Any, list[InboxMessage]]:
+        """See :meth:`Journal.inbox`."""
+        return self.journal.inbox(run_id, after_id=after_id)
+
+    def unseen_inbox(self, run_ids: Sequence[str]) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`Journal.unseen_inbox`."""
+        return self.journal.unseen_inbox(run_ids)
+
+    def next_wake_at(self) -> Coroutine[Any, Any, float | None]:
+        """See :meth:`Journal.next_wake_at`."""
+        return self.journal.next_wake_at()
+
+    def set_status(
+        self, run_id: str, status: RunStatus, *, reason: str | None = None
+    ) -> Coroutine[Any, Any, bool]:
+        """See :meth:`Journal.set_status`."""
+        return self.journal.set_status(run_id, status, reason=reason)
 
 
 class SnapshotState(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["AttachableClock", "Clock", "SystemClock", "Watched"]
 
 
 @runtime_checkable
@@ -24,6 +24,24 @@ class Clock(Protocol):
 
     async def sleep_until(self, when: float) -> None:
         """Return once ``now() >= when``."""
+        ...
+
+
+class Watched(Protocol):
+    """What an :class:`AttachableClock` may ask of an engine that uses it."""
+
+    @property
+    def idle(self) -> bool:
+        """True when every run the engine holds waits only for time or a message."""
+        ...
+
+
+@runtime_checkable
+class AttachableClock(Clock, Protocol):
+    """Optional: a clock that watches the engines using it (``VirtualClock`` skips idle time)."""
+
+    def attach(self, engine: Watched) -> None:
+        """Called by each engine made with this clock."""
         ...
 
 

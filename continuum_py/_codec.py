@@ -132,10 +132,6 @@ def decode_event(run_id: str, seq: int | None, schema: int, data: bytes) -> AnyE
     return event
 
 
-def encode(value: Any) -> bytes:
-    return _encoder.encode(value)
-
-
 def error_info(exc: BaseException) -> ErrorInfo:
     tb = "".join(traceback.format_exception(exc))
     return ErrorInfo(type=type_name(exc), message=str(exc), traceback=tb)

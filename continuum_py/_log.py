@@ -17,11 +17,48 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import structlog
 
 LOGGER_NAME = "continuum_py"
+
+Level = Literal["debug", "info", "warning", "error", "exception", "critical"]
+"""A logger method name; ``exception`` logs at error level with the current exception."""
+
+
+class Logger(Protocol):
+    """What the engine's loggers offer: a structlog bound logger or the stdlib fallback."""
+
+    def bind(self, **kw: Any) -> Logger:
+        """A logger with more context bound."""
+        ...
+
+    def debug(self, event: str, **kw: Any) -> Any:
+        """Log at debug level."""
+        ...
+
+    def info(self, event: str, **kw: Any) -> Any:
+        """Log at info level."""
+        ...
+
+    def warning(self, event: str, **kw: Any) -> Any:
+        """Log at warning level."""
+        ...
+
+    def error(self, event: str, **kw: Any) -> Any:
+        """Log at error level."""
+        ...
+
+    def exception(self, event: str, **kw: Any) -> Any:
+        """Log at error level with the current exception."""
+        ...
+
+    def critical(self, event: str, **kw: Any) -> Any:
+        """Log at critical level."""
+        ...
+
+
 _stdlib = logging.getLogger(LOGGER_NAME)
 
 _PLAIN = re.compile(r"[^\s=\"']+\Z")
@@ -88,7 +125,7 @@ class _StdlibLogger:
             _emit_stdlib(logging.CRITICAL, event, self._bound, kw, 2, False)
 
 
-_LEVELS = {
+_LEVELS: dict[Level, int] = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -111,13 +148,14 @@ class _LazyLogger:
     def __init__(self, bound: dict[str, Any]) -> None:
         self._bound = bound
 
-    def bind(self, **kw: Any) -> Any:
+    def bind(self, **kw: Any) -> Logger:
         bound = {**self._bound, **kw}
         if structlog.is_configured():
-            return structlog.get_logger(LOGGER_NAME).bind(**bound)
+            log: Logger = structlog.get_logger(LOGGER_NAME).bind(**bound)
+            return log
         return _StdlibLogger(bound)
 
-    def _emit(self, method: str, event: str, kw: dict[str, Any], depth: int) -> None:
+    def _emit(self, method: Level, event: str, kw: dict[str, Any], depth: int) -> None:
         if structlog.is_configured():
             getattr(structlog.get_logger(LOGGER_NAME, **self._bound), method)(event, **kw)
             return
@@ -144,7 +182,7 @@ class _LazyLogger:
         self._emit("critical", event, kw, 2)
 
 
-def get_logger(**bound: Any) -> Any:
+def get_logger(**bound: Any) -> Logger:
     """The engine's logger with ``bound`` context (see the module docstring)."""
     return _LazyLogger(bound)
 
@@ -159,7 +197,7 @@ class WorkflowLogger:
 
     def __init__(self, is_replaying: Callable[[], bool], **bound: Any) -> None:
         self._is_replaying = is_replaying
-        self._log: Any = get_logger(**bound)
+        self._log: Logger = get_logger(**bound)
 
     def bind(self, **kw: Any) -> WorkflowLogger:
         """A copy with more context bound."""
@@ -167,7 +205,7 @@ class WorkflowLogger:
         new._log = self._log.bind(**kw)
         return new
 
-    def _emit(self, level: str, event: str, kw: dict[str, Any]) -> None:
+    def _emit(self, level: Level, event: str, kw: dict[str, Any]) -> None:
         if not self._is_replaying():
             getattr(self._log, level)(event, **kw)
 

@@ -47,6 +47,7 @@ from continuum_py.errors import (
 )
 from continuum_py.events import (
     AnyEvent,
+    CancelReason,
     CancelRequested,
     ChildCompleted,
     ChildStarted,
@@ -305,17 +306,6 @@ def describe(call: Call | None) -> str:
     return "nothing" if call is None else call.describe
 
 
-_COMMAND_EVENTS = (
-    StepScheduled,
-    TimerStarted,
-    SignalWaitStarted,
-    ChildStarted,
-    SideEffectRecorded,
-    MarkerRecorded,
-    EventPublished,
-)
-
-
 class ContinueAsNew(BaseException):
     """Raised by ``ctx.continue_as_new``; ends the run so a fresh one carries on.
 
@@ -368,7 +358,7 @@ class ReplayCore:
         # Signal waits and child runs not answered yet, by position (pruned lazily).
         self._message_waits: dict[int, Call] = {}
         self.inbox_seen = 0
-        self.cancel_reason: str | None = None
+        self.cancel_reason: CancelReason | None = None
         # A mismatch found inside workflow code (a sync call); raised to the runner
         # even if the code swallows it.
         self.nd_error: NonDeterminismError | None = None

@@ -53,7 +53,9 @@ from continuum_py.errors import (
     NonDeterminismError,
     RunAlreadyFinished,
     RunNotFound,
+    RunTimedOut,
     WorkflowNotRegistered,
+    error_type,
 )
 from continuum_py.events import (
     SCHEMA_VERSION,
@@ -520,7 +522,7 @@ class RunDriver:
             try:
                 end = _codec.decode_event(child_id, None, SCHEMA_VERSION, m.data)
             except Exception as exc:
-                error = ErrorInfo(type="continuum_py.errors.JournalCorrupt", message=str(exc))
+                error = ErrorInfo(type=error_type(JournalCorrupt), message=str(exc))
             else:
                 if isinstance(end, RunCompleted):
                     result = end.result
@@ -876,7 +878,7 @@ class RunDriver:
                 seq=seq,
                 at=now,
                 error=ErrorInfo(
-                    type="continuum_py.errors.RunTimedOut",
+                    type=error_type(RunTimedOut),
                     message="the run passed its deadline and was stopped",
                 ),
             )

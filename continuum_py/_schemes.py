@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from continuum_py.errors import ConfigurationError
+from continuum_py.journal import Journal
 
 SCHEMES: dict[str, tuple[str, str, str | None]] = {
     # scheme: (module, class, pip extra that provides its driver)
@@ -19,6 +20,19 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
 
 DEFAULT_URL = "sqlite:///continuum.db"
 
+
+class JournalFactory(Protocol):
+    """What a URL scheme names: a journal class that makes itself from a URL.
+
+    ``read_only`` is passed only when asked for, so a class of one's own that
+    cannot open a journal only to read may leave it out.
+    """
+
+    def from_url(self, url: str, *, read_only: bool = ...) -> Journal:
+        """An unconnected journal for ``url``."""
+        ...
+
+
 # What each scheme looks like, for a URL that lacks the // after the colon.
 _FORMS = {
     "memory": "memory://",
@@ -28,7 +42,7 @@ _FORMS = {
 }
 
 
-def journal_from_url(url: str, *, read_only: bool = False) -> Any:
+def journal_from_url(url: str, *, read_only: bool = False) -> Journal:
     """An unconnected journal for ``url``; raises ``ConfigurationError`` for a bad URL.
 
     With ``read_only`` the journal must already exist: it is opened to be read
@@ -78,10 +92,10 @@ def journal_from_url(url: str, *, read_only: bool = False) -> Any:
         raise ConfigurationError(
             f"the {scheme} journal is not available in this version ({exc})"
         ) from exc
-    cls = getattr(module, cls_name)
+    factory: JournalFactory = getattr(module, cls_name)
     # Only pass read_only when asked, so an adapter of one's own without it
     # still opens for ordinary use.
-    return cls.from_url(url, read_only=True) if read_only else cls.from_url(url)
+    return factory.from_url(url, read_only=True) if read_only else factory.from_url(url)
 
 
 def redact_url(url: str) -> str:

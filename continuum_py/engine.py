@@ -12,13 +12,13 @@ import inspect
 import os
 import socket
 import uuid
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
 from continuum_py import _codec, _validate
 from continuum_py._client import JournalClient, decode_all, stored
-from continuum_py._clock import Clock, SystemClock
+from continuum_py._clock import AttachableClock, Clock, SystemClock
 from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
@@ -38,6 +38,7 @@ from continuum_py.errors import (
     RunFailed,
     RunNotFound,
     RunTimedOut,
+    error_type,
 )
 from continuum_py.events import (
     AnyEvent,
@@ -54,6 +55,7 @@ from continuum_py.events import RunCancelled as RunCancelledEvent
 from continuum_py.events import RunFailed as RunFailedEvent
 from continuum_py.journal import (
     AppendBatch,
+    Connectable,
     Journal,
     Lease,
     NewRun,
@@ -64,6 +66,9 @@ from continuum_py.journal import (
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
+
+StepState = Literal["running", "pending", "completed", "failed"]
+"""Where a step stands: see :attr:`StepStatus.status`."""
 
 
 class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,7 +87,7 @@ class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
 
     position: int
     step: str
-    status: str
+    status: StepState
     attempts: int
     last_error: ErrorInfo | None = None
     started_at: float = 0.0
@@ -191,7 +196,7 @@ class RunHandle(Generic[R]):
             return value
         if isinstance(end, RunFailedEvent):
             err = end.error
-            if err.type == "continuum_py.errors.RunTimedOut":
+            if err.type == error_type(RunTimedOut):
                 raise RunTimedOut(run_id, err.message, err.traceback)
             raise RunFailed(run_id, err.type, err.message, err.traceback)
         if isinstance(end, RunCancelledEvent):
@@ -302,7 +307,7 @@ class Engine:
             hold=hold,
         )
         self.url = url or DEFAULT_URL
-        self._journal_obj: Any = journal if journal is not None else journal_from_url(self.url)
+        self._journal_obj: Journal = journal if journal is not None else journal_from_url(self.url)
         # A worker's default id is a slot of this host held while the engine lives:
         # unique among live processes, and the same again after a restart.
         self._slot = take_slot() if worker_id is None and worker else None
@@ -340,15 +345,13 @@ class Engine:
             ttl=lease_ttl,
             poll=poll_interval,
         )
-        attach = getattr(self.clock, "attach", None)
-        if attach is not None:
-            attach(self)
+        if isinstance(self.clock, AttachableClock):
+            self.clock.attach(self)
 
     @property
     def journal(self) -> Journal:
         """The journal this engine uses."""
-        j: Journal = self._journal_obj
-        return j
+        return self._journal_obj
 
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -366,9 +369,8 @@ class Engine:
             raise ConfigurationError(
                 "this journal is open read-only: an Engine on it must have worker=False"
             )
-        connect = getattr(self._journal_obj, "connect", None)
-        if connect is not None:
-            await connect()
+        if isinstance(self._journal_obj, Connectable):
+            await self._journal_obj.connect()
         self._open = True
         if self.run_worker and isinstance(self._journal_obj, NotifyingJournal):
             await self._journal_obj.listen(self._on_notify)

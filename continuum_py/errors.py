@@ -44,6 +44,17 @@ class ContinuumError(Exception):
         return (_rebuild, (type(self), self.args, self.__dict__))
 
 
+def error_type(cls: type[BaseException]) -> str:
+    """The name a recorded error gives its class (``ErrorInfo.type``): ``module.QualName``.
+
+    Compare recorded errors with ``error_type(RunTimedOut)``, not a string that
+    could be misspelt. Builtins go bare (``"ValueError"``).
+    """
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _rebuild(cls: type[ContinuumError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
     err = cls.__new__(cls)
     Exception.__init__(err, *args)
@@ -351,7 +362,7 @@ class RunTimedOut(RunFailed, TimeoutError):
         RunFailed.__init__(
             self,
             run_id,
-            "continuum_py.errors.RunTimedOut",
+            error_type(RunTimedOut),
             message or "the run passed its deadline",
             traceback_text,
         )

@@ -13,7 +13,7 @@ at the end, an existing field never changes type. Anything else bumps
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import msgspec
 
@@ -296,6 +296,10 @@ class ChildCompleted(Event, frozen=True, kw_only=True):
     error: ErrorInfo | None = None
 
 
+CancelReason = Literal["cancel", "deadline"]
+"""Why a run is asked to stop: ``engine.cancel``, or its deadline passed."""
+
+
 class CancelRequested(Event, frozen=True, kw_only=True):
     """The run is to stop: ``engine.cancel``, or its deadline passed.
 
@@ -305,7 +309,7 @@ class CancelRequested(Event, frozen=True, kw_only=True):
     """
 
     inbox_id: int
-    reason: str = "cancel"
+    reason: CancelReason = "cancel"
 
 
 class RunSuspended(Event, frozen=True, kw_only=True):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -27,8 +27,11 @@ __all__ = [
     "RUN_COLUMNS",
     "TERMINAL_STATUSES",
     "AppendBatch",
+    "Connectable",
+    "InboxKind",
     "InboxMessage",
     "Journal",
+    "JournalAdmin",
     "JournalTransaction",
     "Lease",
     "NewRun",
@@ -142,6 +145,13 @@ class NewRun(msgspec.Struct, frozen=True, kw_only=True):
     parent_position: int = 0
 
 
+InboxKind = Literal["signal", "cancel", "child"]
+"""What an inbox message is: a signal, a cancel request, or a child run's outcome.
+
+Stored as this text in every journal.
+"""
+
+
 class InboxMessage(msgspec.Struct, frozen=True, kw_only=True):
     """Something sent to a run from outside its runner, kept until the run records it.
 
@@ -156,7 +166,7 @@ class InboxMessage(msgspec.Struct, frozen=True, kw_only=True):
 
     run_id: str
     id: int
-    kind: str
+    kind: InboxKind
     name: str
     data: bytes
     at: float = 0.0
@@ -417,10 +427,6 @@ class Journal(Protocol):
         """The newest snapshot and the events after it (all events if none)."""
         ...
 
-    async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
-        """Store a snapshot (fenced); replaces the previous one."""
-        ...
-
     async def claim(
         self,
         worker_id: str,
@@ -460,11 +466,7 @@ class Journal(Protocol):
         """
         ...
 
-    async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
-        """Run ids a worker could claim now."""
-        ...
-
-    async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
+    async def send(self, run_id: str, kind: InboxKind, name: str, data: bytes) -> int:
         """Add a message to a run's inbox; returns its id.
 
         A suspended run with an unseen message is runnable. Not fenced: anyone
@@ -496,6 +498,35 @@ class Journal(Protocol):
 
     async def aclose(self) -> None:
         """Close connections; the journal is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class JournalAdmin(Protocol):
+    """Optional: what tools and tests use and the engine never calls.
+
+    The bundled journals implement it; an adapter of your own need not.
+    """
+
+    async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
+        """Store a snapshot (fenced); replaces the previous one."""
+        ...
+
+    async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
+        """Run ids a worker could claim now."""
+        ...
+
+
+@runtime_checkable
+class Connectable(Protocol):
+    """Optional: a journal that opens its connections before first use.
+
+    ``Engine.open`` calls :meth:`connect` once; a journal without it is used as
+    it is (the memory journal).
+    """
+
+    async def connect(self) -> None:
+        """Open connections and create or upgrade the schema (unless read-only)."""
         ...
 
 

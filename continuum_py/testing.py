@@ -23,11 +23,12 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from continuum_py._client import decode_all
+from continuum_py._clock import Watched
 from continuum_py._replay import ReplayCore, StepCall
 from continuum_py.errors import ContinuumError, NonDeterminismError
 from continuum_py.events import AnyEvent, Event, RunStarted
@@ -96,11 +97,7 @@ class Replayer:
                 hold (with ``offline=True``: a replay parks no run).
             WorkflowNotRegistered: the history's workflow is not in the registry.
         """
-        events: list[AnyEvent] = (
-            decode_all(history)  # type: ignore[arg-type]
-            if history and isinstance(history[0], StoredEvent)
-            else list(history)  # type: ignore[arg-type]
-        )
+        events = _events(history)
         if not events or not isinstance(events[0], RunStarted):
             raise ContinuumError("a history must start with a RunStarted event")
         run_id = events[0].run_id
@@ -141,9 +138,18 @@ class Replayer:
             core.close()
 
 
-class _Idle(Protocol):
-    @property
-    def idle(self) -> bool: ...
+def _events(history: Sequence[AnyEvent] | Sequence[StoredEvent]) -> list[AnyEvent]:
+    """The decoded events of a history of either kind."""
+    events: list[AnyEvent] = []
+    stored: list[StoredEvent] = []
+    for item in history:
+        if isinstance(item, StoredEvent):
+            stored.append(item)
+        else:
+            events.append(item)
+    if stored and events:
+        raise ContinuumError("a history holds events or stored events, not both")
+    return decode_all(stored) if stored else events
 
 
 class VirtualClock:
@@ -176,12 +182,12 @@ class VirtualClock:
         self.idle_delay = idle_delay
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._count = itertools.count()
-        self._engines: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._engines: weakref.WeakSet[Watched] = weakref.WeakSet()
         self._driver: asyncio.Task[None] | None = None
         self.jumps = 0
         """How many times auto-advance skipped time."""
 
-    def attach(self, engine: _Idle) -> None:
+    def attach(self, engine: Watched) -> None:
         """Consider ``engine`` busy unless its ``idle`` says otherwise (engines call this)."""
         self._engines.add(engine)
 

@@ -163,3 +163,14 @@ def test_errors_survive_pickling_and_copying_with_their_fields(err):
         assert type(back) is type(err)
         assert str(back) == str(err)
         assert vars(back) == vars(err)
+
+
+def test_recorded_error_type_names_are_the_strings_journals_hold():
+    # Journals and golden histories store these names: a moved or renamed class
+    # would otherwise change what old runs decode to without anyone noticing.
+    from continuum_py.errors import error_type
+
+    assert error_type(continuum_py.RunTimedOut) == "continuum_py.errors.RunTimedOut"
+    assert error_type(continuum_py.JournalCorrupt) == "continuum_py.errors.JournalCorrupt"
+    assert error_type(ValueError) == "ValueError"
+    assert continuum_py.RunTimedOut("r").error_type == "continuum_py.errors.RunTimedOut"

@@ -1,0 +1,329 @@
+"""The rules every journal adapter follows, in one place; an adapter keeps only its storage.
+
+An adapter stores rows. What a fenced write must check, which error a refused
+batch gets, which statuses keep a ``wake_at``, how a layout version is judged
+and the open/close boilerplate are the same for every storage, so they live
+here: :class:`JournalBase` for the shared methods, and small functions for the
+checks an adapter makes inside its own transaction (in Python for the memory
+journal, in SQL for the others, then explained here when a fenced write
+finds nothing to update).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Protocol, Self
+
+import msgspec
+
+from continuum_py.errors import (
+    JournalConflict,
+    JournalCorrupt,
+    JournalError,
+    LeaseLost,
+    MessagesPending,
+    SchemaTooNew,
+)
+from continuum_py.journal import (
+    INBOX_CHECKED_STATUSES,
+    AppendBatch,
+    Lease,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    StoredEvent,
+)
+
+__all__ = [
+    "LIVE_STATUSES",
+    "WAITING_STATUSES",
+    "JournalBase",
+    "Migration",
+    "RunFilter",
+    "after",
+    "bad_seqs",
+    "duplicate_row",
+    "lease_held",
+    "lease_lost",
+    "pending_migrations",
+    "readable_layout",
+    "refusal",
+    "refuse_newer",
+    "sql_in",
+    "why_refused",
+]
+
+WAITING_STATUSES: frozenset[RunStatus] = frozenset({RunStatus.PENDING, RunStatus.SUSPENDED})
+"""Statuses whose ``wake_at`` is kept: it says when the run becomes runnable again."""
+
+LIVE_STATUSES: frozenset[RunStatus] = WAITING_STATUSES | {RunStatus.RUNNING}
+"""Statuses a claim may take a run from."""
+
+
+def sql_in(statuses: Iterable[RunStatus]) -> str:
+    """``'a', 'b'``: the statuses as SQL literals for ``IN (...)``, in a stable order."""
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses))
+
+
+class _Fenced(Protocol):
+    @property
+    def lease_token(self) -> int: ...
+    @property
+    def lease_owner(self) -> str | None: ...
+
+
+# ---- fenced writes ----
+
+
+def lease_held(row: _Fenced | None, lease: Lease) -> bool:
+    """Whether ``lease`` is still the run's lease: its token is the newest and someone holds it."""
+    return row is not None and row.lease_owner is not None and row.lease_token == lease.token
+
+
+def lease_lost(row: _Fenced | None, lease: Lease) -> LeaseLost | None:
+    """``LeaseLost`` unless ``lease`` is still the run's lease (``row``: the run's row)."""
+    if lease_held(row, lease):
+        return None
+    return LeaseLost(lease.run_id, lease.token, row.lease_token if row is not None else None)
+
+
+def bad_seqs(batch: AppendBatch) -> JournalConflict | None:
+    """A ``JournalConflict`` if the batch's events are not its run's, numbered on from its tail."""
+    for i, e in enumerate(batch.events):
+        if e.seq != batch.expected_seq + 1 + i or e.run_id != batch.lease.run_id:
+            return JournalConflict(batch.lease.run_id, batch.expected_seq + i, e.seq - 1)
+    return None
+
+
+def refusal(batch: AppendBatch, rec: RunRecord | None) -> JournalError | None:
+    """Why the run's row ``rec`` refuses ``batch`` (its seqs already checked), or ``None``.
+
+    A stale lease gives ``LeaseLost``; a tail other than ``expected_seq``,
+    ``JournalConflict``; ending the run while its inbox holds messages after
+    the batch's ``inbox_seen`` (or the stored one), ``MessagesPending``.
+    """
+    run_id = batch.lease.run_id
+    lost = lease_lost(rec, batch.lease)
+    if lost is not None or rec is None:
+        return lost
+    if rec.last_seq != batch.expected_seq:
+        return JournalConflict(run_id, batch.expected_seq, rec.last_seq)
+    seen = rec.inbox_seen if batch.inbox_seen is None else batch.inbox_seen
+    if batch.status in INBOX_CHECKED_STATUSES and rec.inbox_last > seen:
+        return MessagesPending(run_id, seen)
+    return None
+
+
+def why_refused(batch: AppendBatch, rec: RunRecord | None) -> JournalError:
+    """The error of a batch whose fenced write changed no row, from the row read after it."""
+    why = refusal(batch, rec)
+    if why is not None:
+        return why
+    # The row allows the batch now though the write found it refusing: only a
+    # concurrent change between the two can do that; the tail is what moved.
+    return JournalConflict(batch.lease.run_id, batch.expected_seq, rec.last_seq if rec else None)
+
+
+def after(rec: RunRecord, batch: AppendBatch, now: float) -> RunRecord:
+    """The run's row once ``batch`` has landed on ``rec`` at time ``now``."""
+    changes: dict[str, object] = {
+        "last_seq": batch.expected_seq + len(batch.events),
+        "updated_at": now,
+    }
+    if batch.inbox_seen is not None:
+        changes["inbox_seen"] = batch.inbox_seen
+    if batch.status is not None:
+        changes.update(
+            status=batch.status,
+            outcome=batch.outcome,
+            reason=batch.reason,
+            lease_owner=None,
+            lease_expires_at=None,
+            wake_at=batch.wake_at if batch.status in WAITING_STATUSES else None,
+        )
+    return msgspec.structs.replace(rec, **changes)
+
+
+def duplicate_row(detail: object) -> JournalCorrupt:
+    """A write of the journal's own met a row already stored that its run's row does not account for.
+
+    Fencing orders every write of a run, so only tables that disagree with
+    each other (edited by hand, or half restored) can do that.
+    """
+    return JournalCorrupt(None, None, f"a write found a row already stored ({detail})")
+
+
+# ---- table layouts ----
+
+
+class Migration(NamedTuple):
+    """One step of a table layout; ``sql`` names the Postgres schema as ``{s}``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def pending_migrations(found: int, migrations: Sequence[Migration]) -> list[Migration]:
+    """The steps that bring a layout at version ``found`` (0: none) up to date, in order.
+
+    Raises:
+        SchemaTooNew: ``found`` is newer than every migration.
+    """
+    refuse_newer(found, migrations[-1].version if migrations else 0)
+    return [m for m in migrations if m.version > found]
+
+
+def refuse_newer(found: int, latest: int) -> int:
+    """``found``, a stored layout version, unless it is newer than ``latest``.
+
+    Raises:
+        SchemaTooNew: it is; the journal is left as it is.
+    """
+    if found > latest:
+        raise SchemaTooNew(None, None, found, latest)
+    return found
+
+
+def readable_layout(found: int, latest: int, oldest: int, what: str) -> str | None:
+    """Why a read-only open cannot read ``what``, a journal at layout ``found``, or ``None``.
+
+    Args:
+        found: the stored layout version (a journal is there).
+        latest: the newest layout this library writes.
+        oldest: the oldest layout the reads understand (a read-only open
+            upgrades nothing).
+        what: the journal as the message names it.
+
+    Raises:
+        SchemaTooNew: ``found`` is newer than ``latest``.
+    """
+    if refuse_newer(found, latest) < oldest:
+        return (
+            f"{what} has the older table layout {found}, which a read-only open cannot "
+            "upgrade; open it read-write once (a worker does)"
+        )
+    return None
+
+
+# ---- the shared methods ----
+
+
+class RunFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """The filters of one ``list_runs`` call, as :meth:`Journal.list_runs` documents them."""
+
+    status: RunStatus | None
+    limit: int
+    workflow: str | None
+    run_id_prefix: str | None
+    created_after: float | None
+    created_before: float | None
+    after: tuple[float, str] | None
+    newest_first: bool
+
+    def keeps(self, r: RunRecord) -> bool:
+        """Whether ``r`` passes every filter (``limit`` aside)."""
+        key = (r.created_at, r.run_id)
+        after = self.after
+        return (
+            (self.status is None or r.status == self.status)
+            and (self.workflow is None or r.workflow == self.workflow)
+            and (not self.run_id_prefix or r.run_id.startswith(self.run_id_prefix))
+            and (self.created_after is None or r.created_at >= self.created_after)
+            and (self.created_before is None or r.created_at < self.created_before)
+            and (after is None or (key < after if self.newest_first else key > after))
+        )
+
+
+class JournalBase:
+    """What every adapter's journal does the same way; an adapter adds its storage.
+
+    Subclasses implement ``_snapshot``, ``load``, ``_select_runs``, ``_claim``
+    and ``aclose``; ``connect`` and ``_left_open`` when they hold connections.
+    """
+
+    async def connect(self) -> None:
+        """Open the storage (nothing to open by default)."""
+
+    async def aclose(self) -> None:
+        """Close connections; the journal is unusable afterwards."""
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _left_open(self) -> bool:
+        """Whether connections are still open (a journal dropped so warns)."""
+        return False
+
+    def __del__(self) -> None:
+        if self._left_open():
+            warnings.warn(
+                f"{self!r} was never closed; use `async with` or aclose()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    async def _snapshot(self, run_id: str) -> Snapshot | None:
+        raise NotImplementedError
+
+    async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
+        """The run's events with seq greater than ``after_seq``, in order."""
+        raise NotImplementedError
+
+    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        """The newest snapshot and the events after it (all events if none)."""
+        snap = await self._snapshot(run_id)
+        return snap, await self.load(run_id, after_seq=snap.seq if snap else 0)
+
+    async def _select_runs(self, f: RunFilter) -> list[RunRecord]:
+        raise NotImplementedError
+
+    async def _claim(
+        self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
+    ) -> list[Lease]:
+        raise NotImplementedError
+
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool = False,
+        now: float | None = None,
+    ) -> list[Lease]:
+        """Lease up to ``limit`` runnable runs, oldest first; see :meth:`Journal.claim`."""
+        if limit <= 0:
+            return []
+        return await self._claim(worker_id, ttl, limit, reclaim_own, now)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 1000,
+        workflow: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        newest_first: bool = False,
+    ) -> list[RunRecord]:
+        """Up to ``limit`` runs matching every filter given; see :meth:`Journal.list_runs`."""
+        return await self._select_runs(
+            RunFilter(
+                status=status,
+                limit=limit,
+                workflow=workflow,
+                run_id_prefix=run_id_prefix,
+                created_after=created_after,
+                created_before=created_before,
+                after=after,
+                newest_first=newest_first,
+            )
+        )
