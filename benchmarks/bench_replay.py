@@ -100,7 +100,7 @@ async def _measure_driver(journal: Any, run_id: str, history: int, repeats: int)
         del snap, rows, state
 
         gc.collect()
-        driver = RunDriver(cfg, lease, lambda _run_id: None)
+        driver = RunDriver(cfg, lease, lambda _driver: None)
         t0 = time.perf_counter()
         core = await driver._load()
         t1 = time.perf_counter()

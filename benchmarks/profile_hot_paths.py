@@ -131,7 +131,7 @@ async def profile_replay(
 
         async def body() -> None:
             for _ in range(runs):
-                driver = RunDriver(cfg, lease, lambda _r: None)
+                driver = RunDriver(cfg, lease, lambda _driver: None)
                 core = await driver._load()
                 core.close()
 

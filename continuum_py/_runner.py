@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ import msgspec
 import structlog
 
 from continuum_py import _codec
+from continuum_py._agenda import Agenda
 from continuum_py._client import (
     JournalClient,
     SnapshotState,
@@ -43,8 +43,8 @@ from continuum_py._replay import (
     describe,
     error_info,
 )
+from continuum_py._steps import OpenTransaction, Outcome, StepExecutor, cancelled
 from continuum_py.errors import (
-    ConfigurationError,
     EncodingError,
     JournalCorrupt,
     JournalUnavailable,
@@ -81,14 +81,12 @@ from continuum_py.events import (
 from continuum_py.journal import (
     AppendBatch,
     InboxMessage,
-    JournalTransaction,
     Lease,
     NewRun,
     RunStatus,
     Snapshot,
-    TransactionalJournal,
 )
-from continuum_py.workflow import Registry, StepInfo, _current_step, _current_tx
+from continuum_py.workflow import Registry
 
 _NULL = msgspec.Raw(b"null")
 
@@ -111,24 +109,17 @@ class RunnerConfig:
     """Seconds between looks at the inbox while a run waits in process for a timer."""
 
 
-@dataclass(slots=True)
-class _Outcome:
-    call: StepCall
-    attempt: int
-    ok: bool
-    value: Any  # msgspec.Raw when ok, else the exception
-    retryable: bool = True
-    tx: tuple[Any, JournalTransaction] | None = None
-    """A transactional step's open transaction: its completion commits in it."""
-
-
 class RunDriver:
     """Runs one run while holding its lease; stops cleanly when the lease is lost."""
 
-    def __init__(self, cfg: RunnerConfig, lease: Lease, on_done: Callable[[str], None]) -> None:
+    def __init__(
+        self, cfg: RunnerConfig, lease: Lease, on_done: Callable[[RunDriver], None]
+    ) -> None:
         self.cfg = cfg
         self.clock = cfg.clock
         self.lease = lease
+        """The run's lease; the engine's heartbeat renews it here."""
+        self._task: asyncio.Task[None] | None = None
         self.run_id = lease.run_id
         self.on_done = on_done
         self.log = get_logger(run_id=self.run_id, worker_id=cfg.worker_id)
@@ -146,19 +137,29 @@ class RunDriver:
         """The state of one pass over the run's history (a fresh replay starts from here)."""
         self.core: ReplayCore | None = None
         self.seq = 0
+        """The durable tail: the seq of the last event the journal holds (the core's
+        ``last_seq`` also counts events applied but not yet appended)."""
         self._snap_seq = 0
-        self._tasks: dict[int, tuple[asyncio.Task[_Outcome], int]] = {}
+        self._tasks: dict[int, tuple[asyncio.Task[Outcome], int]] = {}
+        self.agenda = Agenda()
         self._reattempt: list[StepCall] = []
-        self._retries: list[tuple[float, int]] = []
-        self._timers: list[tuple[float, int]] = []
         self._children: list[ChildCall] = []
-        self._deadline: float | None = None
         self._continued_to: str | None = None
-        self._tx: tuple[Any, JournalTransaction] | None = None
+        self._tx: OpenTransaction | None = None
         self._tx_queue: list[tuple[StepCall, int]] = []
-        self._inline: asyncio.Timeout | None = None
-        self._unsaved: list[_Outcome] = []
+        self.steps = StepExecutor(self.run_id, self.cfg.client.journal)
+        self._unsaved: list[Outcome] = []
         """Step outcomes recorded in events not yet appended."""
+
+    def start(self) -> None:
+        """Drive the run in a task of its own (:attr:`task`)."""
+        self._task = asyncio.create_task(self.run(), name=f"continuum-run-{self.run_id}")
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The task driving the run (after :meth:`start`)."""
+        assert self._task is not None, "RunDriver.start() was not called"
+        return self._task
 
     def stop(self) -> None:
         """Finish the steps running now, record them, then give the run back."""
@@ -168,7 +169,7 @@ class RunDriver:
     def poke(self, *, cancel: bool = False) -> None:
         """Something arrived for this run (a message, a child's outcome): look at the inbox."""
         self._poke.set()
-        if self._inline is not None and (self.core is None or self.core.cancel_reason is None):
+        if self.steps.running_inline and (self.core is None or self.core.cancel_reason is None):
             # Only the first cancellation interrupts: a repeated one must not cut
             # short the cleanup the workflow runs after the first.
             if cancel:
@@ -177,8 +178,7 @@ class RunDriver:
                 self._checker = asyncio.ensure_future(self._check_cancel())
 
     def _interrupt(self) -> None:
-        if self._inline is not None and not self._inline.expired():
-            self._inline.reschedule(asyncio.get_running_loop().time())
+        self.steps.interrupt()
 
     async def _check_cancel(self) -> None:
         core = self.core
@@ -195,7 +195,7 @@ class RunDriver:
         # Resolve the lazy logger once per run, not on every step's log call.
         self.log = self.log.bind()
         try:
-            refeed: list[_Outcome] = []
+            refeed: list[Outcome] = []
             for passes in range(1, _MAX_PASSES + 1):
                 try:
                     await self._drive(refeed)
@@ -234,7 +234,7 @@ class RunDriver:
                 self._checker.cancel()
             if self.core is not None:
                 self.core.close()
-            self.on_done(self.run_id)
+            self.on_done(self)
 
     async def _release(self) -> None:
         try:
@@ -274,15 +274,14 @@ class RunDriver:
             continued_to=continued_to,
         )
         if self._tx is not None:
-            cm, tx = self._tx
-            self._tx = None
+            open_tx, self._tx = self._tx, None
             try:
-                err = await tx.append(batch)
+                err = await open_tx.append(batch)
             except BaseException as exc:
-                await cm.__aexit__(type(exc), exc, exc.__traceback__)
+                await open_tx.rollback(exc)
                 raise
             # Commits the step's own SQL with its completion; a refused append rolls back.
-            await cm.__aexit__(None, None, None)
+            await open_tx.commit()
             if err is not None:
                 raise err
         else:
@@ -292,10 +291,9 @@ class RunDriver:
 
     async def _rollback(self) -> None:
         if self._tx is not None:
-            cm, _ = self._tx
-            self._tx = None
+            open_tx, self._tx = self._tx, None
             with contextlib.suppress(Exception):
-                await cm.__aexit__(RuntimeError, RuntimeError("run stopped"), None)
+                await open_tx.rollback(RuntimeError("run stopped"))
 
     # ---- replay ----
     async def _load(self) -> ReplayCore:
@@ -322,16 +320,15 @@ class RunDriver:
         for ev in tail:
             core.apply(ev)
         core.replaying = False
-        self.seq = core.last_seq
         self.log.info(
-            "run.resumed" if core.last_seq > 1 else "run.started",
+            "run.resumed" if self.seq > 1 else "run.started",
             seq=self.seq,
             snapshot_seq=snap.seq if snap else None,
             replayed_events=len(rows),
         )
         return core
 
-    async def _drive(self, refeed: list[_Outcome]) -> None:
+    async def _drive(self, refeed: list[Outcome]) -> None:
         core = await self._load()
         if core.history_end is not None:
             # History already ends the run; make the run row agree with it. Messages
@@ -349,19 +346,19 @@ class RunDriver:
         started = core.started
         assert started is not None
         if started.deadline is not None and core.cancel_reason != "deadline":
-            self._deadline = started.deadline
+            self.agenda.deadline = started.deadline
         for call in core.waiting():
             if isinstance(call, StepCall):
                 if call.last_failure is not None:
                     due = call.last_failure.at + call.last_failure.retry_delay
-                    heapq.heappush(self._retries, (due, call.position))
+                    self.agenda.add_retry(due, call.position)
                 else:
                     # In flight when the last runner died: it runs again, with the next attempt number.
                     self._reattempt.append(call)
             elif isinstance(call, TimerCall) and call.fire_at is not None:
-                heapq.heappush(self._timers, (call.fire_at, call.position))
+                self.agenda.add_timer(call.fire_at, call.position)
             elif isinstance(call, WaitCall) and call.timeout_at is not None:
-                heapq.heappush(self._timers, (call.timeout_at, call.position))
+                self.agenda.add_timer(call.timeout_at, call.position)
             elif isinstance(call, ChildCall):
                 # Its ChildStarted is durable but the child may not be: make sure it exists.
                 self._children.append(call)
@@ -416,14 +413,12 @@ class RunDriver:
             to_start = [(c, a) for c, a in to_start if not c.step.transactional]
             if self._tx_queue and not to_start and not self._tasks:
                 call, attempt = self._tx_queue.pop(0)
-                outcomes = [await self._execute_inline(call, attempt)]
+                outcomes = [await self.steps.run_inline(call, attempt)]
             elif (
                 len(to_start) == 1
                 and not self._tasks
                 and not self._tx_queue
-                and not self._retries
-                and not self._timers
-                and self._deadline is None
+                and self.agenda.empty
                 and not self._poke.is_set()
                 and not core.awaits_messages()
             ):
@@ -431,13 +426,13 @@ class RunDriver:
                 # Not while a signal or a child's outcome could win a race with it:
                 # a message must reach the workflow while the step runs.
                 call, attempt = to_start[0]
-                outcomes = [await self._execute_inline(call, attempt)]
+                outcomes = [await self.steps.run_inline(call, attempt)]
             else:
                 for call, attempt in to_start:
-                    task = asyncio.ensure_future(self._execute(call, attempt))
+                    task = asyncio.ensure_future(self.steps.run(call, attempt))
                     self._tasks[call.position] = (task, attempt)
                 if not self._tasks and not self._tx_queue and not self._poke.is_set():
-                    next_due = self._next_due()
+                    next_due = self.agenda.next_due()
                     if next_due is None or next_due - self.clock.now() > self.cfg.hold:
                         if await self._suspend(core, events, next_due):
                             return
@@ -456,7 +451,7 @@ class RunDriver:
                     await self._append(events)
                     events = []
 
-    def _refeed(self, core: ReplayCore, outcomes: list[_Outcome], events: list[AnyEvent]) -> None:
+    def _refeed(self, core: ReplayCore, outcomes: list[Outcome], events: list[AnyEvent]) -> None:
         """Record again the step outcomes of a write refused for messages, after those."""
         refed = set()
         for out in outcomes:
@@ -467,31 +462,22 @@ class RunDriver:
                 refed.add(call.position)
         self._reattempt = [c for c in self._reattempt if c.position not in refed]
 
-    def _next_due(self) -> float | None:
-        dues = [h[0][0] for h in (self._timers, self._retries) if h]
-        if self._deadline is not None:
-            dues.append(self._deadline)
-        return min(dues) if dues else None
-
     def _due(self, core: ReplayCore, events: list[AnyEvent]) -> None:
         """Record whatever has come due: timers, the deadline; queue due retries."""
         now = self.clock.now()
-        while self._timers and self._timers[0][0] <= now:
-            _, position = heapq.heappop(self._timers)
+        for position in self.agenda.due_timers(now):
             call = core.calls[position]
             if call.done or call.future.done():
                 continue  # answered by a signal, or no longer awaited
             self._add(
                 core, events, TimerFired(seq=self._next_seq(events), at=now, position=position)
             )
-        while self._retries and self._retries[0][0] <= now:
-            _, position = heapq.heappop(self._retries)
+        for position in self.agenda.due_retries(now):
             step_call = core.calls[position]
             assert isinstance(step_call, StepCall)
             if not step_call.future.done():
                 self._reattempt.append(step_call)
-        if self._deadline is not None and self._deadline <= now and not core.finished:
-            self._deadline = None
+        if not core.finished and self.agenda.deadline_passed(now):
             self.log.warning("run.deadline_passed", seq=self._next_seq(events))
             self._add(
                 core,
@@ -617,8 +603,8 @@ class RunDriver:
                 )
             self.cfg.on_child(lease)
 
-    async def _wait(self) -> list[_Outcome]:
-        due = self._next_due()
+    async def _wait(self) -> list[Outcome]:
+        due = self.agenda.next_due()
         waits: list[asyncio.Future[Any]] = [t for t, _ in self._tasks.values()]
         poke = asyncio.ensure_future(self._poke.wait())
         sleeper = asyncio.ensure_future(self.clock.sleep_until(due)) if due is not None else None
@@ -648,7 +634,7 @@ class RunDriver:
             if t.cancelled():
                 call = self.core.calls[position] if self.core else None
                 assert isinstance(call, StepCall)
-                out.append(_Outcome(call, attempt, False, _cancelled(call), retryable=False))
+                out.append(Outcome(call, attempt, False, cancelled(call), retryable=False))
             else:
                 out.append(t.result())
         return out
@@ -687,7 +673,7 @@ class RunDriver:
                         ),
                     )
                     if not call.future.done():
-                        heapq.heappush(self._timers, (fire_at, call.position))
+                        self.agenda.add_timer(fire_at, call.position)
                 elif isinstance(call, WaitCall):
                     answered = call.future.done()
                     timeout_at = (
@@ -707,7 +693,7 @@ class RunDriver:
                         ),
                     )
                     if timeout_at is not None:
-                        heapq.heappush(self._timers, (timeout_at, call.position))
+                        self.agenda.add_timer(timeout_at, call.position)
                 elif isinstance(call, ChildCall):
                     self._add(
                         core,
@@ -743,7 +729,7 @@ class RunDriver:
             args = call.encoded_args or _NULL
             self._add(core, events, self._scheduled(call, attempt, args, events))
             self._add(
-                core, events, self._failed(call, attempt, _cancelled(call), events, final=True)
+                core, events, self._failed(call, attempt, cancelled(call), events, final=True)
             )
             return
         if call.encoded_args is None:
@@ -800,7 +786,7 @@ class RunDriver:
         core.apply(event)
         events.append(event)
 
-    def _record(self, core: ReplayCore, out: _Outcome, events: list[AnyEvent]) -> None:
+    def _record(self, core: ReplayCore, out: Outcome, events: list[AnyEvent]) -> None:
         call = out.call
         self._unsaved.append(out)
         if out.ok:
@@ -847,7 +833,7 @@ class RunDriver:
             core, events, self._failed(call, out.attempt, exc, events, final=not retry, delay=delay)
         )
         if retry:
-            heapq.heappush(self._retries, (self.clock.now() + delay, call.position))
+            self.agenda.add_retry(self.clock.now() + delay, call.position)
 
     async def _finish(self, core: ReplayCore, events: list[AnyEvent]) -> tuple[RunStatus, bytes]:
         self._close_open_steps(core, events)
@@ -893,8 +879,7 @@ class RunDriver:
             # The workflow no longer waits for these; their outcomes no longer matter.
             t.cancel()
         self._tasks.clear()
-        self._retries.clear()
-        self._timers.clear()
+        self.agenda.drop_work()
         self._tx_queue.clear()
         self._reattempt.clear()
         unawaited = core.unawaited()
@@ -955,122 +940,10 @@ class RunDriver:
             run_id=self.run_id, seq=last, schema=SCHEMA_VERSION, data=encode_snapshot(state)
         )
 
-    async def _execute_inline(self, call: StepCall, attempt: int) -> _Outcome:
-        """Run a step in the driver's own task, interruptible by a cancellation."""
-        try:
-            async with asyncio.timeout(None) as cm:
-                self._inline = cm
-                try:
-                    return await self._execute(call, attempt)
-                finally:
-                    self._inline = None
-        except TimeoutError:
-            return _Outcome(call, attempt, False, _cancelled(call), retryable=False)
-
-    async def _execute(self, call: StepCall, attempt: int) -> _Outcome:
-        if call.step.transactional:
-            return await self._execute_tx(call, attempt)
-        return await self._execute_plain(call, attempt)
-
-    async def _execute_tx(self, call: StepCall, attempt: int) -> _Outcome:
-        """Run the step inside a journal transaction left open for its completion."""
-        journal = self.cfg.client.journal
-        if not isinstance(journal, TransactionalJournal):
-            err = ConfigurationError(
-                f"step {call.step.name!r} is transactional, but {type(journal).__name__} "
-                "has no transactions; use the SQLite or Postgres journal"
-            )
-            return _Outcome(call, attempt, False, err, retryable=False)
-        cm = journal.transaction()
-        tx = await cm.__aenter__()
-        if tx.connection is None:
-            # The memory journal has transactions (for its batches) but no
-            # database to lend the step: refuse rather than run it without one.
-            await cm.__aexit__(None, None, None)
-            err = ConfigurationError(
-                f"step {call.step.name!r} is transactional, but {type(journal).__name__} "
-                "has no database connection for it; use the SQLite or Postgres journal"
-            )
-            return _Outcome(call, attempt, False, err, retryable=False)
-        token = _current_tx.set(tx)
-        try:
-            out = await self._execute_plain(call, attempt)
-        except BaseException as exc:
-            await cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        finally:
-            _current_tx.reset(token)
-        refusal = getattr(tx.connection, "refusal", None)
-        if refusal is not None:
-            # Its SQL tried to end the transaction: fail the step even if it caught
-            # the refusal, and never retry (the same SQL would be refused again).
-            out = _Outcome(call, attempt, False, refusal, retryable=False)
-        if not out.ok:
-            # The step's own writes go with its failure: nothing of it commits.
-            await cm.__aexit__(RuntimeError, RuntimeError("step failed"), None)
-            return out
-        out.tx = (cm, tx)
-        return out
-
-    async def _execute_plain(self, call: StepCall, attempt: int) -> _Outcome:
-        step = call.step
-        info = StepInfo(
-            run_id=self.run_id,
-            seq=call.position,
-            attempt=attempt,
-            idempotency_key=f"{self.run_id}:{call.position}",
-            step=step.name,
-        )
-        token = _current_step.set(info)
-        try:
-            cm: asyncio.Timeout | None = None
-            try:
-                if step.timeout is None:
-                    value = await step.fn(*call.args, **call.kwargs)
-                else:
-                    async with asyncio.timeout(step.timeout) as cm:
-                        value = await step.fn(*call.args, **call.kwargs)
-                    if cm.expired():
-                        # The body swallowed the cancellation at its deadline and
-                        # returned: a timed-out attempt failed, whatever it returned.
-                        raise TimeoutError
-            except TimeoutError as exc:
-                # Only our own deadline is "took longer than its timeout"; a TimeoutError
-                # the step body raised itself is recorded as it is.
-                if cm is not None and cm.expired():
-                    err = TimeoutError(
-                        f"step {step.name!r} took longer than its timeout of {step.timeout}s"
-                    )
-                    err.__cause__ = exc
-                    return _Outcome(call, attempt, False, err)
-                return _Outcome(call, attempt, False, exc)
-            except Exception as exc:
-                return _Outcome(call, attempt, False, exc)
-            try:
-                raw = _codec.encode_value(value, what=step.name)
-                # Decode now, so a result that would not replay fails at record time.
-                _codec.decode_value(raw, step.return_type)
-            except EncodingError as exc:
-                return _Outcome(call, attempt, False, exc, retryable=False)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                enc = EncodingError(
-                    step.name,
-                    _codec.type_name(value),
-                    f"does not match the return annotation: {exc}",
-                )
-                return _Outcome(call, attempt, False, enc, retryable=False)
-            return _Outcome(call, attempt, True, raw)
-        finally:
-            _current_step.reset(token)
-
 
 _MAX_PASSES = 50
 """Replays of one run in a row for messages that keep arriving as it ends; then the
 driver gives the run back (``run.driver_crashed``) and a later claim goes on."""
-
-
-def _cancelled(call: StepCall) -> asyncio.CancelledError:
-    return asyncio.CancelledError(f"step {call.step.name!r} was cancelled with its run")
 
 
 _END_STATUS: dict[type[Any], RunStatus] = {

@@ -322,8 +322,8 @@ class Engine:
         self.poll_interval = poll_interval
         self.clock: Clock = clock or SystemClock()
         self._client = JournalClient(self._journal_obj)
-        self._drivers: dict[str, tuple[asyncio.Task[None], Lease]] = {}
-        self._driver_objs: dict[str, RunDriver] = {}
+        self._drivers: dict[str, RunDriver] = {}
+        """The runs this worker drives, each with its task and its (renewed) lease."""
         self._idle_loop = False
         # A run dropped because the journal was unreachable may still hold our lease:
         # take such runs back at the next claim instead of waiting for the lease to lapse.
@@ -396,20 +396,20 @@ class Engine:
             return
         if grace > 0 and self._bg:
             self._bg[0].cancel()  # the worker loop: claim nothing new; heartbeats go on
-            for driver in list(self._driver_objs.values()):
+            for driver in list(self._drivers.values()):
                 driver.stop()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     while self._drivers:
                         await asyncio.gather(
-                            *(t for t, _ in list(self._drivers.values())), return_exceptions=True
+                            *(d.task for d in list(self._drivers.values())), return_exceptions=True
                         )
         self._open = False
         for t in self._bg:
             t.cancel()
-        for task, _ in list(self._drivers.values()):
-            task.cancel()
-        pending = [t for t in self._bg] + [t for t, _ in self._drivers.values()]
+        for driver in list(self._drivers.values()):
+            driver.task.cancel()
+        pending = [t for t in self._bg] + [d.task for d in self._drivers.values()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         claiming, self._claiming = self._claiming, None
@@ -710,7 +710,7 @@ class Engine:
             self._log.warning("run.terminated", run_id=run_id, reason=reason, seq=end.seq)
             held = self._drivers.get(run_id)
             if held is not None:
-                held[0].cancel()  # its lease is gone: stop its steps now
+                held.task.cancel()  # its lease is gone: stop its steps now
             return
         raise ContinuumError(f"run {run_id}: could not end it; it kept changing, try again")
 
@@ -758,11 +758,11 @@ class Engine:
         """True when every run this worker holds waits only for time or a message."""
         if not self._open or not self.run_worker:
             return True  # a closed engine or a client runs nothing
-        return self._idle_loop and all(d.idle for d in self._driver_objs.values())
+        return self._idle_loop and all(d.idle for d in self._drivers.values())
 
     # ---- internals ----
     def _poke(self, run_id: str, *, cancel: bool = False) -> None:
-        driver = self._driver_objs.get(run_id)
+        driver = self._drivers.get(run_id)
         if driver is not None:
             driver.poke(cancel=cancel)
         self._wake.set()
@@ -809,7 +809,7 @@ class Engine:
         rec = await self._client.get_run(run_id)
         if rec is None:
             raise RunNotFound(run_id)
-        return rec  # type: ignore[no-any-return]
+        return rec
 
     def _waiter(self, run_id: str) -> asyncio.Event:
         ev = self._waiters.get(run_id)
@@ -822,30 +822,22 @@ class Engine:
         if old is not None:
             # Our own lease lapsed (a stalled loop) and we claimed the run anew: the old
             # driver's token is stale, so hand the run to a driver holding the new one.
-            old[0].cancel()
-        task: asyncio.Task[None] | None = None
+            old.task.cancel()
+        driver = RunDriver(self._cfg, lease, self._driver_done)
+        self._drivers[lease.run_id] = driver
+        driver.start()
 
-        def done(run_id: str) -> None:
-            if task is not None:
-                self._driver_done(run_id, task)
-
-        driver = RunDriver(self._cfg, lease, done)
-        task = asyncio.create_task(driver.run(), name=f"continuum-run-{lease.run_id}")
-        self._drivers[lease.run_id] = (task, lease)
-        self._driver_objs[lease.run_id] = driver
-
-    def _driver_done(self, run_id: str, task: asyncio.Task[None]) -> None:
-        current = self._drivers.get(run_id)
-        if current is not None and current[0] is not task:
+    def _driver_done(self, driver: RunDriver) -> None:
+        run_id = driver.run_id
+        if self._drivers.get(run_id) is not driver:
             return  # a newer driver took over this run
-        self._drivers.pop(run_id, None)
-        driver = self._driver_objs.pop(run_id, None)
-        if driver is not None and driver.journal_lost:
+        del self._drivers[run_id]
+        if driver.journal_lost:
             self._reclaim_own = True
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
             ev.set()
-        if driver is not None and driver.core is not None and driver.core.started is not None:
+        if driver.core is not None and driver.core.started is not None:
             parent = driver.core.started.parent_run_id
             if parent is not None:
                 # A child that ended wrote its outcome to the parent's inbox.
@@ -911,30 +903,26 @@ class Engine:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            items = list(self._drivers.items())
-            if not items:
+            drivers = list(self._drivers.values())
+            if not drivers:
                 continue
             try:
-                renewed = await self._client.renew(
-                    [lease for _, (_, lease) in items], ttl=self.lease_ttl
-                )
+                renewed = await self._client.renew([d.lease for d in drivers], ttl=self.lease_ttl)
             except Exception as exc:
                 # Keep beating: leases lapse within lease_ttl if this loop stops.
                 self._log.warning("worker.heartbeat_failed", error=str(exc))
                 continue
-            for (run_id, (task, lease)), new in zip(items, renewed, strict=True):
+            for driver, new in zip(drivers, renewed, strict=True):
                 if new is None:
-                    self._log.warning("run.lease_lost", run_id=run_id, token=lease.token)
-                    task.cancel()
-                elif run_id in self._drivers:
-                    self._drivers[run_id] = (task, new)
+                    self._log.warning(
+                        "run.lease_lost", run_id=driver.run_id, token=driver.lease.token
+                    )
+                    driver.task.cancel()
+                else:
+                    driver.lease = new
             # Messages sent by other processes to runs held here (a lost
             # notification, or a journal that does not notify).
-            with contextlib.suppress(Exception):
-                for run_id in await self._client.unseen_inbox([r for r, _ in items]):
-                    driver = self._driver_objs.get(run_id)
-                    if driver is not None:
-                        driver.poke()
+            await self._poke_unseen([d.run_id for d in drivers])
 
     async def _inbox_watch_loop(self) -> None:
         """Poke the runs held here that have messages from other processes.
@@ -945,14 +933,16 @@ class Engine:
         """
         while True:
             await asyncio.sleep(INBOX_WATCH_INTERVAL)
-            held = list(self._driver_objs)
-            if not held:
-                continue
-            with contextlib.suppress(Exception):
-                for run_id in await self._client.unseen_inbox(held):
-                    driver = self._driver_objs.get(run_id)
-                    if driver is not None:
-                        driver.poke()
+            if self._drivers:
+                await self._poke_unseen(list(self._drivers))
+
+    async def _poke_unseen(self, run_ids: list[str]) -> None:
+        """Poke each of ``run_ids`` held here whose inbox holds messages it has not recorded."""
+        with contextlib.suppress(Exception):
+            for run_id in await self._client.unseen_inbox(run_ids):
+                driver = self._drivers.get(run_id)
+                if driver is not None:
+                    driver.poke()
 
 
 INBOX_WATCH_INTERVAL = 0.2

@@ -1,0 +1,199 @@
+"""Runs one step attempt and says how it ended: no journal writes, no replay.
+
+A plain step runs its body under its timeout and has its result encoded (and
+decoded again, so a value that would not replay fails now). A transactional
+step runs inside a journal transaction that stays open after the body: the
+runner appends the step's completion in it, so the step's own SQL commits
+with that record or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from continuum_py import _codec
+from continuum_py._replay import StepCall
+from continuum_py.errors import ConfigurationError, EncodingError, JournalError
+from continuum_py.journal import AppendBatch, Journal, JournalTransaction, TransactionalJournal
+from continuum_py.workflow import StepInfo, _current_step, _current_tx
+
+
+class OpenTransaction:
+    """A transactional step's journal transaction, open until its completion is written."""
+
+    def __init__(self, stack: contextlib.AsyncExitStack, tx: JournalTransaction) -> None:
+        self._stack = stack
+        self._tx = tx
+
+    async def append(self, batch: AppendBatch) -> JournalError | None:
+        """Write ``batch`` (the step's completion) inside the transaction."""
+        return await self._tx.append(batch)
+
+    async def commit(self) -> None:
+        """End the transaction: it commits, unless an append in it was refused."""
+        await self._stack.aclose()
+
+    async def rollback(self, exc: BaseException) -> None:
+        """End the transaction with nothing of it kept."""
+        await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt of a step ended."""
+
+    call: StepCall
+    attempt: int
+    ok: bool
+    value: Any
+    """The encoded result (``msgspec.Raw``) when ``ok``, else the exception."""
+    retryable: bool = True
+    tx: OpenTransaction | None = None
+    """A transactional step's open transaction: its completion commits in it."""
+
+
+def cancelled(call: StepCall) -> asyncio.CancelledError:
+    """The error recorded for a step cancelled with its run."""
+    return asyncio.CancelledError(f"step {call.step.name!r} was cancelled with its run")
+
+
+class StepExecutor:
+    """Runs the step attempts of one run.
+
+    Args:
+        run_id: the run.
+        journal: its journal, for transactional steps.
+    """
+
+    def __init__(self, run_id: str, journal: Journal) -> None:
+        self.run_id = run_id
+        self._journal = journal
+        self._inline: asyncio.Timeout | None = None
+
+    @property
+    def running_inline(self) -> bool:
+        """Whether a step runs now in the caller's own task (see :meth:`run_inline`)."""
+        return self._inline is not None
+
+    def interrupt(self) -> None:
+        """Cancel the step running inline now (a cancellation reached its run)."""
+        if self._inline is not None and not self._inline.expired():
+            self._inline.reschedule(asyncio.get_running_loop().time())
+
+    async def run_inline(self, call: StepCall, attempt: int) -> Outcome:
+        """Run a step in the caller's task, interruptible by :meth:`interrupt`."""
+        try:
+            async with asyncio.timeout(None) as cm:
+                self._inline = cm
+                try:
+                    return await self.run(call, attempt)
+                finally:
+                    self._inline = None
+        except TimeoutError:
+            return Outcome(call, attempt, False, cancelled(call), retryable=False)
+
+    async def run(self, call: StepCall, attempt: int) -> Outcome:
+        """Run one attempt of ``call``'s step."""
+        if call.step.transactional:
+            return await self._run_in_transaction(call, attempt)
+        return await self._run_body(call, attempt)
+
+    async def _run_in_transaction(self, call: StepCall, attempt: int) -> Outcome:
+        journal = self._journal
+        if not isinstance(journal, TransactionalJournal):
+            return self._refuse(call, attempt, "has no transactions")
+        stack = contextlib.AsyncExitStack()
+        tx = await stack.enter_async_context(journal.transaction())
+        if tx.connection is None:
+            # The memory journal has transactions (for its batches) but no
+            # database to lend the step: refuse rather than run it without one.
+            await stack.aclose()
+            return self._refuse(call, attempt, "has no database connection for it")
+        open_tx = OpenTransaction(stack, tx)
+        token = _current_tx.set(tx)
+        try:
+            out = await self._run_body(call, attempt)
+        except BaseException as exc:
+            await open_tx.rollback(exc)
+            raise
+        finally:
+            _current_tx.reset(token)
+        refusal = getattr(tx.connection, "refusal", None)
+        if refusal is not None:
+            # Its SQL tried to end the transaction: fail the step even if it caught
+            # the refusal, and never retry (the same SQL would be refused again).
+            out = Outcome(call, attempt, False, refusal, retryable=False)
+        if not out.ok:
+            # The step's own writes go with its failure: nothing of it commits.
+            await open_tx.rollback(RuntimeError("step failed"))
+            return out
+        out.tx = open_tx
+        return out
+
+    def _refuse(self, call: StepCall, attempt: int, why: str) -> Outcome:
+        err = ConfigurationError(
+            f"step {call.step.name!r} is transactional, but {type(self._journal).__name__} "
+            f"{why}; use the SQLite or Postgres journal"
+        )
+        return Outcome(call, attempt, False, err, retryable=False)
+
+    async def _run_body(self, call: StepCall, attempt: int) -> Outcome:
+        step = call.step
+        info = StepInfo(
+            run_id=self.run_id,
+            seq=call.position,
+            attempt=attempt,
+            idempotency_key=f"{self.run_id}:{call.position}",
+            step=step.name,
+        )
+        token = _current_step.set(info)
+        try:
+            cm: asyncio.Timeout | None = None
+            try:
+                if step.timeout is None:
+                    value = await step.fn(*call.args, **call.kwargs)
+                else:
+                    async with asyncio.timeout(step.timeout) as cm:
+                        value = await step.fn(*call.args, **call.kwargs)
+                    if cm.expired():
+                        # The body swallowed the cancellation at its deadline and
+                        # returned: a timed-out attempt failed, whatever it returned.
+                        raise TimeoutError
+            except TimeoutError as exc:
+                # Only our own deadline is "took longer than its timeout"; a TimeoutError
+                # the step body raised itself is recorded as it is.
+                if cm is not None and cm.expired():
+                    err = TimeoutError(
+                        f"step {step.name!r} took longer than its timeout of {step.timeout}s"
+                    )
+                    err.__cause__ = exc
+                    return Outcome(call, attempt, False, err)
+                return Outcome(call, attempt, False, exc)
+            except Exception as exc:
+                return Outcome(call, attempt, False, exc)
+            return self._encoded(call, attempt, value)
+        finally:
+            _current_step.reset(token)
+
+    @staticmethod
+    def _encoded(call: StepCall, attempt: int, value: Any) -> Outcome:
+        step = call.step
+        try:
+            raw = _codec.encode_value(value, what=step.name)
+            # Decode now, so a result that would not replay fails at record time.
+            _codec.decode_value(raw, step.return_type)
+        except EncodingError as exc:
+            return Outcome(call, attempt, False, exc, retryable=False)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            enc = EncodingError(
+                step.name,
+                _codec.type_name(value),
+                f"does not match the return annotation: {exc}",
+            )
+            return Outcome(call, attempt, False, enc, retryable=False)
+        return Outcome(call, attempt, True, raw)
