@@ -224,7 +224,6 @@ class PostgresJournal(JournalBase):
         self.read_only = read_only
         url = _parse_url(dsn)
         p = url.params
-        self._lent: set[int] = set()  # ids of connections lent to transactional steps
         self.schema = schema if schema is not None else p.get("schema", "continuum")
         if not _IDENT.fullmatch(self.schema):
             raise ConfigurationError(
@@ -272,15 +271,14 @@ class PostgresJournal(JournalBase):
     def _left_open(self) -> bool:
         return getattr(self, "_pool", None) is not None
 
-    async def _reset_connection(self, conn: Any) -> None:
+    @staticmethod
+    async def _reset_connection(conn: Any) -> None:
         # asyncpg's default reset on every release (advisory unlocks, CLOSE ALL,
         # UNLISTEN, RESET ALL) is a round trip per query; the journal's own
         # statements leave no session state (a rollback of any open transaction
-        # still happens first, in asyncpg). Only a connection lent to a
-        # transactional step may carry the user's SET, LISTEN or locks.
-        if id(conn) in self._lent:
-            self._lent.discard(id(conn))
-            await conn.reset()
+        # still happens first, in asyncpg). A connection lent to a transactional
+        # step is reset by transaction() itself before it goes back.
+        return None
 
     def _connect_kwargs(self) -> dict[str, Any]:
         settings = {"application_name": self.application_name}
@@ -693,7 +691,6 @@ class PostgresJournal(JournalBase):
         self._writable()
         with self._errors("transaction"):
             conn = await self._p.acquire()
-        self._lent.add(id(getattr(conn, "_con", conn)))
         try:
             tr = conn.transaction()
             with self._errors("transaction"):
@@ -711,8 +708,14 @@ class PostgresJournal(JournalBase):
                 else:
                     await tr.commit()
         finally:
-            with contextlib.suppress(Exception):
-                await self._p.release(conn)
+            try:
+                # The step may have left a SET, LISTEN or lock on it: clear them.
+                await conn.reset()
+            except Exception:
+                conn.terminate()  # the pool opens a new one in its place
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._p.release(conn)
 
     # ---- LISTEN/NOTIFY ----
     async def listen(self, callback: Callable[[str], None]) -> None:

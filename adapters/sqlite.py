@@ -19,10 +19,9 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-import aiosqlite
 import msgspec
 
 from continuum_py.adapters._rules import (
@@ -39,6 +38,7 @@ from continuum_py.adapters._rules import (
     sql_in,
     why_refused,
 )
+from continuum_py.adapters._sqlite_thread import SQLiteThread
 from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
     ConfigurationError,
@@ -276,7 +276,7 @@ class TransactionConnection:
     """The journal's writer connection inside :meth:`SQLiteJournal.transaction`.
 
     A transactional step runs its own SQL here; it commits or rolls back with
-    the step's completion. Every call runs in aiosqlite's thread. Usable only
+    the step's completion. Every call runs in the journal's writer thread. Usable only
     while the transaction is open.
 
     Transaction control (``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK``,
@@ -290,7 +290,7 @@ class TransactionConnection:
             step with it.
     """
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: SQLiteThread) -> None:
         self._aconn = conn
         self._open = True
         self.refusal: ConfigurationError | None = None
@@ -314,7 +314,7 @@ class TransactionConnection:
                 ended = not raw.in_transaction
 
         try:
-            result: T = await self._aconn._execute(guarded, self._aconn._conn)  # type: ignore[no-untyped-call]
+            result = await self._aconn.call(guarded)
         finally:
             if ended and self.refusal is None:
                 self.refusal = ConfigurationError(ended_message())
@@ -406,8 +406,8 @@ class SQLiteJournal(JournalBase):
     """
 
     def __init__(self, path: str, *, busy_timeout: float = 10.0, mode: str = "rwc") -> None:
-        self._w: aiosqlite.Connection | None = None
-        self._r: aiosqlite.Connection | None = None
+        self._w: SQLiteThread | None = None
+        self._r: SQLiteThread | None = None
         if mode not in _MODES:
             raise ConfigurationError(
                 f"SQLite journal mode {mode!r} is not one of {', '.join(_MODES)}"
@@ -493,15 +493,19 @@ class SQLiteJournal(JournalBase):
             target, uri = (
                 (self.path, False) if self.mode == "rwc" else (_file_uri(self.path, "rw"), True)
             )
-            self._w = await aiosqlite.connect(target, uri=uri, isolation_level="IMMEDIATE")
+            self._w = await _open(
+                target, "continuum-sqlite-writer", uri=uri, isolation_level="IMMEDIATE"
+            )
             # Refuse a newer layout before anything writes to the file (switching to
             # WAL rewrites its header), so such a file is left byte-for-byte untouched.
-            await self._w.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            await self._w.call(lambda c: c.execute(f"PRAGMA busy_timeout = {self._busy_ms}"))
             await self._version(self._w)
             await self._setup(self._w)
             await self._migrate(self._w)
             if self.path != ":memory:":
-                self._r = await aiosqlite.connect(target, uri=uri, isolation_level=None)
+                self._r = await _open(
+                    target, "continuum-sqlite-reader", uri=uri, isolation_level=None
+                )
                 await self._setup(self._r)
         except sqlite3.OperationalError as exc:
             await self.aclose()
@@ -578,13 +582,16 @@ class SQLiteJournal(JournalBase):
             conn = await self._open_read_only(immutable=True)
         self._r = conn
 
-    async def _open_read_only(self, *, immutable: bool) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(
-            _file_uri(self.path, "ro", immutable=immutable), uri=True, isolation_level=None
-        )
+    async def _open_read_only(self, *, immutable: bool) -> SQLiteThread:
+        uri = _file_uri(self.path, "ro", immutable=immutable)
+        conn = await _open(uri, "continuum-sqlite-reader", uri=True, isolation_level=None)
         try:
-            await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            await conn.execute("PRAGMA query_only = ON")
+
+            def pragmas(c: sqlite3.Connection) -> None:
+                c.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                c.execute("PRAGMA query_only = ON")
+
+            await conn.call(pragmas)
             version = await self._version(conn)
             if version == 0:
                 raise ConfigurationError(
@@ -600,20 +607,22 @@ class SQLiteJournal(JournalBase):
             raise
         return conn
 
-    async def _setup(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        if self.path != ":memory:":
-            await conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on disk when it returns (WAL's NORMAL may lose the last ones).
-        await conn.execute("PRAGMA synchronous = FULL")
+    async def _setup(self, conn: SQLiteThread) -> None:
+        def pragmas(c: sqlite3.Connection) -> None:
+            c.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            if self.path != ":memory:":
+                c.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk when it returns (WAL's NORMAL may lose the last ones).
+            c.execute("PRAGMA synchronous = FULL")
 
-    async def _version(self, conn: aiosqlite.Connection) -> int:
+        await conn.call(pragmas)
+
+    async def _version(self, conn: SQLiteThread) -> int:
         """The file's layout version; raises ``SchemaTooNew`` if newer than ours."""
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = await conn.call(lambda c: c.execute("PRAGMA user_version").fetchone())
         return refuse_newer(int(row[0]) if row else 0, STORAGE_VERSION)
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+    async def _migrate(self, conn: SQLiteThread) -> None:
         """Create the tables (new file) or upgrade an older layout, in one transaction."""
         if await self._version(conn) == STORAGE_VERSION:
             return
@@ -633,10 +642,10 @@ class SQLiteJournal(JournalBase):
                 raw.rollback()
                 raise
 
-        await conn._execute(run, conn._conn)  # type: ignore[no-untyped-call]
+        await conn.call(run)
 
     @property
-    def _wc(self) -> aiosqlite.Connection:
+    def _wc(self) -> SQLiteThread:
         if self._w is None:
             if self._r is not None:
                 raise ConfigurationError(
@@ -649,26 +658,25 @@ class SQLiteJournal(JournalBase):
         return self._w
 
     @property
-    def _rc(self) -> aiosqlite.Connection:
+    def _rc(self) -> SQLiteThread:
         return self._r if self._r is not None else self._wc
 
     async def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
         try:
-            return list(await self._rc.execute_fetchall(sql, params))
+            return await self._rc.call(lambda c: c.execute(sql, params).fetchall())
         except sqlite3.OperationalError as exc:
             raise JournalUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer connection in its thread, translating driver errors.
 
-        One hop to aiosqlite's thread (its ``_execute``) per call, not one per
-        statement: each hop costs about as much as the fsync itself, and a
-        durable step should cost one commit, not three.
+        One hop to the writer thread per call, not one per statement: each hop
+        costs about as much as the fsync itself, and a durable step should cost
+        one commit, not three.
         """
-        aconn = self._wc
+        writer = self._wc
         try:
-            result: T = await aconn._execute(fn, aconn._conn)  # type: ignore[no-untyped-call]
-            return result
+            return await writer.call(fn)
         except sqlite3.IntegrityError as exc:
             raise duplicate_row(exc) from exc
         except sqlite3.OperationalError as exc:
@@ -1000,6 +1008,15 @@ class SQLiteJournal(JournalBase):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
+
+
+async def _open(
+    target: str, name: str, *, uri: bool, isolation_level: Literal["IMMEDIATE"] | None
+) -> SQLiteThread:
+    """A connection to ``target`` (with ``uri``, a ``file:`` URI) on a thread of its own."""
+    conn = SQLiteThread(name)
+    await conn.open(lambda: sqlite3.connect(target, uri=uri, isolation_level=isolation_level))
+    return conn
 
 
 _UPSERT_SNAPSHOT = (
