@@ -31,6 +31,7 @@ from continuum_py._client import (
 )
 from continuum_py._clock import Clock, SystemClock
 from continuum_py._log import get_logger
+from continuum_py._recording import Recorder
 from continuum_py._replay import (
     Call,
     ChildCall,
@@ -61,8 +62,6 @@ from continuum_py.events import (
     SCHEMA_VERSION,
     AnyEvent,
     CancelRequested,
-    ChildCompleted,
-    ChildStarted,
     ContinuedAsNew,
     ErrorInfo,
     RunCancelled,
@@ -70,17 +69,9 @@ from continuum_py.events import (
     RunFailed,
     RunStarted,
     RunSuspended,
-    SignalReceived,
-    SignalWaitStarted,
-    StepCompleted,
-    StepFailed,
-    StepScheduled,
-    TimerFired,
-    TimerStarted,
 )
 from continuum_py.journal import (
     AppendBatch,
-    InboxMessage,
     Lease,
     NewRun,
     RunStatus,
@@ -136,9 +127,8 @@ class RunDriver:
     def _reset(self) -> None:
         """The state of one pass over the run's history (a fresh replay starts from here)."""
         self.core: ReplayCore | None = None
-        self.seq = 0
-        """The durable tail: the seq of the last event the journal holds (the core's
-        ``last_seq`` also counts events applied but not yet appended)."""
+        self.rec: Recorder | None = None
+        """The run's new events until they are appended (made once its history is loaded)."""
         self._snap_seq = 0
         self._tasks: dict[int, tuple[asyncio.Task[Outcome], int]] = {}
         self.agenda = Agenda()
@@ -147,9 +137,16 @@ class RunDriver:
         self._continued_to: str | None = None
         self._tx: OpenTransaction | None = None
         self._tx_queue: list[tuple[StepCall, int]] = []
+        self._to_start: list[tuple[StepCall, int]] = []
+        """Step attempts recorded this turn, to start once they are durable."""
         self.steps = StepExecutor(self.run_id, self.cfg.client.journal)
         self._unsaved: list[Outcome] = []
         """Step outcomes recorded in events not yet appended."""
+
+    @property
+    def seq(self) -> int:
+        """The durable tail: the seq of the last event the journal holds."""
+        return self.rec.durable_seq if self.rec is not None else 0
 
     def start(self) -> None:
         """Drive the run in a task of its own (:attr:`task`)."""
@@ -245,15 +242,18 @@ class RunDriver:
     async def _park(self, exc: Exception) -> None:
         self.log.error("run.parked", error_type=type(exc).__name__, reason=str(exc), seq=self.seq)
         try:
-            await self._append([], status=RunStatus.PARKED, reason=f"{type(exc).__name__}: {exc}")
+            await self._append(
+                status=RunStatus.PARKED, reason=f"{type(exc).__name__}: {exc}", pending=False
+            )
         except Exception as exc2:
             self.log.warning("run.park_failed", error=str(exc2))
             await self._release()
 
     async def _append(
         self,
-        events: list[AnyEvent],
         *,
+        end: AnyEvent | None = None,
+        pending: bool = True,
         status: RunStatus | None = None,
         outcome: bytes | None = None,
         reason: str | None = None,
@@ -261,6 +261,9 @@ class RunDriver:
         wake_at: float | None = None,
         continued_to: str | None = None,
     ) -> None:
+        """Write the pending events (unless ``pending`` is False), then ``end`` if given."""
+        rec = self.rec
+        events = [*(rec.events if rec is not None and pending else []), *([end] if end else [])]
         batch = AppendBatch(
             lease=self.lease,
             expected_seq=self.seq,
@@ -286,7 +289,8 @@ class RunDriver:
                 raise err
         else:
             await self.cfg.client.append(batch)
-        self.seq += len(events)
+        if rec is not None:
+            rec.appended(len(events))
         self._unsaved.clear()
 
     async def _rollback(self) -> None:
@@ -298,12 +302,13 @@ class RunDriver:
     # ---- replay ----
     async def _load(self) -> ReplayCore:
         snap, rows = await self.cfg.client.load_with_snapshot(self.run_id)
-        # The stored tail, known before decoding: if decoding or replay fails
-        # (corrupt row, unknown workflow), parking must still append at this seq.
-        self.seq = rows[-1].seq if rows else (snap.seq if snap else 0)
         core = ReplayCore(self.run_id, self.cfg.registry)
         core.clock = self.clock.now
         self.core = core
+        # The stored tail, known before decoding: if decoding or replay fails
+        # (corrupt row, unknown workflow), parking must still append at this seq.
+        stored_tail = rows[-1].seq if rows else (snap.seq if snap else 0)
+        self.rec = Recorder(self.run_id, core, self.clock, stored_tail)
         # Every recorded event was already processed by some runner, so its code
         # ran live once: replay quietly. Only a run never driven yet (its history
         # is just RunStarted) runs its first lines live here.
@@ -331,18 +336,50 @@ class RunDriver:
     async def _drive(self, refeed: list[Outcome]) -> None:
         core = await self._load()
         if core.history_end is not None:
-            # History already ends the run; make the run row agree with it. Messages
-            # that came after its end can no longer be recorded.
-            end = core.history_end
-            for m in await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen):
-                core.inbox_seen = max(core.inbox_seen, m.id)
-            await self._append(
-                [],
-                status=_END_STATUS[type(end)],
-                outcome=_codec.encode_event(end),
-                continued_to=end.new_run_id if isinstance(end, ContinuedAsNew) else None,
-            )
+            await self._settle_ended(core)
             return
+        self._resume_waits(core)
+        await self._pull_inbox(core)
+        self._refeed(core, refeed)
+        while True:
+            if self._stopping and not core.finished:
+                if await self._shutdown_turn(core):
+                    return
+                continue
+            if await self._record_turn(core):
+                return
+            outcomes = await self._run_steps(core)
+            if outcomes is None:
+                return  # suspended
+            if self._poke.is_set():
+                # Messages first: a cancellation that interrupted a step must reach the
+                # workflow before that step's (cancelled) outcome does.
+                self._poke.clear()
+                await self._pull_inbox(core)
+            for out in sorted(outcomes, key=lambda o: o.call.position):
+                self._tx = out.tx
+                self._record(core, out)
+                if self._tx is not None:
+                    # Commit the step's own SQL with its completion before anything else.
+                    await self._append()
+
+    async def _settle_ended(self, core: ReplayCore) -> None:
+        """History already ends the run; make the run row agree with it.
+
+        Messages that came after its end can no longer be recorded.
+        """
+        end = core.history_end
+        assert end is not None
+        for m in await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen):
+            core.inbox_seen = max(core.inbox_seen, m.id)
+        await self._append(
+            status=_END_STATUS[type(end)],
+            outcome=_codec.encode_event(end),
+            continued_to=end.new_run_id if isinstance(end, ContinuedAsNew) else None,
+        )
+
+    def _resume_waits(self, core: ReplayCore) -> None:
+        """Put what the replayed run waits on back on the agenda."""
         started = core.started
         assert started is not None
         if started.deadline is not None and core.cancel_reason != "deadline":
@@ -362,176 +399,129 @@ class RunDriver:
             elif isinstance(call, ChildCall):
                 # Its ChildStarted is durable but the child may not be: make sure it exists.
                 self._children.append(call)
-        events: list[AnyEvent] = []
-        await self._pull_inbox(core, events)
-        self._refeed(core, refeed, events)
-        while True:
-            if self._stopping and not core.finished:
-                # Shutting down: let running steps finish and record them, start none.
-                if not self._tasks:
-                    if events:
-                        await self._append(events)
-                    self.log.info("run.released_for_shutdown", seq=self.seq)
-                    await self._release()
-                    return
-                self._poke.clear()
-                for out in await self._wait():
-                    self._record(core, out, events)
-                continue
-            # A workflow that has returned (or raised) needs no more attempts: a
-            # retry still due, or a step it called but never awaited, is not scheduled.
-            to_start = [] if core.finished else self._schedule(core, events)
-            self._due(core, events)
-            if not core.finished:
-                to_start += self._schedule(core, events)
-            status = outcome = None
-            if core.finished:
-                # Values the code recorded on its way out (set_event, now, ...) are history too.
-                self._schedule(core, events, records_only=True)
-                status, outcome = await self._finish(core, events)
-            snapshot = self._maybe_snapshot(core, events) if status is None else None
-            # Before the run can end: a crash after this re-sends on resume, while a
-            # cancel sent after the final append could be lost with the process.
-            await self._drop_abandoned(core)
-            if events or status is not None:
-                await self._append(
-                    events,
-                    status=status,
-                    outcome=outcome,
-                    snapshot=snapshot,
-                    continued_to=self._continued_to,
-                )
-                events = []
-            if self._children:
-                await self._start_children()
-            if status is not None:
-                self.log.info("run." + status.value, seq=self.seq)
-                return
-            # A transactional step runs alone: while its transaction is open (on
-            # SQLite it holds the write lock) nothing else of this run may append.
-            self._tx_queue += [(c, a) for c, a in to_start if c.step.transactional]
-            to_start = [(c, a) for c, a in to_start if not c.step.transactional]
-            if self._tx_queue and not to_start and not self._tasks:
-                call, attempt = self._tx_queue.pop(0)
-                outcomes = [await self.steps.run_inline(call, attempt)]
-            elif (
-                len(to_start) == 1
-                and not self._tasks
-                and not self._tx_queue
-                and self.agenda.empty
-                and not self._poke.is_set()
-                and not core.awaits_messages()
-            ):
-                # Sequential fast path: run the only step inline, no task, no wait.
-                # Not while a signal or a child's outcome could win a race with it:
-                # a message must reach the workflow while the step runs.
-                call, attempt = to_start[0]
-                outcomes = [await self.steps.run_inline(call, attempt)]
-            else:
-                for call, attempt in to_start:
-                    task = asyncio.ensure_future(self.steps.run(call, attempt))
-                    self._tasks[call.position] = (task, attempt)
-                if not self._tasks and not self._tx_queue and not self._poke.is_set():
-                    next_due = self.agenda.next_due()
-                    if next_due is None or next_due - self.clock.now() > self.cfg.hold:
-                        if await self._suspend(core, events, next_due):
-                            return
-                        continue
-                outcomes = await self._wait()
-            if self._poke.is_set():
-                # Messages first: a cancellation that interrupted a step must reach the
-                # workflow before that step's (cancelled) outcome does.
-                self._poke.clear()
-                await self._pull_inbox(core, events)
-            for out in sorted(outcomes, key=lambda o: o.call.position):
-                self._tx = out.tx
-                self._record(core, out, events)
-                if self._tx is not None:
-                    # Commit the step's own SQL with its completion before anything else.
-                    await self._append(events)
-                    events = []
 
-    def _refeed(self, core: ReplayCore, outcomes: list[Outcome], events: list[AnyEvent]) -> None:
+    async def _shutdown_turn(self, core: ReplayCore) -> bool:
+        """Shutting down: let running steps finish and record them, start none; True once released."""
+        if not self._tasks:
+            if self._pending():
+                await self._append()
+            self.log.info("run.released_for_shutdown", seq=self.seq)
+            await self._release()
+            return True
+        self._poke.clear()
+        for out in await self._wait():
+            self._record(core, out)
+        return False
+
+    async def _record_turn(self, core: ReplayCore) -> bool:
+        """Record what the code asked for and what came due, and append; True if the run ended."""
+        # A workflow that has returned (or raised) needs no more attempts: a
+        # retry still due, or a step it called but never awaited, is not scheduled.
+        self._to_start = [] if core.finished else self._schedule(core)
+        self._due(core)
+        if not core.finished:
+            self._to_start += self._schedule(core)
+        status = outcome = end = None
+        if core.finished:
+            # Values the code recorded on its way out (set_event, now, ...) are history too.
+            self._schedule(core, records_only=True)
+            status, outcome, end = await self._finish(core)
+        snapshot = self._maybe_snapshot(core) if status is None else None
+        # Before the run can end: a crash after this re-sends on resume, while a
+        # cancel sent after the final append could be lost with the process.
+        await self._drop_abandoned(core)
+        if self._pending() or status is not None:
+            await self._append(
+                end=end,
+                status=status,
+                outcome=outcome,
+                snapshot=snapshot,
+                continued_to=self._continued_to,
+            )
+        if self._children:
+            await self._start_children()
+        if status is not None:
+            self.log.info("run." + status.value, seq=self.seq)
+            return True
+        return False
+
+    async def _run_steps(self, core: ReplayCore) -> list[Outcome] | None:
+        """Start the step attempts recorded this turn and wait for outcomes; None if suspended."""
+        to_start, self._to_start = self._to_start, []
+        # A transactional step runs alone: while its transaction is open (on
+        # SQLite it holds the write lock) nothing else of this run may append.
+        self._tx_queue += [(c, a) for c, a in to_start if c.step.transactional]
+        to_start = [(c, a) for c, a in to_start if not c.step.transactional]
+        if self._tx_queue and not to_start and not self._tasks:
+            call, attempt = self._tx_queue.pop(0)
+            return [await self.steps.run_inline(call, attempt)]
+        if (
+            len(to_start) == 1
+            and not self._tasks
+            and not self._tx_queue
+            and self.agenda.empty
+            and not self._poke.is_set()
+            and not core.awaits_messages()
+        ):
+            # Sequential fast path: run the only step inline, no task, no wait.
+            # Not while a signal or a child's outcome could win a race with it:
+            # a message must reach the workflow while the step runs.
+            call, attempt = to_start[0]
+            return [await self.steps.run_inline(call, attempt)]
+        for call, attempt in to_start:
+            task = asyncio.ensure_future(self.steps.run(call, attempt))
+            self._tasks[call.position] = (task, attempt)
+        if not self._tasks and not self._tx_queue and not self._poke.is_set():
+            next_due = self.agenda.next_due()
+            if next_due is None or next_due - self.clock.now() > self.cfg.hold:
+                if await self._suspend(core, next_due):
+                    return None
+                return []
+        return await self._wait()
+
+    def _pending(self) -> bool:
+        return self.rec is not None and bool(self.rec.events)
+
+    def _refeed(self, core: ReplayCore, outcomes: list[Outcome]) -> None:
         """Record again the step outcomes of a write refused for messages, after those."""
         refed = set()
         for out in outcomes:
             call = core.calls.get(out.call.position)
             if isinstance(call, StepCall) and call.recorded and not call.done:
                 out.call = call
-                self._record(core, out, events)
+                self._record(core, out)
                 refed.add(call.position)
         self._reattempt = [c for c in self._reattempt if c.position not in refed]
 
-    def _due(self, core: ReplayCore, events: list[AnyEvent]) -> None:
+    def _due(self, core: ReplayCore) -> None:
         """Record whatever has come due: timers, the deadline; queue due retries."""
         now = self.clock.now()
         for position in self.agenda.due_timers(now):
             call = core.calls[position]
             if call.done or call.future.done():
                 continue  # answered by a signal, or no longer awaited
-            self._add(
-                core, events, TimerFired(seq=self._next_seq(events), at=now, position=position)
-            )
+            self._recorder().timer_fired(position)
         for position in self.agenda.due_retries(now):
             step_call = core.calls[position]
             assert isinstance(step_call, StepCall)
             if not step_call.future.done():
                 self._reattempt.append(step_call)
         if not core.finished and self.agenda.deadline_passed(now):
-            self.log.warning("run.deadline_passed", seq=self._next_seq(events))
-            self._add(
-                core,
-                events,
-                CancelRequested(seq=self._next_seq(events), at=now, inbox_id=0, reason="deadline"),
-            )
+            self.log.warning("run.deadline_passed", seq=self._recorder().next_seq())
+            self._recorder().deadline_passed()
 
-    async def _pull_inbox(self, core: ReplayCore, events: list[AnyEvent]) -> None:
+    async def _pull_inbox(self, core: ReplayCore) -> None:
         """Record messages sent to the run (signals, cancellation, child outcomes)."""
-        msgs = await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen)
-        for m in msgs:
-            self._add(core, events, self._from_message(core, m, self._next_seq(events)))
+        rec = self._recorder()
+        for m in await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen):
+            event = rec.message(m)
+            if isinstance(event, CancelRequested):
+                self.log.info("run.cancel_requested", seq=event.seq)
 
-    def _from_message(self, core: ReplayCore, m: InboxMessage, seq: int) -> AnyEvent:
-        at = self.clock.now()
-        if m.kind == "signal":
-            return SignalReceived(
-                seq=seq, at=at, inbox_id=m.id, name=m.name, payload=msgspec.Raw(m.data)
-            )
-        if m.kind == "cancel":
-            self.log.info("run.cancel_requested", seq=seq)
-            return CancelRequested(seq=seq, at=at, inbox_id=m.id)
-        if m.kind == "child":
-            position = int(m.name)
-            call = core.calls.get(position)
-            child_id = call.child_run_id if isinstance(call, ChildCall) else ""
-            result, error = _NULL, None
-            try:
-                end = _codec.decode_event(child_id, None, SCHEMA_VERSION, m.data)
-            except Exception as exc:
-                error = ErrorInfo(type=error_type(JournalCorrupt), message=str(exc))
-            else:
-                if isinstance(end, RunCompleted):
-                    result = end.result
-                elif isinstance(end, RunFailed):
-                    error = end.error
-                else:
-                    error = ErrorInfo(type="cancelled", message="the child run was cancelled")
-            return ChildCompleted(
-                seq=seq,
-                at=at,
-                inbox_id=m.id,
-                position=position,
-                child_run_id=child_id,
-                ok=error is None,
-                result=result,
-                error=error,
-            )
-        raise JournalCorrupt(self.run_id, None, f"inbox message {m.id} has unknown kind {m.kind!r}")
-
-    async def _suspend(self, core: ReplayCore, events: list[AnyEvent], due: float | None) -> bool:
+    async def _suspend(self, core: ReplayCore, due: float | None) -> bool:
         """Give the lease back until ``due`` or a message; False if a message came first."""
-        await self._pull_inbox(core, events)
-        if events:
+        await self._pull_inbox(core)
+        if self._pending():
             return False
         if due is None and not core.waiting():
             raise NonDeterminismError(
@@ -541,9 +531,9 @@ class RunDriver:
                 "the workflow waiting on something that is not durable (only steps, "
                 "ctx.sleep, ctx.wait_for_signal and child workflows may be awaited)",
             )
-        end = RunSuspended(seq=self._next_seq(events), at=self.clock.now(), wake_at=due)
-        snapshot = self._maybe_snapshot(core, [end])
-        await self._append([end], status=RunStatus.SUSPENDED, wake_at=due, snapshot=snapshot)
+        end = RunSuspended(seq=self._recorder().next_seq(), at=self.clock.now(), wake_at=due)
+        snapshot = self._maybe_snapshot(core, extra=1)
+        await self._append(end=end, status=RunStatus.SUSPENDED, wake_at=due, snapshot=snapshot)
         self.log.info("run.suspended", seq=self.seq, wake_at=due)
         return True
 
@@ -640,9 +630,10 @@ class RunDriver:
         return out
 
     def _schedule(
-        self, core: ReplayCore, events: list[AnyEvent], *, records_only: bool = False
+        self, core: ReplayCore, *, records_only: bool = False
     ) -> list[tuple[StepCall, int]]:
         """Record every new call; returns the step attempts about to start."""
+        rec = self._recorder()
         to_start: list[tuple[StepCall, int]] = []
         while True:
             calls: list[Call] = [*self._reattempt, *core.new_calls()]
@@ -659,134 +650,52 @@ class RunDriver:
                 return to_start
             for call in calls:
                 if isinstance(call, StepCall):
-                    self._schedule_step(core, events, call, to_start)
+                    attempt = self._schedule_step(call)
+                    if attempt is not None:
+                        to_start.append((call, attempt))
                 elif isinstance(call, TimerCall):
-                    fire_at = self.clock.now() + call.duration
-                    self._add(
-                        core,
-                        events,
-                        TimerStarted(
-                            seq=self._next_seq(events),
-                            at=self.clock.now(),
-                            position=call.position,
-                            fire_at=fire_at,
-                        ),
-                    )
+                    fire_at = rec.timer_started(call)
                     if not call.future.done():
                         self.agenda.add_timer(fire_at, call.position)
                 elif isinstance(call, WaitCall):
-                    answered = call.future.done()
-                    timeout_at = (
-                        None
-                        if call.timeout is None or answered
-                        else self.clock.now() + call.timeout
-                    )
-                    self._add(
-                        core,
-                        events,
-                        SignalWaitStarted(
-                            seq=self._next_seq(events),
-                            at=self.clock.now(),
-                            position=call.position,
-                            name=call.name,
-                            timeout_at=timeout_at,
-                        ),
-                    )
+                    timeout_at = rec.wait_started(call)
                     if timeout_at is not None:
                         self.agenda.add_timer(timeout_at, call.position)
                 elif isinstance(call, ChildCall):
-                    self._add(
-                        core,
-                        events,
-                        ChildStarted(
-                            seq=self._next_seq(events),
-                            at=self.clock.now(),
-                            position=call.position,
-                            child_run_id=call.child_run_id,
-                            workflow=call.workflow.name,
-                            args=call.encoded_args,
-                        ),
-                    )
+                    rec.child_started(call)
                     self._children.append(call)
                 elif isinstance(call, RecordCall):
-                    assert call.event is not None
-                    ev = msgspec.structs.replace(
-                        call.event, seq=self._next_seq(events), at=self.clock.now()
-                    )
-                    self._add(core, events, ev)
+                    rec.recorded_value(call)
 
-    def _schedule_step(
-        self,
-        core: ReplayCore,
-        events: list[AnyEvent],
-        call: StepCall,
-        to_start: list[tuple[StepCall, int]],
-    ) -> None:
+    def _schedule_step(self, call: StepCall) -> int | None:
+        """Record the next attempt of ``call``; its number, or None if it must not run."""
+        rec = self._recorder()
         attempt = call.attempt + 1
         if call.future.done():
             # The workflow gave up on it before it started (it lost a race, or the
             # run was cancelled): record it as cancelled without running its body.
-            args = call.encoded_args or _NULL
-            self._add(core, events, self._scheduled(call, attempt, args, events))
-            self._add(
-                core, events, self._failed(call, attempt, cancelled(call), events, final=True)
-            )
-            return
+            rec.step_scheduled(call, attempt, call.encoded_args)
+            rec.step_failed(call, attempt, cancelled(call), final=True)
+            return None
         if call.encoded_args is None:
             try:
                 call.encoded_args = _codec.encode_args(call.args, what=call.step.name)
                 if call.kwargs:
                     raise EncodingError(call.step.name, "dict", "pass step arguments positionally")
             except EncodingError as exc:
-                self._add(core, events, self._scheduled(call, attempt, _NULL, events))
-                self._add(core, events, self._failed(call, attempt, exc, events, final=True))
-                return
-        self._add(core, events, self._scheduled(call, attempt, call.encoded_args, events))
-        to_start.append((call, attempt))
+                rec.step_scheduled(call, attempt, None)
+                rec.step_failed(call, attempt, exc, final=True)
+                return None
+        rec.step_scheduled(call, attempt, call.encoded_args)
+        return attempt
 
-    def _scheduled(
-        self, call: StepCall, attempt: int, args: msgspec.Raw, events: list[AnyEvent]
-    ) -> StepScheduled:
-        return StepScheduled(
-            seq=self._next_seq(events),
-            at=self.clock.now(),
-            position=call.position,
-            step=call.step.name,
-            attempt=attempt,
-            args=args,
-        )
+    def _recorder(self) -> Recorder:
+        assert self.rec is not None, "the run's history is not loaded"
+        return self.rec
 
-    def _failed(
-        self,
-        call: StepCall,
-        attempt: int,
-        exc: BaseException,
-        events: list[AnyEvent],
-        *,
-        final: bool,
-        delay: float = 0.0,
-    ) -> StepFailed:
-        return StepFailed(
-            seq=self._next_seq(events),
-            at=self.clock.now(),
-            position=call.position,
-            step=call.step.name,
-            attempt=attempt,
-            error=error_info(exc),
-            final=final,
-            retry_delay=delay,
-        )
-
-    def _next_seq(self, events: list[AnyEvent]) -> int:
-        """The seq of the next event: after the durable tail and the queued events."""
-        return self.seq + len(events) + 1
-
-    def _add(self, core: ReplayCore, events: list[AnyEvent], event: AnyEvent) -> None:
-        """Feed a new event (numbered by its maker) to the replay core; queue it for append."""
-        core.apply(event)
-        events.append(event)
-
-    def _record(self, core: ReplayCore, out: Outcome, events: list[AnyEvent]) -> None:
+    def _record(self, core: ReplayCore, out: Outcome) -> None:
+        """Record how a step attempt ended; a retryable failure goes on the agenda."""
+        rec = self._recorder()
         call = out.call
         self._unsaved.append(out)
         if out.ok:
@@ -795,20 +704,9 @@ class RunDriver:
                 step=call.step.name,
                 position=call.position,
                 attempt=out.attempt,
-                seq=self._next_seq(events),
+                seq=rec.next_seq(),
             )
-            self._add(
-                core,
-                events,
-                StepCompleted(
-                    seq=self._next_seq(events),
-                    at=self.clock.now(),
-                    position=call.position,
-                    step=call.step.name,
-                    attempt=out.attempt,
-                    result=out.value,
-                ),
-            )
+            rec.step_completed(call, out.attempt, out.value)
             return
         exc = out.value
         policy = call.step.retry
@@ -827,23 +725,22 @@ class RunDriver:
             error_type=type(exc).__name__,
             error=str(exc),
             retry_in=delay if retry else None,
-            seq=self._next_seq(events),
+            seq=rec.next_seq(),
         )
-        self._add(
-            core, events, self._failed(call, out.attempt, exc, events, final=not retry, delay=delay)
-        )
+        rec.step_failed(call, out.attempt, exc, final=not retry, delay=delay)
         if retry:
             self.agenda.add_retry(self.clock.now() + delay, call.position)
 
-    async def _finish(self, core: ReplayCore, events: list[AnyEvent]) -> tuple[RunStatus, bytes]:
-        self._close_open_steps(core, events)
+    async def _finish(self, core: ReplayCore) -> tuple[RunStatus, bytes, AnyEvent]:
+        """Close what is still open and make the run's last event: ``(status, outcome, end)``."""
+        self._close_open_steps(core)
         _, value = core.outcome()
         kind = core.end_kind()
         if kind is ContinuedAsNew:
             # Signals already sent must not be lost with this run: record them here,
             # and the next run receives every one not consumed yet.
-            await self._pull_inbox(core, events)
-        seq = self._next_seq(events)
+            await self._pull_inbox(core)
+        seq = self._recorder().next_seq()
         now = self.clock.now()
         end: AnyEvent
         if kind is RunCompleted:
@@ -870,10 +767,9 @@ class RunDriver:
             )
         else:
             end = RunFailed(seq=seq, at=now, error=error_info(value))
-        events.append(end)
-        return _END_STATUS[type(end)], _codec.encode_event(end)
+        return _END_STATUS[type(end)], _codec.encode_event(end), end
 
-    def _close_open_steps(self, core: ReplayCore, events: list[AnyEvent]) -> None:
+    def _close_open_steps(self, core: ReplayCore) -> None:
         """Before the run ends: record how each step still open ended; warn of unawaited work."""
         for t, _ in self._tasks.values():
             # The workflow no longer waits for these; their outcomes no longer matter.
@@ -889,13 +785,13 @@ class RunDriver:
             self.log.warning(
                 "run.unawaited_work",
                 calls=[describe(c) + f" at position {c.position}" for c in unawaited],
-                seq=self._next_seq(events),
+                seq=self._recorder().next_seq(),
             )
         for call in core.unfinished_steps():
             err = asyncio.CancelledError(
                 f"step {call.step.name!r} was cancelled: the run ended before it finished"
             )
-            self._add(core, events, self._failed(call, call.attempt, err, events, final=True))
+            self._recorder().step_failed(call, call.attempt, err, final=True)
 
     async def _continue(self, core: ReplayCore, req: ContinueAsNew) -> str:
         """Create the run that carries on; idempotent, so a crash here only repeats it."""
@@ -929,9 +825,10 @@ class RunDriver:
         self.cfg.on_child(None)
         return new_id
 
-    def _maybe_snapshot(self, core: ReplayCore, events: list[AnyEvent]) -> Snapshot | None:
+    def _maybe_snapshot(self, core: ReplayCore, *, extra: int = 0) -> Snapshot | None:
+        """A snapshot as of the pending events (and ``extra`` more), if one is due."""
         every = self.cfg.snapshot_every
-        last = self.seq + len(events)
+        last = self._recorder().next_seq() - 1 + extra
         if every <= 0 or last - self._snap_seq < every:
             return None
         state = SnapshotState(events=core.snapshot_events(), failures=core.failure_counts())

@@ -37,7 +37,7 @@ async def test_reclaimed_own_run_gets_a_fresh_driver():
     async with Engine(journal=journal, registry=reg, worker_id="w", lease_ttl=30) as engine:
         h = await engine.start(one_step, run_id="lapse")
         await asyncio.wait_for(started.wait(), 5)
-        first_task = engine._drivers["lapse"][0]
+        first_task = engine._drivers["lapse"].task
         now[0] += 60  # our lease lapses while the loop is "stalled"
         await engine._claim()
         assert await h.result(timeout=5) == 2
