@@ -30,19 +30,17 @@ from continuum_py._client import (
     stored,
 )
 from continuum_py._clock import Clock, SystemClock
+from continuum_py._ending import END_STATUS, close_open_steps, continuation, end_event
 from continuum_py._log import get_logger
 from continuum_py._recording import Recorder
 from continuum_py._replay import (
     Call,
     ChildCall,
-    ContinueAsNew,
     RecordCall,
     ReplayCore,
     StepCall,
     TimerCall,
     WaitCall,
-    describe,
-    error_info,
 )
 from continuum_py._steps import OpenTransaction, Outcome, StepExecutor, cancelled
 from continuum_py.errors import (
@@ -54,19 +52,13 @@ from continuum_py.errors import (
     NonDeterminismError,
     RunAlreadyFinished,
     RunNotFound,
-    RunTimedOut,
     WorkflowNotRegistered,
-    error_type,
 )
 from continuum_py.events import (
     SCHEMA_VERSION,
     AnyEvent,
     CancelRequested,
     ContinuedAsNew,
-    ErrorInfo,
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
     RunStarted,
     RunSuspended,
 )
@@ -373,7 +365,7 @@ class RunDriver:
         for m in await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen):
             core.inbox_seen = max(core.inbox_seen, m.id)
         await self._append(
-            status=_END_STATUS[type(end)],
+            status=END_STATUS[type(end)],
             outcome=_codec.encode_event(end),
             continued_to=end.new_run_id if isinstance(end, ContinuedAsNew) else None,
         )
@@ -733,44 +725,6 @@ class RunDriver:
 
     async def _finish(self, core: ReplayCore) -> tuple[RunStatus, bytes, AnyEvent]:
         """Close what is still open and make the run's last event: ``(status, outcome, end)``."""
-        self._close_open_steps(core)
-        _, value = core.outcome()
-        kind = core.end_kind()
-        if kind is ContinuedAsNew:
-            # Signals already sent must not be lost with this run: record them here,
-            # and the next run receives every one not consumed yet.
-            await self._pull_inbox(core)
-        seq = self._recorder().next_seq()
-        now = self.clock.now()
-        end: AnyEvent
-        if kind is RunCompleted:
-            wf = core.workflow
-            try:
-                raw = _codec.encode_value(value, what=wf.name if wf else None, kind="workflow")
-                end = RunCompleted(seq=seq, at=now, result=raw)
-            except EncodingError as exc:
-                end = RunFailed(seq=seq, at=now, error=error_info(exc))
-        elif kind is ContinuedAsNew:
-            assert isinstance(value, ContinueAsNew)
-            new_id = await self._continue(core, value)
-            end = ContinuedAsNew(seq=seq, at=now, new_run_id=new_id, args=value.encoded_args)
-        elif kind is RunCancelled:
-            end = RunCancelled(seq=seq, at=now, reason=core.cancel_reason or "cancel")
-        elif isinstance(value, asyncio.CancelledError) and core.cancel_reason == "deadline":
-            end = RunFailed(
-                seq=seq,
-                at=now,
-                error=ErrorInfo(
-                    type=error_type(RunTimedOut),
-                    message="the run passed its deadline and was stopped",
-                ),
-            )
-        else:
-            end = RunFailed(seq=seq, at=now, error=error_info(value))
-        return _END_STATUS[type(end)], _codec.encode_event(end), end
-
-    def _close_open_steps(self, core: ReplayCore) -> None:
-        """Before the run ends: record how each step still open ended; warn of unawaited work."""
         for t, _ in self._tasks.values():
             # The workflow no longer waits for these; their outcomes no longer matter.
             t.cancel()
@@ -778,52 +732,25 @@ class RunDriver:
         self.agenda.drop_work()
         self._tx_queue.clear()
         self._reattempt.clear()
-        unawaited = core.unawaited()
-        if unawaited:
-            # Started with asyncio.create_task (or left running by wait_first) and
-            # never awaited: steps are cancelled, children never started are dropped.
-            self.log.warning(
-                "run.unawaited_work",
-                calls=[describe(c) + f" at position {c.position}" for c in unawaited],
-                seq=self._recorder().next_seq(),
-            )
-        for call in core.unfinished_steps():
-            err = asyncio.CancelledError(
-                f"step {call.step.name!r} was cancelled: the run ended before it finished"
-            )
-            self._recorder().step_failed(call, call.attempt, err, final=True)
+        rec = self._recorder()
+        close_open_steps(core, rec, self.log)
+        continued_to = ""
+        if core.end_kind() is ContinuedAsNew:
+            # Signals already sent must not be lost with this run: record them here,
+            # and the next run receives every one not consumed yet.
+            await self._pull_inbox(core)
+            continued_to = await self._continue(core)
+        end = end_event(core, rec.next_seq(), self.clock.now(), continued_to=continued_to)
+        return END_STATUS[type(end)], _codec.encode_event(end), end
 
-    async def _continue(self, core: ReplayCore, req: ContinueAsNew) -> str:
+    async def _continue(self, core: ReplayCore) -> str:
         """Create the run that carries on; idempotent, so a crash here only repeats it."""
-        started = core.started
-        assert started is not None
-        assert core.workflow is not None
-        base, _, n = self.run_id.rpartition("~")
-        new_id = f"{base}~{int(n) + 1}" if base and n.isdigit() else f"{self.run_id}~2"
-        first = RunStarted(
-            seq=1,
-            at=self.clock.now(),
-            run_id=new_id,
-            workflow=core.workflow.name,
-            args=req.encoded_args,
-            parent_run_id=started.parent_run_id,
-            parent_position=started.parent_position,
-            continued_from=self.run_id,
-            carried_signals=core.unconsumed_signals(),
-        )
-        await self.cfg.client.start_run(
-            NewRun(
-                run_id=new_id,
-                workflow=core.workflow.name,
-                first_event=stored(new_id, first),
-                parent_run_id=started.parent_run_id,
-                parent_position=started.parent_position,
-            )
-        )
-        self.log.info("run.continued_as_new", new_run_id=new_id)
-        self._continued_to = new_id
+        new_run = continuation(core, self.run_id, self.clock.now())
+        await self.cfg.client.start_run(new_run)
+        self.log.info("run.continued_as_new", new_run_id=new_run.run_id)
+        self._continued_to = new_run.run_id
         self.cfg.on_child(None)
-        return new_id
+        return new_run.run_id
 
     def _maybe_snapshot(self, core: ReplayCore, *, extra: int = 0) -> Snapshot | None:
         """A snapshot as of the pending events (and ``extra`` more), if one is due."""
@@ -841,11 +768,3 @@ class RunDriver:
 _MAX_PASSES = 50
 """Replays of one run in a row for messages that keep arriving as it ends; then the
 driver gives the run back (``run.driver_crashed``) and a later claim goes on."""
-
-
-_END_STATUS: dict[type[Any], RunStatus] = {
-    RunCompleted: RunStatus.COMPLETED,
-    RunFailed: RunStatus.FAILED,
-    RunCancelled: RunStatus.CANCELLED,
-    ContinuedAsNew: RunStatus.CONTINUED,
-}
