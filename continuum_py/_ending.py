@@ -13,9 +13,10 @@ import asyncio
 from typing import Any
 
 from continuum_py import _codec
+from continuum_py._calls import ContinueAsNew, describe
 from continuum_py._client import stored
 from continuum_py._recording import Recorder
-from continuum_py._replay import ContinueAsNew, ReplayCore, describe, error_info
+from continuum_py._replay import ReplayCore, error_info
 from continuum_py.errors import EncodingError, RunTimedOut, error_type
 from continuum_py.events import (
     AnyEvent,

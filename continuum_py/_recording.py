@@ -13,8 +13,9 @@ from __future__ import annotations
 import msgspec
 
 from continuum_py import _codec
+from continuum_py._calls import ChildCall, RecordCall, StepCall, TimerCall, WaitCall
 from continuum_py._clock import Clock
-from continuum_py._replay import ChildCall, RecordCall, ReplayCore, StepCall, TimerCall, WaitCall
+from continuum_py._replay import ReplayCore
 from continuum_py._replay import error_info as _error_info
 from continuum_py.errors import JournalCorrupt, error_type
 from continuum_py.events import (

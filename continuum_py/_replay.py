@@ -1,6 +1,6 @@
 """The replay core: history in, commands out. No journal, no clock, no I/O.
 
-Workflow code runs on :class:`_WorkflowLoop`, a minimal deterministic asyncio
+Workflow code runs on :class:`~continuum_py._workflow_loop.WorkflowLoop`, a minimal deterministic asyncio
 loop: a FIFO of callbacks and nothing else (no timers, no sockets). Every
 command the code issues (a step, ``ctx.sleep``, a signal wait, a child run,
 ``ctx.now``/``random``/``uuid4``, ``ctx.patched``, ``ctx.set_event``) takes the
@@ -31,13 +31,23 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
 from continuum_py import _codec
+from continuum_py._calls import (
+    Call,
+    ChildCall,
+    ContinueAsNew,
+    RecordCall,
+    StepCall,
+    TimerCall,
+    WaitCall,
+    describe,
+)
 from continuum_py._log import WorkflowLogger
+from continuum_py._workflow_loop import WorkflowLoop
 from continuum_py.errors import (
     ChildRunFailed,
     EncodingError,
@@ -71,253 +81,6 @@ from continuum_py.events import (
 from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef, set_runtime
 
 
-class _WorkflowLoop(asyncio.AbstractEventLoop):
-    """Just enough of an event loop for Tasks, Futures and ``asyncio.gather``.
-
-    Callbacks run in the order they were scheduled; there is no clock, so code
-    that needs one (``asyncio.sleep``, ``asyncio.timeout``) gets a clear error.
-    """
-
-    def __init__(self, core: ReplayCore) -> None:
-        self.core = core
-        set_runtime(self, core)
-        self._ready: deque[asyncio.Handle] = deque()
-        self._closed = False
-        self.errors: list[dict[str, Any]] = []
-        # The workflow's tasks, so close() need not walk every task in the process.
-        self.tasks: list[asyncio.Task[Any]] = []
-
-    # -- what Tasks and Futures use --
-    def call_soon(  # type: ignore[override]
-        self,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = None,
-    ) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
-        self._ready.append(handle)
-        return handle
-
-    def create_future(self) -> asyncio.Future[Any]:
-        return asyncio.Future(loop=self)
-
-    def create_task(  # type: ignore[override]
-        self,
-        coro: Coroutine[Any, Any, Any],
-        *,
-        name: str | None = None,
-        context: contextvars.Context | None = None,
-    ) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=self, name=name, context=context)
-        wait = self.core.wait_of.get(coro)
-        if wait is not None:
-            # A signal wait run as a task (wait_first, gather, create_task): if the
-            # task is cancelled before it ever ran, give back what it was handed.
-            task.add_done_callback(functools.partial(self.core.on_wait_task_done, wait))
-        if len(self.tasks) >= 1024:
-            self.tasks = [t for t in self.tasks if not t.done()]
-        self.tasks.append(task)
-        return task
-
-    def get_debug(self) -> bool:
-        return False
-
-    def is_running(self) -> bool:
-        return True
-
-    def is_closed(self) -> bool:
-        return self._closed
-
-    def call_exception_handler(self, context: dict[str, Any]) -> None:
-        if not self._closed:
-            self.errors.append(context)
-
-    def default_exception_handler(self, context: dict[str, Any]) -> None:
-        self.call_exception_handler(context)
-
-    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        pass
-
-    # -- what workflow code must not use --
-    def _no_clock(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(
-            "workflow code cannot use the wall clock or asyncio timers (asyncio.sleep, "
-            "asyncio.timeout, asyncio.wait(timeout=...), loop.call_later): they are not "
-            "replayable. Use `await ctx.sleep(seconds)` for a durable timer, ctx.now() for the "
-            "time, and `await ctx.wait_first(work, ctx.sleep(seconds))` to race with a timeout; "
-            "bound a step's time with @step(timeout=...)."
-        )
-
-    time = _no_clock
-    call_later = _no_clock  # type: ignore[assignment]
-    call_at = _no_clock  # type: ignore[assignment]
-
-    def _no_io(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(
-            "workflow code cannot do I/O (sockets, files, subprocesses, executors): its "
-            "effects would not be recorded or replayed. Move it into a @step."
-        )
-
-    for _name in [
-        "run_in_executor",
-        "getaddrinfo",
-        "getnameinfo",
-        "create_connection",
-        "create_server",
-        "create_unix_connection",
-        "create_unix_server",
-        "create_datagram_endpoint",
-        "sock_recv",
-        "sock_recv_into",
-        "sock_sendall",
-        "sock_connect",
-        "sock_accept",
-        "sock_sendfile",
-        "sendfile",
-        "start_tls",
-        "connect_read_pipe",
-        "connect_write_pipe",
-        "subprocess_exec",
-        "subprocess_shell",
-        "add_reader",
-        "remove_reader",
-        "add_writer",
-        "remove_writer",
-        "add_signal_handler",
-        "remove_signal_handler",
-    ]:
-        locals()[_name] = _no_io
-    del _name
-
-    def run_ready(self) -> None:
-        """Run callbacks until none is left, with this loop as the running loop."""
-        outer = asyncio._get_running_loop()
-        asyncio._set_running_loop(self)
-        try:
-            ready = self._ready
-            while ready:
-                handle = ready.popleft()
-                if not handle.cancelled():
-                    handle._run()
-        finally:
-            asyncio._set_running_loop(outer)
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.clear()
-
-
-@dataclass(slots=True, eq=False)
-class Call:
-    """Something the workflow asked for at one call-order position."""
-
-    position: int
-    future: asyncio.Future[Any]
-    recorded: bool = False
-    """History holds the event that records the call."""
-    done: bool = False
-    """History holds its outcome (or it needs none)."""
-
-    @property
-    def describe(self) -> str:
-        return type(self).__name__
-
-
-@dataclass(slots=True, eq=False)
-class StepCall(Call):
-    """A step call."""
-
-    step: StepDef[Any, Any] = field(kw_only=True)
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    attempt: int = 0
-    """The newest attempt recorded as scheduled."""
-    failures: int = 0
-    """Attempts recorded as failed (not final)."""
-    last_failure: StepFailed | None = None
-    """The last non-final failure, if it came after the newest scheduled attempt."""
-    encoded_args: msgspec.Raw | None = None
-
-    @property
-    def describe(self) -> str:
-        return f"StepScheduled({self.step.name})"
-
-
-@dataclass(slots=True, eq=False)
-class TimerCall(Call):
-    """``ctx.sleep``."""
-
-    duration: float = 0.0
-    fire_at: float | None = None
-
-    @property
-    def describe(self) -> str:
-        return "TimerStarted"
-
-
-@dataclass(slots=True, eq=False)
-class WaitCall(Call):
-    """``ctx.wait_for_signal``."""
-
-    name: str = ""
-    timeout: float | None = None
-    timeout_at: float | None = None
-    type: Any = Any
-    signal: SignalReceived | None = None
-    """The signal handed to this wait; cleared when an abandoned wait gives it back."""
-
-    @property
-    def describe(self) -> str:
-        return f"SignalWaitStarted({self.name})"
-
-
-@dataclass(slots=True, eq=False)
-class ChildCall(Call):
-    """A child workflow awaited inside the workflow."""
-
-    workflow: WorkflowDef[Any, Any] = field(kw_only=True)
-    encoded_args: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"[]"))
-    child_run_id: str = ""
-
-    @property
-    def describe(self) -> str:
-        return f"ChildStarted({self.workflow.name})"
-
-
-@dataclass(slots=True, eq=False)
-class RecordCall(Call):
-    """A synchronous call recorded once: now/random/uuid4, a patch marker, a published value."""
-
-    event: SideEffectRecorded | MarkerRecorded | EventPublished | None = None
-
-    @property
-    def describe(self) -> str:
-        ev = self.event
-        if isinstance(ev, SideEffectRecorded):
-            return f"SideEffectRecorded({ev.what})"
-        if isinstance(ev, MarkerRecorded):
-            return f"MarkerRecorded({ev.name})"
-        if isinstance(ev, EventPublished):
-            return f"EventPublished({ev.key})"
-        return "RecordCall"
-
-
-def describe(call: Call | None) -> str:
-    return "nothing" if call is None else call.describe
-
-
-class ContinueAsNew(BaseException):
-    """Raised by ``ctx.continue_as_new``; ends the run so a fresh one carries on.
-
-    A ``BaseException`` so that ``except Exception`` in workflow code does not
-    swallow it.
-    """
-
-    def __init__(self, args: msgspec.Raw) -> None:
-        super().__init__("continue as new")
-        self.encoded_args = args
-
-
 class ReplayCore:
     """Drives one run's workflow code deterministically from its events.
 
@@ -329,7 +92,9 @@ class ReplayCore:
     def __init__(self, run_id: str, registry: Registry) -> None:
         self.run_id = run_id
         self.registry = registry
-        self.loop = _WorkflowLoop(self)  # type: ignore[abstract]  # unused loop APIs raise
+        self.loop = WorkflowLoop()  # type: ignore[abstract]  # unused loop APIs raise
+        self.loop.on_task = self._watch_task
+        set_runtime(self.loop, self)
         self.replaying = True
         self.log_during_replay = False
         self.logger = WorkflowLogger(
@@ -646,6 +411,13 @@ class ReplayCore:
     def is_wait(self, aw: Any) -> bool:
         """Whether ``aw`` (a coroutine or the task running it) is a signal wait."""
         return (aw.get_coro() if isinstance(aw, asyncio.Task) else aw) in self.wait_of
+
+    def _watch_task(self, task: asyncio.Task[Any], coro: Coroutine[Any, Any, Any]) -> None:
+        wait = self.wait_of.get(coro)
+        if wait is not None:
+            # A signal wait run as a task (wait_first, gather, create_task): if the
+            # task is cancelled before it ever ran, give back what it was handed.
+            task.add_done_callback(functools.partial(self.on_wait_task_done, wait))
 
     def on_wait_task_done(self, call: WaitCall, task: asyncio.Task[Any]) -> None:
         if not task.cancelled():

@@ -21,6 +21,7 @@ import structlog
 
 from continuum_py import _codec
 from continuum_py._agenda import Agenda
+from continuum_py._calls import Call, ChildCall, RecordCall, StepCall, TimerCall, WaitCall
 from continuum_py._client import (
     JournalClient,
     SnapshotState,
@@ -33,15 +34,7 @@ from continuum_py._clock import Clock, SystemClock
 from continuum_py._ending import END_STATUS, close_open_steps, continuation, end_event
 from continuum_py._log import get_logger
 from continuum_py._recording import Recorder
-from continuum_py._replay import (
-    Call,
-    ChildCall,
-    RecordCall,
-    ReplayCore,
-    StepCall,
-    TimerCall,
-    WaitCall,
-)
+from continuum_py._replay import ReplayCore
 from continuum_py._steps import OpenTransaction, Outcome, StepExecutor, cancelled
 from continuum_py.errors import (
     EncodingError,

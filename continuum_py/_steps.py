@@ -17,10 +17,10 @@ from typing import Any
 import msgspec
 
 from continuum_py import _codec
-from continuum_py._replay import StepCall
+from continuum_py._calls import StepCall
 from continuum_py.errors import ConfigurationError, EncodingError, JournalError
 from continuum_py.journal import AppendBatch, Journal, JournalTransaction, TransactionalJournal
-from continuum_py.workflow import StepInfo, _current_step, _current_tx
+from continuum_py.workflow import StepInfo, in_transaction, running_step
 
 
 class OpenTransaction:
@@ -115,14 +115,12 @@ class StepExecutor:
             await stack.aclose()
             return self._refuse(call, attempt, "has no database connection for it")
         open_tx = OpenTransaction(stack, tx)
-        token = _current_tx.set(tx)
         try:
-            out = await self._run_body(call, attempt)
+            with in_transaction(tx):
+                out = await self._run_body(call, attempt)
         except BaseException as exc:
             await open_tx.rollback(exc)
             raise
-        finally:
-            _current_tx.reset(token)
         refusal = getattr(tx.connection, "refusal", None)
         if refusal is not None:
             # Its SQL tried to end the transaction: fail the step even if it caught
@@ -151,8 +149,7 @@ class StepExecutor:
             idempotency_key=f"{self.run_id}:{call.position}",
             step=step.name,
         )
-        token = _current_step.set(info)
-        try:
+        with running_step(info):
             cm: asyncio.Timeout | None = None
             try:
                 if step.timeout is None:
@@ -177,8 +174,6 @@ class StepExecutor:
             except Exception as exc:
                 return Outcome(call, attempt, False, exc)
             return self._encoded(call, attempt, value)
-        finally:
-            _current_step.reset(token)
 
     @staticmethod
     def _encoded(call: StepCall, attempt: int, value: Any) -> Outcome:

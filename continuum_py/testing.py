@@ -27,9 +27,10 @@ from typing import Any
 
 import msgspec
 
+from continuum_py._calls import StepCall
 from continuum_py._client import decode_all
 from continuum_py._clock import Watched
-from continuum_py._replay import ReplayCore, StepCall
+from continuum_py._replay import ReplayCore
 from continuum_py.errors import ContinuumError, NonDeterminismError
 from continuum_py.events import AnyEvent, Event, RunStarted
 from continuum_py.journal import StoredEvent

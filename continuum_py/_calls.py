@@ -1,0 +1,134 @@
+"""What workflow code asked for, one object per call-order position.
+
+The replay core makes a :class:`Call` when the code asks (a step, a timer, a
+signal wait, a child run, a recorded value), marks it recorded when history
+holds its command event, and resolves its future when history holds its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from continuum_py.events import (
+    EventPublished,
+    MarkerRecorded,
+    SideEffectRecorded,
+    SignalReceived,
+    StepFailed,
+)
+from continuum_py.workflow import StepDef, WorkflowDef
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """Something the workflow asked for at one call-order position."""
+
+    position: int
+    future: asyncio.Future[Any]
+    recorded: bool = False
+    """History holds the event that records the call."""
+    done: bool = False
+    """History holds its outcome (or it needs none)."""
+
+    @property
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(slots=True, eq=False)
+class StepCall(Call):
+    """A step call."""
+
+    step: StepDef[Any, Any] = field(kw_only=True)
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    """The newest attempt recorded as scheduled."""
+    failures: int = 0
+    """Attempts recorded as failed (not final)."""
+    last_failure: StepFailed | None = None
+    """The last non-final failure, if it came after the newest scheduled attempt."""
+    encoded_args: msgspec.Raw | None = None
+
+    @property
+    def describe(self) -> str:
+        return f"StepScheduled({self.step.name})"
+
+
+@dataclass(slots=True, eq=False)
+class TimerCall(Call):
+    """``ctx.sleep``."""
+
+    duration: float = 0.0
+    fire_at: float | None = None
+
+    @property
+    def describe(self) -> str:
+        return "TimerStarted"
+
+
+@dataclass(slots=True, eq=False)
+class WaitCall(Call):
+    """``ctx.wait_for_signal``."""
+
+    name: str = ""
+    timeout: float | None = None
+    timeout_at: float | None = None
+    type: Any = Any
+    signal: SignalReceived | None = None
+    """The signal handed to this wait; cleared when an abandoned wait gives it back."""
+
+    @property
+    def describe(self) -> str:
+        return f"SignalWaitStarted({self.name})"
+
+
+@dataclass(slots=True, eq=False)
+class ChildCall(Call):
+    """A child workflow awaited inside the workflow."""
+
+    workflow: WorkflowDef[Any, Any] = field(kw_only=True)
+    encoded_args: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"[]"))
+    child_run_id: str = ""
+
+    @property
+    def describe(self) -> str:
+        return f"ChildStarted({self.workflow.name})"
+
+
+@dataclass(slots=True, eq=False)
+class RecordCall(Call):
+    """A synchronous call recorded once: now/random/uuid4, a patch marker, a published value."""
+
+    event: SideEffectRecorded | MarkerRecorded | EventPublished | None = None
+
+    @property
+    def describe(self) -> str:
+        ev = self.event
+        if isinstance(ev, SideEffectRecorded):
+            return f"SideEffectRecorded({ev.what})"
+        if isinstance(ev, MarkerRecorded):
+            return f"MarkerRecorded({ev.name})"
+        if isinstance(ev, EventPublished):
+            return f"EventPublished({ev.key})"
+        return "RecordCall"
+
+
+def describe(call: Call | None) -> str:
+    return "nothing" if call is None else call.describe
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new``; ends the run so a fresh one carries on.
+
+    A ``BaseException`` so that ``except Exception`` in workflow code does not
+    swallow it.
+    """
+
+    def __init__(self, args: msgspec.Raw) -> None:
+        super().__init__("continue as new")
+        self.encoded_args = args
