@@ -122,6 +122,8 @@ class ReplayCore:
         self.wait_of: weakref.WeakKeyDictionary[Any, WaitCall] = weakref.WeakKeyDictionary()
         # Signal waits and child runs not answered yet, by position (pruned lazily).
         self._message_waits: dict[int, Call] = {}
+        # Child runs without a recorded outcome, in call order (pruned lazily).
+        self._children: list[ChildCall] = []
         self.inbox_seen = 0
         self.cancel_reason: CancelReason | None = None
         # A mismatch found inside workflow code (a sync call); raised to the runner
@@ -184,6 +186,7 @@ class ReplayCore:
         )
         self._new(call)
         self._message_waits[position] = call
+        self._children.append(call)
         return _await(fut)
 
     def record(
@@ -627,6 +630,11 @@ class ReplayCore:
     def waiting(self) -> list[Call]:
         """Recorded calls the workflow still waits on (steps in flight, timers, waits, children)."""
         return [c for c in self.calls.values() if c.recorded and not c.done and not c.future.done()]
+
+    def open_children(self) -> list[ChildCall]:
+        """Child runs asked for whose outcome history does not hold yet."""
+        self._children = [c for c in self._children if not c.done]
+        return self._children
 
     def awaits_messages(self) -> bool:
         """Whether the code waits on a signal or a child run: a message could move it on."""

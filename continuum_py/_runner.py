@@ -527,11 +527,10 @@ class RunDriver:
         for position, (task, _) in list(self._tasks.items()):
             if core.calls[position].future.cancelled():
                 task.cancel()
-        for call in core.calls.values():
+        # Child runs only (not every call: this runs each turn of a long history).
+        for call in core.open_children():
             if (
-                isinstance(call, ChildCall)
-                and call.recorded
-                and not call.done
+                call.recorded
                 and call.future.cancelled()
                 and call.position not in self._cancelled_children
             ):
