@@ -22,17 +22,17 @@ from continuum_py.events import (
     AnyEvent,
     ContinuedAsNew,
     ErrorInfo,
-    RunCancelled,
+    RunCancelledEvent,
     RunCompleted,
-    RunFailed,
+    RunFailedEvent,
     RunStarted,
 )
 from continuum_py.journal import NewRun, RunStatus
 
 END_STATUS: dict[type[Any], RunStatus] = {
     RunCompleted: RunStatus.COMPLETED,
-    RunFailed: RunStatus.FAILED,
-    RunCancelled: RunStatus.CANCELLED,
+    RunFailedEvent: RunStatus.FAILED,
+    RunCancelledEvent: RunStatus.CANCELLED,
     ContinuedAsNew: RunStatus.CONTINUED,
 }
 """The run status each final event sets."""
@@ -65,19 +65,19 @@ def end_event(core: ReplayCore, seq: int, now: float, *, continued_to: str = "")
         try:
             raw = _codec.encode_value(value, what=wf.name if wf else None, kind="workflow")
         except EncodingError as exc:
-            return RunFailed(seq=seq, at=now, error=error_info(exc))
+            return RunFailedEvent(seq=seq, at=now, error=error_info(exc))
         return RunCompleted(seq=seq, at=now, result=raw)
     if kind is ContinuedAsNew:
         assert isinstance(value, ContinueAsNew)
         return ContinuedAsNew(seq=seq, at=now, new_run_id=continued_to, args=value.encoded_args)
-    if kind is RunCancelled:
-        return RunCancelled(seq=seq, at=now, reason=core.cancel_reason or "cancel")
+    if kind is RunCancelledEvent:
+        return RunCancelledEvent(seq=seq, at=now, reason=core.cancel_reason or "cancel")
     if isinstance(value, asyncio.CancelledError) and core.cancel_reason == "deadline":
         timed_out = ErrorInfo(
             type=error_type(RunTimedOut), message="the run passed its deadline and was stopped"
         )
-        return RunFailed(seq=seq, at=now, error=timed_out)
-    return RunFailed(seq=seq, at=now, error=error_info(value))
+        return RunFailedEvent(seq=seq, at=now, error=timed_out)
+    return RunFailedEvent(seq=seq, at=now, error=error_info(value))
 
 
 def next_run_id(run_id: str) -> str:

@@ -26,7 +26,7 @@ from continuum_py.events import (
     ChildStarted,
     ErrorInfo,
     RunCompleted,
-    RunFailed,
+    RunFailedEvent,
     SignalReceived,
     SignalWaitStarted,
     StepCompleted,
@@ -202,7 +202,7 @@ class Recorder:
             else:
                 if isinstance(end, RunCompleted):
                     result = end.result
-                elif isinstance(end, RunFailed):
+                elif isinstance(end, RunFailedEvent):
                     error = end.error
                 else:
                     error = ErrorInfo(type="cancelled", message="the child run was cancelled")

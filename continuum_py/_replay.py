@@ -65,9 +65,9 @@ from continuum_py.events import (
     ErrorInfo,
     EventPublished,
     MarkerRecorded,
-    RunCancelled,
+    RunCancelledEvent,
     RunCompleted,
-    RunFailed,
+    RunFailedEvent,
     RunStarted,
     SideEffectRecorded,
     SignalReceived,
@@ -373,7 +373,7 @@ class ReplayCore:
                 self.loop.run_ready()
 
     def _on_end_event(
-        self, event: RunCompleted | RunFailed | RunCancelled | ContinuedAsNew
+        self, event: RunCompleted | RunFailedEvent | RunCancelledEvent | ContinuedAsNew
     ) -> None:
         self.fed.append(event)
         self._on_end(event)
@@ -574,7 +574,7 @@ class ReplayCore:
 
     def _on_end(self, event: AnyEvent) -> None:
         self.history_end = event
-        if isinstance(event, RunCancelled) and event.terminated:
+        if isinstance(event, RunCancelledEvent) and event.terminated:
             return  # ended from outside, wherever the code was
         if not self.finished:
             waiting = [c for c in self.calls.values() if not c.done and not c.future.done()]
@@ -615,8 +615,8 @@ class ReplayCore:
         if isinstance(value, ContinueAsNew):
             return ContinuedAsNew
         if isinstance(value, asyncio.CancelledError) and self.cancel_reason is not None:
-            return RunFailed if self.cancel_reason == "deadline" else RunCancelled
-        return RunFailed
+            return RunFailedEvent if self.cancel_reason == "deadline" else RunCancelledEvent
+        return RunFailedEvent
 
     def unconsumed_signals(self) -> list[SignalReceived]:
         """Signals received and not yet taken by a wait, in the order they arrived."""
@@ -737,8 +737,8 @@ _HANDLERS: dict[type[Any], Callable[[ReplayCore, Any], None]] = {
     EventPublished: ReplayCore._on_recorded_value,
     CancelRequested: ReplayCore._on_cancel,
     RunCompleted: ReplayCore._on_end_event,
-    RunFailed: ReplayCore._on_end_event,
-    RunCancelled: ReplayCore._on_end_event,
+    RunFailedEvent: ReplayCore._on_end_event,
+    RunCancelledEvent: ReplayCore._on_end_event,
     ContinuedAsNew: ReplayCore._on_end_event,
 }
 """How :meth:`ReplayCore.apply` handles each event kind (``RunSuspended`` has no handler)."""

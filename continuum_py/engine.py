@@ -45,14 +45,14 @@ from continuum_py.events import (
     ContinuedAsNew,
     ErrorInfo,
     EventPublished,
+    RunCancelledEvent,
     RunCompleted,
+    RunFailedEvent,
     RunStarted,
     StepCompleted,
     StepFailed,
     StepScheduled,
 )
-from continuum_py.events import RunCancelled as RunCancelledEvent
-from continuum_py.events import RunFailed as RunFailedEvent
 from continuum_py.journal import (
     AppendBatch,
     Connectable,

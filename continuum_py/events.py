@@ -1,8 +1,8 @@
 """The events of a run's history: the only record of what a run did.
 
 Every event is a frozen :class:`msgspec.Struct` in one tagged union
-(:data:`AnyEvent`). The tag is the class name and is stored beside the encoded
-bytes as the event's ``kind``. User values (arguments, results) are embedded as
+(:data:`AnyEvent`). The tag is the event's kind (its class name, but for the two
+noted below) and is stored beside the encoded bytes as the event's ``kind``. User values (arguments, results) are embedded as
 already-encoded JSON (:class:`msgspec.Raw`) so a history reads as plain JSON.
 
 Schema evolution follows msgspec's rules: a new field gets a default and goes
@@ -13,7 +13,8 @@ at the end, an existing field never changes type. Anything else bumps
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+import warnings
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import msgspec
 
@@ -28,9 +29,9 @@ __all__ = [
     "Event",
     "EventPublished",
     "MarkerRecorded",
-    "RunCancelled",
+    "RunCancelledEvent",
     "RunCompleted",
-    "RunFailed",
+    "RunFailedEvent",
     "RunStarted",
     "RunSuspended",
     "SideEffectRecorded",
@@ -160,8 +161,11 @@ class RunCompleted(Event, frozen=True, kw_only=True):
     result: msgspec.Raw
 
 
-class RunFailed(Event, frozen=True, kw_only=True):
-    """The workflow raised.
+class RunFailedEvent(Event, frozen=True, kw_only=True, tag="RunFailed"):
+    """The workflow raised; kind ``"RunFailed"``.
+
+    Not :class:`continuum_py.errors.RunFailed`, the error ``handle.result()``
+    raises for it.
 
     Attributes:
         error: what it raised.
@@ -322,8 +326,11 @@ class RunSuspended(Event, frozen=True, kw_only=True):
     wake_at: float | None = None
 
 
-class RunCancelled(Event, frozen=True, kw_only=True):
-    """The workflow ended by cancellation.
+class RunCancelledEvent(Event, frozen=True, kw_only=True, tag="RunCancelled"):
+    """The workflow ended by cancellation; kind ``"RunCancelled"``.
+
+    Not :class:`continuum_py.errors.RunCancelled`, the error ``handle.result()``
+    raises for it.
 
     Attributes:
         reason: ``"cancel"``; for a terminated run, the reason given.
@@ -365,8 +372,36 @@ AnyEvent: TypeAlias = (
     | CancelRequested
     | RunSuspended
     | RunCompleted
-    | RunFailed
-    | RunCancelled
+    | RunFailedEvent
+    | RunCancelledEvent
     | ContinuedAsNew
 )
 """The union of every event type, for decoding."""
+
+# The Python names differ from the errors of the same meaning; the kind does
+# not (journals and golden histories store it). ``__name__`` stays the kind, so
+# ``type(event).__name__`` and an event's repr read as its history stores it.
+RunFailedEvent.__name__ = "RunFailed"
+RunCancelledEvent.__name__ = "RunCancelled"
+
+_DEPRECATED = {"RunFailed": RunFailedEvent, "RunCancelled": RunCancelledEvent}
+
+if TYPE_CHECKING:
+    RunFailed = RunFailedEvent
+    """Deprecated: the older name of :class:`RunFailedEvent`."""
+    RunCancelled = RunCancelledEvent
+    """Deprecated: the older name of :class:`RunCancelledEvent`."""
+else:
+
+    def __getattr__(name: str) -> type[Event]:
+        # The old names still import, with a warning: they read as the errors.
+        new = _DEPRECATED.get(name)
+        if new is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        warnings.warn(
+            f"continuum_py.events.{name} is deprecated; use {new.__qualname__} "
+            f"(continuum_py.errors.{name} is the error)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new

@@ -30,8 +30,13 @@ from continuum_py import (
     workflow,
 )
 from continuum_py.adapters.sqlite import STORAGE_VERSION, SQLiteJournal
-from continuum_py.events import SCHEMA_VERSION, StepCompleted, StepFailed, StepScheduled
-from continuum_py.events import RunFailed as RunFailedEvent
+from continuum_py.events import (
+    SCHEMA_VERSION,
+    RunFailedEvent,
+    StepCompleted,
+    StepFailed,
+    StepScheduled,
+)
 
 reg = Registry()
 ran: list[str] = []

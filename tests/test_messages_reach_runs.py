@@ -26,8 +26,7 @@ from continuum_py import (
     step,
     workflow,
 )
-from continuum_py.events import CancelRequested, StepCompleted
-from continuum_py.events import RunCancelled as RunCancelledEvent
+from continuum_py.events import CancelRequested, RunCancelledEvent, StepCompleted
 from continuum_py.journal import AppendBatch
 from continuum_py.journal import RunStatus as JStatus
 from continuum_py.testing import Replayer, VirtualClock

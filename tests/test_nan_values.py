@@ -27,8 +27,7 @@ from continuum_py import (
     step,
     workflow,
 )
-from continuum_py.events import RunFailed as RunFailedEvent
-from continuum_py.events import StepFailed
+from continuum_py.events import RunFailedEvent, StepFailed
 
 reg = Registry()
 side_effects: list[str] = []

@@ -24,8 +24,7 @@ from continuum_py import (
     step,
     workflow,
 )
-from continuum_py.events import RunFailed as RunFailedEvent
-from continuum_py.events import StepCompleted, StepFailed
+from continuum_py.events import RunFailedEvent, StepCompleted, StepFailed
 from continuum_py.testing import Replayer
 
 reg = Registry()

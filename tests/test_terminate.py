@@ -19,7 +19,7 @@ from continuum_py import (
     step,
     workflow,
 )
-from continuum_py.events import RunCancelled as RunCancelledEvent
+from continuum_py.events import RunCancelledEvent
 from continuum_py.testing import Replayer, VirtualClock
 
 reg = Registry()

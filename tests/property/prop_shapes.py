@@ -43,12 +43,12 @@ from continuum_py.adapters.memory import MemoryJournal
 from continuum_py.adapters.sqlite import SQLiteJournal
 from continuum_py.events import (
     RunCompleted,
+    RunFailedEvent,
     RunStarted,
     StepCompleted,
     StepFailed,
     StepScheduled,
 )
-from continuum_py.events import RunFailed as RunFailedEvent
 from continuum_py.journal import StoredEvent
 
 SETTINGS: dict[str, Any] = {

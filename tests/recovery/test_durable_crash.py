@@ -43,6 +43,7 @@ from continuum_py.events import (
     CancelRequested,
     ChildCompleted,
     ChildStarted,
+    RunCancelledEvent,
     RunCompleted,
     RunSuspended,
     SignalReceived,
@@ -51,9 +52,6 @@ from continuum_py.events import (
     StepScheduled,
     TimerFired,
     TimerStarted,
-)
-from continuum_py.events import (
-    RunCancelled as RunCancelledEvent,
 )
 
 WORKER = Path(__file__).with_name("durable_worker.py")

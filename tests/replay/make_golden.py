@@ -44,8 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import golden_workflows as golden
 
 from continuum_py import Engine, RunCancelled, RunFailed, RunHandle, RunStatus
-from continuum_py.events import ErrorInfo, StepFailed
-from continuum_py.events import RunFailed as RunFailedEvent
+from continuum_py.events import ErrorInfo, RunFailedEvent, StepFailed
 from continuum_py.testing import VirtualClock, dump_history
 
 HISTORIES = Path(__file__).resolve().parent / "histories"

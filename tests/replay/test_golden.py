@@ -23,9 +23,9 @@ from continuum_py.events import (
     AnyEvent,
     ContinuedAsNew,
     MarkerRecorded,
-    RunCancelled,
+    RunCancelledEvent,
     RunCompleted,
-    RunFailed,
+    RunFailedEvent,
     StepScheduled,
 )
 from continuum_py.testing import Replayer, load_history
@@ -56,7 +56,7 @@ def test_golden_replays_to_its_recorded_outcome(stem):
     assert replayed.workflow == workflow == events[0].workflow
     assert msgspec.json.decode(events[0].args) == msgspec.to_builtins(list(args))
     end = events[-1]
-    if isinstance(end, RunCancelled) and end.terminated:
+    if isinstance(end, RunCancelledEvent) and end.terminated:
         # Ended from outside, running nothing: the code stopped where it was.
         assert not replayed.finished and replayed.events == len(events)
         assert replayed.waiting_on
@@ -65,13 +65,13 @@ def test_golden_replays_to_its_recorded_outcome(stem):
     if isinstance(end, RunCompleted):
         assert replayed.error is None
         assert msgspec.to_builtins(replayed.result) == msgspec.json.decode(end.result)
-    elif isinstance(end, RunCancelled):
+    elif isinstance(end, RunCancelledEvent):
         assert isinstance(replayed.error, asyncio.CancelledError)
     elif isinstance(end, ContinuedAsNew):
         assert isinstance(replayed.error, ContinueAsNew)
         assert msgspec.json.decode(replayed.error.encoded_args) == msgspec.json.decode(end.args)
     else:
-        assert isinstance(end, RunFailed)
+        assert isinstance(end, RunFailedEvent)
         assert isinstance(replayed.error, StepError)
         assert (replayed.error.error_type, str(replayed.error)) == (
             end.error.type,
@@ -151,7 +151,7 @@ def test_cancelled_golden_ran_its_cleanup_step_before_ending():
     events = _load("cancelled_with_cleanup")
     steps = [e.step for e in events if isinstance(e, StepScheduled)]
     assert steps == ["reserve", "release_hold"]
-    assert isinstance(events[-1], RunCancelled)
+    assert isinstance(events[-1], RunCancelledEvent)
 
 
 # ---- versioning with ctx.patched ----

@@ -31,9 +31,9 @@ from continuum_py.events import (
     ErrorInfo,
     EventPublished,
     MarkerRecorded,
-    RunCancelled,
+    RunCancelledEvent,
     RunCompleted,
-    RunFailed,
+    RunFailedEvent,
     RunStarted,
     RunSuspended,
     SideEffectRecorded,
@@ -55,7 +55,7 @@ EXAMPLES: list[typing.Any] = [
     StepCompleted(seq=3, position=1, step="s", attempt=1, result=RAW),
     StepFailed(seq=4, position=2, step="s", attempt=2, error=ERR, final=False, retry_delay=0.4),
     RunCompleted(seq=5, result=msgspec.Raw(b"null")),
-    RunFailed(seq=6, error=ERR),
+    RunFailedEvent(seq=6, error=ERR),
     TimerStarted(seq=7, position=3, fire_at=1e9),
     TimerFired(seq=8, position=3),
     SignalWaitStarted(seq=9, position=4, name="approve", timeout_at=2e9),
@@ -67,7 +67,7 @@ EXAMPLES: list[typing.Any] = [
     ChildCompleted(seq=15, inbox_id=2, position=8, child_run_id="r.8", ok=False, error=ERR),
     CancelRequested(seq=16, inbox_id=3),
     RunSuspended(seq=17, wake_at=None),
-    RunCancelled(seq=18),
+    RunCancelledEvent(seq=18),
     ContinuedAsNew(seq=19, new_run_id="r~2", args=RAW),
 ]
 
@@ -83,6 +83,23 @@ def test_every_event_kind_round_trips(event):
     back = decode_event("r", event.seq, SCHEMA_VERSION, data)
     assert type(back) is type(event)
     assert back == event
+
+
+def test_run_end_events_keep_their_stored_kind_and_old_names():
+    # The classes were renamed (they read as the errors of the same name); what
+    # journals store, and the names a history prints, did not change.
+    import continuum_py.events as events
+
+    stored = b'{"kind":"RunFailed","seq":6,"at":0.0,"error":{"type":"E","message":"m"}}'
+    assert type(decode_event("r", 6, SCHEMA_VERSION, stored)) is RunFailedEvent
+    assert encode_event(RunCancelledEvent(seq=2)).startswith(b'{"kind":"RunCancelled",')
+    assert repr(RunCancelledEvent(seq=2)).startswith("RunCancelled(")
+    with pytest.warns(DeprecationWarning, match="use RunFailedEvent"):
+        assert events.RunFailed is RunFailedEvent
+    with pytest.warns(DeprecationWarning, match="use RunCancelledEvent"):
+        assert events.RunCancelled is RunCancelledEvent
+    with pytest.raises(AttributeError):
+        _ = events.RunFinished  # type: ignore[attr-defined]
 
 
 def test_user_values_are_embedded_as_plain_json():
