@@ -144,7 +144,7 @@ class StepExecutor:
         step = call.step
         info = StepInfo(
             run_id=self.run_id,
-            seq=call.position,
+            position=call.position,
             attempt=attempt,
             idempotency_key=f"{self.run_id}:{call.position}",
             step=step.name,

@@ -122,18 +122,24 @@ class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         run_id: the run the step belongs to.
-        seq: the step's call-order position in the workflow.
+        position: the step's call-order position in the workflow (the
+            ``position`` of its events; not a ``seq`` in history).
         attempt: 1 for the first attempt; higher after a failure or a crash.
-        idempotency_key: stable across attempts: ``"{run_id}:{seq}"``; pass it
-            to external services so a repeated attempt is recognised.
+        idempotency_key: stable across attempts: ``"{run_id}:{position}"``; pass
+            it to external services so a repeated attempt is recognised.
         step: the step's name.
     """
 
     run_id: str
-    seq: int
+    position: int
     attempt: int
     idempotency_key: str
     step: str
+
+    @property
+    def seq(self) -> int:
+        """The older name of :attr:`position`, kept for existing code; the same value."""
+        return self.position
 
     @staticmethod
     def current() -> StepInfo | None:

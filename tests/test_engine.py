@@ -215,3 +215,24 @@ async def test_a_timeout_the_step_raises_itself_is_not_blamed_on_the_step_timeou
     assert ei.value.error_type == "TimeoutError"
     assert "upstream API timed out" in ei.value.message
     assert "longer than its timeout" not in ei.value.message
+
+
+@step
+async def where_am_i() -> list[object]:
+    info = StepInfo.current()
+    assert info is not None
+    return [info.position, info.seq, info.idempotency_key]
+
+
+@workflow(registry=reg)
+async def asks_then_steps(ctx: Context) -> list[object]:
+    ctx.now()  # call-order position 1, history seq 2
+    return await where_am_i()
+
+
+async def test_step_info_position_is_the_call_order_position_and_seq_its_older_name(engine):
+    h = await engine.start(asks_then_steps, run_id="where")
+    position, seq, key = await h.result(timeout=10)
+    scheduled = [e for e in await engine.history("where") if isinstance(e, StepScheduled)]
+    assert [(e.position, e.seq) for e in scheduled] == [(2, 3)]
+    assert (position, seq, key) == (2, 2, "where:2")
