@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from continuum_py.errors import EncodingError, JournalCorrupt, SchemaTooNew
+from continuum_py.errors import EncodingError, JournalCorrupt, OwnerKind, SchemaTooNew
 from continuum_py.events import SCHEMA_VERSION, AnyEvent, ErrorInfo, Event
 
 _encoder = msgspec.json.Encoder()
@@ -23,7 +23,7 @@ def type_name(value: object) -> str:
 
 
 def encode_value(
-    value: Any, *, what: str | None, kind: str = "step", root: str = "value"
+    value: Any, *, what: str | None, kind: OwnerKind = "step", root: str = "value"
 ) -> msgspec.Raw:
     """Encode a user value, or raise EncodingError naming ``what`` and the bad type.
 
@@ -82,7 +82,9 @@ def _offending_type(value: Any, exc: BaseException) -> str:
     return type_name(value)
 
 
-def encode_args(args: tuple[Any, ...], *, what: str | None, kind: str = "step") -> msgspec.Raw:
+def encode_args(
+    args: tuple[Any, ...], *, what: str | None, kind: OwnerKind = "step"
+) -> msgspec.Raw:
     return encode_value(list(args), what=what, kind=kind, root="args")
 
 

@@ -7,7 +7,7 @@ needs to act on it, and a message that says what to do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "ChildRunFailed",
@@ -21,6 +21,7 @@ __all__ = [
     "LeaseLost",
     "MessagesPending",
     "NonDeterminismError",
+    "OwnerKind",
     "RunAlreadyExists",
     "RunAlreadyFinished",
     "RunCancelled",
@@ -82,28 +83,48 @@ class WorkflowNotRegistered(ContinuumError):
         )
 
 
+OwnerKind = Literal["step", "workflow", "value"]
+"""What an :class:`EncodingError`'s value belonged to."""
+
+
 class EncodingError(ContinuumError):
     """A value could not be encoded for the journal.
 
     Raised when the value is recorded, never at replay time; nothing is written.
 
     Attributes:
-        step: the step or workflow whose value it was (``None`` if unknown); the
-            message says which (``"step 'charge'"``, ``"workflow 'checkout'"``).
+        owner: whose value it was, whatever its kind: a step's or a workflow's
+            name, or for another value what it was (``"signal 'approve'"``);
+            ``None`` if unknown. The message says which (``"step 'charge'"``,
+            ``"workflow 'checkout'"``).
+        owner_kind: what ``owner`` names: ``"step"``, ``"workflow"`` or ``"value"``.
+        step: the older name of ``owner``, kept for existing code: despite its
+            name it also holds workflow names and value descriptions.
         type_name: the type that could not be encoded.
     """
 
     def __init__(
-        self, step: str | None, type_name: str, detail: str = "", *, kind: str = "step"
+        self,
+        owner: str | None,
+        type_name: str,
+        detail: str = "",
+        *,
+        kind: OwnerKind = "step",
     ) -> None:
-        self.step = step
+        self.owner = owner
+        self.owner_kind: OwnerKind = kind
         self.type_name = type_name
-        where = f"{kind} {step!r}" if step else "value"
+        where = f"{kind} {owner!r}" if owner else "value"
         extra = f": {detail}" if detail else ""
         super().__init__(
             f"{where}: cannot encode a value of type {type_name!r} for the journal{extra}. "
             "Use JSON-compatible values, dataclasses, msgspec Structs or TypedDicts."
         )
+
+    @property
+    def step(self) -> str | None:
+        """The older name of :attr:`owner` (the same value, whatever its kind)."""
+        return self.owner
 
 
 class RunNotFound(ContinuumError):

@@ -142,6 +142,21 @@ async def test_unencodable_workflow_argument_records_nothing(engine):
         await engine.get("never")
 
 
+async def test_encoding_error_names_its_owner_whatever_its_kind(engine):
+    # .step held workflow names and value descriptions too; .owner says so.
+    with pytest.raises(EncodingError) as ei:
+        await engine.start(simple, Opaque(), run_id="never")
+    assert (ei.value.owner, ei.value.owner_kind, ei.value.step) == ("simple", "workflow", "simple")
+    h = await engine.start(simple, 1, run_id="signalled")
+    await h.result(timeout=10)
+    before = await journal_state(engine)
+    with pytest.raises(EncodingError) as ei:
+        await engine.signal("signalled", "go", Opaque())
+    assert (ei.value.owner, ei.value.owner_kind) == ("signal 'go'", "value")
+    assert ei.value.step == ei.value.owner
+    assert await journal_state(engine) == before
+
+
 async def test_argument_of_the_wrong_type_records_nothing(engine):
     before = await journal_state(engine)
     with pytest.raises(EncodingError, match="do not fit the signature"):

@@ -144,6 +144,7 @@ def test_workflow_not_registered_lists_what_is_and_says_how_to_fix():
 def test_encoding_error_names_the_step_and_type():
     err = EncodingError("charge", "Opaque")
     assert (err.step, err.type_name) == ("charge", "Opaque")
+    assert (err.owner, err.owner_kind) == ("charge", "step")
     assert "step 'charge': cannot encode a value of type 'Opaque'" in str(err)
     assert "value: cannot encode" in str(EncodingError(None, "Opaque"))
 
