@@ -5,16 +5,12 @@ tests/conformance, which runs on Postgres too."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import pathlib
-import sys
 import uuid
 
 import asyncpg
 import pytest
 import structlog
 from helpers import new_run, step_events, wait_until
-from hypothesis import HealthCheck, settings
 
 from continuum_py import Context, Engine, Registry, step, workflow
 from continuum_py._schemes import journal_from_url
@@ -648,47 +644,3 @@ async def test_a_worker_that_never_polls_is_woken_by_notify(pg):
 
 async def _async_status(handle, status) -> bool:
     return await handle.status() == status
-
-
-# ---- the conformance model, on Postgres ----
-
-# The model-based machine of tests/conformance/test_model.py, loaded under its own
-# name so its memory and SQLite test cases are not collected a second time here.
-_spec = importlib.util.spec_from_file_location(
-    "conformance_model", pathlib.Path(__file__).parent / "conformance" / "test_model.py"
-)
-assert _spec is not None and _spec.loader is not None
-_model = importlib.util.module_from_spec(_spec)
-sys.modules["conformance_model"] = _model
-_spec.loader.exec_module(_model)
-_target: dict[str, str] = {}
-
-
-@pytest.fixture
-def _model_schema(pg_schema):
-    dsn, base = pg_schema
-    _target.update(dsn=dsn, schema=f"{base}_model")
-    yield
-    asyncio.run(Pg(dsn, base).sql(f'DROP SCHEMA IF EXISTS "{base}_model" CASCADE'))
-
-
-class PostgresMachine(_model.JournalMachine):
-    async def open_journal(self):
-        j = PostgresJournal(_target["dsn"], schema=_target["schema"], pool_size=2)
-        await j.connect()
-        conn = await asyncpg.connect(_target["dsn"])
-        try:
-            s = _target["schema"]
-            await conn.execute(f'TRUNCATE "{s}".runs, "{s}".events, "{s}".snapshots, "{s}".inbox')
-        finally:
-            await conn.close()
-        return j
-
-
-PostgresMachine.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-TestPostgresJournalModel = pytest.mark.usefixtures("_model_schema")(PostgresMachine.TestCase)

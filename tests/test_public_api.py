@@ -80,6 +80,27 @@ def test_import_leaves_database_drivers_unloaded():
     assert json.loads(out.stdout) == []
 
 
+def test_import_of_the_testing_tools_leaves_test_frameworks_unloaded():
+    # pytest, pytest-asyncio and hypothesis are dev dependencies: only the
+    # conformance suite (continuum_py.testing.conformance) may import them.
+    code = (
+        "import json, sys, continuum_py, continuum_py.testing; "
+        "print(json.dumps(sorted(m for m in ('pytest', 'pytest_asyncio', 'hypothesis', "
+        "'_pytest', 'aiosqlite', 'asyncpg') if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(out.stdout) == []
+
+
+def test_the_conformance_suite_is_importable_from_the_package():
+    conformance = importlib.import_module("continuum_py.testing.conformance")
+    tests = [n for n in dir(conformance.JournalConformance) if n.startswith("test_")]
+    assert len(tests) >= 50
+    assert "make_journal" in vars(conformance.JournalCase)
+
+
 def test_adapters_are_importable_under_the_package():
     memory = importlib.import_module("continuum_py.adapters.memory")
     sqlite = importlib.import_module("continuum_py.adapters.sqlite")

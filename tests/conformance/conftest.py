@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -32,7 +31,8 @@ def pg_conformance(pg_schema):
     asyncio.run(drop())
 
 
-async def _empty_tables(dsn: str, schema: str, url: str) -> None:
+async def empty_tables(dsn: str, schema: str, url: str) -> None:
+    """Create the journal's tables in ``schema`` if need be, and empty them."""
     import asyncpg
 
     # Connecting a journal creates the schema and tables on first use.
@@ -50,27 +50,3 @@ async def _empty_tables(dsn: str, schema: str, url: str) -> None:
         await conn.execute(f"TRUNCATE {names}")
     finally:
         await conn.close()
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def journal_url(request, tmp_path) -> str:
-    """One URL per adapter; every test using it runs against each journal."""
-    if request.param == "postgres":
-        dsn, schema, url = request.getfixturevalue("pg_conformance")
-        # Its own thread and loop: this runs outside the test's event loop.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, _empty_tables(dsn, schema, url)).result()
-        return url
-    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/journal.db"}[request.param]
-
-
-@pytest.fixture
-async def journal(journal_url):
-    j = journal_from_url(journal_url)
-    connect = getattr(j, "connect", None)
-    if connect is not None:
-        await connect()
-    try:
-        yield j
-    finally:
-        await j.aclose()

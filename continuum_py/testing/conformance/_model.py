@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, event, settings
@@ -31,6 +29,7 @@ from hypothesis.stateful import (
     multiple,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from continuum_py._client import stored
@@ -46,12 +45,14 @@ from continuum_py.journal import (
     INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
+    Connectable,
     Lease,
     NewRun,
     RunStatus,
     Snapshot,
     StoredEvent,
 )
+from continuum_py.testing.conformance._base import JournalCase
 
 RUN_IDS = ["r1", "r2", "r3"]
 CHILD, PARENT, POSITION = "c1", "r1", 7  # c1 is a child run of r1 (which may not exist)
@@ -98,32 +99,32 @@ class ModelRun:
 
 
 class JournalMachine(RuleBasedStateMachine):
-    """Subclasses say which journal to open."""
+    """The journal made by ``case``, on a loop of its own, against a plain-Python model."""
 
     leases = Bundle("leases")
 
-    def __init__(self) -> None:
+    def __init__(self, case: JournalCase) -> None:
         super().__init__()
         self.runner = asyncio.Runner()
-        # On tmpfs when there is one: fsync costs are not what this checks.
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self.tmp = tempfile.mkdtemp(prefix="continuum-model-", dir=shm)
-        self.journal = self.runner.run(self.open_journal())
+        self.journal = self.runner.run(self._open(case))
         self.model: dict[str, ModelRun] = {}
         self.issued: list[Lease] = []
         self.counter = 0
 
-    async def open_journal(self):
-        raise NotImplementedError
+    @staticmethod
+    async def _open(case: JournalCase) -> Any:
+        journal = await case.make_journal()
+        if isinstance(journal, Connectable):
+            await journal.connect()
+        return journal
 
     def teardown(self) -> None:
         try:
             self.runner.run(self.journal.aclose())
         finally:
             self.runner.close()
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run(self, coro):
+    def run(self, coro: Any) -> Any:
         return self.runner.run(coro)
 
     def data(self, run_id: str, seq: int) -> bytes:
@@ -166,7 +167,7 @@ class JournalMachine(RuleBasedStateMachine):
 
     # ---- rules ----
     @initialize(run_ids=st.sets(st.sampled_from(RUN_IDS), min_size=1), child=st.booleans())
-    def some_runs(self, run_ids, child):
+    def some_runs(self, run_ids: Any, child: Any) -> None:
         for rid in sorted(run_ids | ({CHILD} if child else set())):
             self.start_run(rid, None, 0.0, None)
 
@@ -177,7 +178,7 @@ class JournalMachine(RuleBasedStateMachine):
         ttl=st.sampled_from(TTLS),
         wake_at=st.sampled_from(WAKES),
     )
-    def start_run(self, run_id, claim_for, ttl, wake_at):
+    def start_run(self, run_id: Any, claim_for: Any, ttl: Any, wake_at: Any) -> Any:
         if run_id not in self.model and any(other > run_id for other in self.model):
             # Runs are created in run_id order only. Claims take the oldest
             # (created_at, run_id) first and journal clocks can tie, so any
@@ -217,7 +218,7 @@ class JournalMachine(RuleBasedStateMachine):
         reclaim_own=st.booleans(),
         now=st.sampled_from(NOWS),
     )
-    def claim(self, worker, ttl, limit, reclaim_own, now):
+    def claim(self, worker: Any, ttl: Any, limit: Any, reclaim_own: Any, now: Any) -> Any:
         runnable = self.runnable(worker, reclaim_own, now)
         got = self.run(
             self.journal.claim(worker, ttl=ttl, limit=limit, reclaim_own=reclaim_own, now=now)
@@ -235,7 +236,7 @@ class JournalMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.issued)
     @rule(data=st.data())
-    def append(self, data):
+    def append(self, data: Any) -> None:
         # Any lease ever issued: the newest of its run, or stale.
         writes = data.draw(
             st.lists(
@@ -348,7 +349,7 @@ class JournalMachine(RuleBasedStateMachine):
         wake_at=st.sampled_from(WAKES),
         seen_lag=st.sampled_from([None, 0, 1]),
     )
-    def settle(self, data, status, wake_at, seen_lag):
+    def settle(self, data: Any, status: Any, wake_at: Any, seen_lag: Any) -> None:
         """The owner of a run suspends or ends it, as a runner does at the end of a turn."""
         lease = data.draw(st.sampled_from(self.current_leases()))
         m = self.model[lease.run_id]
@@ -379,7 +380,7 @@ class JournalMachine(RuleBasedStateMachine):
             self.deliver(m.parent, "child", str(POSITION), batch.outcome or b"")
 
     @rule(lease=leases, ttl=st.sampled_from(TTLS))
-    def renew(self, lease, ttl):
+    def renew(self, lease: Any, ttl: Any) -> None:
         m = self.model[lease.run_id]
         [new] = self.run(self.journal.renew([lease], ttl=ttl))
         if not m.fenced(lease):
@@ -389,7 +390,7 @@ class JournalMachine(RuleBasedStateMachine):
         m.live = ttl > 0
 
     @rule(lease=leases)
-    def release(self, lease):
+    def release(self, lease: Any) -> None:
         m = self.model[lease.run_id]
         ok = self.run(self.journal.release(lease))
         assert ok == m.fenced(lease)
@@ -399,16 +400,16 @@ class JournalMachine(RuleBasedStateMachine):
                 m.status = RunStatus.PENDING
 
     @rule(run_id=st.sampled_from(ALL_IDS))
-    def resume_to_pending(self, run_id):
+    def resume_to_pending(self, run_id: Any) -> None:
         ok = self.run(self.journal.set_status(run_id, RunStatus.PENDING, reason=None))
         m = self.model.get(run_id)
         assert ok == (m is not None and not m.status.terminal)
-        if ok:
+        if ok and m is not None:
             m.status, m.owner, m.live, m.reason = RunStatus.PENDING, None, False, None
             m.wake_at = None
 
     @rule(run_id=st.sampled_from([*ALL_IDS, "ghost"]), kind=st.sampled_from(["signal", "cancel"]))
-    def send(self, run_id, kind):
+    def send(self, run_id: Any, kind: Any) -> None:
         data = self.data(run_id, 0)
         m = self.model.get(run_id)
         if m is None:
@@ -423,7 +424,7 @@ class JournalMachine(RuleBasedStateMachine):
             assert got == self.deliver(run_id, kind, "s", data)
 
     @rule(run_id=st.sampled_from(ALL_IDS), after=st.integers(0, 8))
-    def load_after(self, run_id, after):
+    def load_after(self, run_id: Any, after: Any) -> None:
         m = self.model.get(run_id)
         if m is None:
             if after == 0:
@@ -436,7 +437,7 @@ class JournalMachine(RuleBasedStateMachine):
 
     # ---- invariants ----
     @invariant()
-    def journal_matches_model(self):
+    def journal_matches_model(self) -> None:
         for rid, m in self.model.items():
             rows = self.run(self.journal.load(rid))
             assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
@@ -479,29 +480,19 @@ def msgspec_replace_data(ev: StoredEvent, data: bytes) -> StoredEvent:
     return StoredEvent(run_id=ev.run_id, seq=ev.seq, kind=ev.kind, schema=ev.schema, data=data)
 
 
-class MemoryMachine(JournalMachine):
-    async def open_journal(self):
-        from continuum_py.adapters.memory import MemoryJournal
+class ModelTests(JournalCase):
+    """The model-based check, run with ``model_settings`` (a subclass may lower them)."""
 
-        return MemoryJournal()
+    model_settings: ClassVar[settings] = settings(
+        max_examples=60,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
-
-class SQLiteMachine(JournalMachine):
-    async def open_journal(self):
-        from continuum_py.adapters.sqlite import SQLiteJournal
-
-        j = SQLiteJournal(f"{self.tmp}/model.db")
-        await j.connect()
-        return j
-
-
-_settings = settings(
-    max_examples=60,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-MemoryMachine.TestCase.settings = _settings
-SQLiteMachine.TestCase.settings = _settings
-TestMemoryJournalModel = MemoryMachine.TestCase
-TestSQLiteJournalModel = SQLiteMachine.TestCase
+    def test_the_journal_does_what_the_model_does(self) -> None:
+        # A factory, not the class: each machine takes its journal from this test case.
+        run_state_machine_as_test(
+            lambda: JournalMachine(self),  # type: ignore[arg-type]
+            settings=self.model_settings,
+        )
