@@ -189,6 +189,38 @@ def test_transactional_steps_page_runs_on_postgres(pg_schema, tmp_path: Path) ->
         _check_outputs(page, _run(page, tmp_path, timeout=60, env={"SHOP_URL": url}), when)
 
 
+def test_adapter_howto_conformance_sample_passes_under_pytest(tmp_path: Path) -> None:
+    # The how-to's test module, written where a reader would keep it and run with
+    # pytest outside this repository's configuration (pytest-asyncio's default,
+    # strict mode): every test of the shipped suite runs, none is skipped.
+    page = parse(ROOT / "docs" / "howto" / "write-a-journal-adapter.md")
+    [sample] = [s for s in page.samples if "JournalConformance" in s.code]
+    (tmp_path / "test_my_journal.py").write_text(sample.code, encoding="utf-8")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error",
+            "-o",
+            "asyncio_default_fixture_loop_scope=function",
+            "test_my_journal.py",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+ passed in .*", summary), summary
+    assert int(summary.split()[0]) >= 80, summary
+
+
 # continuum-py is not published on a package index, so `pip install continuum-py`
 # fails: every install command a page gives must install from the checkout.
 PUBLISHED_INSTALL = re.compile(r"pip install\s+['\"]?continuum[-_]py", re.I)
