@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from continuum_py._log import LOGGER_NAME
 from continuum_py._schemes import DEFAULT_URL, journal_from_url, redact_url
 from continuum_py.engine import Engine
 from continuum_py.errors import ContinuumError
@@ -124,7 +125,8 @@ async def _worker(args: argparse.Namespace) -> int:
         lease_ttl=args.lease_ttl,
         poll_interval=args.poll_interval,
     )
-    log = structlog.get_logger("continuum.worker").bind(worker_id=engine.worker_id)
+    # A child of the library's logger, so its level and handlers govern these lines too.
+    log = structlog.get_logger(f"{LOGGER_NAME}.worker").bind(worker_id=engine.worker_id)
     await engine.open()
     log.info(
         "worker.started",

@@ -108,3 +108,36 @@ def test_worker_with_a_missing_module_is_a_clear_error(tmp_path):
     )
     assert out.returncode == 2
     assert "cannot import 'no_such_mod'" in out.stderr
+
+
+STDLIB_LOGGING = textwrap.dedent(
+    """
+    import logging, sys
+    import structlog
+
+    # An application that sends structlog through the standard library.
+    logging.basicConfig(stream=sys.stderr, format="%(name)s|%(message)s", level=logging.INFO)
+    structlog.configure(
+        processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    """
+)
+
+
+async def test_worker_lines_log_under_the_continuum_py_logger(tmp_path):
+    # One name scheme: the worker command's own lines are under continuum_py
+    # too, so `logging.getLogger("continuum_py")` governs them.
+    (tmp_path / "flows.py").write_text(STDLIB_LOGGING + FLOWS)
+    url = f"sqlite:///{tmp_path}/j.db"
+    proc = _worker(tmp_path, url)
+    try:
+        async with Engine(url, worker=False) as client:
+            assert await (await client.start("chain", 1)).result(timeout=30) == 201
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    started = [line for line in err.splitlines() if "worker.started" in line]
+    assert [line.split("|")[0] for line in started] == ["continuum_py.worker"], err
