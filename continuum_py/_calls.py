@@ -1,7 +1,7 @@
 """What workflow code asked for, one object per call-order position.
 
 The replay core makes a :class:`Call` when the code asks (a step, a timer, a
-signal wait, a child run, a recorded value), marks it recorded when history
+signal wait, a child run, a synchronous call), marks it recorded when history
 holds its command event, and resolves its future when history holds its outcome.
 """
 
@@ -101,8 +101,11 @@ class ChildCall(Call):
 
 
 @dataclass(slots=True, eq=False)
-class RecordCall(Call):
-    """A synchronous call recorded once: now/random/uuid4, a patch marker, a published value."""
+class SyncCall(Call):
+    """A synchronous call, answered at once: now/random/uuid4, a patch marker, a published value.
+
+    Its one event is both the command and the outcome.
+    """
 
     event: SideEffectRecorded | MarkerRecorded | EventPublished | None = None
 
@@ -115,7 +118,7 @@ class RecordCall(Call):
             return f"MarkerRecorded({ev.name})"
         if isinstance(ev, EventPublished):
             return f"EventPublished({ev.key})"
-        return "RecordCall"
+        return "SyncCall"
 
 
 def describe(call: Call | None) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from continuum_py import _codec
-from continuum_py._calls import ChildCall, RecordCall, StepCall, TimerCall, WaitCall
+from continuum_py._calls import ChildCall, StepCall, SyncCall, TimerCall, WaitCall
 from continuum_py._clock import Clock
 from continuum_py._replay import ReplayCore
 from continuum_py._replay import error_info as _error_info
@@ -165,7 +165,7 @@ class Recorder:
             )
         )
 
-    def recorded_value(self, call: RecordCall) -> None:
+    def sync_call(self, call: SyncCall) -> None:
         """A synchronous call's value (now, random, uuid4, a patch marker, set_event)."""
         assert call.event is not None
         self.add(msgspec.structs.replace(call.event, seq=self.next_seq(), at=self.clock.now()))

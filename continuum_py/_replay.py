@@ -40,8 +40,8 @@ from continuum_py._calls import (
     Call,
     ChildCall,
     ContinueAsNew,
-    RecordCall,
     StepCall,
+    SyncCall,
     TimerCall,
     WaitCall,
     describe,
@@ -189,16 +189,16 @@ class ReplayCore:
         self._children.append(call)
         return _await(fut)
 
-    def record(
+    def sync_call(
         self,
         make: Callable[[int], SideEffectRecorded | MarkerRecorded | EventPublished],
         check: Callable[[AnyEvent], bool],
     ) -> AnyEvent:
-        """A synchronous recorded call: the event history holds at its position, else a new one."""
+        """A synchronous call: the event history holds at its position, else a new one."""
         position = self._take()
         held = self.ahead.get(position)
         if held is None:
-            self._new(RecordCall(position, self.loop.create_future(), event=make(position)))
+            self._new(SyncCall(position, self.loop.create_future(), event=make(position)))
             return make_event(self.calls[position])
         if not check(held):
             err = NonDeterminismError(
@@ -206,14 +206,14 @@ class ReplayCore:
             )
             self.nd_error = self.nd_error or err
             raise err
-        self.calls[position] = RecordCall(position, self.loop.create_future())
+        self.calls[position] = SyncCall(position, self.loop.create_future())
         return held
 
     def patched(self, change_id: str) -> bool:
         """True for code running live or a history recorded with the change."""
         held = self.ahead.get(self._next_position)
         if held is None or (isinstance(held, MarkerRecorded) and held.name == change_id):
-            self.record(lambda p: MarkerRecorded(seq=0, position=p, name=change_id), _any)
+            self.sync_call(lambda p: MarkerRecorded(seq=0, position=p, name=change_id), _any)
             return True
         # History holds what the old code did here: take the old branch.
         return False
@@ -225,7 +225,7 @@ class ReplayCore:
             value = msgspec.Raw(msgspec.json.encode(make()))
             return SideEffectRecorded(seq=0, position=position, what=what, value=value)
 
-        ev = self.record(new, lambda ev: isinstance(ev, SideEffectRecorded) and ev.what == what)
+        ev = self.sync_call(new, lambda ev: isinstance(ev, SideEffectRecorded) and ev.what == what)
         assert isinstance(ev, SideEffectRecorded)
         return ev.value
 
@@ -236,7 +236,7 @@ class ReplayCore:
         def new(position: int) -> EventPublished:
             return EventPublished(seq=0, position=position, key=key, value=raw)
 
-        self.record(new, lambda ev: isinstance(ev, EventPublished) and ev.key == key)
+        self.sync_call(new, lambda ev: isinstance(ev, EventPublished) and ev.key == key)
 
     def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
         """``ctx.continue_as_new``: raises ``ContinueAsNew``; ``EncodingError`` for bad args."""
@@ -347,12 +347,10 @@ class ReplayCore:
                 )
         self.loop.run_ready()
 
-    def _on_recorded_value(
-        self, event: SideEffectRecorded | MarkerRecorded | EventPublished
-    ) -> None:
+    def _on_sync_call(self, event: SideEffectRecorded | MarkerRecorded | EventPublished) -> None:
         self.fed.append(event)
         rcall = self.calls.get(event.position)
-        if not isinstance(rcall, RecordCall) or (
+        if not isinstance(rcall, SyncCall) or (
             rcall.event is not None and type(rcall.event) is not type(event)
         ):
             raise NonDeterminismError(
@@ -732,9 +730,9 @@ _HANDLERS: dict[type[Any], Callable[[ReplayCore, Any], None]] = {
     SignalReceived: ReplayCore._on_signal,
     ChildStarted: ReplayCore._on_child_started,
     ChildCompleted: ReplayCore._on_child_completed,
-    SideEffectRecorded: ReplayCore._on_recorded_value,
-    MarkerRecorded: ReplayCore._on_recorded_value,
-    EventPublished: ReplayCore._on_recorded_value,
+    SideEffectRecorded: ReplayCore._on_sync_call,
+    MarkerRecorded: ReplayCore._on_sync_call,
+    EventPublished: ReplayCore._on_sync_call,
     CancelRequested: ReplayCore._on_cancel,
     RunCompleted: ReplayCore._on_end_event,
     RunFailedEvent: ReplayCore._on_end_event,
@@ -757,7 +755,7 @@ class _Raise:
 
 
 def make_event(call: Call) -> AnyEvent:
-    assert isinstance(call, RecordCall)
+    assert isinstance(call, SyncCall)
     assert call.event is not None
     return call.event
 

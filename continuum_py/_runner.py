@@ -21,7 +21,7 @@ import structlog
 
 from continuum_py import _codec
 from continuum_py._agenda import Agenda
-from continuum_py._calls import Call, ChildCall, RecordCall, StepCall, TimerCall, WaitCall
+from continuum_py._calls import Call, ChildCall, StepCall, SyncCall, TimerCall, WaitCall
 from continuum_py._client import (
     JournalClient,
     SnapshotState,
@@ -343,7 +343,7 @@ class RunDriver:
                 await self._pull_inbox(core)
             for out in sorted(outcomes, key=lambda o: o.call.position):
                 self._tx = out.tx
-                self._record(core, out)
+                self._step_ended(core, out)
                 if self._tx is not None:
                     # Commit the step's own SQL with its completion before anything else.
                     await self._append()
@@ -395,7 +395,7 @@ class RunDriver:
             return True
         self._poke.clear()
         for out in await self._wait():
-            self._record(core, out)
+            self._step_ended(core, out)
         return False
 
     async def _record_turn(self, core: ReplayCore) -> bool:
@@ -409,7 +409,7 @@ class RunDriver:
         status = outcome = end = None
         if core.finished:
             # Values the code recorded on its way out (set_event, now, ...) are history too.
-            self._schedule(core, records_only=True)
+            self._schedule(core, answered_only=True)
             status, outcome, end = await self._finish(core)
         snapshot = self._maybe_snapshot(core) if status is None else None
         # Before the run can end: a crash after this re-sends on resume, while a
@@ -474,7 +474,7 @@ class RunDriver:
             call = core.calls.get(out.call.position)
             if isinstance(call, StepCall) and call.recorded and not call.done:
                 out.call = call
-                self._record(core, out)
+                self._step_ended(core, out)
                 refed.add(call.position)
         self._reattempt = [c for c in self._reattempt if c.position not in refed]
 
@@ -614,7 +614,7 @@ class RunDriver:
         return out
 
     def _schedule(
-        self, core: ReplayCore, *, records_only: bool = False
+        self, core: ReplayCore, *, answered_only: bool = False
     ) -> list[tuple[StepCall, int]]:
         """Record every new call; returns the step attempts about to start."""
         rec = self._recorder()
@@ -622,13 +622,13 @@ class RunDriver:
         while True:
             calls: list[Call] = [*self._reattempt, *core.new_calls()]
             self._reattempt = []
-            if records_only:
-                # What the finished code did that needs no work: recorded values,
-                # and signal waits answered from the buffer.
+            if answered_only:
+                # What the finished code did that needs no work: synchronous
+                # calls, and signal waits answered from the buffer.
                 calls = [
                     c
                     for c in calls
-                    if isinstance(c, RecordCall) or (isinstance(c, WaitCall) and c.future.done())
+                    if isinstance(c, SyncCall) or (isinstance(c, WaitCall) and c.future.done())
                 ]
             if not calls:
                 return to_start
@@ -648,8 +648,8 @@ class RunDriver:
                 elif isinstance(call, ChildCall):
                     rec.child_started(call)
                     self._children.append(call)
-                elif isinstance(call, RecordCall):
-                    rec.recorded_value(call)
+                elif isinstance(call, SyncCall):
+                    rec.sync_call(call)
 
     def _schedule_step(self, call: StepCall) -> int | None:
         """Record the next attempt of ``call``; its number, or None if it must not run."""
@@ -677,8 +677,8 @@ class RunDriver:
         assert self.rec is not None, "the run's history is not loaded"
         return self.rec
 
-    def _record(self, core: ReplayCore, out: Outcome) -> None:
-        """Record how a step attempt ended; a retryable failure goes on the agenda."""
+    def _step_ended(self, core: ReplayCore, out: Outcome) -> None:
+        """A step attempt ended: queue its event; a retryable failure goes on the agenda."""
         rec = self._recorder()
         call = out.call
         self._unsaved.append(out)
