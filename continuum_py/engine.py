@@ -22,14 +22,15 @@ from continuum_py._clock import AttachableClock, Clock, SystemClock
 from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
-from continuum_py._runner import RunDriver, RunnerConfig
+from continuum_py._runner import RunnerConfig
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
+from continuum_py._worker import INBOX_WATCH_INTERVAL as INBOX_WATCH_INTERVAL
+from continuum_py._worker import Worker
 from continuum_py.errors import (
     ConfigurationError,
     ContinuumError,
     EncodingError,
     JournalConflict,
-    JournalUnavailable,
     LeaseLost,
     MessagesPending,
     RunAlreadyExists,
@@ -322,19 +323,10 @@ class Engine:
         self.poll_interval = poll_interval
         self.clock: Clock = clock or SystemClock()
         self._client = JournalClient(self._journal_obj)
-        self._drivers: dict[str, RunDriver] = {}
-        """The runs this worker drives, each with its task and its (renewed) lease."""
-        self._idle_loop = False
-        # A run dropped because the journal was unreachable may still hold our lease:
-        # take such runs back at the next claim instead of waiting for the lease to lapse.
-        self._reclaim_own = False
-        self._claiming: asyncio.Future[list[Lease]] | None = None
         self._waiters: dict[str, asyncio.Event] = {}
-        self._wake = asyncio.Event()
-        self._bg: list[asyncio.Task[None]] = []
         self._open = False
         self._log = get_logger(worker_id=self.worker_id)
-        self._cfg = RunnerConfig(
+        cfg = RunnerConfig(
             client=self._client,
             registry=self.registry,
             worker_id=self.worker_id,
@@ -344,6 +336,20 @@ class Engine:
             on_child=self._on_child,
             ttl=lease_ttl,
             poll=poll_interval,
+        )
+        self._worker = (
+            Worker(
+                client=self._client,
+                cfg=cfg,
+                concurrency=concurrency,
+                lease_ttl=lease_ttl,
+                poll_interval=poll_interval,
+                clock=self.clock,
+                log=self._log,
+                on_run_done=self._run_done,
+            )
+            if worker
+            else None
         )
         if isinstance(self.clock, AttachableClock):
             self.clock.attach(self)
@@ -372,15 +378,12 @@ class Engine:
         if isinstance(self._journal_obj, Connectable):
             await self._journal_obj.connect()
         self._open = True
-        if self.run_worker and isinstance(self._journal_obj, NotifyingJournal):
-            await self._journal_obj.listen(self._on_notify)
-        if self.run_worker:
+        if self._worker is not None:
+            notifying = isinstance(self._journal_obj, NotifyingJournal)
+            if isinstance(self._journal_obj, NotifyingJournal):
+                await self._journal_obj.listen(self._worker.on_notify)
             # Take back this worker's own unfinished runs before anything else.
-            await self._claim(reclaim_own=True)
-            self._bg.append(asyncio.create_task(self._worker_loop()))
-            self._bg.append(asyncio.create_task(self._heartbeat_loop()))
-            if not isinstance(self._journal_obj, NotifyingJournal):
-                self._bg.append(asyncio.create_task(self._inbox_watch_loop()))
+            await self._worker.start(watch_inbox=not notifying)
 
     async def aclose(self, *, grace: float = 0.0) -> None:
         """Stop the worker and close the journal.
@@ -394,52 +397,12 @@ class Engine:
         """
         if not self._open:
             return
-        if grace > 0 and self._bg:
-            self._bg[0].cancel()  # the worker loop: claim nothing new; heartbeats go on
-            for driver in list(self._drivers.values()):
-                driver.stop()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    while self._drivers:
-                        await asyncio.gather(
-                            *(d.task for d in list(self._drivers.values())), return_exceptions=True
-                        )
+        if self._worker is not None:
+            await self._worker.stop(grace=grace)
         self._open = False
-        for t in self._bg:
-            t.cancel()
-        for driver in list(self._drivers.values()):
-            driver.task.cancel()
-        pending = [t for t in self._bg] + [d.task for d in self._drivers.values()]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        claiming, self._claiming = self._claiming, None
-        if claiming is not None:
-            # Let a claim still in flight land first, so the sweep below sees its leases.
-            await asyncio.gather(claiming, return_exceptions=True)
-        if self.run_worker:
-            await self._release_leftovers()
-        self._bg.clear()
         await self._journal_obj.aclose()
         if self._slot is not None:
             self._slot.release()
-
-    async def _release_leftovers(self) -> None:
-        """Give back any lease still held in this worker's name.
-
-        A driver task cancelled before it first ran, or a claim whose reply the
-        stopping worker never read, never reaches its own release; without this
-        its run would wait for the lease to expire.
-        """
-        with contextlib.suppress(Exception):
-            for rec in await self._client.list_runs(status=RunStatus.RUNNING, limit=10_000):
-                if rec.lease_owner == self.worker_id:
-                    lease = Lease(
-                        run_id=rec.run_id,
-                        worker_id=self.worker_id,
-                        token=rec.lease_token,
-                        expires_at=rec.lease_expires_at or 0.0,
-                    )
-                    await self._client.release(lease)
 
     # ---- client API ----
     async def start(
@@ -505,7 +468,7 @@ class Engine:
         first = RunStarted(seq=1, at=now, run_id=rid, workflow=name, args=raw, deadline=deadline)
         claim = (
             self.worker_id
-            if self.run_worker and len(self._drivers) < self.concurrency and wake_at is None
+            if self._worker is not None and self._worker.has_room and wake_at is None
             else None
         )
         rec, lease, created = await self._client.start_run(
@@ -517,10 +480,10 @@ class Engine:
             raise RunAlreadyExists(rid, rec.workflow, name)
         if created:
             self._log.info("run.created", run_id=rid, workflow=name)
-        if lease is not None:
-            self._spawn(lease)
-        elif created:
-            self._wake.set()
+        if lease is not None and self._worker is not None:
+            self._worker.spawn(lease)
+        elif created and self._worker is not None:
+            self._worker.wake()
         return RunHandle(self, rid, name, wf.result_type if wf is not None else Any)
 
     async def get(self, run_id: str) -> RunHandle[Any]:
@@ -612,7 +575,8 @@ class Engine:
         if rec.status != RunStatus.PARKED:
             raise ContinuumError(f"run {run_id} is {rec.status.value}, not parked")
         await self._client.set_status(run_id, RunStatus.PENDING, reason=None)
-        self._wake.set()
+        if self._worker is not None:
+            self._worker.wake()
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send the signal ``name`` with ``payload`` to a run; durable once this returns.
@@ -708,9 +672,8 @@ class Engine:
             except (LeaseLost, JournalConflict, MessagesPending):
                 continue  # a worker took it or wrote meanwhile: seize again
             self._log.warning("run.terminated", run_id=run_id, reason=reason, seq=end.seq)
-            held = self._drivers.get(run_id)
-            if held is not None:
-                held.task.cancel()  # its lease is gone: stop its steps now
+            if self._worker is not None:
+                self._worker.stop_driver(run_id)  # its lease is gone: stop its steps now
             return
         raise ContinuumError(f"run {run_id}: could not end it; it kept changing, try again")
 
@@ -758,26 +721,21 @@ class Engine:
         """True when every run this worker holds waits only for time or a message."""
         if not self._open or not self.run_worker:
             return True  # a closed engine or a client runs nothing
-        return self._idle_loop and all(d.idle for d in self._drivers.values())
+        return self._worker is None or self._worker.idle
 
     # ---- internals ----
     def _poke(self, run_id: str, *, cancel: bool = False) -> None:
-        driver = self._drivers.get(run_id)
-        if driver is not None:
-            driver.poke(cancel=cancel)
-        self._wake.set()
-
-    def _on_notify(self, run_id: str) -> None:
-        if run_id:
-            self._poke(run_id)
-        else:
-            self._wake.set()
+        if self._worker is not None:
+            self._worker.poke(run_id, cancel=cancel)
 
     def _on_child(self, lease: Lease | None) -> None:
-        if lease is not None and self._open:
-            self._spawn(lease)
-        else:
-            self._wake.set()
+        if self._worker is not None and self._open:
+            self._worker.on_child(lease)
+
+    def _run_done(self, run_id: str) -> None:
+        ev = self._waiters.pop(run_id, None)
+        if ev is not None:
+            ev.set()
 
     def _check_open(self) -> None:
         if not self._open:
@@ -816,137 +774,6 @@ class Engine:
         if ev is None:
             ev = self._waiters[run_id] = asyncio.Event()
         return ev
-
-    def _spawn(self, lease: Lease) -> None:
-        old = self._drivers.get(lease.run_id)
-        if old is not None:
-            # Our own lease lapsed (a stalled loop) and we claimed the run anew: the old
-            # driver's token is stale, so hand the run to a driver holding the new one.
-            old.task.cancel()
-        driver = RunDriver(self._cfg, lease, self._driver_done)
-        self._drivers[lease.run_id] = driver
-        driver.start()
-
-    def _driver_done(self, driver: RunDriver) -> None:
-        run_id = driver.run_id
-        if self._drivers.get(run_id) is not driver:
-            return  # a newer driver took over this run
-        del self._drivers[run_id]
-        if driver.journal_lost:
-            self._reclaim_own = True
-        ev = self._waiters.pop(run_id, None)
-        if ev is not None:
-            ev.set()
-        if driver.core is not None and driver.core.started is not None:
-            parent = driver.core.started.parent_run_id
-            if parent is not None:
-                # A child that ended wrote its outcome to the parent's inbox.
-                self._poke(parent)
-        self._wake.set()
-
-    async def _claim(self, *, reclaim_own: bool = False) -> None:
-        free = self.concurrency - len(self._drivers)
-        if free <= 0:
-            return
-        # Shielded and kept: if the worker stops mid-claim, aclose waits for the
-        # claim to land before giving back what this worker still holds.
-        self._claiming = asyncio.ensure_future(
-            self._client.claim(
-                self.worker_id,
-                ttl=self.lease_ttl,
-                limit=free,
-                reclaim_own=reclaim_own,
-                now=self.clock.now(),
-            )
-        )
-        leases = await asyncio.shield(self._claiming)
-        self._claiming = None
-        for lease in leases:
-            self._spawn(lease)
-
-    async def _worker_loop(self) -> None:
-        backoff = self.poll_interval
-        while True:
-            self._wake.clear()
-            next_wake: float | None = None
-            try:
-                reclaim, self._reclaim_own = self._reclaim_own, False
-                await self._claim(reclaim_own=reclaim)
-                next_wake = await self._client.next_wake_at()
-                backoff = self.poll_interval
-            except Exception as exc:
-                # Never let the loop die: a worker that stops claiming strands its runs.
-                if isinstance(exc, JournalUnavailable | OSError):
-                    self._log.warning("worker.claim_failed", error=str(exc))
-                else:
-                    self._log.exception("worker.claim_failed", error=str(exc))
-                self._reclaim_own = self._reclaim_own or reclaim
-                backoff = min(backoff * 2, 30.0)
-            await self._sleep(backoff, next_wake)
-
-    async def _sleep(self, backoff: float, next_wake: float | None) -> None:
-        """Wait for a wake-up, the poll interval, or the next timer (on the engine clock)."""
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-        if next_wake is not None and next_wake > self.clock.now():
-            # (A due one that was not claimed, e.g. concurrency is full, waits for the poll.)
-            waits.append(asyncio.ensure_future(self.clock.sleep_until(next_wake)))
-        self._idle_loop = True
-        try:
-            # asyncio.wait with a timeout, not wait_for: 3.11's wait_for can lose a
-            # cancel that races with the event being set, which hangs shutdown.
-            await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._idle_loop = False
-            for w in waits:
-                w.cancel()
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            drivers = list(self._drivers.values())
-            if not drivers:
-                continue
-            try:
-                renewed = await self._client.renew([d.lease for d in drivers], ttl=self.lease_ttl)
-            except Exception as exc:
-                # Keep beating: leases lapse within lease_ttl if this loop stops.
-                self._log.warning("worker.heartbeat_failed", error=str(exc))
-                continue
-            for driver, new in zip(drivers, renewed, strict=True):
-                if new is None:
-                    self._log.warning(
-                        "run.lease_lost", run_id=driver.run_id, token=driver.lease.token
-                    )
-                    driver.task.cancel()
-                else:
-                    driver.lease = new
-            # Messages sent by other processes to runs held here (a lost
-            # notification, or a journal that does not notify).
-            await self._poke_unseen([d.run_id for d in drivers])
-
-    async def _inbox_watch_loop(self) -> None:
-        """Poke the runs held here that have messages from other processes.
-
-        For journals that cannot notify (SQLite, memory shared by engines): a
-        signal or cancel sent by another process reaches a run busy in a step
-        within ``INBOX_WATCH_INTERVAL`` seconds, not only at a heartbeat.
-        """
-        while True:
-            await asyncio.sleep(INBOX_WATCH_INTERVAL)
-            if self._drivers:
-                await self._poke_unseen(list(self._drivers))
-
-    async def _poke_unseen(self, run_ids: list[str]) -> None:
-        """Poke each of ``run_ids`` held here whose inbox holds messages it has not recorded."""
-        with contextlib.suppress(Exception):
-            for run_id in await self._client.unseen_inbox(run_ids):
-                driver = self._drivers.get(run_id)
-                if driver is not None:
-                    driver.poke()
-
-
-INBOX_WATCH_INTERVAL = 0.2
-"""Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
 
 
 def _positive(value: float | dt.timedelta, what: str) -> float:

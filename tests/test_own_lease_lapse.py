@@ -37,13 +37,13 @@ async def test_reclaimed_own_run_gets_a_fresh_driver():
     async with Engine(journal=journal, registry=reg, worker_id="w", lease_ttl=30) as engine:
         h = await engine.start(one_step, run_id="lapse")
         await asyncio.wait_for(started.wait(), 5)
-        first_task = engine._drivers["lapse"].task
+        first_task = engine._worker.drivers["lapse"].task
         now[0] += 60  # our lease lapses while the loop is "stalled"
-        await engine._claim()
+        await engine._worker.claim()
         assert await h.result(timeout=5) == 2
         await asyncio.gather(first_task, return_exceptions=True)
         assert first_task.cancelled()
         assert attempts == [1, 2]
         sched = [e.attempt for e in await engine.history("lapse") if isinstance(e, StepScheduled)]
         assert sched == [1, 2]
-        assert engine._drivers == {}
+        assert engine._worker.drivers == {}

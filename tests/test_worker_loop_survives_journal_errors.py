@@ -41,4 +41,4 @@ async def test_the_worker_loop_survives_an_unexpected_journal_error():
         async with Engine(journal=journal, registry=reg, worker=False) as client:
             h = await client.start(just_one)
             assert await h.result(timeout=5) == 1
-        assert not eng._bg[0].done()
+        assert not eng._worker.claim_loop.done()
