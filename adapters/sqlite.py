@@ -27,17 +27,17 @@ import msgspec
 from continuum_py.adapters._rules import (
     WAITING_STATUSES,
     JournalBase,
-    Migration,
     RunFilter,
     bad_seqs,
     duplicate_row,
     lease_lost,
-    pending_migrations,
-    readable_layout,
-    refuse_newer,
     sql_in,
     why_refused,
 )
+from continuum_py.adapters._sqlite_schema import _MIGRATIONS as _MIGRATIONS
+from continuum_py.adapters._sqlite_schema import MIGRATIONS as MIGRATIONS
+from continuum_py.adapters._sqlite_schema import STORAGE_VERSION as STORAGE_VERSION
+from continuum_py.adapters._sqlite_schema import check_readable, migrate, version
 from continuum_py.adapters._sqlite_thread import SQLiteThread
 from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
@@ -70,95 +70,9 @@ __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
 T = TypeVar("T")
 
-STORAGE_VERSION = 3  # MIGRATIONS[-1].version, checked below
-"""Version of the table layout, kept in ``PRAGMA user_version``.
-
-1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
-parent_position, inbox_last, inbox_seen; indexes for waking runs.
-3: indexes for listing runs (all of them, or one workflow's) by creation time.
-"""
-
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 _TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
-
-# The table layout's history, oldest first; a fresh file applies every step.
-# Each step's statements are separated by ";\n" (SQLite runs one at a time).
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "runs, events, snapshots",
-        """CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    workflow TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    last_seq INTEGER NOT NULL,
-    lease_owner TEXT,
-    lease_token INTEGER NOT NULL DEFAULT 0,
-    lease_expires_at REAL,
-    wake_at REAL,
-    outcome BLOB,
-    reason TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    schema INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
-    run_id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    schema INTEGER NOT NULL,
-    data BLOB NOT NULL
-)""",
-    ),
-    # runs_by_wake: due timers and scheduled starts, a range on wake_at within
-    # one status. runs_unseen: suspended runs with unseen messages, few at any
-    # time, so a partial index finds them without reading those that still wait.
-    Migration(
-        2,
-        "inbox; runs gain parent and inbox columns; indexes for waking runs",
-        """ALTER TABLE runs ADD COLUMN parent_run_id TEXT;
-ALTER TABLE runs ADD COLUMN parent_position INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE runs ADD COLUMN inbox_last INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE runs ADD COLUMN inbox_seen INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE IF NOT EXISTS inbox (
-    run_id TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    data BLOB NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (run_id, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS runs_by_wake ON runs (status, wake_at);
-CREATE INDEX IF NOT EXISTS runs_unseen ON runs (created_at) WHERE status = 'suspended' AND inbox_last > inbox_seen""",
-    ),
-    Migration(
-        3,
-        "indexes for listing runs",
-        # list_runs pages by (created_at, run_id), newest or oldest first, with a
-        # keyset; these answer it, alone or within one workflow, without sorting
-        # the table. A run_id prefix is a range on the primary key; one status
-        # uses runs_by_status.
-        """CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
-CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id)""",
-    ),
-)
-
-
-def _statements(m: Migration) -> list[str]:
-    return [part for part in m.sql.split(";\n") if part.strip()]
-
-
-# From version v to v + 1: its statements.
-_MIGRATIONS: dict[int, list[str]] = {m.version - 1: _statements(m) for m in MIGRATIONS}
 
 _RUN_COLS = ", ".join(RUN_COLUMNS)
 
@@ -198,13 +112,6 @@ must exist and nothing is ever written to it. The names are SQLite's own."""
 
 URL_OPTIONS = {"mode": "mode=rwc (default), rw or ro"}
 """The query options a ``sqlite:`` URL may carry, with what each accepts."""
-
-# The oldest table layout a read-only open can read: it cannot upgrade the
-# file, and the layouts after this one add nothing the reads need.
-_OLDEST_READABLE = 2
-
-
-assert MIGRATIONS[-1].version == STORAGE_VERSION
 
 
 def path_from_url(url: str) -> str:
@@ -499,9 +406,9 @@ class SQLiteJournal(JournalBase):
             # Refuse a newer layout before anything writes to the file (switching to
             # WAL rewrites its header), so such a file is left byte-for-byte untouched.
             await self._w.call(lambda c: c.execute(f"PRAGMA busy_timeout = {self._busy_ms}"))
-            await self._version(self._w)
+            await version(self._w)
             await self._setup(self._w)
-            await self._migrate(self._w)
+            await migrate(self._w)
             if self.path != ":memory:":
                 self._r = await _open(
                     target, "continuum-sqlite-reader", uri=uri, isolation_level=None
@@ -592,16 +499,7 @@ class SQLiteJournal(JournalBase):
                 c.execute("PRAGMA query_only = ON")
 
             await conn.call(pragmas)
-            version = await self._version(conn)
-            if version == 0:
-                raise ConfigurationError(
-                    f"SQLite file {self.path!r} holds no continuum journal (it has no tables)"
-                )
-            problem = readable_layout(
-                version, STORAGE_VERSION, _OLDEST_READABLE, f"SQLite journal {self.path!r}"
-            )
-            if problem is not None:
-                raise ConfigurationError(problem)
+            await check_readable(conn, self.path)
         except BaseException:
             await conn.close()
             raise
@@ -616,33 +514,6 @@ class SQLiteJournal(JournalBase):
             c.execute("PRAGMA synchronous = FULL")
 
         await conn.call(pragmas)
-
-    async def _version(self, conn: SQLiteThread) -> int:
-        """The file's layout version; raises ``SchemaTooNew`` if newer than ours."""
-        row = await conn.call(lambda c: c.execute("PRAGMA user_version").fetchone())
-        return refuse_newer(int(row[0]) if row else 0, STORAGE_VERSION)
-
-    async def _migrate(self, conn: SQLiteThread) -> None:
-        """Create the tables (new file) or upgrade an older layout, in one transaction."""
-        if await self._version(conn) == STORAGE_VERSION:
-            return
-
-        def run(raw: sqlite3.Connection) -> None:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                # Read again under the write lock: another process may have
-                # upgraded the file since we looked.
-                version = int(raw.execute("PRAGMA user_version").fetchone()[0])
-                for step in pending_migrations(version, MIGRATIONS):
-                    for statement in _statements(step):
-                        raw.execute(statement)
-                raw.execute(f"PRAGMA user_version = {STORAGE_VERSION}")
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
-
-        await conn.call(run)
 
     @property
     def _wc(self) -> SQLiteThread:
