@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -34,16 +32,17 @@ from continuum_py.adapters._rules import (
     sql_in,
     why_refused,
 )
+from continuum_py.adapters._sqlite_open import MODES, open_file
+from continuum_py.adapters._sqlite_open import URL_OPTIONS as URL_OPTIONS
+from continuum_py.adapters._sqlite_open import options_from_url as options_from_url
+from continuum_py.adapters._sqlite_open import path_from_url as path_from_url
 from continuum_py.adapters._sqlite_schema import _MIGRATIONS as _MIGRATIONS
 from continuum_py.adapters._sqlite_schema import MIGRATIONS as MIGRATIONS
 from continuum_py.adapters._sqlite_schema import STORAGE_VERSION as STORAGE_VERSION
-from continuum_py.adapters._sqlite_schema import check_readable, migrate, version
+from continuum_py.adapters._sqlite_step import TransactionConnection
 from continuum_py.adapters._sqlite_thread import SQLiteThread
-from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
     ConfigurationError,
-    ContinuumError,
-    JournalCorrupt,
     JournalError,
     JournalUnavailable,
     RunAlreadyFinished,
@@ -105,164 +104,6 @@ ORDER BY created_at, run_id LIMIT :limit
 """
 
 
-_MODES = ("rwc", "rw", "ro")
-"""How a journal opens its file: ``rwc`` read-write, created if missing (the
-default); ``rw`` read-write, the file must exist; ``ro`` read-only, the file
-must exist and nothing is ever written to it. The names are SQLite's own."""
-
-URL_OPTIONS = {"mode": "mode=rwc (default), rw or ro"}
-"""The query options a ``sqlite:`` URL may carry, with what each accepts."""
-
-
-def path_from_url(url: str) -> str:
-    """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sqlite":
-        raise ConfigurationError(f"not a SQLite URL: {url!r}")
-    if parts.netloc:
-        raise ConfigurationError(
-            f"SQLite URL {url!r} has a host part; use sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db"
-        )
-    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-    if not path:
-        raise ConfigurationError(f"SQLite URL {url!r} names no file; e.g. sqlite:///runs.db")
-    return path
-
-
-def options_from_url(url: str) -> dict[str, str]:
-    """The query options of a ``sqlite:`` URL, checked against :data:`URL_OPTIONS`.
-
-    Raises:
-        ConfigurationError: an unknown option, one given twice, or a bad value.
-    """
-    supported = "; ".join(URL_OPTIONS.values())
-    options: dict[str, str] = {}
-    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if name not in URL_OPTIONS:
-            raise ConfigurationError(
-                f"SQLite URL option {name!r} is not supported; supported: {supported}"
-            )
-        if name in options:
-            raise ConfigurationError(f"SQLite URL option {name!r} is given twice")
-        options[name] = value
-    if options.get("mode", "rwc") not in _MODES:
-        raise ConfigurationError(
-            f"SQLite URL option mode={options['mode']!r} is not supported; supported: {supported}"
-        )
-    return options
-
-
-def _file_uri(path: str, mode: str, *, immutable: bool = False) -> str:
-    # SQLite reads the open mode only from a file: URI; quote the path so a
-    # ?, # or % in a file name stays part of it.
-    extra = "&immutable=1" if immutable else ""
-    return f"file:{quote(os.path.abspath(path))}?mode={mode}{extra}"
-
-
-def _permission_problem(path: str, *, write: bool) -> str | None:
-    """What this process may not do to the journal file, its folder or its side files."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(path):
-        if not os.access(path, os.R_OK):
-            return "the file is not readable by this user"
-        if write and not os.access(path, os.W_OK):
-            return "the file is read-only for this user"
-    if write and not os.access(folder, os.W_OK | os.X_OK):
-        return (
-            f"its folder {folder!r} is not writable by this user "
-            "(SQLite creates the file and its -wal and -shm files there)"
-        )
-    for side in (f"{path}-wal", f"{path}-shm"):
-        if os.path.exists(side) and not os.access(side, os.R_OK | (os.W_OK if write else 0)):
-            return f"{side!r} is not {'writable' if write else 'readable'} by this user"
-    return None
-
-
-class TransactionConnection:
-    """The journal's writer connection inside :meth:`SQLiteJournal.transaction`.
-
-    A transactional step runs its own SQL here; it commits or rolls back with
-    the step's completion. Every call runs in the journal's writer thread. Usable only
-    while the transaction is open.
-
-    Transaction control (``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK``,
-    ``SAVEPOINT``, ``RELEASE``) is refused with ``ConfigurationError`` before it
-    runs: the transaction belongs to the engine. The step then fails, is not
-    retried, and its writes roll back, even if it caught the error.
-
-    Attributes:
-        refusal: the ``ConfigurationError`` of a refused statement (or of SQL
-            that ended the transaction), else ``None``; the engine fails the
-            step with it.
-    """
-
-    def __init__(self, conn: SQLiteThread) -> None:
-        self._aconn = conn
-        self._open = True
-        self.refusal: ConfigurationError | None = None
-
-    async def _run(self, sql: object, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if not self._open:
-            raise RuntimeError("this SQLite transaction is over; its connection is closed to you")
-        found = control_statement(sql) if isinstance(sql, str) else None
-        if found is not None:
-            self.refusal = ConfigurationError(refusal_message(found))
-            raise self.refusal
-        ended = False
-
-        def guarded(raw: sqlite3.Connection) -> T:
-            nonlocal ended
-            try:
-                return fn(raw)
-            finally:
-                # A statement the check let through, or an error that rolled the
-                # transaction back (ON CONFLICT ROLLBACK), must not go unnoticed.
-                ended = not raw.in_transaction
-
-        try:
-            result = await self._aconn.call(guarded)
-        finally:
-            if ended and self.refusal is None:
-                self.refusal = ConfigurationError(ended_message())
-        if ended:
-            assert self.refusal is not None
-            raise self.refusal
-        return result
-
-    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
-        """Run one statement.
-
-        Returns:
-            The number of rows it changed (``-1`` for statements that change none).
-        """
-        return await self._run(sql, lambda raw: raw.execute(sql, params).rowcount)
-
-    async def executemany(
-        self, sql: str, params_seq: Iterable[Sequence[Any] | dict[str, Any]]
-    ) -> int:
-        """Run one statement once per parameter set; returns the rows changed in all."""
-        rows = list(params_seq)
-        return await self._run(sql, lambda raw: raw.executemany(sql, rows).rowcount)
-
-    async def fetch(
-        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
-    ) -> list[tuple[Any, ...]]:
-        """Run a query; returns every row as a tuple."""
-        return await self._run(
-            sql, lambda raw: [tuple(r) for r in raw.execute(sql, params).fetchall()]
-        )
-
-    async def fetchval(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        """Run a query; returns the first column of its first row, or ``None`` if no row."""
-
-        def one(raw: sqlite3.Connection) -> Any:
-            row = raw.execute(sql, params).fetchone()
-            return None if row is None else row[0]
-
-        return await self._run(sql, one)
-
-
 class SQLiteTransaction:
     """One open transaction of :meth:`SQLiteJournal.transaction`.
 
@@ -315,9 +156,9 @@ class SQLiteJournal(JournalBase):
     def __init__(self, path: str, *, busy_timeout: float = 10.0, mode: str = "rwc") -> None:
         self._w: SQLiteThread | None = None
         self._r: SQLiteThread | None = None
-        if mode not in _MODES:
+        if mode not in MODES:
             raise ConfigurationError(
-                f"SQLite journal mode {mode!r} is not one of {', '.join(_MODES)}"
+                f"SQLite journal mode {mode!r} is not one of {', '.join(MODES)}"
             )
         if path == ":memory:" and mode != "rwc":
             raise ConfigurationError(f"a :memory: SQLite journal cannot be opened with mode={mode}")
@@ -389,131 +230,7 @@ class SQLiteJournal(JournalBase):
     async def _connect_once(self) -> None:
         if self._w is not None or self._r is not None:
             return
-        if self.path != ":memory:":
-            self._check_file()
-        try:
-            if self.read_only:
-                await self._connect_read_only()
-                return
-            # rw: SQLite's own mode=rw, so a file removed since the check above
-            # is still not created.
-            target, uri = (
-                (self.path, False) if self.mode == "rwc" else (_file_uri(self.path, "rw"), True)
-            )
-            self._w = await _open(
-                target, "continuum-sqlite-writer", uri=uri, isolation_level="IMMEDIATE"
-            )
-            # Refuse a newer layout before anything writes to the file (switching to
-            # WAL rewrites its header), so such a file is left byte-for-byte untouched.
-            await self._w.call(lambda c: c.execute(f"PRAGMA busy_timeout = {self._busy_ms}"))
-            await version(self._w)
-            await self._setup(self._w)
-            await migrate(self._w)
-            if self.path != ":memory:":
-                self._r = await _open(
-                    target, "continuum-sqlite-reader", uri=uri, isolation_level=None
-                )
-                await self._setup(self._r)
-        except sqlite3.OperationalError as exc:
-            await self.aclose()
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise JournalUnavailable(f"SQLite file {self.path!r} is busy: {exc}") from exc
-            raise self._open_error(exc) from exc
-        except sqlite3.DatabaseError as exc:
-            await self.aclose()
-            raise JournalCorrupt(
-                None, None, f"{self.path!r} is not a usable SQLite database ({exc})"
-            ) from exc
-        except BaseException:
-            await self.aclose()
-            raise
-
-    def _check_file(self) -> None:
-        """Refuse, before SQLite touches anything, a file this open cannot use."""
-        # One stat or access() call each, at connect only: no need for a thread.
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise ConfigurationError(
-                f"cannot open SQLite journal {self.path!r}: folder {folder!r} does not exist"
-            )
-        if self.mode != "rwc" and not os.path.exists(self.path):
-            raise ConfigurationError(
-                f"SQLite journal {os.path.abspath(self.path)!r} does not exist; nothing was "
-                + ("created (a read-only open)" if self.read_only else "created (mode=rw)")
-            )
-        # SQLite opens a file it may only read without complaint and fails at
-        # the first write, long after connect: say so now, naming the cause.
-        if os.path.exists(self.path):
-            wanted = os.R_OK if self.read_only else os.R_OK | os.W_OK
-            if not os.access(self.path, wanted):
-                raise self._permission_error(
-                    _permission_problem(self.path, write=not self.read_only) or "access denied"
-                )
-
-    def _permission_error(self, problem: str) -> ConfigurationError:
-        if self.read_only:
-            return ConfigurationError(
-                f"cannot read SQLite journal {self.path!r}: permission denied: {problem}"
-            )
-        readable = os.access(self.path, os.R_OK)
-        return ConfigurationError(
-            f"cannot open SQLite journal {self.path!r} for writing: permission denied: "
-            f"{problem}" + (". Fix the permissions, or read it with ?mode=ro" if readable else "")
-        )
-
-    def _open_error(self, exc: sqlite3.Error) -> ContinuumError:
-        """What a failed open becomes: a permission problem, an unusable path, or corruption."""
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
-            problem = _permission_problem(self.path, write=not self.read_only)
-            if problem is not None:
-                return self._permission_error(problem)
-            if code == sqlite3.SQLITE_READONLY:
-                # Permissions allow it, yet SQLite may not write: a read-only mount.
-                return self._permission_error(f"SQLite may not write here ({exc})")
-            return ConfigurationError(f"cannot open SQLite journal {self.path!r}: {exc}")
-        return JournalCorrupt(None, None, f"{self.path!r} is not a usable SQLite database ({exc})")
-
-    async def _connect_read_only(self) -> None:
-        """One connection that never writes (``mode=ro``); no tables are created or upgraded."""
-        try:
-            conn = await self._open_read_only(immutable=False)
-        except sqlite3.OperationalError as exc:
-            # A file in WAL mode needs its -shm file to be read; SQLite creates it
-            # if missing, which a folder we may not write forbids. With no -wal
-            # file beside it no process has the journal open for writing, and
-            # every commit is in the file itself: read it as immutable then.
-            wal = os.path.exists(f"{self.path}-wal")  # noqa: ASYNC240 - one stat
-            if exc.sqlite_errorcode != sqlite3.SQLITE_READONLY_DIRECTORY or wal:
-                raise
-            conn = await self._open_read_only(immutable=True)
-        self._r = conn
-
-    async def _open_read_only(self, *, immutable: bool) -> SQLiteThread:
-        uri = _file_uri(self.path, "ro", immutable=immutable)
-        conn = await _open(uri, "continuum-sqlite-reader", uri=True, isolation_level=None)
-        try:
-
-            def pragmas(c: sqlite3.Connection) -> None:
-                c.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                c.execute("PRAGMA query_only = ON")
-
-            await conn.call(pragmas)
-            await check_readable(conn, self.path)
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    async def _setup(self, conn: SQLiteThread) -> None:
-        def pragmas(c: sqlite3.Connection) -> None:
-            c.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            if self.path != ":memory:":
-                c.execute("PRAGMA journal_mode = WAL")
-            # FULL: a commit is on disk when it returns (WAL's NORMAL may lose the last ones).
-            c.execute("PRAGMA synchronous = FULL")
-
-        await conn.call(pragmas)
+        self._w, self._r = await open_file(self.path, self.mode, self._busy_ms)
 
     @property
     def _wc(self) -> SQLiteThread:
@@ -879,15 +596,6 @@ class SQLiteJournal(JournalBase):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-
-
-async def _open(
-    target: str, name: str, *, uri: bool, isolation_level: Literal["IMMEDIATE"] | None
-) -> SQLiteThread:
-    """A connection to ``target`` (with ``uri``, a ``file:`` URI) on a thread of its own."""
-    conn = SQLiteThread(name)
-    await conn.open(lambda: sqlite3.connect(target, uri=uri, isolation_level=isolation_level))
-    return conn
 
 
 _UPSERT_SNAPSHOT = (
