@@ -25,32 +25,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
 from continuum_py._log import get_logger
+from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
+from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Statements,
     current_version,
     migrate,
 )
+from continuum_py.adapters._postgres_step import StepConnection
 from continuum_py.adapters._rules import (
     JournalBase,
     Migration,
     RunFilter,
     bad_seqs,
-    duplicate_row,
     readable_layout,
     why_refused,
 )
-from continuum_py.adapters._tx_guard import control_statement, ended_message, refusal_message
 from continuum_py.errors import (
     ConfigurationError,
     JournalError,
@@ -80,106 +78,10 @@ T = TypeVar("T")
 log = get_logger()
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_OWN_PARAMS = frozenset(
-    {"schema", "pool_size", "application_name", "statement_cache_size", "connect_timeout"}
-)
-
-# Connection trouble: the server is down, restarting, or ended our backend.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    # Raised when a pool returns a connection the server has just ended.
-    asyncpg.InternalClientError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    OSError,
-    TimeoutError,
-)
-_RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-
 # The oldest schema layout a read-only open can read: it cannot upgrade the
 # schema, and the migrations after this one add nothing the reads need.
 # Raise it with a migration that adds a column or table the reads use.
 _OLDEST_READABLE = 1
-
-
-# ---- URLs and connection errors ----
-
-
-class _Url(NamedTuple):
-    dsn: str  # what asyncpg gets: our own query parameters removed
-    where: str  # host:port, for messages (never the password)
-    database: str
-    params: dict[str, str]
-
-
-def _parse_url(url: str) -> _Url:
-    try:
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-    except ValueError as exc:
-        raise ConfigurationError(f"cannot parse the Postgres URL: {exc}") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigurationError(
-            f"not a Postgres URL (scheme {parts.scheme!r}); expected postgresql://..."
-        )
-    params = {k: v for k, v in query if k in _OWN_PARAMS}
-    rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
-    hosts = parts.netloc.rpartition("@")[2]
-    extra = dict(rest)
-    if not hosts:
-        hosts = extra.get("host", "localhost")
-    if ":" not in hosts.rpartition("]")[2]:
-        hosts = f"{hosts}:{extra.get('port', '5432')}"
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    database = parts.path.lstrip("/") or extra.get("dbname", extra.get("database", user))
-    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return _Url(dsn=dsn, where=hosts, database=database, params=params)
-
-
-def _int_param(name: str, value: str | int, minimum: int) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = minimum - 1
-    if n < minimum:
-        raise ConfigurationError(f"Postgres journal {name} must be an integer >= {minimum}")
-    return n
-
-
-def _connect_error(
-    exc: BaseException, where: str, database: str
-) -> ConfigurationError | JournalUnavailable:
-    """The error a failed connection attempt becomes."""
-    if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return ConfigurationError(
-            f"Postgres at {where} has no database {database!r}; create it or fix the URL"
-        )
-    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
-        return ConfigurationError(f"Postgres at {where} refused the login: {exc}")
-    if isinstance(exc, asyncpg.UndefinedObjectError):
-        # asyncpg sends URL options it does not know to the server as settings.
-        return ConfigurationError(
-            f"Postgres at {where} refused a URL option: {exc}. The journal's own options "
-            f"are {', '.join(sorted(_OWN_PARAMS))}; any other must be a libpq connection "
-            "parameter or a Postgres setting"
-        )
-    if isinstance(exc, (asyncpg.ClientConfigurationError, ValueError)):
-        return ConfigurationError(f"bad Postgres URL for {where}: {exc}")
-    if isinstance(exc, _UNAVAILABLE):
-        detail = str(exc) or type(exc).__name__
-        return JournalUnavailable(f"cannot reach Postgres at {where}: {detail}")
-    return ConfigurationError(f"cannot connect to Postgres at {where}: {exc}")
-
-
-def _channel(schema: str) -> str:
-    name = f"continuum_{schema}"
-    if len(name) <= 63:
-        return name
-    return "continuum_" + hashlib.sha1(schema.encode()).hexdigest()[:20]
 
 
 # ---- the journal ----
@@ -222,35 +124,22 @@ class PostgresJournal(JournalBase):
         read_only: bool = False,
     ) -> None:
         self.read_only = read_only
-        url = _parse_url(dsn)
-        p = url.params
-        self.schema = schema if schema is not None else p.get("schema", "continuum")
-        if not _IDENT.fullmatch(self.schema):
-            raise ConfigurationError(
-                f"Postgres schema name {self.schema!r} is not a plain identifier "
-                "(letters, digits and _, not starting with a digit, at most 63 characters)"
-            )
-        self.pool_size = _int_param(
-            "pool_size", pool_size if pool_size is not None else p.get("pool_size", "10"), 1
+        s = settings(
+            dsn,
+            schema=schema,
+            pool_size=pool_size,
+            application_name=application_name,
+            statement_cache_size=statement_cache_size,
+            connect_timeout=connect_timeout,
         )
-        self.application_name = application_name or p.get("application_name", "continuum_py")
-        self._cache = _int_param(
-            "statement_cache_size",
-            statement_cache_size
-            if statement_cache_size is not None
-            else p.get("statement_cache_size", "100"),
-            0,
-        )
-        try:
-            self._timeout = float(
-                connect_timeout if connect_timeout is not None else p.get("connect_timeout", "10")
-            )
-        except ValueError:
-            raise ConfigurationError("Postgres journal connect_timeout must be a number") from None
-        self._dsn = url.dsn
-        self.where = url.where
-        self._database = url.database
-        self.channel = _channel(self.schema)
+        self._settings = s
+        self.schema = s.schema
+        self.pool_size = s.pool_size
+        self.application_name = s.application_name
+        self._dsn = s.dsn
+        self.where = s.where
+        self._database = s.database
+        self.channel = s.channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
         self._pool: Any = None
@@ -271,24 +160,8 @@ class PostgresJournal(JournalBase):
     def _left_open(self) -> bool:
         return getattr(self, "_pool", None) is not None
 
-    @staticmethod
-    async def _reset_connection(conn: Any) -> None:
-        # asyncpg's default reset on every release (advisory unlocks, CLOSE ALL,
-        # UNLISTEN, RESET ALL) is a round trip per query; the journal's own
-        # statements leave no session state (a rollback of any open transaction
-        # still happens first, in asyncpg). A connection lent to a transactional
-        # step is reset by transaction() itself before it goes back.
-        return None
-
     def _connect_kwargs(self) -> dict[str, Any]:
-        settings = {"application_name": self.application_name}
-        if self.read_only:
-            settings["default_transaction_read_only"] = "on"
-        return {
-            "timeout": self._timeout,
-            "statement_cache_size": self._cache,
-            "server_settings": settings,
-        }
+        return connect_kwargs(self._settings, read_only=self.read_only)
 
     async def connect(self) -> None:
         """Open the pool and create or upgrade the schema.
@@ -307,11 +180,11 @@ class PostgresJournal(JournalBase):
                 self._dsn,
                 min_size=1,
                 max_size=self.pool_size,
-                reset=self._reset_connection,
+                reset=no_reset,
                 **self._connect_kwargs(),
             )
         except Exception as exc:
-            raise _connect_error(exc, self.where, self._database) from exc
+            raise connect_error(exc, self.where, self._database) from exc
         try:
             with self._errors("migrate"):
                 async with pool.acquire() as conn:
@@ -360,20 +233,9 @@ class PostgresJournal(JournalBase):
             )
         return self._pool
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Translate driver errors: a lost connection is ``JournalUnavailable``."""
-        try:
-            yield
-        except asyncpg.exceptions.DataError:
-            raise  # our bug (a badly typed argument), not the network
-        except asyncpg.UniqueViolationError as exc:
-            raise duplicate_row(exc) from exc
-        except _UNAVAILABLE as exc:
-            detail = str(exc) or type(exc).__name__
-            raise JournalUnavailable(
-                f"Postgres journal at {self.where}: {what} failed: {detail}"
-            ) from exc
+        return translated(self.where, what)
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         with self._errors(what):
@@ -383,14 +245,14 @@ class PostgresJournal(JournalBase):
         """Run ``fn(connection)``; a deadlock rolled it back whole, so try again."""
         self._writable()
         for _ in range(3):
-            with contextlib.suppress(*_RETRY), self._errors(what):
+            with contextlib.suppress(*RETRY), self._errors(what):
                 async with self._p.acquire() as conn:
                     return await fn(conn)
         try:
             with self._errors(what):
                 async with self._p.acquire() as conn:
                     return await fn(conn)
-        except _RETRY as exc:
+        except RETRY as exc:
             raise JournalUnavailable(
                 f"Postgres journal at {self.where}: {what} kept deadlocking: {exc}"
             ) from exc
@@ -753,7 +615,7 @@ class PostgresJournal(JournalBase):
                 self._dsn, **{**self._connect_kwargs(), "statement_cache_size": 0}
             )
         except Exception as exc:
-            raise _connect_error(exc, self.where, self._database) from exc
+            raise connect_error(exc, self.where, self._database) from exc
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _c: lost.set())
@@ -795,7 +657,7 @@ class PostgresJournal(JournalBase):
                     async with asyncio.timeout(10):
                         await conn.fetchval("SELECT 1")
                     continue
-                except _UNAVAILABLE:
+                except UNAVAILABLE:
                     pass
             if self._closed:
                 return
@@ -811,9 +673,9 @@ class PostgresJournal(JournalBase):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         conn, self._listen_conn = self._listen_conn, None
-        await _close(conn, 5)
+        await close(conn, 5)
         pool, self._pool = self._pool, None
-        await _close(pool, 10)
+        await close(pool, 10)
 
 
 class PostgresTransaction:
@@ -842,98 +704,6 @@ class PostgresTransaction:
         if results[0] is not None:
             self.refused = True
         return results[0]
-
-
-class StepConnection:
-    """The connection a transactional step gets on Postgres (``step_connection()``).
-
-    It forwards everything to the pooled ``asyncpg`` connection, but refuses
-    SQL text holding transaction control (``BEGIN``, ``START TRANSACTION``,
-    ``COMMIT``, ``END``, ``ROLLBACK``, ``ABORT``, ``SAVEPOINT``, ``RELEASE``,
-    ``PREPARE TRANSACTION``), in any statement of a multi-statement string, with
-    ``ConfigurationError`` before it is sent: the transaction belongs to the
-    engine, which commits it with the step's completion. The step then fails,
-    is not retried, and its writes roll back, even if it caught the error. To
-    undo part of a step, use ``async with connection.transaction():``, a
-    savepoint asyncpg opens and closes itself.
-
-    Attributes:
-        refusal: the ``ConfigurationError`` of a refused statement (or of SQL
-            that ended the transaction), else ``None``.
-    """
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self.refusal: ConfigurationError | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def __repr__(self) -> str:
-        return f"<StepConnection {self._conn!r}>"
-
-    def _check(self, query: object) -> None:
-        found = control_statement(query) if isinstance(query, str) else None
-        if found is not None:
-            self.refusal = ConfigurationError(refusal_message(found))
-            raise self.refusal
-
-    def _after(self) -> None:
-        # A statement the check let through must not end the transaction unnoticed.
-        if self.refusal is None and not self._conn.is_in_transaction():
-            self.refusal = ConfigurationError(ended_message())
-            raise self.refusal
-
-    async def _call(self, method: str, query: object, *args: Any, **kwargs: Any) -> Any:
-        self._check(query)
-        try:
-            return await getattr(self._conn, method)(query, *args, **kwargs)
-        finally:
-            self._after()
-
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.execute``, refusing transaction control."""
-        return await self._call("execute", query, *args, **kwargs)
-
-    async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.executemany``, refusing transaction control."""
-        return await self._call("executemany", command, args, **kwargs)
-
-    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.fetch``, refusing transaction control."""
-        return await self._call("fetch", query, *args, **kwargs)
-
-    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.fetchrow``, refusing transaction control."""
-        return await self._call("fetchrow", query, *args, **kwargs)
-
-    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.fetchval``, refusing transaction control."""
-        return await self._call("fetchval", query, *args, **kwargs)
-
-    async def fetchmany(self, query: str, args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.fetchmany``, refusing transaction control."""
-        return await self._call("fetchmany", query, args, **kwargs)
-
-    async def prepare(self, query: str, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.prepare``, refusing transaction control."""
-        return await self._call("prepare", query, **kwargs)
-
-    def cursor(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        """``asyncpg.Connection.cursor``, refusing transaction control."""
-        self._check(query)
-        return self._conn.cursor(query, *args, **kwargs)
-
-
-async def _close(what: Any, timeout: float) -> None:
-    """Close a connection or pool gracefully, or end it at once if that fails or hangs."""
-    if what is None:
-        return
-    try:
-        async with asyncio.timeout(timeout):
-            await what.close()
-    except Exception:
-        what.terminate()
 
 
 def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:
