@@ -30,6 +30,7 @@ from continuum_py.errors import (
     StepError,
     WorkflowNotRegistered,
 )
+from continuum_py.interceptors import Interceptor
 from continuum_py.journal import RunRecord, RunStatus
 from continuum_py.workflow import (
     Context,
@@ -50,6 +51,7 @@ __all__ = [
     "ContinuumError",
     "EncodingError",
     "Engine",
+    "Interceptor",
     "JournalConflict",
     "JournalCorrupt",
     "JournalError",

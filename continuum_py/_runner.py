@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ from continuum_py.events import (
     RunStarted,
     RunSuspended,
 )
+from continuum_py.interceptors import Interceptor
 from continuum_py.journal import (
     AppendBatch,
     Lease,
@@ -83,6 +84,8 @@ class RunnerConfig:
     ttl: float = 30.0
     poll: float = 1.0
     """Seconds between looks at the inbox while a run waits in process for a timer."""
+    interceptors: tuple[Interceptor, ...] = ()
+    """Wrap every step attempt and see every run start and end (live only)."""
 
 
 class RunDriver:
@@ -124,7 +127,9 @@ class RunDriver:
         self._tx_queue: list[tuple[StepCall, int]] = []
         self._to_start: list[tuple[StepCall, int]] = []
         """Step attempts recorded this turn, to start once they are durable."""
-        self.steps = StepExecutor(self.run_id, self.cfg.client.journal)
+        self.steps = StepExecutor(self.run_id, self.cfg.client.journal, self.cfg.interceptors)
+        self._first_pass = False
+        """This pass runs the run's code live from its start (nothing was replayed)."""
         self._unsaved: list[Outcome] = []
         """Step outcomes recorded in events not yet appended."""
 
@@ -298,6 +303,7 @@ class RunDriver:
         # ran live once: replay quietly. Only a run never driven yet (its history
         # is just RunStarted) runs its first lines live here.
         core.replaying = snap is not None or len(rows) > 1
+        self._first_pass = not core.replaying
         tail = decode_all(rows)
         if snap is not None:
             state = decode_snapshot(snap)
@@ -324,6 +330,9 @@ class RunDriver:
             await self._settle_ended(core)
             return
         self._resume_waits(core)
+        if self._first_pass:
+            wf = self._workflow_name(core)
+            await self._tell("run_started", lambda i: i.run_started(self.run_id, wf))
         await self._pull_inbox(core)
         self._refeed(core, refeed)
         while True:
@@ -427,8 +436,22 @@ class RunDriver:
             await self._start_children()
         if status is not None:
             self.log.info("run." + status.value, seq=self.seq)
+            wf, ended = self._workflow_name(core), status
+            await self._tell("run_ended", lambda i: i.run_ended(self.run_id, wf, ended))
             return True
         return False
+
+    async def _tell(self, hook: str, call: Callable[[Interceptor], Awaitable[None]]) -> None:
+        """Call a run hook on every interceptor; their errors are logged, not raised."""
+        for interceptor in self.cfg.interceptors:
+            try:
+                await call(interceptor)
+            except Exception as exc:
+                self.log.warning("interceptor.failed", hook=hook, error=repr(exc))
+
+    @staticmethod
+    def _workflow_name(core: ReplayCore) -> str:
+        return core.workflow.name if core.workflow is not None else ""
 
     async def _run_steps(self, core: ReplayCore) -> list[Outcome] | None:
         """Start the step attempts recorded this turn and wait for outcomes; None if suspended."""

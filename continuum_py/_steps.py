@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ import msgspec
 from continuum_py import _codec
 from continuum_py._calls import StepCall
 from continuum_py.errors import ConfigurationError, EncodingError, JournalError
+from continuum_py.interceptors import Interceptor
 from continuum_py.journal import AppendBatch, Journal, JournalTransaction, TransactionalJournal
 from continuum_py.workflow import StepInfo, in_transaction, running_step
 
@@ -57,6 +60,27 @@ class Outcome:
     """A transactional step's open transaction: its completion commits in it."""
 
 
+async def _attempt(call: StepCall) -> Any:
+    """The step body under its timeout: its value, or what it raised."""
+    step = call.step
+    if step.timeout is None:
+        return await step.fn(*call.args, **call.kwargs)
+    cm = asyncio.timeout(step.timeout)
+    try:
+        async with cm:
+            value = await step.fn(*call.args, **call.kwargs)
+    except TimeoutError as exc:
+        if not cm.expired():
+            raise  # a TimeoutError the body raised itself is recorded as it is
+        err = TimeoutError(f"step {step.name!r} took longer than its timeout of {step.timeout}s")
+        raise err from exc
+    if cm.expired():
+        # The body swallowed the cancellation at its deadline and returned: a
+        # timed-out attempt failed, whatever it returned.
+        raise TimeoutError(f"step {step.name!r} took longer than its timeout of {step.timeout}s")
+    return value
+
+
 def cancelled(call: StepCall) -> asyncio.CancelledError:
     """The error recorded for a step cancelled with its run."""
     return asyncio.CancelledError(f"step {call.step.name!r} was cancelled with its run")
@@ -70,9 +94,12 @@ class StepExecutor:
         journal: its journal, for transactional steps.
     """
 
-    def __init__(self, run_id: str, journal: Journal) -> None:
+    def __init__(
+        self, run_id: str, journal: Journal, interceptors: Sequence[Interceptor] = ()
+    ) -> None:
         self.run_id = run_id
         self._journal = journal
+        self._interceptors = interceptors
         self._inline: asyncio.Timeout | None = None
 
     @property
@@ -150,30 +177,17 @@ class StepExecutor:
             step=step.name,
         )
         with running_step(info):
-            cm: asyncio.Timeout | None = None
             try:
-                if step.timeout is None:
-                    value = await step.fn(*call.args, **call.kwargs)
-                else:
-                    async with asyncio.timeout(step.timeout) as cm:
-                        value = await step.fn(*call.args, **call.kwargs)
-                    if cm.expired():
-                        # The body swallowed the cancellation at its deadline and
-                        # returned: a timed-out attempt failed, whatever it returned.
-                        raise TimeoutError
-            except TimeoutError as exc:
-                # Only our own deadline is "took longer than its timeout"; a TimeoutError
-                # the step body raised itself is recorded as it is.
-                if cm is not None and cm.expired():
-                    err = TimeoutError(
-                        f"step {step.name!r} took longer than its timeout of {step.timeout}s"
-                    )
-                    err.__cause__ = exc
-                    return Outcome(call, attempt, False, err)
-                return Outcome(call, attempt, False, exc)
+                value = await self._intercepted(info, functools.partial(_attempt, call))
             except Exception as exc:
                 return Outcome(call, attempt, False, exc)
             return self._encoded(call, attempt, value)
+
+    def _intercepted(self, info: StepInfo, attempt: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        # The first interceptor given is the outermost.
+        for interceptor in reversed(self._interceptors):
+            attempt = functools.partial(interceptor.step, info, attempt)
+        return attempt()
 
     @staticmethod
     def _encoded(call: StepCall, attempt: int, value: Any) -> Outcome:

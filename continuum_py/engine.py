@@ -12,6 +12,7 @@ import inspect
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -54,6 +55,7 @@ from continuum_py.events import (
     StepFailed,
     StepScheduled,
 )
+from continuum_py.interceptors import Interceptor
 from continuum_py.journal import (
     AppendBatch,
     Connectable,
@@ -220,6 +222,7 @@ def _check_options(
     poll_interval: Any,
     clock: Any,
     hold: Any,
+    interceptors: Any,
 ) -> None:
     """Refuse a bad ``Engine(...)`` argument up front, naming it, before any I/O."""
     if url is not None and not isinstance(url, str):
@@ -238,6 +241,20 @@ def _check_options(
             f"Engine clock must have now() and sleep_until() (a Clock), got {clock!r}"
         )
     _validate.number("Engine hold", hold, unit=" (seconds)")
+    if isinstance(interceptors, str | bytes) or not all(
+        isinstance(i, Interceptor) for i in _iterable(interceptors, "Engine interceptors")
+    ):
+        raise ConfigurationError(
+            "Engine interceptors must be a list of continuum_py.Interceptor instances, "
+            f"got {interceptors!r}"
+        )
+
+
+def _iterable(value: Any, what: str) -> list[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        raise ConfigurationError(f"{what} must be a list, got {value!r}") from None
 
 
 class Engine:
@@ -273,6 +290,9 @@ class Engine:
             ``continuum_py.testing.VirtualClock()`` to skip time.
         hold: a run whose next timer is due within this many seconds waits for
             it in process; a later one is suspended and its lease given back.
+        interceptors: :class:`~continuum_py.Interceptor` objects wrapping every
+            step attempt and seeing every run start and end, live only (the
+            first given is the outermost).
 
     Raises:
         ConfigurationError: an argument of the wrong type or out of range (a
@@ -294,6 +314,7 @@ class Engine:
         journal: Journal | None = None,
         clock: Clock | None = None,
         hold: float = 2.0,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         _check_options(
             url=url,
@@ -306,6 +327,7 @@ class Engine:
             poll_interval=poll_interval,
             clock=clock,
             hold=hold,
+            interceptors=interceptors,
         )
         self.url = url or DEFAULT_URL
         self._journal_obj: Journal = journal if journal is not None else journal_from_url(self.url)
@@ -336,6 +358,7 @@ class Engine:
             on_child=self._on_child,
             ttl=lease_ttl,
             poll=poll_interval,
+            interceptors=tuple(interceptors),
         )
         self._worker = (
             Worker(

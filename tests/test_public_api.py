@@ -17,6 +17,7 @@ PUBLIC_API = [
     "ContinuumError",
     "EncodingError",
     "Engine",
+    "Interceptor",
     "JournalConflict",
     "JournalCorrupt",
     "JournalError",
