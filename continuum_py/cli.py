@@ -7,6 +7,9 @@ Examples::
     continuum history quickstart --url sqlite:///continuum.db > quickstart.json
     continuum replay quickstart.json --import docs.quickstart
     continuum replay --run quickstart --url sqlite:///continuum.db --import docs.quickstart
+    CONTINUUM_URL=sqlite:///continuum.db continuum show quickstart
+
+Every ``--url`` defaults to ``$CONTINUUM_URL``, else ``sqlite:///continuum.db``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from typing import Any
 import msgspec
 import structlog
 
+from continuum_py import _cli_inspect
 from continuum_py._log import LOGGER_NAME
-from continuum_py._schemes import DEFAULT_URL, journal_from_url, redact_url
+from continuum_py._schemes import DEFAULT_URL, redact_url
 from continuum_py.engine import Engine
 from continuum_py.errors import ContinuumError
 from continuum_py.journal import RunStatus
@@ -39,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="continuum", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     work = sub.add_parser("worker", help="run a worker until SIGTERM or Ctrl-C")
-    work.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    _add_url(work)
     _add_imports(work, "module defining the workflows (repeatable; needed to run them)")
     work.add_argument("--concurrency", type=int, default=100, help="runs driven at once")
     work.add_argument(
@@ -63,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds to let running steps finish before releasing runs",
     )
     runs = sub.add_parser("runs", help="list runs")
-    runs.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    _add_url(runs)
     runs.add_argument("--status", choices=[s.value for s in RunStatus])
     runs.add_argument("--workflow", help="only runs of this workflow name")
     runs.add_argument("--prefix", metavar="TEXT", help="only runs whose run_id starts with TEXT")
@@ -81,18 +85,44 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument(
         "--json", action="store_true", help='print {"runs": [...], "next_cursor": ...} as JSON'
     )
-    hist = sub.add_parser("history", help="print a run's history as JSON")
+    show = sub.add_parser("show", help="one run: status, input, result or error, children, waits")
+    show.add_argument("run_id")
+    _add_url(show)
+    _add_json(show, "print the run as one JSON object")
+    steps = sub.add_parser("steps", help="a run's steps: status, attempts, duration, last error")
+    steps.add_argument("run_id")
+    _add_url(steps)
+    _add_json(steps, 'print {"steps": [...]} as JSON')
+    hist = sub.add_parser("history", help="print a run's history (JSON, or a timeline)")
     hist.add_argument("run_id")
-    hist.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    _add_url(hist)
+    form = hist.add_mutually_exclusive_group()
+    # JSON stays the default: `continuum history RUN > run.json` feeds `continuum replay`.
+    form.add_argument(
+        "--json",
+        action="store_true",
+        help="the history as JSON, as `dump_history` writes (default)",
+    )
+    form.add_argument(
+        "--table", action="store_true", help="a timeline for people: one row per event, ISO times"
+    )
+    sig = sub.add_parser("signal", help="send a run a signal, with an optional JSON payload")
+    sig.add_argument("run_id")
+    sig.add_argument("name", help="the signal's name, as ctx.wait_for_signal(name) waits for it")
+    sig.add_argument("payload", nargs="?", help="the payload as JSON (default null)")
+    _add_url(sig)
+    res = sub.add_parser("resume", help="make a parked run runnable again (engine.resume)")
+    res.add_argument("run_id")
+    _add_url(res)
     can = sub.add_parser(
         "cancel", help="cancel a run: the workflow sees CancelledError and may clean up"
     )
     can.add_argument("run_id")
-    can.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    _add_url(can)
     term = sub.add_parser("terminate", help="end a run at once, running nothing (no cleanup)")
     term.add_argument("run_id")
     term.add_argument("--reason", default="terminated", help="recorded with the run's end")
-    term.add_argument("--url", default=DEFAULT_URL, help="journal URL (default %(default)s)")
+    _add_url(term)
     rep = sub.add_parser("replay", help="replay a history against workflow code, running no step")
     what = rep.add_mutually_exclusive_group(required=True)
     what.add_argument(
@@ -101,9 +131,25 @@ def _parser() -> argparse.ArgumentParser:
         help="an existing file written by `continuum history` (any name), or else a run_id",
     )
     what.add_argument("--run", metavar="RUN_ID", help="a run_id, even one that names a file")
-    rep.add_argument("--url", default=DEFAULT_URL, help="journal to read a run_id from")
+    _add_url(rep, "journal to read a run_id from")
     _add_imports(rep, "module defining the workflows (repeatable)")
     return p
+
+
+def _add_url(parser: argparse.ArgumentParser, what: str = "journal URL") -> None:
+    # Read when the command runs, so `export CONTINUUM_URL=...` serves every command.
+    default = os.environ.get("CONTINUUM_URL") or DEFAULT_URL
+    parser.add_argument(
+        "--url",
+        default=default,
+        help=f"{what} (default: $CONTINUUM_URL, else {DEFAULT_URL}; now {redact_url(default)})".replace(
+            "%", "%%"
+        ),
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--json", action="store_true", help=help_text)
 
 
 def _add_imports(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -199,14 +245,16 @@ async def _runs(url: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _reader(url: str) -> Engine:
-    """An engine that only reads: the journal must exist and is never written or created."""
-    return Engine(url, worker=False, journal=journal_from_url(url, read_only=True))
+_reader = _cli_inspect.reader
 
 
-async def _history(url: str, run_id: str) -> int:
+async def _history(url: str, run_id: str, table: bool) -> int:
     async with _reader(url) as engine:
-        sys.stdout.write(dump_history(await engine.history(run_id)).decode() + "\n")
+        events = await engine.history(run_id)
+    if table:
+        _cli_inspect.timeline(events)
+    else:
+        sys.stdout.write(dump_history(events).decode() + "\n")
     return 0
 
 
@@ -263,8 +311,7 @@ def _history_file(source: str | None) -> Any:
     return None
 
 
-class _CommandError(Exception):
-    """Bad input to the command itself; printed as one line."""
+_CommandError = _cli_inspect.CommandError
 
 
 def _load_file(path: str) -> Any:
@@ -312,7 +359,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "runs":
             return asyncio.run(_runs(args.url, args))
         if args.command == "history":
-            return asyncio.run(_history(args.url, args.run_id))
+            return asyncio.run(_history(args.url, args.run_id, args.table))
+        if args.command == "show":
+            return asyncio.run(_cli_inspect.show(args.url, args.run_id, args.json))
+        if args.command == "steps":
+            return asyncio.run(_cli_inspect.steps(args.url, args.run_id, args.json))
+        if args.command == "signal":
+            return asyncio.run(_cli_inspect.signal(args.url, args.run_id, args.name, args.payload))
+        if args.command == "resume":
+            return asyncio.run(_cli_inspect.resume(args.url, args.run_id))
         if args.command in ("cancel", "terminate"):
             reason = args.reason if args.command == "terminate" else None
             return asyncio.run(_end(args.url, args.run_id, reason))
@@ -322,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except _CommandError as exc:
         sys.stderr.write(f"continuum: {exc}\n")
+        return 2
+    except ValueError as exc:
+        # A bad argument the engine refused (an empty signal name, ...): one line.
+        sys.stderr.write(f"continuum {args.command}: {exc}\n")
         return 2
     except ModuleNotFoundError as exc:
         sys.stderr.write(f"continuum: cannot import {exc.name!r}: {exc}\n")

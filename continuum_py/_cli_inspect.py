@@ -1,0 +1,256 @@
+"""``continuum show``, ``steps``, ``history`` (as a timeline), ``signal`` and ``resume``.
+
+Read commands open the journal read-only (nothing is created); ``signal`` and
+``resume`` check the run through a read-only engine first, so a mistyped URL
+never creates a journal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from continuum_py import _cli_render as out
+from continuum_py._schemes import journal_from_url
+from continuum_py.engine import Engine, StepStatus
+from continuum_py.events import (
+    AnyEvent,
+    ChildCompleted,
+    ChildStarted,
+    ContinuedAsNew,
+    RunCancelledEvent,
+    RunCompleted,
+    RunFailedEvent,
+    RunStarted,
+    SignalReceived,
+    SignalWaitStarted,
+    TimerFired,
+    TimerStarted,
+)
+from continuum_py.journal import RunRecord, RunStatus
+
+
+class CommandError(Exception):
+    """Bad input to the command itself; printed as one line."""
+
+
+def reader(url: str) -> Engine:
+    """An engine that only reads: the journal must exist and is never written or created."""
+    return Engine(url, worker=False, journal=journal_from_url(url, read_only=True))
+
+
+# ---- show ----
+
+
+async def show(url: str, run_id: str, as_json: bool) -> int:
+    async with reader(url) as engine:
+        rec = await (await engine.get(run_id)).record()
+        events = await engine.history(run_id)
+        children = await _children(engine, run_id)
+    info = _describe(rec, events, children)
+    if as_json:
+        out.write_json(info)
+        return 0
+    rows = [
+        ("run", rec.run_id),
+        ("workflow", rec.workflow),
+        ("status", rec.status.value + (f" ({rec.reason})" if rec.reason else "")),
+        ("created", out.iso(rec.created_at)),
+        ("updated", out.iso(rec.updated_at)),
+        ("input", json.dumps(info["input"])),
+    ]
+    if info["result"] is not None or rec.status == RunStatus.COMPLETED:
+        rows.append(("result", json.dumps(info["result"])))
+    if info["error"] is not None:
+        rows.append(("error", f"{info['error']['type']}: {info['error']['message']}"))
+    if info["cancelled"] is not None:
+        how = "terminated" if info["cancelled"]["terminated"] else "cancelled"
+        rows.append((how, info["cancelled"]["reason"]))
+    if info["continued_as"] is not None:
+        rows.append(("continued as", info["continued_as"]))
+    rows.append(("parent", rec.parent_run_id or "-"))
+    kids = [f"{c['run_id']} ({c['workflow']}, {c['status']})" for c in children]
+    rows.append(("children", "\n".join(kids) or "-"))
+    if rec.wake_at is not None and not rec.status.terminal:
+        rows.append(("wakes at", out.iso(rec.wake_at)))
+    if info["waiting_on"]:
+        rows.append(("waits on", "\n".join(_wait_text(w) for w in info["waiting_on"])))
+    if rec.lease_owner and rec.status == RunStatus.RUNNING:
+        rows.append(("worker", f"{rec.lease_owner} (lease until {out.iso(rec.lease_expires_at)})"))
+    out.fields(rows)
+    if info["error"] is not None and info["error"]["traceback"]:
+        out.text("\n" + info["error"]["traceback"])
+    return 0
+
+
+async def _children(engine: Engine, run_id: str) -> list[dict[str, Any]]:
+    """Runs whose parent is ``run_id`` (child ids start with ``"{run_id}."``), oldest first."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = await engine.list_runs(
+            run_id_prefix=f"{run_id}.", oldest_first=True, cursor=cursor, limit=1000
+        )
+        found += [
+            {"run_id": r.run_id, "workflow": r.workflow, "status": r.status.value}
+            for r in page
+            if r.parent_run_id == run_id
+        ]
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+def _describe(rec: RunRecord, events: list[AnyEvent], children: list[Any]) -> dict[str, Any]:
+    """``continuum show --json``: the record's fields but ``outcome``, and what history tells."""
+    info: dict[str, Any] = {k: v for k, v in msgspec.to_builtins(rec).items() if k != "outcome"}
+    first = events[0] if events else None
+    info["input"] = out.raw_value(first.args) if isinstance(first, RunStarted) else None
+    info.update(result=None, error=None, cancelled=None, continued_as=None)
+    last = events[-1] if events else None
+    if isinstance(last, RunCompleted):
+        info["result"] = out.raw_value(last.result)
+    elif isinstance(last, RunFailedEvent):
+        info["error"] = msgspec.to_builtins(last.error)
+    elif isinstance(last, RunCancelledEvent):
+        info["cancelled"] = {"reason": last.reason, "terminated": last.terminated}
+    elif isinstance(last, ContinuedAsNew):
+        info["continued_as"] = last.new_run_id
+    info["children"] = children
+    info["waiting_on"] = [] if rec.status.terminal else _open_waits(events)
+    return info
+
+
+def _open_waits(events: list[AnyEvent]) -> list[dict[str, Any]]:
+    """Waits the history started and did not see end: timers, signals, child runs."""
+    timers: dict[int, float] = {}
+    children: dict[int, str] = {}
+    waits: dict[str, list[SignalWaitStarted]] = {}
+    received: dict[str, int] = {}
+    for ev in events:
+        if isinstance(ev, TimerStarted):
+            timers[ev.position] = ev.fire_at
+        elif isinstance(ev, TimerFired):
+            timers.pop(ev.position, None)
+        elif isinstance(ev, ChildStarted):
+            children[ev.position] = ev.child_run_id
+        elif isinstance(ev, ChildCompleted):
+            children.pop(ev.position, None)
+        elif isinstance(ev, SignalWaitStarted):
+            waits.setdefault(ev.name, []).append(ev)
+        elif isinstance(ev, SignalReceived):
+            received[ev.name] = received.get(ev.name, 0) + 1
+    found: list[dict[str, Any]] = []
+    for name, started in waits.items():
+        # Signals are consumed in order: waits beyond the signals received still wait.
+        for ev in started[received.get(name, 0) :]:
+            found.append({"kind": "signal", "name": name, "timeout_at": ev.timeout_at})
+    signal_timers = {w["timeout_at"] for w in found}
+    found += [{"kind": "timer", "fire_at": at} for at in timers.values() if at not in signal_timers]
+    found += [{"kind": "child", "run_id": rid} for rid in children.values()]
+    return found
+
+
+def _wait_text(wait: dict[str, Any]) -> str:
+    if wait["kind"] == "signal":
+        until = f" (until {out.iso(wait['timeout_at'])})" if wait["timeout_at"] else ""
+        return f"signal {wait['name']!r}{until}"
+    if wait["kind"] == "timer":
+        return f"timer, fires at {out.iso(wait['fire_at'])}"
+    return f"child run {wait['run_id']}"
+
+
+# ---- steps ----
+
+
+async def steps(url: str, run_id: str, as_json: bool) -> int:
+    async with reader(url) as engine:
+        found = await (await engine.get(run_id)).steps()
+    if as_json:
+        out.write_json({"steps": [_step_json(s) for s in found]})
+        return 0
+    rows = [
+        [
+            str(s.position),
+            s.step,
+            s.status,
+            str(s.attempts),
+            out.duration(s.started_at, s.finished_at),
+            out.short(f"{s.last_error.type}: {s.last_error.message}") if s.last_error else "",
+        ]
+        for s in found
+    ]
+    out.table(["position", "step", "status", "attempts", "duration", "last error"], rows)
+    return 0
+
+
+def _step_json(step: StepStatus) -> dict[str, Any]:
+    item: dict[str, Any] = msgspec.to_builtins(step)
+    item["duration"] = None if step.finished_at is None else step.finished_at - step.started_at
+    return item
+
+
+# ---- history as a timeline ----
+
+_SKIP = {"seq", "at"}
+
+
+def timeline(events: list[AnyEvent]) -> None:
+    """One row per event: seq, time (ISO 8601, UTC), kind and its other fields."""
+    rows = []
+    for ev in events:
+        # Fields left at their defaults (no parent, no deadline, ...) say nothing.
+        details = " ".join(
+            f"{f.name}={_cell(getattr(ev, f.name))}"
+            for f in msgspec.structs.fields(ev)
+            if f.name not in _SKIP and getattr(ev, f.name) != _default(f)
+        )
+        kind = type(ev).__struct_config__.tag
+        rows.append([str(ev.seq), out.iso(ev.at), str(kind), out.short(details, 160)])
+    out.table(["seq", "time", "event", "details"], rows)
+
+
+def _default(field: msgspec.structs.FieldInfo) -> Any:
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return field.default
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, msgspec.Raw):
+        return out.raw_text(value)
+    if isinstance(value, msgspec.Struct):
+        return msgspec.json.encode(value).decode()
+    return str(value)
+
+
+# ---- signal and resume ----
+
+
+async def signal(url: str, run_id: str, name: str, payload_text: str | None) -> int:
+    payload: Any = None
+    if payload_text is not None:
+        try:
+            payload = json.loads(payload_text)
+        except json.JSONDecodeError as exc:
+            raise CommandError(
+                f"the signal payload is not JSON ({exc}): {out.short(payload_text, 60)!r}"
+                " (quote a string: '\"text\"')"
+            ) from None
+    async with reader(url) as check:
+        await check.get(run_id)  # a missing journal or run: an error, nothing created
+    async with Engine(url, worker=False) as engine:
+        await engine.signal(run_id, name, payload)
+    out.text(f"signal {name!r} sent to run {run_id}")
+    return 0
+
+
+async def resume(url: str, run_id: str) -> int:
+    async with reader(url) as check:
+        await check.get(run_id)
+    async with Engine(url, worker=False) as engine:
+        await engine.resume(run_id)
+    out.text(f"run {run_id} resumed: pending, for the next worker")
+    return 0
