@@ -405,13 +405,16 @@ class ReplayCore:
 
     def withdraw(self, aw: Any) -> None:
         """Give back the signal of the wait ``aw`` (a coroutine or the task running it), if any."""
-        call = self.wait_of.get(aw.get_coro() if isinstance(aw, asyncio.Task) else aw)
+        call = self._wait_call(aw)
         if call is not None:
             self.give_back(call)
 
     def is_wait(self, aw: Any) -> bool:
         """Whether ``aw`` (a coroutine or the task running it) is a signal wait."""
-        return (aw.get_coro() if isinstance(aw, asyncio.Task) else aw) in self.wait_of
+        return self._wait_call(aw) is not None
+
+    def _wait_call(self, aw: Any) -> WaitCall | None:
+        return self.wait_of.get(aw.get_coro() if isinstance(aw, asyncio.Task) else aw)
 
     def _watch_task(self, task: asyncio.Task[Any], coro: Coroutine[Any, Any, Any]) -> None:
         wait = self.wait_of.get(coro)

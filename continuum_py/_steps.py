@@ -72,13 +72,17 @@ async def _attempt(call: StepCall) -> Any:
     except TimeoutError as exc:
         if not cm.expired():
             raise  # a TimeoutError the body raised itself is recorded as it is
-        err = TimeoutError(f"step {step.name!r} took longer than its timeout of {step.timeout}s")
-        raise err from exc
+        raise _timed_out(call) from exc
     if cm.expired():
         # The body swallowed the cancellation at its deadline and returned: a
         # timed-out attempt failed, whatever it returned.
-        raise TimeoutError(f"step {step.name!r} took longer than its timeout of {step.timeout}s")
+        raise _timed_out(call)
     return value
+
+
+def _timed_out(call: StepCall) -> TimeoutError:
+    step = call.step
+    return TimeoutError(f"step {step.name!r} took longer than its timeout of {step.timeout}s")
 
 
 def cancelled(call: StepCall) -> asyncio.CancelledError:
