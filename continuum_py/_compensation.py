@@ -66,7 +66,13 @@ class Saga:
 async def run_workflow(core: ReplayCore, coro: Coroutine[Any, Any, Any]) -> Any:
     """Run the workflow's coroutine; if it fails or is cancelled, compensate, then re-raise."""
     try:
-        return await coro
+        value = await coro
+        if core.saga.due(core):
+            # A result that cannot be recorded fails the run: find out while the
+            # steps can still be undone (the run's end encodes it again).
+            wf = core.workflow
+            _codec.encode_value(value, what=wf.name if wf else None, kind="workflow")
+        return value
     except ContinueAsNew:
         raise  # the run carries on elsewhere: nothing is undone
     except (Exception, asyncio.CancelledError) as exc:

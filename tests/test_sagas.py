@@ -390,6 +390,21 @@ async def test_after_ctx_compensate_a_failure_undoes_only_later_steps(journal_ur
     assert [o.compensates for o in ei.value.compensations] == [1, 4]  # a (earlier call), then b
 
 
+@workflow(registry=reg)
+async def returns_what_cannot_be_recorded(ctx: Context) -> object:
+    await do("a")
+    return object()
+
+
+async def test_a_result_that_cannot_be_recorded_fails_the_run_and_undoes_its_steps(journal_url):
+    async with engine(journal_url) as e:
+        h = await e.start(returns_what_cannot_be_recorded)
+        with pytest.raises(RunFailed) as ei:
+            await h.result(timeout=10)
+    assert ei.value.error_type == "continuum_py.errors.EncodingError"
+    assert [(o.compensates, o.ok) for o in ei.value.compensations] == [(1, True)]
+
+
 # ---- children ----
 
 
