@@ -71,7 +71,7 @@ def fork_point(
         raise ValueError("fork needs exactly one of at=POSITION, step=NAME, failed=True")
     positions = [p for p in map(_position, events) if p is not None]
     if at is not None:
-        point = f"at={at!r}"
+        point = f"position {at!r}"
         if isinstance(at, bool) or not isinstance(at, int):
             raise ValueError(f"fork at= takes a call-order position (an int), got {at!r}")
         if at not in positions:
@@ -80,12 +80,12 @@ def fork_point(
             raise ForkPointNotFound(
                 run_id,
                 point,
-                f"position {at} is {where} the history (it records positions "
+                f"it is {where} the history (which records positions "
                 f"{_ranges(sorted(set(positions)))})",
             )
         return _cut_before(events, at)
     if step is not None:
-        point = f"step={step!r}"
+        point = f"step {step!r}"
         first = next(
             (e.position for e in events if isinstance(e, StepScheduled) and e.step == step), None
         )
@@ -102,7 +102,7 @@ def fork_point(
         # The workflow itself raised: keep every outcome and run its code on from there.
         return _children_kept(events, len(events) - 1)
     raise ForkPointNotFound(
-        run_id, "failed", "the run has no step that failed for good and did not fail"
+        run_id, "its last failure", "no step of it failed for good, and the run did not fail"
     )
 
 

@@ -154,7 +154,26 @@ async def export_runs(journal: Journal, run_id: str, *, children: bool) -> bytes
         run_id=run_id,
         runs=runs,
     )
-    return msgspec.json.encode(doc) + b"\n"
+    return _layout(doc)
+
+
+def _layout(doc: ExportFile) -> bytes:
+    """``doc`` as JSON with one event per line, for people reading it.
+
+    Only whitespace between values differs from the compact form, so the
+    checksums (over the compact form of each run) hold.
+    """
+    head = msgspec.json.encode(msgspec.structs.replace(doc, runs=[]))
+    parts = [head[: -len(b"[]}")], b"[\n"]
+    for i, run in enumerate(doc.runs):
+        fields = msgspec.json.encode(msgspec.structs.replace(run, events=[]))
+        # A string's quotes are escaped inside it: this is the field itself.
+        before, after = fields.split(b'"events":[]', 1)
+        events = b",\n".join(b"  " + msgspec.json.encode(e) for e in run.events)
+        parts += [b" ", before, b'"events":[\n', events, b"\n ]", after]
+        parts.append(b",\n" if i + 1 < len(doc.runs) else b"\n")
+    parts.append(b"]}\n")
+    return b"".join(parts)
 
 
 def read_export(data: bytes) -> ExportFile:

@@ -492,7 +492,7 @@ class ForkPointNotFound(ContinuumError, ValueError):
 
     Attributes:
         run_id: the run to fork.
-        point: the point asked for, as given (``"at=12"``, ``"step='charge'"``, ``"failed"``).
+        point: the point asked for (``"position 12"``, ``"step 'charge'"``, ``"its last failure"``).
     """
 
     def __init__(self, run_id: str, point: str, detail: str) -> None:

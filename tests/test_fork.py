@@ -163,12 +163,16 @@ async def test_points_not_in_the_history_are_refused_and_nothing_is_recorded(jou
         await finished_start(engine)
         before = await journal_state(engine)
         top = max(getattr(e, "position", 0) for e in await engine.history("p"))
-        with pytest.raises(ForkPointNotFound, match=f"position {top + 1} is beyond the history"):
+        with pytest.raises(
+            ForkPointNotFound, match=f"at position {top + 1}: it is beyond the history"
+        ):
             await engine.fork("p", at=top + 1)
         with pytest.raises(ForkPointNotFound, match="no step of that name ran") as ei:
             await engine.fork("p", step="nope")
         assert "fork_add, fork_flaky" in str(ei.value) and ei.value.run_id == "p"
-        with pytest.raises(ForkPointNotFound, match="did not fail"):
+        with pytest.raises(
+            ForkPointNotFound, match="its last failure: no step of it failed for good"
+        ):
             await engine.fork("p", failed=True)
         with pytest.raises(ValueError, match="exactly one of"):
             await engine.fork("p", at=1, step="fork_add")
