@@ -39,7 +39,7 @@ def add_parsers(sub: Any, add_url: Callable[[argparse.ArgumentParser], None]) ->
     )
     fork.add_argument("run_id")
     point = fork.add_mutually_exclusive_group(required=True)
-    point.add_argument("--at", type=_position, metavar="POSITION", help="a call-order position")
+    point.add_argument("--at", metavar="POSITION", help="a call-order position")
     point.add_argument("--step", metavar="NAME", help="the first call of the step NAME")
     point.add_argument("--failed", action="store_true", help="the last step that failed")
     fork.add_argument("--run-id", dest="new_run_id", metavar="ID", help="the new run's id")
@@ -72,15 +72,15 @@ def _write(name: str, data: bytes) -> None:
         raise CommandError(f"cannot write {name!r}: {exc.strerror}") from None
 
 
-def _position(text: str) -> int:
+def _position(text: str | None) -> int | None:
+    if text is None:
+        return None
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a call-order position is a whole number, got {text!r}"
-        ) from None
+        raise CommandError(f"--at takes a call-order position (1, 2, ...), got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"a call-order position is 1 or more, got {value}")
+        raise CommandError(f"--at takes a call-order position (1, 2, ...), got {value}")
     return value
 
 
@@ -114,6 +114,7 @@ async def import_(args: argparse.Namespace) -> int:
 
 async def fork_(args: argparse.Namespace) -> int:
     """``continuum fork RUN --at N | --step NAME | --failed``."""
+    at = _position(args.at)
     fork_args = None
     if args.args is not None:
         try:
@@ -127,7 +128,7 @@ async def fork_(args: argparse.Namespace) -> int:
     async with Engine(args.url, worker=False) as engine:
         handle = await engine.fork(
             args.run_id,
-            at=args.at,
+            at=at,
             step=args.step,
             failed=args.failed,
             args=fork_args,
