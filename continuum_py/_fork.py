@@ -39,7 +39,7 @@ from continuum_py.events import (
 )
 from continuum_py.journal import JournalImport, RunRecord, RunStatus, StoredEvent, WholeRun
 
-__all__ = ["IN_FLIGHT", "fork", "fork_point", "forked_run"]
+__all__ = ["IN_FLIGHT", "fork", "fork_point", "forked_run", "recorded_inbox"]
 
 IN_FLIGHT = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED})
 """Statuses whose history may still grow: a fork of such a run needs ``force``."""
@@ -130,6 +130,16 @@ def _children_kept(events: Sequence[AnyEvent], keep: int) -> int:
     return keep
 
 
+def recorded_inbox(events: Sequence[AnyEvent]) -> int:
+    """The newest inbox message id ``events`` record (0: none)."""
+    ids = [
+        e.inbox_id
+        for e in events
+        if isinstance(e, SignalReceived | ChildCompleted | CancelRequested)
+    ]
+    return max(ids, default=0)
+
+
 def _ranges(values: list[int]) -> str:
     if not values:
         return "none"
@@ -170,17 +180,12 @@ def forked_run(
         carried_signals=first.carried_signals,
     )
     copied = [msgspec.structs.replace(e, run_id=new_run_id) for e in rows[1:keep]]
-    seen = [
-        e.inbox_id
-        for e in events[1:keep]
-        if isinstance(e, SignalReceived | ChildCompleted | CancelRequested)
-    ]
     return WholeRun(
         run_id=new_run_id,
         workflow=rec.workflow,
         status=RunStatus.PENDING,
         events=[stored(new_run_id, start), *copied],
-        inbox_seen=max(seen, default=0),
+        inbox_seen=recorded_inbox(events[1:keep]),
         forked_from=rec.run_id,
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from continuum_py import _codec
+from continuum_py._fork import recorded_inbox
 from continuum_py.errors import (
     ConfigurationError,
     ContinuumError,
@@ -143,8 +144,10 @@ async def export_runs(journal: Journal, run_id: str, *, children: bool) -> bytes
             continue  # a child the parent started and the journal no longer holds
         rows = await journal.load(rid)
         events = [_codec.decode_event(rid, e.seq, e.schema, e.data) for e in rows]
-        # A row's last_seq is the number of its events; read again, it may have moved on.
-        runs.append(_exported(rec, rows, events[0]))
+        # Read after the row, the events may hold messages the row did not count yet:
+        # the next message sent to the imported run must get an id after them all.
+        inbox = max(rec.inbox_seen, recorded_inbox(events))
+        runs.append(_exported(msgspec.structs.replace(rec, inbox_seen=inbox), rows, events[0]))
         if children:
             queue += [e.child_run_id for e in events if isinstance(e, ChildStarted)]
     doc = ExportFile(
