@@ -121,7 +121,7 @@ def _run_json(rec: RunRecord) -> dict[str, Any]:
     return {k: v for k, v in msgspec.to_builtins(rec).items() if k != "outcome"}
 
 
-def _row(rec: RunRecord) -> list[str]:
+def _row(rec: RunRecord) -> list[Any]:
     note = rec.reason or ""
     if rec.forked_from:
         note = f"fork of {rec.forked_from}" + (f"; {note}" if note else "")
@@ -130,7 +130,7 @@ def _row(rec: RunRecord) -> list[str]:
     return [
         rec.run_id,
         rec.workflow,
-        rec.status.value,
+        out.status(rec.status.value),
         out.iso(rec.created_at),
         str(rec.last_seq),
         out.short(note, 80),

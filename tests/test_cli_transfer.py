@@ -290,3 +290,37 @@ def test_export_and_import_refusals_are_one_line_and_write_nothing(app, url, tmp
     fresh = f"sqlite:///{tmp_path}/fresh.db"
     out = continuum(app, "import", "p.json", "--url", fresh)
     assert out.stdout == "imported run p: completed\nimported run p.2: completed\n", out.stderr
+
+
+def _on_a_terminal(app: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """What the command prints when its stdout is a terminal (a pseudo-terminal)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [SCRIPT, *args], cwd=app, env={**_env(app), **(env or {})}, stdout=follower,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode()
+
+
+def test_runs_is_coloured_only_on_a_terminal(app, url):
+    assert drive(app, "start", url, "p") == {"result": 31}
+    coloured = _on_a_terminal(app, "runs", "--url", url)
+    assert "\x1b[32mcompleted\x1b[0m" in coloured  # the status, green
+    plain = _on_a_terminal(app, "runs", "--url", url, env={"NO_COLOR": "1"})
+    assert "\x1b[3" not in plain and " completed " in plain  # no colour (the header stays bold)
+    piped = continuum(app, "runs", "--url", url)
+    assert "\x1b[" not in piped.stdout and "completed" in piped.stdout
