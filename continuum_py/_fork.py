@@ -95,14 +95,21 @@ def fork_point(
                 run_id, point, f"no step of that name ran (steps: {', '.join(names) or 'none'})"
             )
         return _cut_before(events, first)
-    failures = [e for e in events if isinstance(e, StepFailed) and e.final]
+    # A step that failed for good, or a child run that failed: the last one, by seq.
+    failures = [
+        e
+        for e in events
+        if (isinstance(e, StepFailed) and e.final) or (isinstance(e, ChildCompleted) and not e.ok)
+    ]
     if failures:
         return _cut_before(events, failures[-1].position)
     if events and isinstance(events[-1], RunFailedEvent):
         # The workflow itself raised: keep every outcome and run its code on from there.
         return _children_kept(events, len(events) - 1)
     raise ForkPointNotFound(
-        run_id, "its last failure", "no step of it failed for good, and the run did not fail"
+        run_id,
+        "its last failure",
+        "no step of it failed for good, no child run failed, and the run did not fail",
     )
 
 

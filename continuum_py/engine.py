@@ -755,8 +755,9 @@ class Engine:
             at: fork at this call-order position: the events before the first
                 one at this position or later are kept.
             step: fork at the first call of the step of this name.
-            failed: fork at the last step that failed for good (or, when the
-                workflow itself raised, just before the run's failure).
+            failed: fork at the last step that failed for good or child run
+                that failed (or, when the workflow itself raised, just before
+                the run's failure).
             args: the workflow's arguments for the new run (default: those of
                 ``source``); its code must still ask for the same calls before
                 the point, or the new run parks with ``NonDeterminismError``.

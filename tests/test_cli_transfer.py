@@ -192,7 +192,7 @@ def test_fork_refusals_are_one_line_and_record_nothing(app, url):
         (["p", "--at", "99"], "ForkPointNotFound: cannot fork run 'p' at position 99: "
                               "it is beyond the history"),
         (["p", "--step", "nope"], "no step of that name ran (steps: t_add, t_flaky)"),
-        (["p", "--failed"], "no step of it failed for good, and the run did not fail"),
+        (["p", "--failed"], "no step of it failed for good, no child run failed, and the run did not fail"),
         (["missing", "--at", "1"], "RunNotFound: no run with run_id 'missing'"),
         (["p", "--at", "0"], "--at takes a call-order position (1, 2, ...), got 0"),
         (["p", "--at", "two"], "--at takes a call-order position (1, 2, ...), got 'two'"),

@@ -69,6 +69,17 @@ async def parent(ctx: Context) -> int:
     return await add("after child", got)
 
 
+@workflow(registry=reg, name="fork_flaky_child")
+async def flaky_child(ctx: Context, n: int) -> int:
+    return await flaky(n)
+
+
+@workflow(registry=reg, name="fork_parent_of_flaky")
+async def parent_of_flaky(ctx: Context) -> int:
+    first = await add("first", 0)
+    return await flaky_child(first)
+
+
 @workflow(registry=reg, name="fork_waits")
 async def waits(ctx: Context) -> int:
     n = await add("before wait", 0)
@@ -141,6 +152,23 @@ async def test_fork_from_the_last_failure_after_a_fix(journal_url):
         assert await handle.status() == RunStatus.FAILED  # the old run stays as it was
 
 
+async def test_fork_from_a_failed_child_starts_that_child_anew(journal_url):
+    async with Engine(journal_url, registry=reg) as engine:
+        broken["flaky"] = True
+        handle = await engine.start(parent_of_flaky, run_id="p")
+        with pytest.raises(RunFailed):
+            await handle.result(timeout=10)
+        broken["flaky"] = False
+        calls.clear()
+        fork = await engine.fork("p", failed=True)
+        assert await fork.result(timeout=10) == 10
+        assert calls == ["flaky"]  # "first" came from history; the child ran again, as the fork's
+        (child_id,) = [e.child_run_id for e in await engine.history(fork.run_id)
+                       if isinstance(e, ChildStarted)]  # fmt: skip
+        assert child_id.startswith(f"{fork.run_id}.")
+        assert await (await engine.get("p.2")).status() == RunStatus.FAILED
+
+
 async def test_child_runs_before_the_point_are_reused_not_run_again(journal_url):
     async with Engine(journal_url, registry=reg) as engine:
         handle = await engine.start(parent, run_id="p")
@@ -171,7 +199,8 @@ async def test_points_not_in_the_history_are_refused_and_nothing_is_recorded(jou
             await engine.fork("p", step="nope")
         assert "fork_add, fork_flaky" in str(ei.value) and ei.value.run_id == "p"
         with pytest.raises(
-            ForkPointNotFound, match="its last failure: no step of it failed for good"
+            ForkPointNotFound,
+            match="its last failure: no step of it failed for good, no child run failed",
         ):
             await engine.fork("p", failed=True)
         with pytest.raises(ValueError, match="exactly one of"):
