@@ -97,6 +97,15 @@ CREATE INDEX runs_by_workflow ON {s}.runs (workflow, created_at, run_id);
 CREATE INDEX runs_by_id_bytes ON {s}.runs (run_id COLLATE "C");
 """,
     ),
+    Migration(
+        3,
+        "runs gain forked_from",
+        """
+ALTER TABLE {s}.runs ADD COLUMN forked_from text;
+-- Few runs are forks: a partial index lists a run's forks.
+CREATE INDEX runs_forked ON {s}.runs (forked_from, created_at) WHERE forked_from IS NOT NULL;
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -148,6 +157,20 @@ ev AS (
 )
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
         self.get_run = f"SELECT {COLS} FROM {s}.runs WHERE run_id = $1"
+        n = len(RUN_COLUMNS)
+        self.put_run = (
+            f"INSERT INTO {s}.runs ({COLS}, parent_position) "
+            f"VALUES ({', '.join(f'${i}' for i in range(1, n + 2))}) "
+            "ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+        )
+        self.put_events = (
+            f"INSERT INTO {s}.events (run_id, seq, kind, schema, data) "
+            "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bytea[])"
+        )
+        self.forks = (
+            f"SELECT {COLS} FROM {s}.runs WHERE forked_from = $1 ORDER BY created_at, run_id"
+        )
+        self.now = f"SELECT {_NOW}"
         # Its WHERE, ORDER BY and LIMIT come from journal.list_runs_sql.
         self.list_runs = f"SELECT {COLS} FROM {s}.runs"
         # One statement per group commit: the fenced UPDATE decides which batches

@@ -23,6 +23,7 @@ from continuum_py.errors import (
     JournalError,
     LeaseLost,
     MessagesPending,
+    RunIdTaken,
     SchemaTooNew,
 )
 from continuum_py.journal import (
@@ -33,6 +34,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    WholeRun,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "RunFilter",
     "after",
     "bad_seqs",
+    "check_whole_runs",
     "duplicate_row",
     "lease_held",
     "lease_lost",
@@ -51,6 +54,7 @@ __all__ = [
     "refusal",
     "refuse_newer",
     "sql_in",
+    "whole_record",
     "why_refused",
 ]
 
@@ -143,6 +147,49 @@ def after(rec: RunRecord, batch: AppendBatch, now: float) -> RunRecord:
             wake_at=batch.wake_at if batch.status in WAITING_STATUSES else None,
         )
     return msgspec.structs.replace(rec, **changes)
+
+
+def check_whole_runs(runs: Sequence[WholeRun]) -> None:
+    """Refuse whole runs (``Journal.put_runs``) that break :class:`WholeRun`'s rules.
+
+    Raises:
+        RunIdTaken: a run id given twice.
+        ValueError: events not numbered 1..n for their run, a running status.
+    """
+    seen: set[str] = set()
+    for run in runs:
+        if run.run_id in seen:
+            raise RunIdTaken(run.run_id)
+        seen.add(run.run_id)
+        if run.status == RunStatus.RUNNING:
+            raise ValueError(f"run {run.run_id!r}: a whole run cannot be written as running")
+        if not run.events:
+            raise ValueError(f"run {run.run_id!r}: a whole run needs its events")
+        for i, e in enumerate(run.events, start=1):
+            if e.seq != i or e.run_id != run.run_id:
+                raise ValueError(
+                    f"run {run.run_id!r}: event {i} is ({e.run_id!r}, seq {e.seq}); "
+                    "events must be the run's own, numbered 1..n"
+                )
+
+
+def whole_record(run: WholeRun, now: float) -> RunRecord:
+    """The row a whole run gets: nobody holds its lease, its inbox is empty."""
+    return RunRecord(
+        run_id=run.run_id,
+        workflow=run.workflow,
+        status=run.status,
+        created_at=now if run.created_at is None else run.created_at,
+        updated_at=now,
+        last_seq=len(run.events),
+        outcome=run.outcome if run.status.terminal else None,
+        reason=run.reason,
+        wake_at=run.wake_at if run.status in WAITING_STATUSES else None,
+        parent_run_id=run.parent_run_id,
+        inbox_last=run.inbox_seen,
+        inbox_seen=run.inbox_seen,
+        forked_from=run.forked_from,
+    )
 
 
 def duplicate_row(detail: object) -> JournalCorrupt:

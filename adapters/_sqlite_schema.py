@@ -27,12 +27,13 @@ __all__ = [
     "version",
 ]
 
-STORAGE_VERSION = 3  # MIGRATIONS[-1].version, checked below
+STORAGE_VERSION = 4  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
 parent_position, inbox_last, inbox_seen; indexes for waking runs.
 3: indexes for listing runs (all of them, or one workflow's) by creation time.
+4: runs gain forked_from (``engine.fork``), with an index to list a run's forks.
 """
 
 # The table layout's history, oldest first; a fresh file applies every step.
@@ -103,6 +104,14 @@ CREATE INDEX IF NOT EXISTS runs_unseen ON runs (created_at) WHERE status = 'susp
         """CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id)""",
     ),
+    Migration(
+        4,
+        "runs gain forked_from",
+        # Few runs are forks: a partial index lists a run's forks without
+        # growing with the others.
+        """ALTER TABLE runs ADD COLUMN forked_from TEXT;
+CREATE INDEX IF NOT EXISTS runs_forked ON runs (forked_from, created_at) WHERE forked_from IS NOT NULL""",
+    ),
 )
 
 
@@ -114,8 +123,9 @@ def _statements(m: Migration) -> list[str]:
 _MIGRATIONS: dict[int, list[str]] = {m.version - 1: _statements(m) for m in MIGRATIONS}
 
 # The oldest table layout a read-only open can read: it cannot upgrade the
-# file, and the layouts after this one add nothing the reads need.
-OLDEST_READABLE = 2
+# file, and the layouts after this one add nothing the reads need (layout 4
+# adds forked_from, which every read of a run's row selects).
+OLDEST_READABLE = 4
 
 
 assert MIGRATIONS[-1].version == STORAGE_VERSION

@@ -15,11 +15,13 @@ from continuum_py.adapters._rules import (
     RunFilter,
     after,
     bad_seqs,
+    check_whole_runs,
     lease_held,
     lease_lost,
     refusal,
+    whole_record,
 )
-from continuum_py.errors import JournalError, RunAlreadyFinished, RunNotFound
+from continuum_py.errors import JournalError, RunAlreadyFinished, RunIdTaken, RunNotFound
 from continuum_py.journal import (
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
@@ -31,6 +33,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    WholeRun,
 )
 
 __all__ = ["MemoryJournal", "MemoryTransaction"]
@@ -118,6 +121,23 @@ class MemoryJournal(JournalBase):
         self._parent_position[run.run_id] = run.parent_position
         self._inbox[run.run_id] = []
         return rec, lease, True
+
+    async def put_runs(self, runs: Sequence[WholeRun]) -> None:
+        """Create whole runs at once; see :meth:`~continuum_py.journal.JournalImport.put_runs`."""
+        check_whole_runs(runs)
+        for run in runs:
+            if run.run_id in self._runs:
+                raise RunIdTaken(run.run_id)
+        now = self._clock()
+        for run in runs:
+            self._runs[run.run_id] = whole_record(run, now)
+            self._events[run.run_id] = list(run.events)
+            self._parent_position[run.run_id] = run.parent_position
+            self._inbox[run.run_id] = []
+
+    async def forks(self, run_id: str) -> list[RunRecord]:
+        """The runs forked from ``run_id``, oldest first."""
+        return sorted((r for r in self._runs.values() if r.forked_from == run_id), key=_order)
 
     # ---- append ----
     @staticmethod
@@ -342,8 +362,11 @@ class MemoryJournal(JournalBase):
         return self._deliver(run_id, kind, name, data, self._clock())
 
     async def inbox(self, run_id: str, *, after_id: int = 0) -> list[InboxMessage]:
-        # Ids are 1..n with no gaps, so id k sits at index k - 1.
-        return list(self._inbox.get(run_id, [])[max(after_id, 0) :])
+        # Ids have no gaps, so id k sits at index k - first id (an imported or
+        # forked run's first message follows the ids its history records).
+        msgs = self._inbox.get(run_id, [])
+        base = msgs[0].id - 1 if msgs else 0
+        return list(msgs[max(after_id - base, 0) :])
 
     async def unseen_inbox(self, run_ids: Sequence[str]) -> list[str]:
         out = []

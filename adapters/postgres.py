@@ -46,7 +46,9 @@ from continuum_py.adapters._rules import (
     Migration,
     RunFilter,
     bad_seqs,
+    check_whole_runs,
     readable_layout,
+    whole_record,
     why_refused,
 )
 from continuum_py.errors import (
@@ -55,10 +57,12 @@ from continuum_py.errors import (
     JournalUnavailable,
     LeaseLost,
     RunAlreadyFinished,
+    RunIdTaken,
     RunNotFound,
 )
 from continuum_py.journal import (
     NOTIFY_PARENT_STATUSES,
+    RUN_COLUMNS,
     AppendBatch,
     InboxMessage,
     Lease,
@@ -67,6 +71,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    WholeRun,
     list_runs_sql,
     record_from_row,
 )
@@ -80,8 +85,9 @@ log = get_logger()
 
 # The oldest schema layout a read-only open can read: it cannot upgrade the
 # schema, and the migrations after this one add nothing the reads need.
-# Raise it with a migration that adds a column or table the reads use.
-_OLDEST_READABLE = 1
+# Raise it with a migration that adds a column or table the reads use
+# (layout 3 adds forked_from, which every read of a run's row selects).
+_OLDEST_READABLE = 3
 
 
 # ---- the journal ----
@@ -296,6 +302,37 @@ class PostgresJournal(JournalBase):
             return rec, lease, True
 
         return await self._write("start_run", tx)
+
+    async def put_runs(self, runs: Sequence[WholeRun]) -> None:
+        """Create whole runs in one transaction; see :class:`~continuum_py.journal.JournalImport`."""
+        check_whole_runs(runs)
+
+        async def tx(conn: Any) -> None:
+            async with conn.transaction():
+                now = await conn.fetchval(self._sql.now)
+                for run in runs:
+                    rec = whole_record(run, now)
+                    values = [getattr(rec, name) for name in RUN_COLUMNS]
+                    values[RUN_COLUMNS.index("status")] = rec.status.value
+                    if await conn.fetchval(self._sql.put_run, *values, run.parent_position) is None:
+                        raise RunIdTaken(run.run_id)  # rolls the whole transaction back
+                    await conn.execute(
+                        self._sql.put_events,
+                        *(
+                            list(col)
+                            for col in zip(*(_event_row(e) for e in run.events), strict=True)
+                        ),
+                    )
+                for run in runs:
+                    if run.status in (RunStatus.PENDING, RunStatus.SUSPENDED):
+                        await conn.execute("SELECT pg_notify($1, $2)", self.channel, run.run_id)
+
+        await self._write("put_runs", tx)
+
+    async def forks(self, run_id: str) -> list[RunRecord]:
+        """The runs forked from ``run_id``, oldest first."""
+        rows = await self._fetch("forks", self._sql.forks, run_id)
+        return [record_from_row(r) for r in rows]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         rows = await self._fetch("get_run", self._sql.get_run, run_id)
@@ -704,6 +741,10 @@ class PostgresTransaction:
         if results[0] is not None:
             self.refused = True
         return results[0]
+
+
+def _event_row(e: StoredEvent) -> tuple[str, int, str, int, bytes]:
+    return (e.run_id, e.seq, e.kind, e.schema, e.data)
 
 
 def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:

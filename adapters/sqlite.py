@@ -27,9 +27,11 @@ from continuum_py.adapters._rules import (
     JournalBase,
     RunFilter,
     bad_seqs,
+    check_whole_runs,
     duplicate_row,
     lease_lost,
     sql_in,
+    whole_record,
     why_refused,
 )
 from continuum_py.adapters._sqlite_open import MODES, open_file
@@ -46,6 +48,7 @@ from continuum_py.errors import (
     JournalError,
     JournalUnavailable,
     RunAlreadyFinished,
+    RunIdTaken,
     RunNotFound,
 )
 from continuum_py.journal import (
@@ -61,6 +64,7 @@ from continuum_py.journal import (
     RunStatus,
     Snapshot,
     StoredEvent,
+    WholeRun,
     list_runs_sql,
     record_from_row,
 )
@@ -389,6 +393,37 @@ class SQLiteJournal(JournalBase):
         rec, lease, created = await self._tx(tx)
         assert rec is not None
         return rec, lease, created
+
+    async def put_runs(self, runs: Sequence[WholeRun]) -> None:
+        """Create whole runs in one transaction; see :class:`~continuum_py.journal.JournalImport`."""
+        check_whole_runs(runs)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            now = conn.execute(f"SELECT {_NOW}").fetchone()[0]
+            for run in runs:
+                rec = whole_record(run, now)
+                cur = conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLS}, parent_position) "
+                    f"VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))}) "
+                    "ON CONFLICT (run_id) DO NOTHING",
+                    (*_row(rec), run.parent_position),
+                )
+                if cur.rowcount != 1:
+                    raise RunIdTaken(run.run_id)  # rolls the whole transaction back
+                conn.executemany(
+                    "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
+                    [(e.run_id, e.seq, e.kind, e.schema, e.data) for e in run.events],
+                )
+
+        await self._tx(tx)
+
+    async def forks(self, run_id: str) -> list[RunRecord]:
+        """The runs forked from ``run_id``, oldest first."""
+        rows = await self._fetchall(
+            f"SELECT {_RUN_COLS} FROM runs WHERE forked_from = ? ORDER BY created_at, run_id",
+            (run_id,),
+        )
+        return [record_from_row(r) for r in rows]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
@@ -719,6 +754,13 @@ def _forward_unseen(conn: sqlite3.Connection, run_id: str, target: str) -> None:
 def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return record_from_row(row) if row else None
+
+
+def _row(rec: RunRecord) -> tuple[Any, ...]:
+    """``rec`` as the values of :data:`RUN_COLUMNS`, in order."""
+    return tuple(
+        rec.status.value if name == "status" else getattr(rec, name) for name in RUN_COLUMNS
+    )
 
 
 def _int_or(value: int | None, column: str) -> str:

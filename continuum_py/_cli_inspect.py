@@ -51,7 +51,9 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
         rec = await (await engine.get(run_id)).record()
         events = await engine.history(run_id)
         children = await _children(engine, run_id)
+        forks = [{"run_id": r.run_id, "status": r.status.value} for r in await engine.forks(run_id)]
     info = _describe(rec, events, children)
+    info["forks"] = forks
     if as_json:
         out.write_json(info)
         return 0
@@ -75,6 +77,10 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
     rows.append(("parent", rec.parent_run_id or "-"))
     kids = [f"{c['run_id']} ({c['workflow']}, {c['status']})" for c in children]
     rows.append(("children", "\n".join(kids) or "-"))
+    if rec.forked_from is not None:
+        rows.append(("forked from", rec.forked_from))
+    if forks:
+        rows.append(("forks", "\n".join(f"{f['run_id']} ({f['status']})" for f in forks)))
     if rec.wake_at is not None and not rec.status.terminal:
         rows.append(("wakes at", out.iso(rec.wake_at)))
     if info["waiting_on"]:

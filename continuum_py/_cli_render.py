@@ -81,7 +81,24 @@ def console() -> Console:
     )
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+STATUS_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "parked": "magenta",
+    "running": "cyan",
+}
+"""How a run's status is coloured in a table (on a terminal only)."""
+
+
+def status(value: str) -> Any:
+    """A run status for a table cell, coloured by :data:`STATUS_STYLES` on a terminal."""
+    from rich.text import Text
+
+    return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print an aligned table with a header row."""
     from rich import box
     from rich.table import Table

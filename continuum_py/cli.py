@@ -3,7 +3,10 @@
 Examples::
 
     continuum worker --url postgresql://app@db/app --import myapp.workflows --concurrency 50
-    continuum runs --url sqlite:///continuum.db
+    continuum runs --url sqlite:///continuum.db --since 2h
+    continuum export order-7 --children -o order-7.json
+    continuum import order-7.json --url sqlite:///debug.db
+    continuum fork order-7 --failed
     continuum history quickstart --url sqlite:///continuum.db > quickstart.json
     continuum replay quickstart.json --import docs.quickstart
     continuum replay --run quickstart --url sqlite:///continuum.db --import docs.quickstart
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import importlib
 import logging
 import os
@@ -30,12 +32,11 @@ from typing import Any
 import msgspec
 import structlog
 
-from continuum_py import _cli_inspect
+from continuum_py import _cli_inspect, _cli_runs, _cli_transfer
 from continuum_py._log import LOGGER_NAME
 from continuum_py._schemes import DEFAULT_URL, redact_url
 from continuum_py.engine import Engine
 from continuum_py.errors import ContinuumError
-from continuum_py.journal import RunStatus
 from continuum_py.testing import Replayer, dump_history, load_history
 
 
@@ -66,25 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="on SIGTERM, seconds to let running steps finish before releasing runs",
     )
-    runs = sub.add_parser("runs", help="list runs")
-    _add_url(runs)
-    runs.add_argument("--status", choices=[s.value for s in RunStatus])
-    runs.add_argument("--workflow", help="only runs of this workflow name")
-    runs.add_argument("--prefix", metavar="TEXT", help="only runs whose run_id starts with TEXT")
-    runs.add_argument(
-        "--since",
-        metavar="TIME",
-        help="only runs created at or after TIME (ISO 8601; UTC if no offset)",
-    )
-    runs.add_argument("--until", metavar="TIME", help="only runs created before TIME (ISO 8601)")
-    runs.add_argument("--limit", default="100", metavar="N", help="runs per page (default 100)")
-    runs.add_argument(
-        "--cursor", help="the next page: the cursor the previous page printed (same filters)"
-    )
-    runs.add_argument("--oldest-first", action="store_true", help="oldest first (default newest)")
-    runs.add_argument(
-        "--json", action="store_true", help='print {"runs": [...], "next_cursor": ...} as JSON'
-    )
+    _cli_runs.add_parser(sub, _add_url)
     show = sub.add_parser("show", help="one run: status, input, result or error, children, waits")
     show.add_argument("run_id")
     _add_url(show)
@@ -133,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--run", metavar="RUN_ID", help="a run_id, even one that names a file")
     _add_url(rep, "journal to read a run_id from")
     _add_imports(rep, "module defining the workflows (repeatable)")
+    _cli_transfer.add_parsers(sub, _add_url)
     return p
 
 
@@ -196,53 +180,6 @@ def _import(modules: list[str]) -> None:
     sys.path.insert(0, str(Path.cwd()))
     for module in modules:
         importlib.import_module(module)
-
-
-def _when(flag: str, text: str | None) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{flag} takes an ISO 8601 time such as 2025-01-31T12:00Z, got {text!r}"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
-
-
-async def _runs(url: str, args: argparse.Namespace) -> int:
-    try:
-        options: dict[str, Any] = {
-            "status": args.status,
-            "workflow": args.workflow,
-            "run_id_prefix": args.prefix,
-            "created_after": _when("--since", args.since),
-            "created_before": _when("--until", args.until),
-            "cursor": args.cursor,
-            "oldest_first": args.oldest_first,
-        }
-        try:
-            options["limit"] = int(args.limit)
-        except ValueError:
-            raise ValueError(f"--limit takes a whole number >= 1, got {args.limit!r}") from None
-        async with _reader(url) as engine:
-            page = await engine.list_runs(**options)
-    except ValueError as exc:
-        # A bad option, named in the message; one line, no traceback.
-        sys.stderr.write(f"continuum runs: {exc}\n")
-        return 2
-    if args.json:
-        runs = [{k: v for k, v in msgspec.to_builtins(r).items() if k != "outcome"} for r in page]
-        out = {"runs": runs, "next_cursor": page.next_cursor}
-        sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
-        return 0
-    for r in page:
-        reason = f"  ({r.reason})" if r.reason else ""
-        sys.stdout.write(f"{r.run_id}\t{r.workflow}\t{r.status.value}\t{r.last_seq}{reason}\n")
-    if page.next_cursor is not None:
-        # On stderr, so stdout stays one run per line for scripts.
-        sys.stderr.write(f"more runs: add --cursor {page.next_cursor}\n")
-    return 0
 
 
 _reader = _cli_inspect.reader
@@ -356,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return asyncio.run(_worker(args))
-        if args.command == "runs":
-            return asyncio.run(_runs(args.url, args))
+        if getattr(args, "command_fn", None) is not None:
+            # Commands kept in their own modules (runs, export, import, fork).
+            return int(asyncio.run(args.command_fn(args)))
         if args.command == "history":
             return asyncio.run(_history(args.url, args.run_id, args.table))
         if args.command == "show":

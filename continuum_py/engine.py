@@ -17,7 +17,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from continuum_py import _codec, _validate
+from continuum_py import _codec, _fork, _transfer, _validate
 from continuum_py._client import JournalClient, decode_all, stored
 from continuum_py._clock import AttachableClock, Clock, SystemClock
 from continuum_py._identity import take_slot
@@ -702,6 +702,100 @@ class Engine:
                 self._worker.stop_driver(run_id)  # its lease is gone: stop its steps now
             return
         raise ContinuumError(f"run {run_id}: could not end it; it kept changing, try again")
+
+    async def export_run(self, run_id: str, children: bool = True) -> bytes:
+        """The run (and, with ``children``, every run it started, theirs too) as one file.
+
+        JSON bytes: the format's version, the event schema, and per run its
+        facts, its events and a SHA-256 checksum; ``import_run`` reads it.
+        Export a finished or parked run for a picture that is not moving.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        self._check_open()
+        return await _transfer.export_runs(self._journal_obj, run_id, children=children)
+
+    async def import_run(self, data: bytes) -> list[str]:
+        """Write the runs of an export into this journal, all or nothing; their ids, the run first.
+
+        A finished run stays finished (its history replays as it was); an
+        unfinished one arrives ``parked`` so nothing runs it until
+        ``engine.resume``. Messages it was sent and had not recorded are not
+        carried.
+
+        Raises:
+            ExportCorrupt: the data is truncated, altered, or not an export.
+            ExportTooNew: written by a newer continuum_py.
+            RunIdTaken: one of its runs exists here.
+            ConfigurationError: the journal cannot write whole runs.
+        """
+        self._check_open()
+        return await _transfer.import_runs(self._journal_obj, data)
+
+    async def fork(
+        self,
+        source: str,
+        /,
+        *,
+        at: int | None = None,
+        step: str | None = None,
+        failed: bool = False,
+        args: Sequence[Any] | None = None,
+        run_id: str | None = None,
+        force: bool = False,
+    ) -> RunHandle[Any]:
+        """Start a new run that reuses ``source``'s recorded outcomes before a point and runs on live.
+
+        The new run's history is its own ``RunStarted`` and the events of
+        ``source`` before the point; its code replays them (running no step
+        again) and runs live from there. Child runs whose outcome is before the
+        point are reused, not run again. The two are linked both ways:
+        ``RunRecord.forked_from`` on the new run, ``engine.forks(source)``.
+
+        Args:
+            source: the run to fork.
+            at: fork at this call-order position: the events before the first
+                one at this position or later are kept.
+            step: fork at the first call of the step of this name.
+            failed: fork at the last step that failed for good or child run
+                that failed (or, when the workflow itself raised, just before
+                the run's failure).
+            args: the workflow's arguments for the new run (default: those of
+                ``source``); its code must still ask for the same calls before
+                the point, or the new run parks with ``NonDeterminismError``.
+            run_id: the new run's id (default ``"{source}-fork-{n}"``).
+            force: fork a run that is still in flight (pending, running,
+                suspended): its events so far are used.
+
+        Raises:
+            RunNotFound: no run ``source``.
+            ForkPointNotFound: the point is not in its history; nothing is recorded.
+            RunInFlight: ``source`` is in flight and ``force`` is false.
+            RunIdTaken: ``run_id`` exists.
+        """
+        self._check_open()
+        new_id = await _fork.fork(
+            _transfer.needs_import(self._journal_obj, "fork"),
+            await self._record(source),
+            await self._client.load(source),
+            at=at,
+            step=step,
+            failed=failed,
+            args=args,
+            run_id=run_id,
+            force=force,
+            now=self.clock.now(),
+        )
+        self._log.info("run.forked", run_id=new_id, forked_from=source)
+        if self._worker is not None:
+            self._worker.wake()
+        return await self.get(new_id)
+
+    async def forks(self, run_id: str) -> list[RunRecord]:
+        """The runs forked from ``run_id`` (``engine.fork``), oldest first."""
+        self._check_open()
+        return await _transfer.needs_import(self._journal_obj, "forks").forks(run_id)
 
     async def get_event(
         self, run_id: str, key: str, *, timeout: float | None = None, type: Any = Any

@@ -18,6 +18,9 @@ __all__ = [
     "ConfigurationError",
     "ContinuumError",
     "EncodingError",
+    "ExportCorrupt",
+    "ExportTooNew",
+    "ForkPointNotFound",
     "JournalConflict",
     "JournalCorrupt",
     "JournalError",
@@ -30,6 +33,8 @@ __all__ = [
     "RunAlreadyFinished",
     "RunCancelled",
     "RunFailed",
+    "RunIdTaken",
+    "RunInFlight",
     "RunNotFound",
     "RunTimedOut",
     "SchemaTooNew",
@@ -462,3 +467,86 @@ class ChildRunFailed(ContinuumError):
         self.message = message
         self.traceback_text = traceback_text
         super().__init__(f"child run {child_run_id} ({workflow}) failed: {error_type}: {message}")
+
+
+class RunIdTaken(ContinuumError):
+    """A run id an import or a fork would create exists already; nothing was written.
+
+    Attributes:
+        run_id: the run id.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"a run with run_id {run_id!r} exists already; nothing was written "
+            "(pick another run_id, or import into another journal)"
+        )
+
+
+class ExportCorrupt(ContinuumError):
+    """An export (``engine.export_run``) that cannot be imported: truncated, altered or not one.
+
+    Nothing was written.
+
+    Attributes:
+        run_id: the run whose part is damaged, when known.
+        detail: what is wrong.
+    """
+
+    def __init__(self, detail: str, run_id: str | None = None) -> None:
+        self.detail = detail
+        self.run_id = run_id
+        where = f" (run {run_id!r})" if run_id is not None else ""
+        super().__init__(f"the export cannot be imported{where}: {detail}; nothing was written")
+
+
+class ExportTooNew(ExportCorrupt):
+    """An export written by a newer continuum_py (its format or event schema); nothing was written.
+
+    Attributes:
+        what: ``"format"`` or ``"event schema"``.
+        found: the version in the export.
+        supported: the newest version this library reads.
+    """
+
+    def __init__(self, what: str, found: int, supported: int, run_id: str | None = None) -> None:
+        self.what = what
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"it was written with {what} version {found}, this continuum_py reads up to "
+            f"{supported}; upgrade continuum-py to import it",
+            run_id,
+        )
+
+
+class ForkPointNotFound(ContinuumError, ValueError):
+    """``engine.fork`` was given a point the run's history does not hold; nothing was recorded.
+
+    Attributes:
+        run_id: the run to fork.
+        point: the point asked for (``"position 12"``, ``"step 'charge'"``, ``"its last failure"``).
+    """
+
+    def __init__(self, run_id: str, point: str, detail: str) -> None:
+        self.run_id = run_id
+        self.point = point
+        super().__init__(f"cannot fork run {run_id!r} at {point}: {detail}; nothing was recorded")
+
+
+class RunInFlight(ContinuumError):
+    """A fork of a run that has not finished, without ``force=True``; nothing was recorded.
+
+    Attributes:
+        run_id: the run.
+        status: where it stands.
+    """
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            f"run {run_id!r} is {status}, still in flight: its history may still grow; "
+            "fork it anyway with force=True (continuum fork --force), or wait for it to end"
+        )

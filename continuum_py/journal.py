@@ -32,6 +32,7 @@ __all__ = [
     "InboxMessage",
     "Journal",
     "JournalAdmin",
+    "JournalImport",
     "JournalTransaction",
     "Lease",
     "NewRun",
@@ -41,6 +42,7 @@ __all__ = [
     "Snapshot",
     "StoredEvent",
     "TransactionalJournal",
+    "WholeRun",
     "list_runs_sql",
     "prefix_end",
     "record_from_row",
@@ -207,6 +209,7 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
         parent_run_id: the parent of a child run.
         inbox_last: id of the newest inbox message.
         inbox_seen: id of the newest inbox message recorded in history.
+        forked_from: for a run made by ``engine.fork``, the run it was forked from.
     """
 
     run_id: str
@@ -224,6 +227,7 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     parent_run_id: str | None = None
     inbox_last: int = 0
     inbox_seen: int = 0
+    forked_from: str | None = None
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(RunRecord.__struct_fields__)
@@ -514,6 +518,64 @@ class JournalAdmin(Protocol):
 
     async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
         """Run ids a worker could claim now."""
+        ...
+
+
+class WholeRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A run to create with its whole history at once (``engine.import_run``, ``engine.fork``).
+
+    Attributes:
+        run_id: the run's id; it must not exist yet.
+        workflow: its workflow name.
+        status: where it stands: pending, suspended, parked or terminal (never
+            running: nobody holds its lease).
+        events: its whole history, seq 1..n with no gaps, ``RunStarted`` first.
+        created_at: when it was created (``None``: now, by the journal clock).
+        outcome: for a terminal status, the encoded final event.
+        reason: for parked, why.
+        wake_at: for pending or suspended, when it becomes runnable.
+        parent_run_id: the parent of a child run.
+        parent_position: the parent's position waiting for it.
+        inbox_seen: the newest inbox message id its history records; its inbox
+            starts empty, and the next message sent to it gets the id after.
+        forked_from: the run it was forked from, if any.
+    """
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    events: Sequence[StoredEvent]
+    created_at: float | None = None
+    outcome: bytes | None = None
+    reason: str | None = None
+    wake_at: float | None = None
+    parent_run_id: str | None = None
+    parent_position: int = 0
+    inbox_seen: int = 0
+    forked_from: str | None = None
+
+
+@runtime_checkable
+class JournalImport(Protocol):
+    """Optional: write whole runs at once, and find a run's forks.
+
+    ``engine.import_run`` and ``engine.fork`` need it; the bundled journals
+    implement it.
+    """
+
+    async def put_runs(self, runs: Sequence[WholeRun]) -> None:
+        """Create every run with its whole history in one transaction: all or nothing.
+
+        Raises:
+            RunIdTaken: a run id exists already (or twice in ``runs``); nothing
+                was written.
+            ValueError: a run that breaks the rules of :class:`WholeRun` (its
+                events not numbered 1..n, a running status); nothing was written.
+        """
+        ...
+
+    async def forks(self, run_id: str) -> list[RunRecord]:
+        """The runs whose ``forked_from`` is ``run_id``, oldest first."""
         ...
 
 

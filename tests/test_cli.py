@@ -64,9 +64,13 @@ def continuum(*args, cwd):
 
 def test_runs_lists_the_run(app):
     cwd, url = app
-    out = continuum("runs", "--url", url, cwd=cwd)
+    out = continuum("runs", "--url", url, "--json", cwd=cwd)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\t")[:3] == ["cli-1", "twice", "completed"]
+    (run,) = json.loads(out.stdout)["runs"]
+    assert (run["run_id"], run["workflow"], run["status"]) == ("cli-1", "twice", "completed")
+    table = continuum("runs", "--url", url, cwd=cwd).stdout.splitlines()
+    assert table[0].split() == ["run", "workflow", "status", "created", "events", "note"]
+    assert table[2].split()[:3] == ["cli-1", "twice", "completed"]
 
 
 def test_history_then_replay_from_the_file(app):
@@ -110,7 +114,9 @@ def many_runs(tmp_path):
 
 
 def run_lines(out) -> list[str]:
-    return [line.split("\t")[0] for line in out.stdout.splitlines()]
+    """The run ids of ``continuum runs --json``."""
+    assert out.returncode == 0, out.stderr
+    return [r["run_id"] for r in json.loads(out.stdout)["runs"]]
 
 
 def test_runs_pages_with_the_cursor_it_prints(many_runs):
@@ -118,33 +124,43 @@ def test_runs_pages_with_the_cursor_it_prints(many_runs):
     listed, cursor, pages = [], None, 0
     while True:
         extra = ["--cursor", cursor] if cursor else []
-        out = continuum("runs", "--url", url, "--limit", "3", *extra, cwd=cwd)
+        out = continuum("runs", "--url", url, "--limit", "3", "--json", *extra, cwd=cwd)
         assert out.returncode == 0, out.stderr
         listed += run_lines(out)
         pages += 1
+        cursor = json.loads(out.stdout)["next_cursor"]
         hint = [line for line in out.stderr.splitlines() if line.startswith("more runs:")]
-        if not hint:
+        assert hint == []  # --json: the cursor is in the JSON, stderr stays quiet
+        if cursor is None:
             break
-        cursor = hint[0].rsplit(" ", 1)[1]
     assert pages == 3
     assert listed == [r.run_id for r in records]  # newest first, each once
 
 
 def test_runs_filters(many_runs):
     cwd, url, records = many_runs
-    out = continuum("runs", "--url", url, "--workflow", "mailing", "--oldest-first", cwd=cwd)
-    assert out.returncode == 0, out.stderr
+
+    def runs(*args):
+        return continuum("runs", "--url", url, "--json", *args, cwd=cwd)
+
+    out = runs("--workflow", "mailing", "--oldest-first")
     assert run_lines(out) == ["mail-0", "mail-1", "mail-2"]
-    out = continuum("runs", "--url", url, "--prefix", "invoice-", "--status", "pending", cwd=cwd)
+    out = runs("--id-prefix", "invoice-", "--status", "pending")
     assert run_lines(out) == ["invoice-3", "invoice-2", "invoice-1", "invoice-0"]
+    assert run_lines(runs("--prefix", "mail-")) == ["mail-2", "mail-1", "mail-0"]  # older name
     since = dt.datetime.fromtimestamp(records[-1].created_at, dt.UTC).isoformat()
-    out = continuum("runs", "--url", url, "--since", since, "--until", "2999-01-01", cwd=cwd)
-    assert out.returncode == 0, out.stderr
+    out = runs("--since", since, "--until", "2999-01-01")
     assert run_lines(out) == [
         r.run_id for r in records if r.created_at >= dt.datetime.fromisoformat(since).timestamp()
     ]
-    out = continuum("runs", "--url", url, "--until", "2000-01-01T00:00:00+01:00", cwd=cwd)
-    assert out.returncode == 0 and out.stdout == ""
+    out = runs("--until", "2000-01-01T00:00:00+01:00")
+    assert run_lines(out) == []
+    # Times ago: every run was made within the last hour, none more than a week ago.
+    assert run_lines(runs("--since", "1h")) == [r.run_id for r in records]
+    assert run_lines(runs("--since", "1h30m", "--until", "0s")) == [r.run_id for r in records]
+    assert run_lines(runs("--until", "1w")) == []
+    empty = continuum("runs", "--url", url, "--until", "2d", cwd=cwd)
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "no runs match\n")
 
 
 def test_runs_json_carries_the_next_cursor(many_runs):
@@ -168,6 +184,7 @@ def test_runs_json_carries_the_next_cursor(many_runs):
     ("args", "named"),
     [
         (["--since", "yesterday"], "--since"),
+        (["--since", "2x"], "a time ago such as 2h"),
         (["--until", "2025-13-01"], "--until"),
         (["--limit", "0"], "limit"),
         (["--limit", "ten"], "--limit"),
@@ -191,4 +208,5 @@ def test_runs_cursor_with_other_filters_is_refused(many_runs):
     cursor = json.loads(out.stdout)["next_cursor"]
     out = continuum("runs", "--url", url, "--workflow", "billing", "--cursor", cursor, cwd=cwd)
     assert out.returncode == 2
+    assert out.stdout == ""
     assert "same status, workflow" in out.stderr and len(out.stderr.splitlines()) == 1

@@ -248,9 +248,10 @@ async def test_read_commands_work_on_a_journal_in_a_read_only_folder(shared_dir)
     assert sorted(p.name for p in folder.iterdir()) == ["j.db"]
     url = f"sqlite:///{folder}/j.db"
 
-    runs = continuum("runs", "--url", url, cwd=shared_dir, user=user)
+    runs = continuum("runs", "--url", url, "--json", cwd=shared_dir, user=user)
     assert runs.returncode == 0, runs.stderr
-    assert runs.stdout.split("\t")[:3] == ["cli-1", "twice", "completed"]
+    (run,) = json.loads(runs.stdout)["runs"]
+    assert (run["run_id"], run["workflow"], run["status"]) == ("cli-1", "twice", "completed")
     history = continuum("history", "cli-1", "--url", url, cwd=shared_dir, user=user)
     assert history.returncode == 0, history.stderr
     assert json.loads(history.stdout)[-1]["result"] == 20
@@ -277,9 +278,9 @@ async def test_read_only_file_in_a_writable_folder(shared_dir):
     before = (folder / "j.db").read_bytes()
     url = f"sqlite:///{folder}/j.db"
 
-    runs = continuum("runs", "--url", url, cwd=shared_dir, user=user)
+    runs = continuum("runs", "--url", url, "--json", cwd=shared_dir, user=user)
     assert runs.returncode == 0, runs.stderr
-    assert runs.stdout.startswith("cli-1\t")
+    assert [r["run_id"] for r in json.loads(runs.stdout)["runs"]] == ["cli-1"]
     # SQLite would open it read-only without a word and fail at the first
     # write (a worker then retried forever): refused at open, as a permission problem.
     line = one_line_error(continuum("worker", "--url", url, cwd=shared_dir, user=user))

@@ -149,8 +149,15 @@ async def test_a_version_1_schema_gains_the_listing_indexes_keeping_its_runs(pg)
     old = pg.journal()
     old.migrations = list(MIGRATIONS[:1])
     async with old:
-        for run_id in ("b-1", "a-1", "b-2"):
-            await old.start_run(new_run(run_id, workflow=run_id[0]))
+        # Rows as that layout held them (today's statements name later columns).
+        for n, run_id in enumerate(("b-1", "a-1", "b-2")):
+            await pg.sql(
+                f'INSERT INTO "{old.schema}".runs (run_id, workflow, status, created_at, '
+                "updated_at, last_seq) VALUES ($1, $2, 'pending', $3, $3, 1)",
+                run_id,
+                run_id[0],
+                float(n),
+            )
     _, versions = await tables_and_versions(pg, old.schema)
     assert versions == [(1, MIGRATIONS[0].name)]
     async with pg.journal() as j:

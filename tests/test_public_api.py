@@ -18,6 +18,9 @@ PUBLIC_API = [
     "ContinuumError",
     "EncodingError",
     "Engine",
+    "ExportCorrupt",
+    "ExportTooNew",
+    "ForkPointNotFound",
     "Interceptor",
     "JournalConflict",
     "JournalCorrupt",
@@ -33,6 +36,8 @@ PUBLIC_API = [
     "RunCancelled",
     "RunFailed",
     "RunHandle",
+    "RunIdTaken",
+    "RunInFlight",
     "RunNotFound",
     "RunPage",
     "RunRecord",
@@ -61,7 +66,7 @@ def test_every_listed_name_exists_and_errors_share_one_base():
         assert hasattr(continuum_py, name), name
     objects = [getattr(continuum_py, n) for n in PUBLIC_API]
     errors = [o for o in objects if isinstance(o, type) and issubclass(o, BaseException)]
-    assert len(errors) == 21
+    assert len(errors) == 26
     assert all(issubclass(e, continuum_py.ContinuumError) for e in errors)
 
 

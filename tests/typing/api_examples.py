@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from continuum_py import (
     Context,
     Engine,
+    ExportCorrupt,
     RetryPolicy,
     RunFailed,
     RunHandle,
+    RunIdTaken,
+    RunRecord,
     StepInfo,
     step,
     workflow,
@@ -42,3 +46,19 @@ async def main() -> None:
             print(exc.error_type, exc.message)
         else:
             print(result["receipt"])
+
+
+async def debug_a_failed_run() -> None:
+    # Fork a failed run from its failed step after a fix, and take a run to another journal.
+    async with Engine("sqlite:///runs.db") as engine:
+        fork: RunHandle[Any] = await engine.fork("order-o-1", failed=True)
+        forks: list[RunRecord] = await engine.forks("order-o-1")
+        print(fork.run_id, (await fork.record()).forked_from, [r.run_id for r in forks])
+        data: bytes = await engine.export_run("order-o-1", children=True)
+    async with Engine("sqlite:///laptop.db") as laptop:
+        try:
+            imported: list[str] = await laptop.import_run(data)
+        except (ExportCorrupt, RunIdTaken) as exc:
+            print(exc)
+        else:
+            print(imported)

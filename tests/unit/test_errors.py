@@ -13,6 +13,9 @@ from continuum_py import (
     ConfigurationError,
     ContinuumError,
     EncodingError,
+    ExportCorrupt,
+    ExportTooNew,
+    ForkPointNotFound,
     JournalConflict,
     JournalCorrupt,
     JournalError,
@@ -24,6 +27,8 @@ from continuum_py import (
     RunAlreadyFinished,
     RunCancelled,
     RunFailed,
+    RunIdTaken,
+    RunInFlight,
     RunNotFound,
     RunTimedOut,
     SchemaTooNew,
@@ -52,6 +57,11 @@ EXAMPLES = [
     RunTimedOut("r1", "passed its deadline"),
     SignalTimeout("approve", 60.0),
     ChildRunFailed("p.1", "kid", "ValueError", "negative", "Traceback ..."),
+    RunIdTaken("r1"),
+    RunInFlight("r1", "running"),
+    ForkPointNotFound("r1", "position 9", "it is beyond the history"),
+    ExportCorrupt("it is cut short", "r1"),
+    ExportTooNew("format", 2, 1),
 ]
 
 

@@ -34,6 +34,7 @@ from continuum_py.testing.conformance._listing import ListingTests
 from continuum_py.testing.conformance._model import ModelTests
 from continuum_py.testing.conformance._seize import SeizeTests
 from continuum_py.testing.conformance._transactions import TransactionTests
+from continuum_py.testing.conformance._whole_runs import WholeRunTests
 from continuum_py.testing.conformance._writes import WriteTests
 
 __all__ = [
@@ -44,11 +45,12 @@ __all__ = [
     "ModelTests",
     "SeizeTests",
     "TransactionTests",
+    "WholeRunTests",
     "WriteTests",
 ]
 
 
 class JournalConformance(
-    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, ModelTests
+    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, WholeRunTests, ModelTests
 ):
     """Every conformance check; a subclass defines ``make_journal``."""
