@@ -310,7 +310,7 @@ def divergence_json(div: Divergence | None) -> dict[str, Any] | None:
         "seq": div.seq,
         "recorded": div.recorded,
         "requested": div.requested,
-        "event": None if div.event is None else msgspec.to_builtins(div.event),
+        "event": None if div.event is None else msgspec.json.decode(msgspec.json.encode(div.event)),
         "source": _source(div.source),
     }
 

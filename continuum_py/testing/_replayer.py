@@ -261,6 +261,31 @@ class Replayer:
                 offline=True,
                 where=None if div.source is None else str(div.source),
             ) from None
+        if div is not None and div.seq >= first_change:
+            return self._branch(events, div)
+        return out
+
+    def _branch(self, events: list[AnyEvent], div: Divergence) -> ReplayResult:
+        """Where a ``what_if`` change led: the code run on from the history before it parted.
+
+        The history is cut where code and history part, so the code runs on as a
+        live run would: its new calls (and ``ctx.now``/``random``/``uuid4``) are
+        answered by nothing recorded, and ``asks`` lists them.
+        """
+        cut = [
+            ev
+            for ev in events
+            if ev.seq < div.seq
+            # The outcome that set the code on its new path is fed; the
+            # mismatching command it then met is not.
+            or (ev.seq == div.seq and getattr(ev, "position", None) not in (None, div.position))
+        ]
+        replay = _Replay(div.run_id, self.registry, log=self.log)
+        try:
+            out = replay.run(cut, None, None)
+        finally:
+            replay.core.close()
+        out.divergence = div
         return out
 
     def check_histories(
