@@ -32,7 +32,9 @@ def check(shape: ps.Shape, catch: bool) -> None:
             assert (replayed.error.error_type, str(replayed.error)) == result[1:]
 
     # Every prefix replays too, and the code has finished exactly once the
-    # history holds the outcome it finished on.
+    # history holds the outcome it finished on. Stopping with until= at the
+    # prefix's last seq finds the code in the same state, and the hook sees
+    # each event once, in order.
     outcomes = [i for i, e in enumerate(history) if isinstance(e, StepCompleted | StepFailed)]
     finished_at = None
     for n in range(1, len(history) + 1):
@@ -40,6 +42,16 @@ def check(shape: ps.Shape, catch: bool) -> None:
         if replayed.finished and finished_at is None:
             finished_at = n
         assert replayed.finished == (finished_at is not None)
+        seen: list[int] = []
+        stopped = replayer.replay(
+            history,
+            until=history[n - 1].seq,
+            on_event=lambda v, seen=seen: seen.append(v.event.seq),
+        )
+        assert seen == [e.seq for e in history[:n]]
+        assert (stopped.stopped_at, stopped.events) == (history[n - 1].seq, n)
+        assert (stopped.finished, stopped.waiting_on) == (replayed.finished, replayed.waiting_on)
+        assert [a.what for a in stopped.asks] == [a.what for a in replayed.asks]
     assert finished_at is not None and finished_at - 1 in outcomes
 
 
