@@ -239,11 +239,14 @@ class Replayer:
         changed: dict[int, int] = {}
         if what_if:
             events, changed = _changed(events, what_if)
-        replay = _Replay(started.run_id, self.registry, log=self.log)
-        try:
-            out = replay.run(events, until, on_event)
-        finally:
-            replay.core.close()
+        # Noting the source line of every call costs a stack walk per call, so
+        # a plain replay (a deploy check over many runs) goes without, and
+        # replays again to name the line only when it has something to show.
+        track = until is not None or on_event is not None or bool(what_if)
+        run_id = started.run_id
+        out = self._once(run_id, events, until, on_event, track=track, log=self.log)
+        if not track and (out.divergence is not None or out.asks):
+            out = self._once(run_id, events, None, None, track=True, log=False)
         div = out.divergence
         if div is not None and changed.get(div.seq) == div.position:
             raise ValueError(
@@ -280,13 +283,25 @@ class Replayer:
             # mismatching command it then met is not.
             or (ev.seq == div.seq and getattr(ev, "position", None) not in (None, div.position))
         ]
-        replay = _Replay(div.run_id, self.registry, log=self.log)
-        try:
-            out = replay.run(cut, None, None)
-        finally:
-            replay.core.close()
+        out = self._once(div.run_id, cut, None, None, track=True, log=self.log)
         out.divergence = div
         return out
+
+    def _once(
+        self,
+        run_id: str,
+        events: list[AnyEvent],
+        until: int | None,
+        on_event: OnEvent | None,
+        *,
+        track: bool,
+        log: bool,
+    ) -> ReplayResult:
+        replay = _Replay(run_id, self.registry, log=log, track=track)
+        try:
+            return replay.run(events, until, on_event)
+        finally:
+            replay.core.close()
 
     def check_histories(
         self,
@@ -342,11 +357,12 @@ class Replayer:
 class _Replay:
     """One replay: the core, the source line of each call, and what the hook sees."""
 
-    def __init__(self, run_id: str, registry: Registry, *, log: bool) -> None:
+    def __init__(self, run_id: str, registry: Registry, *, log: bool, track: bool) -> None:
         self.core = ReplayCore(run_id, registry)
         self.core.log_during_replay = log
         self.asked: dict[int, tuple[CodeType, int]] = {}
-        self.core.on_ask = self._on_ask
+        if track:
+            self.core.on_ask = self._on_ask
         self.now = 0.0
         # Time stands still at the recorded time: ctx.now() beyond the history
         # (and while a debugger holds the replay) reads the last event's time.
