@@ -206,7 +206,8 @@ def test_a_replay_after_a_code_change_names_position_events_and_source_line(shop
     assert lines[0] == "run pen-1 (order): 3 events, then DIVERGED at position 2 (seq 4)"
     assert lines[1].startswith("  history has  StepScheduled(charge)  position=2 step=charge")
     assert lines[2] == "  code asked   StepScheduled(price)"
-    where = f"{cwd / 'shop_v2.py'}:{line_of(V2, 'checked twice')} in order"
+    # Shown relative to the folder the command runs in.
+    where = f"shop_v2.py:{line_of(V2, 'checked twice')} in order"
     assert lines[3] == f"  asked at     {where}: await price(item)  # checked twice now"
     assert "a worker running this code would park the run" in lines[4]
     code, doc = replay_json("pen-1", "--url", url, "--import", "shop_v2", cwd=cwd)
@@ -280,9 +281,8 @@ def test_until_shows_the_workflow_locals_and_what_it_waits_on(shop):
     assert out.returncode == 0
     assert out.stdout.splitlines() == [
         "run pen-1 (order): 3 events, stopped after seq 3",
-        f"at {cwd / 'shop.py'}:{line_of(SHOP, 'await charge(')} in order: "
-        "status = await charge(item, cents)",
-        f"asks for StepScheduled(charge) with ('pen', 300) (position 2) at {cwd / 'shop.py'}:"
+        f"at shop.py:{line_of(SHOP, 'await charge(')} in order: status = await charge(item, cents)",
+        "asks for StepScheduled(charge) with ('pen', 300) (position 2) at shop.py:"
         f"{line_of(SHOP, 'await charge(')} in order: status = await charge(item, cents)",
         "locals:",
         "  ctx = Context(run_id='pen-1', workflow='order')",

@@ -49,8 +49,17 @@ class SourceLine:
     text: str
 
     def __str__(self) -> str:
-        here = f"{self.file}:{self.line} in {self.function}"
+        here = f"{_shown(self.file)}:{self.line} in {self.function}"
         return f"{here}: {self.text}" if self.text else here
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the current folder when it is inside it (as people type it)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def source_line(code: CodeType, lineno: int) -> SourceLine:

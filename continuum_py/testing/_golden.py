@@ -74,9 +74,10 @@ class HistoriesReport:
         return [c for c in self.checks if not c.ok]
 
     def __str__(self) -> str:
+        n = len(self.checks)
         head = (
-            f"{len(self.checks)} histories: {len(self.checks) - len(self.failures)} replay, "
-            f"{len(self.failures)} do not"
+            f"{n} histor{'y' if n == 1 else 'ies'} checked: {n - len(self.failures)} replay, "
+            f"{len(self.failures)} no longer replay"
         )
         return "\n".join([head, *(f"  {c}" for c in self.failures)])
 
