@@ -219,7 +219,12 @@ def _print_result(result: ReplayResult) -> None:
             out.text(f"raised {type(result.error).__name__}: {result.error}")
         else:
             out.text(f"returned {result.result!r}")
-    _print_state(result.where, result.locals, result.waiting_on, result.asks, result.stopped_at)
+    beyond = (
+        "" if result.stopped_at is not None else " (beyond the history: a live run does it next)"
+    )
+    _print_state(
+        result.where, result.locals, result.waiting_on, result.asks, result.stopped_at, beyond
+    )
     out.text("OK")
 
 
@@ -229,14 +234,14 @@ def _print_state(
     waiting_on: list[str],
     asks: list[Any],
     stopped_at: int | None,
+    note: str = "",
 ) -> None:
     if stopped_at is not None and waiting_on:
         out.text(f"waiting on {', '.join(waiting_on)}")
     for line in where:
         out.text(f"at {line}")
     for ask in asks:
-        beyond = "" if stopped_at is not None else " (beyond the history: a live run does it next)"
-        out.text(f"asks for {ask}{beyond}")
+        out.text(f"asks for {ask}{note}")
     if local_vars:
         out.text("locals:")
         for name, value in local_vars.items():
