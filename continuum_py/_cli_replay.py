@@ -13,6 +13,7 @@ Exit status: 0 when the code replays, 1 on a divergence, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import bdb
 import json
 import os
 import sys
@@ -209,6 +210,8 @@ def _print_result(result: ReplayResult) -> None:
         return
     if result.stopped_at is not None:
         state = f"stopped after seq {result.stopped_at}"
+        if isinstance(result.error, bdb.BdbQuit):
+            state += ": the debugger quit"
     elif result.finished:
         state = "finished"
     else:

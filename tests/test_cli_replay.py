@@ -335,6 +335,11 @@ def test_breakpoint_in_workflow_code_stops_the_replay_with_recorded_time(shop):
     # ctx.now() gave the time recorded in the history, not the time of the replay.
     assert f"\n(Pdb) {recorded_now!r}\n" in out.stdout
     assert out.stdout.splitlines()[-2:] == ["returned 'shipped pen'", "OK"]
+    # q at the prompt (reached after seq 5, charge's result) ends the replay there:
+    # no divergence, no traceback.
+    out = continuum("replay", "pen-2", "--url", url, "--import", "shop_debug", cwd=cwd, stdin="q\n")
+    assert out.returncode == 0, out.stderr
+    assert "run pen-2 (order): 5 events, stopped after seq 5: the debugger quit" in out.stdout
 
 
 # ---- point 6: what if, and diff ----

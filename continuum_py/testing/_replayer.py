@@ -8,6 +8,7 @@ and say where code and history part, down to the source line that asked.
 
 from __future__ import annotations
 
+import bdb
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -398,6 +399,16 @@ class _Replay:
             for c in self.core.new_calls()
         ]
 
+    def debugger_quit(self) -> bool:
+        """Whether the workflow code ended because ``q`` was typed at a pdb prompt in it."""
+        task = self.core.main_task
+        return (
+            task is not None
+            and task.done()
+            and not task.cancelled()
+            and isinstance(task.exception(), bdb.BdbQuit)
+        )
+
     def run(
         self,
         events: list[AnyEvent],
@@ -416,10 +427,14 @@ class _Replay:
             try:
                 core.apply(ev)
             except NonDeterminismError as exc:
-                out.divergence = self._divergence(exc, ev)
+                if self.debugger_quit():
+                    out.stopped_at = events[i - 1].seq if i else None
+                else:
+                    out.divergence = self._divergence(exc, ev)
                 break
             out.events = i + 1
-            stop = until is not None and ev.seq >= until
+            # `q` at a pdb prompt in workflow code ends the replay there, not in a divergence.
+            stop = self.debugger_quit() or (until is not None and ev.seq >= until)
             if on_event is not None and on_event(ReplayView(self, ev, i)) is False:
                 stop = True
             if stop:
