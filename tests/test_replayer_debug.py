@@ -117,7 +117,7 @@ def test_until_stops_there_with_the_workflows_locals_and_what_it_waits_on(histor
 def test_until_outside_the_history_is_refused(histories):
     pen = histories["pen"]
     for until in (0, pen[-1].seq + 1):
-        with pytest.raises(ValueError, match="beyond the history"):
+        with pytest.raises(ValueError, match="outside the history"):
             Replayer(v1).replay(pen, until=until)
 
 

@@ -225,7 +225,7 @@ class Replayer:
                 hold (with ``offline=True``: a replay parks no run); its
                 ``where`` names the workflow line that asked.
             WorkflowNotRegistered: the history's workflow is not in the registry.
-            ValueError: ``until`` beyond the history, or a ``what_if`` position
+            ValueError: ``until`` outside the history, or a ``what_if`` position
                 that holds no result, or a value that does not fit it.
         """
         events = _events(history)
@@ -234,7 +234,7 @@ class Replayer:
             raise ContinuumError("a history must start with a RunStarted event")
         if until is not None and not 1 <= until <= events[-1].seq:
             raise ValueError(
-                f"until={until} is beyond the history of run {started.run_id}, "
+                f"until={until} is outside the history of run {started.run_id}, "
                 f"which holds seq 1 to {events[-1].seq}"
             )
         changed: dict[int, int] = {}
