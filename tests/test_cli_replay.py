@@ -396,6 +396,10 @@ def test_diff_names_the_first_differing_event(shop):
     assert doc["paths_part"]["position"] == 3
     assert doc["paths_part"]["b"]["command"] == "step refund"
     assert doc["end"]["b"] == {"status": "completed", "value": "refunded book"}
+    # A history file stands for a run, as in replay.
+    (cwd / "pen-2.json").write_text(continuum("history", "pen-2", "--url", url, cwd=cwd).stdout)
+    same = continuum("diff", "pen-1", "pen-2.json", "--url", url, "--json", cwd=cwd)
+    assert same.returncode == 0 and json.loads(same.stdout)["same"], same.stderr
 
 
 def out_now(cwd: Path, url: str, run_id: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import prop_shapes as ps
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,13 @@ def check(shape: ps.Shape, catch: bool) -> None:
             assert replayed.error is None and replayed.result == result[1]
         else:
             assert (replayed.error.error_type, str(replayed.error)) == result[1:]
+
+    # A what_if that gives each step the result it recorded changes nothing.
+    for ev in history:
+        if isinstance(ev, StepCompleted):
+            same = replayer.replay(history, what_if={ev.position: msgspec.json.decode(ev.result)})
+            assert same.divergence is None and same.finished
+            assert (same.result, type(same.error)) == (replayed.result, type(replayed.error))
 
     # Every prefix replays too, and the code has finished exactly once the
     # history holds the outcome it finished on. Stopping with until= at the
