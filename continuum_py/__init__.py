@@ -30,6 +30,7 @@ from continuum_py.errors import (
     StepError,
     WorkflowNotRegistered,
 )
+from continuum_py.events import CompensationOutcome
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import RunRecord, RunStatus
 from continuum_py.workflow import (
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChildRunFailed",
+    "CompensationOutcome",
     "ConfigurationError",
     "Context",
     "ContinuumError",

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from continuum_py.events import (
+    CompensationStarted,
     EventPublished,
     MarkerRecorded,
     SideEffectRecorded,
@@ -53,6 +54,12 @@ class StepCall(Call):
     last_failure: StepFailed | None = None
     """The last non-final failure, if it came after the newest scheduled attempt."""
     encoded_args: msgspec.Raw | None = None
+    compensates: int | None = None
+    """For a compensation, the position of the step it undoes."""
+    result: Any = None
+    """The decoded result, once completed (a compensation receives it)."""
+    settled: asyncio.Future[None] | None = None
+    """Made by whoever must wait for the outcome to be recorded, awaited or not."""
 
     @property
     def describe(self) -> str:
@@ -102,12 +109,13 @@ class ChildCall(Call):
 
 @dataclass(slots=True, eq=False)
 class SyncCall(Call):
-    """A synchronous call, answered at once: now/random/uuid4, a patch marker, a published value.
+    """A synchronous call, answered at once.
 
-    Its one event is both the command and the outcome.
+    ``ctx.now``/``random``/``uuid4``, a patch marker, a published value, the
+    decision to compensate. Its one event is both the command and the outcome.
     """
 
-    event: SideEffectRecorded | MarkerRecorded | EventPublished | None = None
+    event: SideEffectRecorded | MarkerRecorded | EventPublished | CompensationStarted | None = None
 
     @property
     def describe(self) -> str:
@@ -118,6 +126,8 @@ class SyncCall(Call):
             return f"MarkerRecorded({ev.name})"
         if isinstance(ev, EventPublished):
             return f"EventPublished({ev.key})"
+        if isinstance(ev, CompensationStarted):
+            return f"CompensationStarted({ev.reason})"
         return "SyncCall"
 
 

@@ -14,11 +14,12 @@ import msgspec
 
 from continuum_py import _cli_render as out
 from continuum_py._schemes import journal_from_url
-from continuum_py.engine import Engine, StepStatus
+from continuum_py.engine import Engine, StepStatus, step_statuses
 from continuum_py.events import (
     AnyEvent,
     ChildCompleted,
     ChildStarted,
+    CompensationStarted,
     ContinuedAsNew,
     RunCancelledEvent,
     RunCompleted,
@@ -26,6 +27,7 @@ from continuum_py.events import (
     RunStarted,
     SignalReceived,
     SignalWaitStarted,
+    StepScheduled,
     TimerFired,
     TimerStarted,
 )
@@ -77,6 +79,8 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
         rows.append(("wakes at", out.iso(rec.wake_at)))
     if info["waiting_on"]:
         rows.append(("waits on", "\n".join(_wait_text(w) for w in info["waiting_on"])))
+    if info["compensations"]:
+        rows.append(("compensations", "\n".join(map(_compensation_text, info["compensations"]))))
     if rec.lease_owner and rec.status == RunStatus.RUNNING:
         rows.append(("worker", f"{rec.lease_owner} (lease until {out.iso(rec.lease_expires_at)})"))
     out.fields(rows)
@@ -120,7 +124,50 @@ def _describe(rec: RunRecord, events: list[AnyEvent], children: list[Any]) -> di
         info["continued_as"] = last.new_run_id
     info["children"] = children
     info["waiting_on"] = [] if rec.status.terminal else _open_waits(events)
+    info["compensations"] = _compensations(events)
     return info
+
+
+def _compensations(events: list[AnyEvent]) -> list[dict[str, Any]]:
+    """Each compensation the run started: what it undoes, why, and where it stands."""
+    names = {ev.position: ev.step for ev in events if isinstance(ev, StepScheduled)}
+    reason = ""
+    reasons: dict[int, str] = {}
+    for ev in events:
+        if isinstance(ev, CompensationStarted):
+            reason = ev.reason
+        elif isinstance(ev, StepScheduled) and ev.compensates is not None:
+            reasons.setdefault(ev.position, reason)
+    return [
+        {
+            "step": s.step,
+            "position": s.position,
+            "compensates": s.compensates,
+            "compensated_step": names.get(s.compensates or 0, ""),
+            "reason": reasons.get(s.position, ""),
+            "status": s.status,
+            "attempts": s.attempts,
+            "error": msgspec.to_builtins(s.last_error) if s.last_error else None,
+        }
+        for s in step_statuses(events)
+        if s.compensates is not None
+    ]
+
+
+_WHY = {
+    "failed": "run failed",
+    "cancelled": "run cancelled",
+    "timed_out": "deadline passed",
+    "requested": "ctx.compensate()",
+}
+
+
+def _compensation_text(c: dict[str, Any]) -> str:
+    text = f"{c['step']}@{c['position']} undoes {c['compensated_step']}@{c['compensates']}: "
+    text += c["status"]
+    if c["status"] == "failed" and c["error"]:
+        text += f" ({out.short(c['error']['type'] + ': ' + c['error']['message'])})"
+    return f"{text} [{_WHY.get(c['reason'], c['reason'])}]"
 
 
 def _open_waits(events: list[AnyEvent]) -> list[dict[str, Any]]:
@@ -182,7 +229,13 @@ async def steps(url: str, run_id: str, as_json: bool) -> int:
         ]
         for s in found
     ]
-    out.table(["position", "step", "status", "attempts", "duration", "last error"], rows)
+    header = ["position", "step", "status", "attempts", "duration", "last error"]
+    if any(s.compensates is not None for s in found):
+        # A saga's compensations: which step each one undoes.
+        header.append("undoes")
+        for row, s in zip(rows, found, strict=True):
+            row.append("" if s.compensates is None else str(s.compensates))
+    out.table(header, rows)
     return 0
 
 

@@ -19,7 +19,7 @@ from continuum_py.errors import (
     JournalUnavailable,
     RunAlreadyFinished,
 )
-from continuum_py.events import SCHEMA_VERSION, AnyEvent, ContinuedAsNew, Event
+from continuum_py.events import SCHEMA_VERSION, AnyEvent, ContinuedAsNew, Event, schema_of
 from continuum_py.journal import (
     AppendBatch,
     InboxKind,
@@ -39,7 +39,7 @@ def stored(run_id: str, event: Event) -> StoredEvent:
         run_id=run_id,
         seq=event.seq,
         kind=type(event).__name__,
-        schema=SCHEMA_VERSION,
+        schema=schema_of(event),
         data=_codec.encode_event(event),
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from continuum_py.errors import EncodingError, JournalCorrupt, OwnerKind, SchemaTooNew
+from continuum_py.errors import EncodingError, JournalCorrupt, OwnerKind, SchemaTooNew, StepError
 from continuum_py.events import SCHEMA_VERSION, AnyEvent, ErrorInfo, Event
 
 _encoder = msgspec.json.Encoder()
@@ -135,5 +135,8 @@ def decode_event(run_id: str, seq: int | None, schema: int, data: bytes) -> AnyE
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, StepError):
+        # A recorded step failure: keep the step's own error type and traceback.
+        return ErrorInfo(type=exc.error_type, message=str(exc), traceback=exc.traceback_text)
     tb = "".join(traceback.format_exception(exc))
     return ErrorInfo(type=type_name(exc), message=str(exc), traceback=tb)

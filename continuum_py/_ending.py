@@ -16,7 +16,7 @@ from continuum_py import _codec
 from continuum_py._calls import ContinueAsNew, describe
 from continuum_py._client import stored
 from continuum_py._recording import Recorder
-from continuum_py._replay import ReplayCore, error_info
+from continuum_py._replay import ReplayCore
 from continuum_py.errors import EncodingError, RunTimedOut, error_type
 from continuum_py.events import (
     AnyEvent,
@@ -65,19 +65,21 @@ def end_event(core: ReplayCore, seq: int, now: float, *, continued_to: str = "")
         try:
             raw = _codec.encode_value(value, what=wf.name if wf else None, kind="workflow")
         except EncodingError as exc:
-            return RunFailedEvent(seq=seq, at=now, error=error_info(exc))
+            return RunFailedEvent(seq=seq, at=now, error=_codec.error_info(exc))
         return RunCompleted(seq=seq, at=now, result=raw)
     if kind is ContinuedAsNew:
         assert isinstance(value, ContinueAsNew)
         return ContinuedAsNew(seq=seq, at=now, new_run_id=continued_to, args=value.encoded_args)
+    ran = core.saga.outcomes
     if kind is RunCancelledEvent:
-        return RunCancelledEvent(seq=seq, at=now, reason=core.cancel_reason or "cancel")
+        reason = core.cancel_reason or "cancel"
+        return RunCancelledEvent(seq=seq, at=now, reason=reason, compensations=ran)
     if isinstance(value, asyncio.CancelledError) and core.cancel_reason == "deadline":
         timed_out = ErrorInfo(
             type=error_type(RunTimedOut), message="the run passed its deadline and was stopped"
         )
-        return RunFailedEvent(seq=seq, at=now, error=timed_out)
-    return RunFailedEvent(seq=seq, at=now, error=error_info(value))
+        return RunFailedEvent(seq=seq, at=now, error=timed_out, compensations=ran)
+    return RunFailedEvent(seq=seq, at=now, error=_codec.error_info(value), compensations=ran)
 
 
 def next_run_id(run_id: str) -> str:

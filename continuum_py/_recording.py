@@ -16,7 +16,6 @@ from continuum_py import _codec
 from continuum_py._calls import ChildCall, StepCall, SyncCall, TimerCall, WaitCall
 from continuum_py._clock import Clock
 from continuum_py._replay import ReplayCore
-from continuum_py._replay import error_info as _error_info
 from continuum_py.errors import JournalCorrupt, error_type
 from continuum_py.events import (
     SCHEMA_VERSION,
@@ -84,6 +83,7 @@ class Recorder:
                 step=call.step.name,
                 attempt=attempt,
                 args=args if args is not None else _NULL,
+                compensates=call.compensates,
             )
         )
 
@@ -104,7 +104,7 @@ class Recorder:
                 position=call.position,
                 step=call.step.name,
                 attempt=attempt,
-                error=_error_info(exc),
+                error=_codec.error_info(exc),
                 final=final,
                 retry_delay=delay,
             )

@@ -46,6 +46,7 @@ from continuum_py._calls import (
     WaitCall,
     describe,
 )
+from continuum_py._compensation import Saga, compensate, run_workflow
 from continuum_py._log import WorkflowLogger
 from continuum_py._workflow_loop import WorkflowLoop
 from continuum_py.errors import (
@@ -61,6 +62,8 @@ from continuum_py.events import (
     CancelRequested,
     ChildCompleted,
     ChildStarted,
+    CompensationOutcome,
+    CompensationStarted,
     ContinuedAsNew,
     ErrorInfo,
     EventPublished,
@@ -126,6 +129,7 @@ class ReplayCore:
         self._children: list[ChildCall] = []
         self.inbox_seen = 0
         self.cancel_reason: CancelReason | None = None
+        self.saga = Saga()
         # A mismatch found inside workflow code (a sync call); raised to the runner
         # even if the code swallows it.
         self.nd_error: NonDeterminismError | None = None
@@ -148,11 +152,37 @@ class ReplayCore:
         return call
 
     def call_step(
-        self, step: StepDef[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        step: StepDef[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        compensates: int | None = None,
     ) -> Coroutine[Any, Any, Any]:
         fut = self.loop.create_future()
-        self._new(StepCall(self._take(), fut, step=step, args=args, kwargs=kwargs))
+        call = StepCall(self._take(), fut, step=step, args=args, kwargs=kwargs)
+        call.compensates = compensates
+        self._new(call)
         return _await(fut)
+
+    @property
+    def last_position(self) -> int:
+        """The position the code's newest call took."""
+        return self._next_position - 1
+
+    def compensate(self) -> Coroutine[Any, Any, list[CompensationOutcome]]:
+        """``ctx.compensate()``: undo the steps completed so far, newest first."""
+        return compensate(self, "requested")
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether a cancel arriving now would interrupt the code (the first one, not while compensating)."""
+        return self.cancel_reason is None and not self.saga.active
+
+    def cancel_main(self) -> None:
+        """Cancel the workflow's code (it sees ``CancelledError`` at its next await)."""
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
 
     def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
         fut = self.loop.create_future()
@@ -196,7 +226,9 @@ class ReplayCore:
 
     def sync_call(
         self,
-        make: Callable[[int], SideEffectRecorded | MarkerRecorded | EventPublished],
+        make: Callable[
+            [int], SideEffectRecorded | MarkerRecorded | EventPublished | CompensationStarted
+        ],
         check: Callable[[AnyEvent], bool],
     ) -> AnyEvent:
         """A synchronous call: the event history holds at its position, else a new one."""
@@ -352,7 +384,9 @@ class ReplayCore:
                 )
         self.loop.run_ready()
 
-    def _on_sync_call(self, event: SideEffectRecorded | MarkerRecorded | EventPublished) -> None:
+    def _on_sync_call(
+        self, event: SideEffectRecorded | MarkerRecorded | EventPublished | CompensationStarted
+    ) -> None:
         self.fed.append(event)
         rcall = self.calls.get(event.position)
         if not isinstance(rcall, SyncCall) or (
@@ -371,7 +405,10 @@ class ReplayCore:
             # Only the first request cancels: a repeated one (a resent child
             # cancel, a deadline during cleanup) must not interrupt the cleanup.
             self.cancel_reason = event.reason
-            if self._main is not None and not self._main.done():
+            if self.saga.active:
+                # Compensations are shielded from the cancel: it waits for them.
+                self.saga.held_cancel = True
+            elif self._main is not None and not self._main.done():
                 self._main.cancel()
                 self.loop.run_ready()
 
@@ -506,7 +543,7 @@ class ReplayCore:
                 f"({bytes(event.args)[:200].decode(errors='replace')}): {exc}"
             )
             coro = _fail(bad)
-        self._main = self.loop.create_task(coro, context=contextvars.Context())
+        self._main = self.loop.create_task(run_workflow(self, coro), context=contextvars.Context())
         self.loop.run_ready()
 
     def _recorded(self, position: int, what: str, kind: type[_C]) -> _C:
@@ -555,12 +592,16 @@ class ReplayCore:
         call.recorded = True
         self._unrecorded.pop(event.position, None)
         self.fed.append(event)
-        if call.future.done():
+        if call.settled is not None:
+            call.settled.set_result(None)  # a compensation waits for this step to settle
+        owed = isinstance(event, StepCompleted) and call.step.compensate is not None
+        if call.future.done() and not owed:
             # The workflow stopped waiting (cancelled); the outcome is history only.
+            self.loop.run_ready()
             return
         if isinstance(event, StepCompleted):
             try:
-                value = _codec.decode_value(event.result, call.step.return_type)
+                call.result = _codec.decode_value(event.result, call.step.return_type)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise NonDeterminismError(
                     self.run_id,
@@ -568,7 +609,12 @@ class ReplayCore:
                     f"StepCompleted({event.step}) with result {bytes(event.result)[:200]!r}",
                     f"a result of the step's return type ({exc})",
                 ) from exc
-            call.future.set_result(value)
+            # Completed, even if the code stopped waiting: its compensation is owed.
+            self.saga.completed(call)
+            if call.future.done():
+                self.loop.run_ready()
+                return
+            call.future.set_result(call.result)
         else:
             err = event.error
             call.future.set_exception(
@@ -674,6 +720,7 @@ class ReplayCore:
                     step=call.step.name,
                     attempt=call.attempt,
                     args=call.encoded_args or msgspec.Raw(b"[]"),
+                    compensates=call.compensates,
                 )
             )
             if call.last_failure is not None:
@@ -746,6 +793,7 @@ _HANDLERS: dict[type[Any], Callable[[ReplayCore, Any], None]] = {
     SideEffectRecorded: ReplayCore._on_sync_call,
     MarkerRecorded: ReplayCore._on_sync_call,
     EventPublished: ReplayCore._on_sync_call,
+    CompensationStarted: ReplayCore._on_sync_call,
     CancelRequested: ReplayCore._on_cancel,
     RunCompleted: ReplayCore._on_end_event,
     RunFailedEvent: ReplayCore._on_end_event,
@@ -805,9 +853,3 @@ async def _await_signal(core: ReplayCore, call: WaitCall) -> Any:
     if isinstance(value, _Raise):
         raise value.error
     return value
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    if isinstance(exc, StepError):
-        return ErrorInfo(type=exc.error_type, message=str(exc), traceback=exc.traceback_text)
-    return _codec.error_info(exc)

@@ -48,12 +48,12 @@ from continuum_py.errors import (
     WorkflowNotRegistered,
 )
 from continuum_py.events import (
-    SCHEMA_VERSION,
     AnyEvent,
     CancelRequested,
     ContinuedAsNew,
     RunStarted,
     RunSuspended,
+    schema_of,
 )
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import (
@@ -156,9 +156,10 @@ class RunDriver:
     def poke(self, *, cancel: bool = False) -> None:
         """Something arrived for this run (a message, a child's outcome): look at the inbox."""
         self._poke.set()
-        if self.steps.running_inline and (self.core is None or self.core.cancel_reason is None):
+        if self.steps.running_inline and (self.core is None or self.core.interruptible):
             # Only the first cancellation interrupts: a repeated one must not cut
-            # short the cleanup the workflow runs after the first.
+            # short the cleanup the workflow runs after the first, and none cuts
+            # short a compensation.
             if cancel:
                 self._interrupt()
             elif self._checker is None or self._checker.done():
@@ -173,7 +174,7 @@ class RunDriver:
             return
         with contextlib.suppress(Exception):
             msgs = await self.cfg.client.inbox(self.run_id, after_id=core.inbox_seen)
-            if core.cancel_reason is None and any(m.kind == "cancel" for m in msgs):
+            if core.interruptible and any(m.kind == "cancel" for m in msgs):
                 self._interrupt()
 
     async def run(self) -> None:
@@ -775,9 +776,9 @@ class RunDriver:
             return None
         state = SnapshotState(events=core.snapshot_events(), failures=core.failure_counts())
         self._snap_seq = last
-        return Snapshot(
-            run_id=self.run_id, seq=last, schema=SCHEMA_VERSION, data=encode_snapshot(state)
-        )
+        # The snapshot is as new as the newest kind of event it holds (RunStarted, at least).
+        schema = max(map(schema_of, state.events))
+        return Snapshot(run_id=self.run_id, seq=last, schema=schema, data=encode_snapshot(state))
 
 
 _MAX_PASSES = 50

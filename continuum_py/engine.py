@@ -86,6 +86,7 @@ class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
         last_error: the newest failure, if any.
         started_at: when the first attempt started (seconds since the epoch).
         finished_at: when it completed or failed for good.
+        compensates: for a compensation, the position of the step it undoes.
     """
 
     position: int
@@ -95,6 +96,7 @@ class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_error: ErrorInfo | None = None
     started_at: float = 0.0
     finished_at: float | None = None
+    compensates: int | None = None
 
 
 def step_statuses(events: list[AnyEvent]) -> list[StepStatus]:
@@ -110,6 +112,7 @@ def step_statuses(events: list[AnyEvent]) -> list[StepStatus]:
                 attempts=ev.attempt,
                 last_error=old.last_error if old else None,
                 started_at=old.started_at if old else ev.at,
+                compensates=ev.compensates,
             )
         elif isinstance(ev, StepCompleted | StepFailed) and ev.position in out:
             old = out[ev.position]
@@ -198,12 +201,12 @@ class RunHandle(Generic[R]):
             value: R = _codec.decode_value(end.result, self._result_type)
             return value
         if isinstance(end, RunFailedEvent):
-            err = end.error
+            err, ran = end.error, end.compensations
             if err.type == error_type(RunTimedOut):
-                raise RunTimedOut(run_id, err.message, err.traceback)
-            raise RunFailed(run_id, err.type, err.message, err.traceback)
+                raise RunTimedOut(run_id, err.message, err.traceback, compensations=ran)
+            raise RunFailed(run_id, err.type, err.message, err.traceback, compensations=ran)
         if isinstance(end, RunCancelledEvent):
-            raise RunCancelled(run_id, end.reason)
+            raise RunCancelled(run_id, end.reason, compensations=end.compensations)
         raise ContinuumError(f"run {run_id}: unexpected final event {type(end).__name__}")
 
     def __repr__(self) -> str:

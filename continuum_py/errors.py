@@ -7,7 +7,11 @@ needs to act on it, and a message that says what to do.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from continuum_py.events import CompensationOutcome
 
 __all__ = [
     "ChildRunFailed",
@@ -363,24 +367,46 @@ class RunFailed(ContinuumError):
         error_type: qualified name of the exception that failed the run.
         message: its message.
         traceback_text: the traceback recorded when it happened.
+        compensations: the compensations the run ran before it ended, in the
+            order they ran (``@step(compensate=...)``); check ``ok`` on each.
     """
 
     def __init__(
-        self, run_id: str, error_type: str, message: str, traceback_text: str = ""
+        self,
+        run_id: str,
+        error_type: str,
+        message: str,
+        traceback_text: str = "",
+        *,
+        compensations: Sequence[CompensationOutcome] = (),
     ) -> None:
         self.run_id = run_id
         self.error_type = error_type
         self.message = message
         self.traceback_text = traceback_text
+        self.compensations = list(compensations)
         super().__init__(f"run {run_id} failed: {error_type}: {message}")
 
 
 class RunCancelled(ContinuumError):
-    """Raised by ``handle.result()`` when the run was cancelled."""
+    """Raised by ``handle.result()`` when the run was cancelled.
 
-    def __init__(self, run_id: str, reason: str = "") -> None:
+    Attributes:
+        run_id: the run.
+        reason: why (``"cancel"``, or the reason given to ``engine.terminate``).
+        compensations: the compensations the run ran before it ended.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        reason: str = "",
+        *,
+        compensations: Sequence[CompensationOutcome] = (),
+    ) -> None:
         self.run_id = run_id
         self.reason = reason
+        self.compensations = list(compensations)
         super().__init__(f"run {run_id} was cancelled" + (f": {reason}" if reason else ""))
 
 
@@ -390,13 +416,21 @@ class RunTimedOut(RunFailed, TimeoutError):
     The workflow saw ``asyncio.CancelledError`` at the deadline and could clean up.
     """
 
-    def __init__(self, run_id: str, message: str = "", traceback_text: str = "") -> None:
+    def __init__(
+        self,
+        run_id: str,
+        message: str = "",
+        traceback_text: str = "",
+        *,
+        compensations: Sequence[CompensationOutcome] = (),
+    ) -> None:
         RunFailed.__init__(
             self,
             run_id,
             error_type(RunTimedOut),
             message or "the run passed its deadline",
             traceback_text,
+            compensations=compensations,
         )
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "CancelRequested",
     "ChildCompleted",
     "ChildStarted",
+    "CompensationOutcome",
+    "CompensationStarted",
     "ContinuedAsNew",
     "ErrorInfo",
     "Event",
@@ -42,10 +44,16 @@ __all__ = [
     "StepScheduled",
     "TimerFired",
     "TimerStarted",
+    "schema_of",
 ]
 
-SCHEMA_VERSION = 2
-"""The newest event schema this library writes and reads."""
+SCHEMA_VERSION = 3
+"""The newest event schema this library writes and reads.
+
+Each event is stored with the schema of its kind (:func:`schema_of`), not this
+one: a history that uses no newer kind stays readable by a library that
+predates it, so workers of two versions can share a journal during an upgrade.
+"""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +68,26 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     type: str
     message: str
     traceback: str = ""
+
+
+class CompensationOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How one compensation ended, as listed by a failed or cancelled run.
+
+    Attributes:
+        step: the compensation's step name.
+        position: the compensation's own call-order position.
+        compensates: the position of the completed step it undoes.
+        compensated_step: that step's name.
+        ok: whether the compensation completed (else it failed for good).
+        error: what it raised, when it failed.
+    """
+
+    step: str
+    position: int
+    compensates: int
+    compensated_step: str
+    ok: bool
+    error: ErrorInfo | None = None
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="kind"):
@@ -107,12 +135,14 @@ class StepScheduled(Event, frozen=True, kw_only=True):
         step: the step's name.
         attempt: 1 for the first attempt, then 2, 3, ...
         args: the step's positional arguments, as a JSON array.
+        compensates: for a compensation, the position of the step it undoes.
     """
 
     position: int
     step: str
     attempt: int
     args: msgspec.Raw
+    compensates: int | None = None
 
 
 class StepCompleted(Event, frozen=True, kw_only=True):
@@ -169,9 +199,12 @@ class RunFailedEvent(Event, frozen=True, kw_only=True, tag="RunFailed"):
 
     Attributes:
         error: what it raised.
+        compensations: the compensations the run ran, in the order they ran
+            (see ``@step(compensate=...)``).
     """
 
     error: ErrorInfo
+    compensations: list[CompensationOutcome] = []
 
 
 class TimerStarted(Event, frozen=True, kw_only=True):
@@ -300,6 +333,30 @@ class ChildCompleted(Event, frozen=True, kw_only=True):
     error: ErrorInfo | None = None
 
 
+CompensationReason = Literal["failed", "cancelled", "timed_out", "requested"]
+"""Why compensations run: the run failed, was cancelled, passed its deadline, or
+the workflow called ``ctx.compensate()``."""
+
+
+class CompensationStarted(Event, frozen=True, kw_only=True):
+    """The run decided to run the compensations of its completed steps.
+
+    Recorded in the same append as the failure or cancel that caused it, so a
+    crash cannot lose the decision; the compensations follow as steps whose
+    ``StepScheduled.compensates`` names the step each undoes.
+
+    Attributes:
+        position: its call-order position.
+        reason: ``"failed"``, ``"cancelled"``, ``"timed_out"`` or ``"requested"``
+            (``ctx.compensate()``).
+        error: the error that failed the run, for ``"failed"``.
+    """
+
+    position: int
+    reason: CompensationReason
+    error: ErrorInfo | None = None
+
+
 CancelReason = Literal["cancel", "deadline"]
 """Why a run is asked to stop: ``engine.cancel``, or its deadline passed."""
 
@@ -337,10 +394,12 @@ class RunCancelledEvent(Event, frozen=True, kw_only=True, tag="RunCancelled"):
         terminated: ended from outside with nothing run (``engine.terminate``,
             or a cancel of a parked run): the workflow code did not see it, so
             replay stops here wherever the code was.
+        compensations: the compensations the run ran, in the order they ran.
     """
 
     reason: str = "cancel"
     terminated: bool = False
+    compensations: list[CompensationOutcome] = []
 
 
 class ContinuedAsNew(Event, frozen=True, kw_only=True):
@@ -370,6 +429,7 @@ AnyEvent: TypeAlias = (
     | ChildStarted
     | ChildCompleted
     | CancelRequested
+    | CompensationStarted
     | RunSuspended
     | RunCompleted
     | RunFailedEvent
@@ -377,6 +437,15 @@ AnyEvent: TypeAlias = (
     | ContinuedAsNew
 )
 """The union of every event type, for decoding."""
+
+_KIND_SCHEMA: dict[type[Event], int] = {CompensationStarted: 3}
+"""The schema that introduced each newer event kind; the others are schema 2."""
+
+
+def schema_of(event: Event) -> int:
+    """The schema an event is stored with: that of its kind."""
+    return _KIND_SCHEMA.get(type(event), 2)
+
 
 # The Python names differ from the errors of the same meaning; the kind does
 # not (journals and golden histories store it). ``__name__`` stays the kind, so

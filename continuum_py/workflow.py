@@ -21,6 +21,7 @@ import msgspec
 from continuum_py import _validate
 from continuum_py._log import WorkflowLogger
 from continuum_py.errors import ConfigurationError, WorkflowNotRegistered
+from continuum_py.events import CompensationOutcome
 from continuum_py.journal import JournalTransaction
 
 T = TypeVar("T")
@@ -279,6 +280,10 @@ class WorkflowRuntime(Protocol):
         """Whether ``aw`` (a coroutine or its task) is a signal wait."""
         ...
 
+    def compensate(self) -> Coroutine[Any, Any, list[CompensationOutcome]]:
+        """Run the compensations of the steps completed so far, newest first, and forget them."""
+        ...
+
     def withdraw(self, aw: Any) -> None:
         """Give back the signal handed to the abandoned wait ``aw``, if any."""
         ...
@@ -312,9 +317,15 @@ class StepDef(Generic[P, R]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         transactional: bool = False,
+        compensate: StepDef[..., Any] | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"@step needs an async def function, got {fn!r}")
+        if compensate is not None and not isinstance(compensate, StepDef):
+            raise ConfigurationError(
+                f"@step compensate must be a step (a function decorated with @step), "
+                f"got {compensate!r}; it is called as undo(result, *args)"
+            )
         _validate.name("@step name", name)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"@step retry must be a RetryPolicy or None, got {retry!r}")
@@ -327,6 +338,7 @@ class StepDef(Generic[P, R]):
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.transactional = transactional
+        self.compensate = compensate
         self._return_type: Any = None
         functools.update_wrapper(self, fn)
 
@@ -369,6 +381,7 @@ def step(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     transactional: bool = False,
+    compensate: StepDef[..., Any] | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], StepDef[P, R]]: ...
 
 
@@ -380,6 +393,7 @@ def step(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     transactional: bool = False,
+    compensate: StepDef[..., Any] | None = None,
 ) -> StepDef[P, R] | Callable[[Callable[P, Awaitable[R]]], StepDef[P, R]]:
     """Make an async function a durable step.
 
@@ -398,6 +412,12 @@ def step(
             fails with ``ConfigurationError``); keep such steps short, since the
             transaction is open while the step runs. Its SQL may not run
             ``COMMIT``, ``ROLLBACK`` or other transaction control.
+        compensate: a step that undoes this one, called as
+            ``compensate(result, *args)`` (this step's result, then its
+            arguments) when the run fails for good or is cancelled after this
+            step completed, or when the workflow calls ``ctx.compensate()``.
+            Compensations run newest completion first, each journaled and
+            retried under its own policy; see the sagas how-to.
 
     Raises:
         ConfigurationError: an option of the wrong type or range (the message
@@ -405,7 +425,14 @@ def step(
     """
 
     def wrap(f: Callable[P, Awaitable[R]]) -> StepDef[P, R]:
-        return StepDef(f, name=name, retry=retry, timeout=timeout, transactional=transactional)
+        return StepDef(
+            f,
+            name=name,
+            retry=retry,
+            timeout=timeout,
+            transactional=transactional,
+            compensate=compensate,
+        )
 
     return wrap(fn) if fn is not None else wrap
 
@@ -677,6 +704,21 @@ class Context:
         if not isinstance(change_id, str) or not change_id:
             raise ValueError(f"patched needs a non-empty change id, got {change_id!r}")
         return self._runtime.patched(change_id)
+
+    def compensate(self) -> Coroutine[Any, Any, list[CompensationOutcome]]:
+        """Run the compensations of the steps completed so far, now, newest first.
+
+        For a workflow that catches an error and goes on: each completed step
+        with a ``compensate=`` step is undone (journaled, retried under the
+        compensation's own policy), then forgotten, so a later failure of the
+        run compensates only what completed after this call. A compensation
+        that fails for good does not stop the others.
+
+        Returns:
+            One :class:`~continuum_py.events.CompensationOutcome` per
+            compensation, in the order they ran.
+        """
+        return self._runtime.compensate()
 
     async def wait_first(self, *aws: Awaitable[Any], cancel_rest: bool = True) -> tuple[int, Any]:
         """Wait for the first of ``aws`` (steps, ``ctx.sleep``, signal waits, child runs).

@@ -12,6 +12,7 @@ import continuum_py
 # Changing this list changes the public API: update CHANGELOG.md in the same change.
 PUBLIC_API = [
     "ChildRunFailed",
+    "CompensationOutcome",
     "ConfigurationError",
     "Context",
     "ContinuumError",

@@ -42,6 +42,7 @@ from continuum_py import (
 from continuum_py.adapters.memory import MemoryJournal
 from continuum_py.adapters.sqlite import SQLiteJournal
 from continuum_py.events import (
+    CompensationStarted,
     RunCompleted,
     RunFailedEvent,
     RunStarted,
@@ -189,6 +190,7 @@ def normalize(history: list[Any]) -> list[tuple[Any, ...]]:
                     ev.step,
                     ev.attempt - lost.get(ev.position, 0),
                     bytes(ev.args),
+                    ev.compensates,
                 )
             )
         elif isinstance(ev, StepCompleted):
@@ -221,7 +223,15 @@ def normalize(history: list[Any]) -> list[tuple[Any, ...]]:
             out.append(("RunCompleted", bytes(ev.result)))
         elif isinstance(ev, RunFailedEvent):
             message = normalize_message(ev.error.message, lost)
-            out.append(("RunFailed", ev.error.type, message, ev.error.traceback))
+            compensations = [
+                (c.step, c.position, c.compensates, c.ok)
+                + ((c.error.type, normalize_message(c.error.message, lost)) if c.error else ())
+                for c in ev.compensations
+            ]
+            out.append(("RunFailed", ev.error.type, message, ev.error.traceback, compensations))
+        elif isinstance(ev, CompensationStarted):
+            error = ev.error and (ev.error.type, normalize_message(ev.error.message, lost))
+            out.append(("CompensationStarted", ev.position, ev.reason, error))
         else:  # pragma: no cover - a new event kind needs a line here
             raise AssertionError(f"unexpected event {ev!r}")
     return [x for x in out if x is not None]
@@ -341,13 +351,13 @@ def sqlite_storage(folder: str) -> Opener:
 
 
 async def run_reference(
-    open_: Opener, shape: Shape, catch: bool
+    open_: Opener, shape: Any, catch: Any, wf: Any = None
 ) -> tuple[tuple[Any, ...], list[StoredEvent], list[int]]:
-    """Run uninterrupted; returns its outcome, stored events and append-batch boundaries."""
+    """Run ``wf`` (default :func:`shaped`) uninterrupted; its outcome, stored events and batch ends."""
     reset()
     journal = BatchRecorder(await open_())
     async with Engine(journal=journal, registry=reg, worker_id="ref") as engine:
-        await engine.start(shaped, shape, catch, run_id=RUN_ID)
+        await engine.start(wf or shaped, shape, catch, run_id=RUN_ID)
         result = await outcome(engine)
         rows = await journal.load(RUN_ID)
     boundaries = [1, *journal.boundaries]  # start_run writes RunStarted alone

@@ -61,15 +61,17 @@ def assert_same_run(ref_result, ref_rows, result, history) -> None:
 
 
 async def check_boundaries(
-    fresh: Callable[[], ps.Opener], shape: ps.Shape, catch: bool, pick: Any = None
-) -> None:
-    ref_result, rows, boundaries = await ps.run_reference(fresh(), shape, catch)
+    fresh: Callable[[], ps.Opener], shape: Any, catch: Any, pick: Any = None, wf: Any = ps.shaped
+) -> list[Any]:
+    """Resume from the history cut after each (or each picked) batch; returns the reference."""
+    ref_result, rows, boundaries = await ps.run_reference(fresh(), shape, catch, wf)
     stops = [b for b in boundaries if b < len(rows)]
     if pick is not None:
         stops = pick(stops)
     for i in stops:
         result, history = await resume_from_prefix(fresh(), rows, i)
         assert_same_run(ref_result, rows, result, history)
+    return decode_all(rows)
 
 
 @settings(max_examples=200, **ps.SETTINGS)
@@ -118,9 +120,15 @@ def test_memory_resume_after_any_event_completes_consistently(shape, catch):
 
 
 async def crash_and_resume(
-    fresh: Callable[[], ps.Opener], shape: ps.Shape, catch: bool, choose: Any, every: int
-) -> None:
-    ref_result, rows, boundaries = await ps.run_reference(fresh(), shape, catch)
+    fresh: Callable[[], ps.Opener],
+    shape: Any,
+    catch: Any,
+    choose: Any,
+    every: int,
+    wf: Any = ps.shaped,
+) -> list[Any]:
+    """Stop the engine while one batch's steps run, resume, compare; returns the reference."""
+    ref_result, rows, boundaries = await ps.run_reference(fresh(), shape, catch, wf)
     reference = decode_all(rows)
     stop = choose([b for b in boundaries if 1 < b < len(rows)])
     hold = set(ps.in_flight(reference[:stop]).items())
@@ -131,7 +139,7 @@ async def crash_and_resume(
     async with Engine(
         journal=await open_(), registry=ps.reg, worker_id="w1", snapshot_every=every
     ) as engine:
-        await engine.start(ps.shaped, shape, catch, run_id=ps.RUN_ID)
+        await engine.start(wf, shape, catch, run_id=ps.RUN_ID)
         async with asyncio.timeout(20):
             await ps.control.all_held.wait()
     # Closing the engine cancelled the held steps and released the lease; the
@@ -150,6 +158,7 @@ async def crash_and_resume(
         history = await engine.history(ps.RUN_ID)
     assert history[:stop] == stopped
     assert_same_run(ref_result, rows, result, history)
+    return reference
 
 
 @settings(max_examples=150, **ps.SETTINGS)

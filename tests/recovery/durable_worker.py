@@ -6,7 +6,8 @@ Run as a script it is one worker process::
 
 It starts (or finds) run RUN_ID of WORKFLOW with ``(LOG, GATE, *ARGS)``, drives
 it, prints the outcome as JSON on stdout and exits 0 (also for a cancelled
-run: ``{"cancelled": reason}``). Every step appends ``run_id position attempt
+run: ``{"cancelled": reason, "compensations": [...]}``, and a failed one:
+``{"failed": error_type, "compensations": [[position undone, ok], ...]}``). Every step appends ``run_id position attempt
 label`` to LOG (one fsync'd line) when its body runs, so a test can count step
 executions across processes. Gated steps then wait until the file GATE exists:
 that is where a test kills the process. Engine logs (warnings and up) go to
@@ -24,11 +25,13 @@ import sys
 import structlog
 
 from continuum_py import (
+    CompensationOutcome,
     Context,
     Engine,
     Registry,
     RetryPolicy,
     RunCancelled,
+    RunFailed,
     StepInfo,
     step,
     workflow,
@@ -134,6 +137,49 @@ async def holder(ctx: Context, log: str, gate: str) -> str:
     return held
 
 
+# ---- e: a saga; one compensation waits at the gate ----
+
+
+@step(name="unbook", retry=ONCE)
+async def unbook(booking: str, log: str, gate: str, label: str, gated: str) -> str:
+    _side_effect(log, f"undo-{label}")
+    if label == gated:
+        await _until_open(gate)
+    return f"unbooked {booking}"
+
+
+@step(name="book", retry=ONCE, compensate=unbook)
+async def book(log: str, gate: str, label: str, gated: str) -> str:
+    info = _side_effect(log, label)
+    return f"{label}@{info.position}"
+
+
+@step(name="pay", retry=ONCE)
+async def pay(log: str) -> str:
+    _side_effect(log, "pay")
+    raise RuntimeError("card declined")
+
+
+@workflow(name="saga", registry=REG)
+async def saga(ctx: Context, log: str, gate: str, gated: float) -> str:
+    # ``gated`` is the index (as a float, like every extra argument) of the booking
+    # whose compensation waits at the gate.
+    names = ["flight", "hotel", "car"]
+    which = names[int(gated)]
+    await book(log, gate, "flight", which)
+    await asyncio.gather(book(log, gate, "hotel", which), book(log, gate, "car", which))
+    return await pay(log)
+
+
+@workflow(name="held_saga", registry=REG)
+async def held_saga(ctx: Context, log: str, gate: str, gated: float) -> str:
+    which = ["flight", "hotel"][int(gated)]
+    await book(log, gate, "flight", which)
+    await book(log, gate, "hotel", which)
+    await ctx.sleep(3600)
+    return "kept"
+
+
 # ---- process entry point ----
 
 
@@ -150,6 +196,10 @@ def worker_engine(db: str) -> Engine:
     )
 
 
+def _undone(compensations: list[CompensationOutcome]) -> list[list[object]]:
+    return [[c.compensates, c.ok] for c in compensations]
+
+
 async def _main(argv: list[str]) -> None:
     name, db, log, gate, run_id, *extra = argv
     args: list[object] = [log, gate, *(float(a) for a in extra)]
@@ -158,7 +208,9 @@ async def _main(argv: list[str]) -> None:
         try:
             result: object = await handle.result(timeout=60)
         except RunCancelled as exc:
-            result = {"cancelled": exc.reason}
+            result = {"cancelled": exc.reason, "compensations": _undone(exc.compensations)}
+        except RunFailed as exc:
+            result = {"failed": exc.error_type, "compensations": _undone(exc.compensations)}
     print(json.dumps(result), flush=True)
 
 

@@ -338,7 +338,7 @@ async def test_crash_during_cleanup_after_cancel_ends_cancelled_with_cleanup_onc
 
     env.gate.touch()
     second = env.spawn("holder")
-    assert await env.finish(second) == {"cancelled": "cancel"}
+    assert await env.finish(second) == {"cancelled": "cancel", "compensations": []}
     after = await check_recovery(env, before, log_at_kill)
     history = after[RUN]
     assert await env.status() == RunStatus.CANCELLED

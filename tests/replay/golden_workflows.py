@@ -304,6 +304,74 @@ async def item_loop(ctx: Context) -> list[str]:
         done.append(await handle_item(v))
 
 
+# ---- issue 10: sagas, compensations undoing completed steps ----
+
+
+class HotelGone(Exception):
+    """The hotel no longer knows the booking."""
+
+
+@step(name="cancel_flight")
+async def cancel_flight(booking: str, trip: str) -> str:
+    return f"cancelled {booking}"
+
+
+@step(name="cancel_hotel", retry=RetryPolicy(max_attempts=1))
+async def cancel_hotel(booking: str, trip: str, nights: int) -> str:
+    raise HotelGone(f"no booking {booking}")
+
+
+@step(name="cancel_car")
+async def cancel_car(booking: str, trip: str) -> str:
+    return f"cancelled {booking}"
+
+
+@step(name="book_flight", compensate=cancel_flight)
+async def book_flight(trip: str) -> str:
+    return f"flight-{trip}"
+
+
+@step(name="book_hotel", compensate=cancel_hotel)
+async def book_hotel(trip: str, nights: int) -> str:
+    return f"hotel-{trip}-{nights}"
+
+
+@step(name="book_car", compensate=cancel_car)
+async def book_car(trip: str) -> str:
+    await asyncio.sleep(0.02)  # completes after the hotel
+    return f"car-{trip}"
+
+
+@step(name="pay_trip", retry=RetryPolicy(max_attempts=1))
+async def pay_trip(trip: str) -> str:
+    raise CardDeclined(f"card declined for {trip}")
+
+
+@workflow(name="trip", registry=registry)
+async def trip(ctx: Context, trip_id: str) -> str:
+    await book_flight(trip_id)
+    await asyncio.gather(book_car(trip_id), book_hotel(trip_id, 2))
+    return await pay_trip(trip_id)
+
+
+@workflow(name="held_trip", registry=registry)
+async def held_trip(ctx: Context, trip_id: str) -> str:
+    await book_flight(trip_id)
+    await ctx.sleep(3600)
+    return "kept"
+
+
+@workflow(name="retried_trip", registry=registry)
+async def retried_trip(ctx: Context, trip_id: str) -> list[str]:
+    await book_flight(trip_id)
+    try:
+        await pay_trip(trip_id)
+    except StepError:
+        undone = await ctx.compensate()
+        return [f"{o.step}:{o.ok}" for o in undone]
+    return []
+
+
 GOLDEN_RUNS: dict[str, tuple[str, tuple[object, ...]]] = {
     # file stem: (workflow name, arguments)
     "sequential": ("order", ("o-1", 500)),
@@ -331,6 +399,10 @@ GOLDEN_RUNS: dict[str, tuple[str, tuple[object, ...]]] = {
     # issue 8
     "signals_given_back": ("item_loop", ()),
     "terminated_while_sleeping": ("held_order", ("o-10",)),
+    # issue 10
+    "saga_failed": ("trip", ("t-1",)),
+    "saga_cancelled": ("held_trip", ("t-2",)),
+    "saga_requested": ("retried_trip", ("t-3",)),
 }
 """The goldens ``make_golden.py`` records: the workflow and arguments of each recorded run."""
 

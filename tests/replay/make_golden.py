@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import golden_workflows as golden
 
 from continuum_py import Engine, RunCancelled, RunFailed, RunHandle, RunStatus
-from continuum_py.events import ErrorInfo, RunFailedEvent, StepFailed
+from continuum_py.events import ErrorInfo, RunCancelledEvent, RunFailedEvent, StepFailed
 from continuum_py.testing import VirtualClock, dump_history
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -153,6 +153,7 @@ SCENARIOS: dict[str, Scenario] = {
     "continued_last_link": Scenario(last_link),
     "signals_given_back": Scenario(signals_before_start, auto_advance=False),
     "terminated_while_sleeping": Scenario(terminate_while_sleeping, auto_advance=False),
+    "saga_cancelled": Scenario(cancel_while_sleeping, auto_advance=False),
 }
 """Goldens recorded other than by starting the run and waiting for its end."""
 
@@ -165,6 +166,13 @@ def _portable(event: msgspec.Struct) -> msgspec.Struct:
     if isinstance(event, StepFailed | RunFailedEvent):
         err: ErrorInfo = event.error
         changes["error"] = msgspec.structs.replace(err, traceback="")
+    if isinstance(event, RunFailedEvent | RunCancelledEvent):
+        changes["compensations"] = [
+            msgspec.structs.replace(c, error=msgspec.structs.replace(c.error, traceback=""))
+            if c.error
+            else c
+            for c in event.compensations
+        ]
     return msgspec.structs.replace(event, **changes)
 
 

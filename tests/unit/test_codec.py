@@ -27,6 +27,7 @@ from continuum_py.events import (
     CancelRequested,
     ChildCompleted,
     ChildStarted,
+    CompensationStarted,
     ContinuedAsNew,
     ErrorInfo,
     EventPublished,
@@ -44,6 +45,7 @@ from continuum_py.events import (
     StepScheduled,
     TimerFired,
     TimerStarted,
+    schema_of,
 )
 
 RAW = msgspec.Raw(b'{"a":[1,2.5,"x",null]}')
@@ -66,6 +68,7 @@ EXAMPLES: list[typing.Any] = [
     ChildStarted(seq=14, position=8, child_run_id="r.8", workflow="c", args=RAW),
     ChildCompleted(seq=15, inbox_id=2, position=8, child_run_id="r.8", ok=False, error=ERR),
     CancelRequested(seq=16, inbox_id=3),
+    CompensationStarted(seq=17, position=9, reason="failed", error=ERR),
     RunSuspended(seq=17, wake_at=None),
     RunCancelledEvent(seq=18),
     ContinuedAsNew(seq=19, new_run_id="r~2", args=RAW),
@@ -74,6 +77,13 @@ EXAMPLES: list[typing.Any] = [
 
 def test_examples_cover_every_event_kind():
     assert {type(e) for e in EXAMPLES} == set(typing.get_args(AnyEvent))
+
+
+def test_each_event_is_stored_with_the_schema_of_its_kind():
+    # Only kinds newer than schema 2 need a newer reader; the rest stay readable by one.
+    newer = {type(e).__name__ for e in EXAMPLES if schema_of(e) > 2}
+    assert newer == {"CompensationStarted"}
+    assert max(schema_of(e) for e in EXAMPLES) == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
