@@ -25,6 +25,7 @@ from continuum_py.events import (
     AnyEvent,
     ChildCompleted,
     ChildStarted,
+    CompensationStarted,
     ContinuedAsNew,
     EventPublished,
     MarkerRecorded,
@@ -109,7 +110,11 @@ def _read(events: list[AnyEvent]) -> _Run:
     buffered: dict[str, list[SignalReceived]] = {}
     for ev in events:
         if isinstance(ev, StepScheduled):
-            points.setdefault(ev.position, _Point(ev.position, f"step {ev.step}", _raw(ev.args)))
+            undoes = f" (undoes position {ev.compensates})" if ev.compensates is not None else ""
+            command = f"step {ev.step}{undoes}"
+            points.setdefault(ev.position, _Point(ev.position, command, _raw(ev.args)))
+        elif isinstance(ev, CompensationStarted):
+            points[ev.position] = _Point(ev.position, "compensate", None, "started", ev.reason)
         elif isinstance(ev, StepCompleted):
             _end(points, ev.position, "returned", _raw(ev.result))
         elif isinstance(ev, StepFailed) and ev.final:

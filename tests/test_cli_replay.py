@@ -22,7 +22,7 @@ import pytest
 SCRIPT = str(Path(sys.executable).with_name("continuum"))
 
 SHOP = """
-from continuum_py import Context, step, workflow
+from continuum_py import Context, RetryPolicy, step, workflow
 
 
 @step
@@ -57,6 +57,29 @@ async def order(ctx: Context, item: str) -> str:
     return await refund(item)
 
 
+@step
+async def release(reservation: str, item: str) -> None:
+    return None
+
+
+@step(compensate=release)
+async def reserve(item: str) -> str:
+    return f"r-{item}"
+
+
+@step(retry=RetryPolicy(max_attempts=1))
+async def pay(item: str) -> str:
+    if item == "book":
+        raise ValueError("card declined")
+    return "paid"
+
+
+@workflow(name="saga")
+async def saga(ctx: Context, item: str) -> str:
+    await reserve(item)
+    return await pay(item)
+
+
 @workflow(name="approval")
 async def approval(ctx: Context, item: str) -> str:
     cents = await price(item)
@@ -67,13 +90,18 @@ async def approval(ctx: Context, item: str) -> str:
 RECORD = """
 import asyncio, sys
 import shop
-from continuum_py import Engine, RunStatus
+from continuum_py import Engine, RunFailed, RunStatus
 from continuum_py.testing import VirtualClock
 
 async def main():
     async with Engine(sys.argv[1], clock=VirtualClock()) as engine:
         for run_id, item in [("pen-1", "pen"), ("pen-2", "pen"), ("book-1", "book"), ("pen-3", "pen")]:
             await (await engine.start(shop.order, item, run_id=run_id)).result(timeout=30)
+        await (await engine.start(shop.saga, "pen", run_id="saga-pen")).result(timeout=30)
+        try:
+            await (await engine.start(shop.saga, "book", run_id="saga-book")).result(timeout=30)
+        except RunFailed:
+            pass
         await engine.start(shop.approval, "pen", run_id="wait-1")
         for _ in range(400):
             if await (await engine.get("wait-1")).status() == RunStatus.SUSPENDED:
@@ -400,6 +428,27 @@ def test_diff_names_the_first_differing_event(shop):
     (cwd / "pen-2.json").write_text(continuum("history", "pen-2", "--url", url, cwd=cwd).stdout)
     same = continuum("diff", "pen-1", "pen-2.json", "--url", url, "--json", cwd=cwd)
     assert same.returncode == 0 and json.loads(same.stdout)["same"], same.stderr
+
+
+def test_diff_and_replay_of_a_saga_show_the_compensation(shop):
+    cwd, url = shop
+    out = continuum("diff", "saga-pen", "saga-book", "--url", url, cwd=cwd)
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    assert "the paths part at position 3:" in lines
+    parted = lines.index("the paths part at position 3:")
+    assert lines[parted + 1 : parted + 3] == [
+        "  a  nothing at this position",
+        '  b  compensate -> started "failed"',
+    ]
+    assert lines[-1].startswith("  b ended  failed \"ValueError: step 'pay' (position 2) failed")
+    rep = continuum("replay", "saga-book", "--url", url, "--import", "shop", cwd=cwd)
+    assert rep.returncode == 0, rep.stderr
+    assert rep.stdout.splitlines()[-2:] == [
+        "raised StepError: step 'pay' (position 2) failed after 1 attempt(s): "
+        "ValueError: card declined",
+        "OK",
+    ]
 
 
 def out_now(cwd: Path, url: str, run_id: str) -> float:
