@@ -20,7 +20,7 @@ from typing import Any
 from _common import emit, meta, note, parser
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["fsync", "step_overhead", "replay", "resume", "workers"]
+BENCHMARKS = ["fsync", "step_overhead", "replay", "replay_all", "resume", "workers"]
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +46,10 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         out["replay_us_per_event"] = {
             name: {"measured": t["measured"], "met": t["met"]}
             for name, t in ok["replay"]["targets"].items()
+        }
+    if "replay_all" in ok:
+        out["replay_all_runs_per_second"] = {
+            journal: r["runs_per_second_loop"] for journal, r in ok["replay_all"]["results"].items()
         }
     if "resume" in ok:
         same = ok["resume"]["results"]["same_worker"]

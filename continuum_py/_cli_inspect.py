@@ -260,15 +260,19 @@ def timeline(events: list[AnyEvent]) -> None:
     """One row per event: seq, time (ISO 8601, UTC), kind and its other fields."""
     rows = []
     for ev in events:
-        # Fields left at their defaults (no parent, no deadline, ...) say nothing.
-        details = " ".join(
-            f"{f.name}={_cell(getattr(ev, f.name))}"
-            for f in msgspec.structs.fields(ev)
-            if f.name not in _SKIP and getattr(ev, f.name) != _default(f)
-        )
         kind = type(ev).__struct_config__.tag
-        rows.append([str(ev.seq), out.iso(ev.at), str(kind), out.short(details, 160)])
+        rows.append([str(ev.seq), out.iso(ev.at), str(kind), out.short(event_details(ev), 160)])
     out.table(["seq", "time", "event", "details"], rows)
+
+
+def event_details(ev: AnyEvent) -> str:
+    """An event's fields but ``seq`` and ``at`` as ``name=value`` pairs, defaults left out."""
+    # Fields left at their defaults (no parent, no deadline, ...) say nothing.
+    return " ".join(
+        f"{f.name}={_cell(getattr(ev, f.name))}"
+        for f in msgspec.structs.fields(ev)
+        if f.name not in _SKIP and getattr(ev, f.name) != _default(f)
+    )
 
 
 def _default(field: msgspec.structs.FieldInfo) -> Any:

@@ -134,11 +134,16 @@ class ReplayCore:
         # even if the code swallows it.
         self.nd_error: NonDeterminismError | None = None
         self.clock: Callable[[], float] = time.time
+        # Called with each position as the code asks for it (a debugging replay
+        # notes the source line that asked); None on a worker.
+        self.on_ask: Callable[[int], None] | None = None
 
     # ---- code side ----
     def _take(self) -> int:
         position = self._next_position
         self._next_position += 1
+        if self.on_ask is not None:
+            self.on_ask(position)
         return position
 
     def _new(self, call: Call) -> Call:
@@ -638,6 +643,11 @@ class ReplayCore:
             )
 
     # ---- results ----
+    @property
+    def main_task(self) -> asyncio.Task[Any] | None:
+        """The task running the workflow function (its coroutine shows where the code waits)."""
+        return self._main
+
     @property
     def finished(self) -> bool:
         """Whether the workflow code has returned or raised."""

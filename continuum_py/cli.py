@@ -27,17 +27,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import structlog
 
-from continuum_py import _cli_inspect, _cli_runs, _cli_transfer
+from continuum_py import _cli_diff, _cli_inspect, _cli_replay, _cli_runs, _cli_transfer
 from continuum_py._log import LOGGER_NAME
 from continuum_py._schemes import DEFAULT_URL, redact_url
 from continuum_py.engine import Engine
 from continuum_py.errors import ContinuumError
-from continuum_py.testing import Replayer, dump_history, load_history
+from continuum_py.testing import dump_history
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,16 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     term.add_argument("run_id")
     term.add_argument("--reason", default="terminated", help="recorded with the run's end")
     _add_url(term)
-    rep = sub.add_parser("replay", help="replay a history against workflow code, running no step")
-    what = rep.add_mutually_exclusive_group(required=True)
-    what.add_argument(
-        "source",
-        nargs="?",
-        help="an existing file written by `continuum history` (any name), or else a run_id",
-    )
-    what.add_argument("--run", metavar="RUN_ID", help="a run_id, even one that names a file")
-    _add_url(rep, "journal to read a run_id from")
-    _add_imports(rep, "module defining the workflows (repeatable)")
+    _cli_replay.add_parsers(sub, _add_url, _add_imports)
     _cli_transfer.add_parsers(sub, _add_url)
     return p
 
@@ -195,22 +184,6 @@ async def _history(url: str, run_id: str, table: bool) -> int:
     return 0
 
 
-async def _replay(source: str | None, run_id: str | None, url: str, imports: list[str]) -> int:
-    _import(imports)
-    events = _history_file(source)
-    if events is None:
-        async with _reader(url) as engine:
-            events = await engine.history(run_id or source or "")
-    result = Replayer(log=True).replay(events)
-    state = "finished" if result.finished else f"waiting on {', '.join(result.waiting_on) or '-'}"
-    sys.stdout.write(f"run {result.run_id} ({result.workflow}): {result.events} events, {state}\n")
-    if result.error is not None:
-        sys.stdout.write(f"raised {type(result.error).__name__}: {result.error}\n")
-    elif result.finished:
-        sys.stdout.write(f"returned {result.result!r}\n")
-    return 0
-
-
 async def _end(url: str, run_id: str, reason: str | None) -> int:
     """``continuum cancel`` (reason None) or ``continuum terminate``; the journal must exist."""
     async with _reader(url) as reader:
@@ -235,31 +208,7 @@ def _opened(url: str, engine: Engine) -> dict[str, str]:
     return fields
 
 
-def _history_file(source: str | None) -> Any:
-    """The events of ``source`` if it names a file; ``None`` if it is a run id."""
-    if source is None:
-        return None
-    if os.path.isfile(source):
-        return _load_file(source)
-    if os.sep in source or "/" in source or source.endswith(".json"):
-        raise _CommandError(
-            f"no history file {source!r} (to replay a run by its id, use --run {source})"
-        )
-    return None
-
-
 _CommandError = _cli_inspect.CommandError
-
-
-def _load_file(path: str) -> Any:
-    try:
-        return load_history(Path(path).read_bytes())
-    except OSError as exc:
-        raise _CommandError(f"cannot read history file {path!r}: {exc.strerror}") from None
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _CommandError(
-            f"{path!r} is not a history written by `continuum history`: {exc}"
-        ) from None
 
 
 def _configure_logging() -> None:
@@ -309,7 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("cancel", "terminate"):
             reason = args.reason if args.command == "terminate" else None
             return asyncio.run(_end(args.url, args.run_id, reason))
-        return asyncio.run(_replay(args.source, args.run, args.url, args.imports))
+        if args.command == "diff":
+            return asyncio.run(_cli_diff.diff(args))
+        _import(args.imports)
+        return asyncio.run(_cli_replay.replay(args))
     except ContinuumError as exc:
         sys.stderr.write(f"continuum: {type(exc).__name__}: {exc}\n")
         return 2

@@ -299,12 +299,22 @@ class NonDeterminismError(ContinuumError):
         recorded: what history holds at that position.
         requested: what the code asked for.
         offline: raised by an offline replay (``Replayer``), not by a worker.
+        where: the workflow source line that asked (``file:line in function: text``),
+            when an offline replay knows it.
     """
 
     def __init__(
-        self, run_id: str, position: int, recorded: str, requested: str, *, offline: bool = False
+        self,
+        run_id: str,
+        position: int,
+        recorded: str,
+        requested: str,
+        *,
+        offline: bool = False,
+        where: str | None = None,
     ) -> None:
         self.run_id = run_id
+        self.where = where
         self.position = position
         self.recorded = recorded
         self.requested = requested
@@ -316,7 +326,8 @@ class NonDeterminismError(ContinuumError):
         )
         super().__init__(
             f"run {run_id} position {position}: history has {recorded}, code asked for "
-            f"{requested}. Workflow code must be deterministic; {then}"
+            f"{requested}{f' at {where}' if where else ''}. Workflow code must be deterministic; "
+            f"{then}"
         )
 
 

@@ -22,23 +22,34 @@ import itertools
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
-from continuum_py._calls import StepCall
-from continuum_py._client import decode_all
 from continuum_py._clock import Watched
-from continuum_py._replay import ReplayCore
-from continuum_py.errors import ContinuumError, NonDeterminismError
-from continuum_py.events import AnyEvent, Event, RunStarted
-from continuum_py.journal import StoredEvent
-from continuum_py.workflow import Registry, default_registry
+from continuum_py.events import AnyEvent, Event
+from continuum_py.testing._frames import SourceLine
+from continuum_py.testing._golden import HistoriesReport, HistoryCheck, read_history_file
+from continuum_py.testing._replayer import (
+    Ask,
+    Divergence,
+    Replayer,
+    ReplayResult,
+    ReplayView,
+)
 
-__all__ = ["ReplayResult", "Replayer", "VirtualClock", "dump_history", "load_history"]
-
-_history_decoder = msgspec.json.Decoder(list[AnyEvent])
+__all__ = [
+    "Ask",
+    "Divergence",
+    "HistoriesReport",
+    "HistoryCheck",
+    "ReplayResult",
+    "ReplayView",
+    "Replayer",
+    "SourceLine",
+    "VirtualClock",
+    "dump_history",
+    "load_history",
+]
 
 
 def dump_history(events: Sequence[Event]) -> bytes:
@@ -48,109 +59,7 @@ def dump_history(events: Sequence[Event]) -> bytes:
 
 def load_history(data: bytes | str) -> list[AnyEvent]:
     """Decode what :func:`dump_history` wrote."""
-    events: list[AnyEvent] = _history_decoder.decode(data)
-    return events
-
-
-@dataclass
-class ReplayResult:
-    """What a replay found.
-
-    Attributes:
-        run_id: the run replayed.
-        workflow: its workflow name.
-        events: how many events were replayed.
-        finished: whether the workflow code returned or raised within the history.
-        result: the value it returned (when finished without error).
-        error: the exception it raised (when finished with one).
-        waiting_on: what the code was still waiting on when history ended: step
-            names, and for other waits the event that records them
-            (``TimerStarted``, ``SignalWaitStarted(name)``, ``ChildStarted(workflow)``).
-    """
-
-    run_id: str
-    workflow: str
-    events: int
-    finished: bool
-    result: Any = None
-    error: BaseException | None = None
-    waiting_on: list[str] = field(default_factory=list)
-
-
-class Replayer:
-    """Replays histories against the workflow code registered in ``registry``.
-
-    Args:
-        registry: where workflows are looked up (default: the ``@workflow`` registry).
-        log: let ``ctx.logger`` lines through during the replay, to watch what
-            the run did (a live worker keeps them quiet).
-    """
-
-    def __init__(self, registry: Registry | None = None, *, log: bool = False) -> None:
-        self.registry = registry or default_registry
-        self.log = log
-
-    def replay(self, history: Sequence[AnyEvent] | Sequence[StoredEvent]) -> ReplayResult:
-        """Replay one run's history.
-
-        Raises:
-            NonDeterminismError: the code asks for something the history does not
-                hold (with ``offline=True``: a replay parks no run).
-            WorkflowNotRegistered: the history's workflow is not in the registry.
-        """
-        events = _events(history)
-        if not events or not isinstance(events[0], RunStarted):
-            raise ContinuumError("a history must start with a RunStarted event")
-        run_id = events[0].run_id
-        core = ReplayCore(run_id, self.registry)
-        core.log_during_replay = self.log
-        try:
-            core.index(list(events))
-            for ev in events:
-                core.apply(ev)
-            out = ReplayResult(
-                run_id=run_id,
-                workflow=events[0].workflow,
-                events=len(events),
-                finished=core.finished,
-                waiting_on=[]
-                if core.finished
-                else [
-                    c.step.name if isinstance(c, StepCall) else c.describe for c in core.waiting()
-                ],
-            )
-            if core.finished:
-                ok, value = core.outcome()
-                if ok:
-                    out.result = value
-                else:
-                    out.error = value
-            return out
-        except NonDeterminismError as exc:
-            if exc.offline:
-                raise
-            # The replay core words it for a worker, which parks the run; no run
-            # is parked here, so say that instead.
-            offline = NonDeterminismError(
-                exc.run_id, exc.position, exc.recorded, exc.requested, offline=True
-            )
-            raise offline.with_traceback(exc.__traceback__) from None
-        finally:
-            core.close()
-
-
-def _events(history: Sequence[AnyEvent] | Sequence[StoredEvent]) -> list[AnyEvent]:
-    """The decoded events of a history of either kind."""
-    events: list[AnyEvent] = []
-    stored: list[StoredEvent] = []
-    for item in history:
-        if isinstance(item, StoredEvent):
-            stored.append(item)
-        else:
-            events.append(item)
-    if stored and events:
-        raise ContinuumError("a history holds events or stored events, not both")
-    return decode_all(stored) if stored else events
+    return read_history_file(data.encode() if isinstance(data, str) else data)
 
 
 class VirtualClock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import prop_shapes as ps
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -31,8 +32,17 @@ def check(shape: ps.Shape, catch: bool) -> None:
         else:
             assert (replayed.error.error_type, str(replayed.error)) == result[1:]
 
+    # A what_if that gives each step the result it recorded changes nothing.
+    for ev in history:
+        if isinstance(ev, StepCompleted):
+            same = replayer.replay(history, what_if={ev.position: msgspec.json.decode(ev.result)})
+            assert same.divergence is None and same.finished
+            assert (same.result, type(same.error)) == (replayed.result, type(replayed.error))
+
     # Every prefix replays too, and the code has finished exactly once the
-    # history holds the outcome it finished on.
+    # history holds the outcome it finished on. Stopping with until= at the
+    # prefix's last seq finds the code in the same state, and the hook sees
+    # each event once, in order.
     outcomes = [i for i, e in enumerate(history) if isinstance(e, StepCompleted | StepFailed)]
     finished_at = None
     for n in range(1, len(history) + 1):
@@ -40,6 +50,16 @@ def check(shape: ps.Shape, catch: bool) -> None:
         if replayed.finished and finished_at is None:
             finished_at = n
         assert replayed.finished == (finished_at is not None)
+        seen: list[int] = []
+        stopped = replayer.replay(
+            history,
+            until=history[n - 1].seq,
+            on_event=lambda v, seen=seen: seen.append(v.event.seq),
+        )
+        assert seen == [e.seq for e in history[:n]]
+        assert (stopped.stopped_at, stopped.events) == (history[n - 1].seq, n)
+        assert (stopped.finished, stopped.waiting_on) == (replayed.finished, replayed.waiting_on)
+        assert [a.what for a in stopped.asks] == [a.what for a in replayed.asks]
     assert finished_at is not None and finished_at - 1 in outcomes
 
 

@@ -215,3 +215,21 @@ async def test_fresh_v2_run_records_a_marker_and_takes_the_new_branch():
     assert [e.step for e in events if isinstance(e, StepScheduled)] == ["add_fee", "charge"]
     # And the fresh history replays with the same code.
     assert Replayer(golden.registry).replay(events).result["cents"] == 530
+
+
+def test_the_golden_folder_checked_in_one_call_reports_only_the_deliberate_divergence():
+    # What a project's own test suite does before deploying: the whole folder at once.
+    report = Replayer(golden.registry).check_histories(HISTORIES)
+    assert len(report.checks) == len(GOOD) + len(NON_DETERMINISTIC)
+    assert [c.path.stem for c in report.failures] == sorted(NON_DETERMINISTIC)
+    [bad] = report.failures
+    position, recorded, requested = NON_DETERMINISTIC[bad.path.stem]
+    div = bad.divergence
+    assert div is not None and (div.position, div.recorded, div.requested) == (
+        position,
+        recorded,
+        requested,
+    )
+    assert div.source is not None and div.source.file == golden.__file__
+    with pytest.raises(AssertionError, match=f"{bad.path.stem}.json"):
+        Replayer(golden.registry).assert_histories_replay(HISTORIES)
