@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import inspect
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from continuum_py.plan import (
     Retry,
     hook_step_name,
 )
-from continuum_py.workflow import Context, RetryPolicy, StepDef, StepInfo, _hint
+from continuum_py.workflow import Context, RetryPolicy, StepDef, StepInfo
 
 if TYPE_CHECKING:
     from continuum_py.plan import Plan
@@ -83,7 +84,11 @@ class PlanRun:
         self.skipped: list[str] = []
         self.apply_done: list[str] = []  # apply function succeeded, in that order
         self.applied: list[str] = []  # pre, apply and post succeeded, in that order
-        self.released: set[str] = set()  # applied and past its pause: dependents may start
+        # Dependencies not yet applied (and past their pause), and the branches with none
+        # left, as (topological index, name): started in that order, so replays match.
+        self.blocking = {n: len(set(b.after)) for n, b in plan.branches.items()}
+        self.ready = [(i, n) for i, n in enumerate(self.graph.order) if not self.blocking[n]]
+        self._index = {n: i for i, n in enumerate(self.graph.order)}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stopping = False
         self.cancelled = False
@@ -92,12 +97,14 @@ class PlanRun:
         self._stop_signal: asyncio.Future[None] = loop.create_future()
         self._wake: asyncio.Future[None] | None = None
         self._policies: dict[str, RetryPolicy] = {}
-        self._result_types: dict[str, Any] = {}
 
     # ---- the plan, start to end ----
     async def run(self) -> dict[str, Any]:
         plan = self.plan
-        shape = [{"name": n, "after": list(b.after)} for n, b in plan.branches.items()]
+        shape = [
+            {"name": n, "after": list(b.after), "hooks": [k for k in APPLY_HOOKS if b.hook(k)]}
+            for n, b in plan.branches.items()
+        ]
         self.ctx.set_event(SHAPE_KEY, {"branches": shape})
         deadline = None
         if plan.timeout is not None:
@@ -208,12 +215,17 @@ class PlanRun:
             await self._wake
 
     def _start_ready(self) -> None:
-        for name in self.graph.order:
-            if self.status[name] != "pending" or name in self.tasks:
-                continue
-            if all(dep in self.released for dep in self.plan.branches[name].after):
-                self._set(name, "applying")
-                self.tasks[name] = asyncio.ensure_future(self._branch_task(name))
+        while self.ready:
+            _, name = heapq.heappop(self.ready)
+            # Not published: history shows it as the branch's first hook step.
+            self.status[name] = "applying"
+            self.tasks[name] = asyncio.ensure_future(self._branch_task(name))
+
+    def _release(self, name: str) -> None:
+        for dependent in self.graph.dependents[name]:
+            self.blocking[dependent] -= 1
+            if not self.blocking[dependent]:
+                heapq.heappush(self.ready, (self._index[dependent], dependent))
 
     async def _branch_task(self, name: str) -> None:
         try:
@@ -238,11 +250,12 @@ class PlanRun:
                 self._stop()
             return
         self.applied.append(b.name)
-        self._set(b.name, "applied")
+        # Not published: history shows it as the completion of its last hook step.
+        self.status[b.name] = "applied"
         pause = self.plan.pauses.get(b.name)
         if pause and not await self._sleep(pause):
             return
-        self.released.add(b.name)
+        self._release(b.name)
 
     async def _apply_hook(self, b: Branch, kind: str) -> Any:
         failures = 0
@@ -289,7 +302,8 @@ class PlanRun:
             b = self.plan.branches[name]
             if b.rollback is not None:
                 before = self.status[name]
-                self._set(name, "rolling_back")
+                # Not published: history shows it as the branch's rollback step.
+                self.status[name] = "rolling_back"
                 try:
                     await self._final_hook(b, "rollback")
                 except _BranchFailed as exc:
@@ -297,7 +311,7 @@ class PlanRun:
                     self._set(name, before, rollback_error=f"{exc.info.type}: {exc.info.message}")
                 else:
                     self.rolled_back.append(name)
-                    self._set(name, "rolled_back")
+                    self.status[name] = "rolled_back"  # its rollback step completed
             done[name].set_result(None)
 
         await asyncio.gather(*[one(n) for n in reversed(self.apply_done)])
@@ -337,7 +351,7 @@ class PlanRun:
         assert fn is not None
         name = hook_step_name(self.plan.name, b.name, kind)
         state = PlanState(self.input, self.results, self.values)
-        rtype = self._result_type(b) if kind == "apply" else Any
+        rtype = b.result_type() if kind == "apply" else Any
 
         async def body() -> HookOutcome:
             value = await fn(state)
@@ -370,12 +384,7 @@ class PlanRun:
             # A value that cannot be recorded would fail the same way on every attempt.
             policy = dataclasses.replace(base, non_retryable=(*base.non_retryable, EncodingError))
             self._policies[b.name] = policy
-        return policy
-
-    def _result_type(self, b: Branch) -> Any:
-        if b.name not in self._result_types:
-            self._result_types[b.name] = _hint(b.apply, "return")
-        return self._result_types[b.name]
+        return policy  # per run: a plan's branches may be redefined between runs
 
     def _set(self, name: str, status: str, **extra: str) -> None:
         self.status[name] = status

@@ -26,13 +26,21 @@ from continuum_py.errors import (
     PlanTimedOut,
     error_type,
 )
-from continuum_py.events import AnyEvent, ErrorInfo, EventPublished, RunStarted, StepScheduled
+from continuum_py.events import (
+    AnyEvent,
+    ErrorInfo,
+    EventPublished,
+    RunStarted,
+    StepCompleted,
+    StepScheduled,
+)
 from continuum_py.workflow import (
     Context,
     Registry,
     RetryPolicy,
     StepDef,
     WorkflowDef,
+    _hint,
     default_registry,
 )
 
@@ -162,10 +170,17 @@ class Branch:
     timeout: float | None = None
     on_error: OnError | None = None
     index: int = 0
+    _result_type: Any = field(default=None, repr=False)
 
     def hook(self, kind: str) -> Hook | None:
         fn: Hook | None = getattr(self, kind)
         return fn
+
+    def result_type(self) -> Any:
+        """The apply function's return annotation (``Any`` if none), to decode its result."""
+        if self._result_type is None:
+            self._result_type = _hint(self.apply, "return")
+        return self._result_type
 
 
 @dataclass
@@ -526,24 +541,42 @@ class BranchStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def branch_statuses(events: list[AnyEvent]) -> list[BranchStatus] | None:
-    """Every branch's status folded from a plan run's history; None if it is not a plan's."""
+    """Every branch's status folded from a plan run's history; None if it is not a plan's.
+
+    ``applying``, ``applied``, ``rolling_back`` and ``rolled_back`` are read from
+    the hook steps themselves (a branch's first hook step, the completion of its
+    last one, its rollback step and that step's completion), so a plan that
+    goes well records nothing beyond its steps; the plan publishes the other
+    statuses (and errors) as they happen. Whichever came last wins.
+    """
     shape: list[Any] | None = None
     plan_name = ""
     updates: dict[str, dict[str, Any]] = {}
     highest: dict[int, tuple[str, int]] = {}
+    last_hook: dict[str, str] = {}
     for ev in events:
         if isinstance(ev, RunStarted):
             plan_name = ev.workflow
         elif isinstance(ev, EventPublished):
             if ev.key == SHAPE_KEY:
                 shape = msgspec.json.decode(ev.value)["branches"]
+                last_hook = {b["name"]: (b.get("hooks") or ["apply"])[-1] for b in shape or []}
             elif ev.key == STATUS_KEY:
                 update = msgspec.json.decode(ev.value)
                 updates.setdefault(update.pop("branch"), {}).update(update)
         elif isinstance(ev, StepScheduled):
-            branch = _apply_hook_branch(plan_name, ev.step)
-            if branch is not None:
+            branch, hook = _hook_of(plan_name, ev.step)
+            if hook in APPLY_HOOKS:
                 highest[ev.position] = (branch, ev.attempt)
+                updates.setdefault(branch, {})["status"] = "applying"
+            elif hook == "rollback":
+                updates.setdefault(branch, {})["status"] = "rolling_back"
+        elif isinstance(ev, StepCompleted):
+            branch, hook = _hook_of(plan_name, ev.step)
+            if hook and hook == last_hook.get(branch):
+                updates.setdefault(branch, {})["status"] = "applied"
+            elif hook == "rollback":
+                updates.setdefault(branch, {})["status"] = "rolled_back"
     if shape is None:
         return None
     attempts: dict[str, int] = {}
@@ -572,13 +605,13 @@ def hook_step_name(plan: str, branch: str, hook: str) -> str:
     return f"{plan}/{branch}/{hook}"
 
 
-def _apply_hook_branch(plan: str, step_name: str) -> str | None:
+def _hook_of(plan: str, step_name: str) -> tuple[str, str]:
+    """``(branch, hook)`` of a hook step's name; ``("", "")`` for any other step."""
     prefix = f"{plan}/"
     if not step_name.startswith(prefix):
-        return None
-    rest = step_name[len(prefix) :]
-    branch, _, hook = rest.rpartition("/")
-    return branch if branch and hook in APPLY_HOOKS else None
+        return "", ""
+    branch, _, hook = step_name[len(prefix) :].rpartition("/")
+    return (branch, hook) if branch else ("", "")
 
 
 def plan_failure(run_id: str, error: Any, events: list[AnyEvent]) -> PlanFailed | None:
