@@ -14,7 +14,7 @@ import msgspec
 
 from continuum_py import _cli_render as out
 from continuum_py._schemes import journal_from_url
-from continuum_py.engine import Engine, StepStatus
+from continuum_py.engine import Engine, StepStatus, step_statuses
 from continuum_py.events import (
     AnyEvent,
     ChildCompleted,
@@ -30,6 +30,7 @@ from continuum_py.events import (
     TimerStarted,
 )
 from continuum_py.journal import RunRecord, RunStatus
+from continuum_py.plan import BranchStatus, branch_statuses
 
 
 class CommandError(Exception):
@@ -77,6 +78,10 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
         rows.append(("wakes at", out.iso(rec.wake_at)))
     if info["waiting_on"]:
         rows.append(("waits on", "\n".join(_wait_text(w) for w in info["waiting_on"])))
+    if info.get("branches") is not None:
+        rows.append(
+            ("branches", "\n".join(f"{b['branch']}: {b['status']}" for b in info["branches"]))
+        )
     if rec.lease_owner and rec.status == RunStatus.RUNNING:
         rows.append(("worker", f"{rec.lease_owner} (lease until {out.iso(rec.lease_expires_at)})"))
     out.fields(rows)
@@ -120,6 +125,9 @@ def _describe(rec: RunRecord, events: list[AnyEvent], children: list[Any]) -> di
         info["continued_as"] = last.new_run_id
     info["children"] = children
     info["waiting_on"] = [] if rec.status.terminal else _open_waits(events)
+    branches = branch_statuses(events)
+    if branches is not None:
+        info["branches"] = msgspec.to_builtins(branches)
     return info
 
 
@@ -167,9 +175,15 @@ def _wait_text(wait: dict[str, Any]) -> str:
 
 async def steps(url: str, run_id: str, as_json: bool) -> int:
     async with reader(url) as engine:
-        found = await (await engine.get(run_id)).steps()
+        await engine.get(run_id)
+        events = await engine.history(run_id)
+    found = step_statuses(events)
+    branches = branch_statuses(events)
     if as_json:
-        out.write_json({"steps": [_step_json(s) for s in found]})
+        doc: dict[str, Any] = {"steps": [_step_json(s) for s in found]}
+        if branches is not None:
+            doc["branches"] = msgspec.to_builtins(branches)
+        out.write_json(doc)
         return 0
     rows = [
         [
@@ -183,7 +197,35 @@ async def steps(url: str, run_id: str, as_json: bool) -> int:
         for s in found
     ]
     out.table(["position", "step", "status", "attempts", "duration", "last error"], rows)
+    if branches is not None:
+        out.text("")
+        _branch_table(branches)
     return 0
+
+
+def _branch_table(branches: list[BranchStatus]) -> None:
+    """A plan run's branches: status, attempts, dependencies, and what went wrong."""
+    rows = []
+    for b in branches:
+        problems = [
+            f"{what}: {text}"
+            for what, text in (
+                ("error", b.error),
+                ("rollback", b.rollback_error),
+                ("cleanup", b.cleanup_error),
+            )
+            if text
+        ]
+        rows.append(
+            [
+                b.branch,
+                b.status,
+                str(b.attempts),
+                ", ".join(b.after),
+                out.short("; ".join(problems)),
+            ]
+        )
+    out.table(["branch", "status", "attempts", "after", "errors"], rows)
 
 
 def _step_json(step: StepStatus) -> dict[str, Any]:

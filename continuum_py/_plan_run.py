@@ -138,15 +138,20 @@ class PlanRun:
         if self.cancelled:
             raise asyncio.CancelledError("the plan was cancelled; rollback and cleanup ran")
         cls = PlanTimedOut if self.timed_out else PlanFailed
-        raise cls(
+        message = self._message()
+        err = cls(
             self.ctx.run_id,
-            self._message(),
+            message,
             failures=dict(self.failures),
             rolled_back=list(self.rolled_back),
             rollback_errors=dict(self.rollback_errors),
             skipped=list(self.skipped),
             cleanup_errors=dict(self.cleanup_errors),
         )
+        # The run records str(err) as its error message: make that the plan's own words,
+        # so handle.result() does not say "run ... failed" twice.
+        err.args = (message,)
+        raise err
 
     def _message(self) -> str:
         parts = []

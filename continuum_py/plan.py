@@ -632,11 +632,9 @@ def plan_failure(run_id: str, error: Any, events: list[AnyEvent]) -> PlanFailed 
     def infos(key: str) -> dict[str, ErrorInfo]:
         return msgspec.convert(found.get(key, {}), dict[str, ErrorInfo])
 
-    # The recorded message is the raised error's str(): keep only what the plan said.
-    message = error.message.removeprefix(f"run {run_id} failed: {error.type}: ")
     return cls(
         run_id,
-        message,
+        error.message,
         failures=infos("failures"),
         rolled_back=list(found.get("rolled_back", [])),
         rollback_errors=infos("rollback_errors"),
