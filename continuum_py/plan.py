@@ -11,6 +11,7 @@ receive, and the branch statuses read back from a run's history.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -41,6 +42,7 @@ from continuum_py.workflow import (
     StepDef,
     WorkflowDef,
     _hint,
+    _runtime,
     default_registry,
 )
 
@@ -59,7 +61,8 @@ BranchState = Literal[
 """Where a branch stands: see :attr:`BranchStatus.status`."""
 
 Hook = Callable[["PlanState"], Awaitable[Any]]
-OnError = Callable[["PlanState", BaseException, int], Any]
+OnError = Callable[["PlanState", Any, int], Any]
+"""``on_error(state, exc, attempt)``: ``exc`` is the hook's ``StepError``; returns ``Retry`` or None."""
 
 SHAPE_KEY = "continuum.plan"
 """The published key holding a plan run's branches and their dependencies."""
@@ -240,7 +243,17 @@ class Plan(WorkflowDef[..., dict[str, Any]]):
 
         run_plan.__qualname__ = run_plan.__name__ = f"plan {name}"
         super().__init__(run_plan, name=name)
-        (registry or default_registry).add(self)
+        self._origin = _caller()
+        target = registry or default_registry
+        if name in target.names():
+            old = target.get(name)
+            if isinstance(old, Plan) and old._origin != self._origin:
+                # Every plan runs the same function, so Registry.add cannot tell two apart.
+                raise ConfigurationError(
+                    f"two plans are named {name!r} ({old._origin} and {self._origin}); "
+                    "give each its own name"
+                )
+        target.add(self)
 
     # ---- definition ----
     def add(
@@ -404,8 +417,18 @@ class Plan(WorkflowDef[..., dict[str, Any]]):
         return self._graph
 
     def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[dict[str, Any]]:
-        """Inside a workflow: run the plan as a child run and wait for its result."""
+        """Inside a workflow: run the plan as a child run and wait for its result.
+
+        Raises:
+            PlanError: the plan does not check, or it is called outside a workflow
+                (start it with ``engine.start(plan, ...)`` there).
+        """
         self.check()
+        if _runtime() is None:
+            raise PlanError(
+                f"plan {self.name!r} runs as a workflow: start it with engine.start(plan, ...), "
+                "or await plan(...) inside a workflow"
+            )
         return super().__call__(*args, **kwargs)
 
     # ---- previews ----
@@ -468,6 +491,12 @@ class Plan(WorkflowDef[..., dict[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<plan {self.name} ({len(self.branches)} branches)>"
+
+
+def _caller() -> str:
+    """Where the plan being built was defined: ``file:line`` of the ``Plan(...)`` call."""
+    frame = sys._getframe(2)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 def _is_async(fn: Any) -> bool:

@@ -172,3 +172,14 @@ def test_to_mermaid_draws_edges_pauses_and_hooks():
         '    b1["db"]\n'
         "    b0 -->|pause 30s| b1\n"
     )
+
+
+def test_two_plans_of_one_name_are_refused_and_a_plan_is_not_a_plain_call():
+    reg = Registry()
+    Plan("twin", registry=reg).add("a", ok)
+    with pytest.raises(ConfigurationError, match="two plans are named 'twin'"):
+        Plan("twin", registry=reg)
+    p = plan()
+    p.add("a", ok)
+    with pytest.raises(PlanError, match=r"start it with engine.start\(plan"):
+        p()
