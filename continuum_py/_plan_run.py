@@ -91,7 +91,8 @@ class PlanRun:
         self._index = {n: i for i, n in enumerate(self.graph.order)}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stopping = False
-        self.cancelled = False
+        self.cancelled = False  # the run's cancel arrived (at any point)
+        self.cancel_outcome = False  # ... during the apply phase: the plan ends cancelled
         self.timed_out = False
         loop = asyncio.get_running_loop()
         self._stop_signal: asyncio.Future[None] = loop.create_future()
@@ -110,12 +111,15 @@ class PlanRun:
         if plan.timeout is not None:
             deadline = asyncio.ensure_future(self._deadline(plan.timeout))
         await self._wait(asyncio.ensure_future(self._apply_phase()))
+        # Only a cancel during the apply phase cancels the plan; one that comes while it
+        # rolls back or cleans up changes nothing (those go on either way).
+        self.cancel_outcome = self.cancelled
         for name in self.graph.order:
             if self.status[name] == "pending":
                 self.skipped.append(name)
                 self._set(name, "skipped")
         # A branch failure rolls back unless continue_on_error; a cancel or a timeout always does.
-        if self.cancelled or self.timed_out or (self.failures and not plan.continue_on_error):
+        if self.cancel_outcome or self.timed_out or (self.failures and not plan.continue_on_error):
             await self._wait(asyncio.ensure_future(self._rollback_phase()))
         if deadline is not None:
             deadline.cancel()
@@ -123,7 +127,7 @@ class PlanRun:
         return self._end()
 
     def _end(self) -> dict[str, Any]:
-        if not (self.cancelled or self.timed_out or self.failures or self.cleanup_errors):
+        if not (self.cancel_outcome or self.timed_out or self.failures or self.cleanup_errors):
             return dict(self.results)
         self.ctx.set_event(
             OUTCOME_KEY,
@@ -135,7 +139,7 @@ class PlanRun:
                 "cleanup_errors": self.cleanup_errors,
             },
         )
-        if self.cancelled:
+        if self.cancel_outcome:
             raise asyncio.CancelledError("the plan was cancelled; rollback and cleanup ran")
         cls = PlanTimedOut if self.timed_out else PlanFailed
         message = self._message()
@@ -248,9 +252,11 @@ class PlanRun:
                 if kind == "apply":
                     self.results[b.name] = value
                     self.apply_done.append(b.name)
-        except _BranchFailed as exc:
-            self.failures[b.name] = exc.info
-            self._set(b.name, "failed", error=f"{exc.info.type}: {exc.info.message}")
+        except (_BranchFailed, Exception) as exc:
+            # Anything else raised here (a result that no longer decodes) fails the branch too.
+            info = exc.info if isinstance(exc, _BranchFailed) else _codec.error_info(exc)
+            self.failures[b.name] = info
+            self._set(b.name, "failed", error=f"{info.type}: {info.message}")
             if not self.plan.continue_on_error:
                 self._stop()
             return
@@ -348,6 +354,8 @@ class PlanRun:
                 if not interrupted:
                     raise _BranchFailed(_info(exc)) from None
                 last = exc
+            except Exception as exc:
+                raise _BranchFailed(_codec.error_info(exc)) from None
         raise _BranchFailed(_info(last))
 
     # ---- one hook, as a step ----

@@ -440,3 +440,46 @@ async def test_a_plan_resumes_after_a_restart_with_the_same_state(tmp_path):
 
 async def _suspended(h) -> bool:
     return await h.status() == RunStatus.SUSPENDED
+
+
+def interrupted_once(what: str, reached: asyncio.Event):
+    """A hook that hangs on its first run (until the run's cancel interrupts it)."""
+
+    async def hook(state: PlanState) -> None:
+        log.append(what)
+        reached.set()
+        if log.count(what) == 1:
+            await asyncio.sleep(30)
+
+    return hook
+
+
+async def test_a_cancel_during_rollback_neither_cuts_it_short_nor_changes_the_outcome(journal_url):
+    reg = Registry()
+    reached = asyncio.Event()
+    plan = Plan("undoing", registry=reg)
+    plan.add("a", applies("a"), rollback=interrupted_once("rollback:a", reached))
+    plan.add("b", applies("b", fails=99), after=["a"])
+    async with engine(journal_url, reg) as eng:
+        h = await eng.start(plan)
+        await reached.wait()
+        await h.cancel()
+        with pytest.raises(PlanFailed) as info:
+            await h.result(timeout=10)
+    # The cancel interrupted the rollback running alone; it ran again, to its end.
+    assert log == ["apply:a", "apply:b", "rollback:a", "rollback:a"]
+    assert info.value.rolled_back == ["a"] and list(info.value.failures) == ["b"]
+
+
+async def test_a_cancel_during_cleanup_after_success_keeps_the_result(journal_url):
+    reg = Registry()
+    reached = asyncio.Event()
+    plan = Plan("tidying", registry=reg)
+    plan.add("a", applies("a"), cleanup=interrupted_once("cleanup:a", reached))
+    async with engine(journal_url, reg) as eng:
+        h = await eng.start(plan)
+        await reached.wait()
+        await h.cancel()
+        assert await h.result(timeout=10) == {"a": "a-ok"}
+        assert await h.status() == RunStatus.COMPLETED
+    assert log == ["apply:a", "cleanup:a", "cleanup:a"]
