@@ -317,8 +317,7 @@ class Plan(WorkflowDef[..., dict[str, Any]]):
                 )
         if name in deps:
             raise PlanError(f"plan {self.name!r}: cycle {name} -> {name}")
-        hooks = {"apply": apply, "rollback": rollback, "pre": pre, "post": post}
-        hooks["cleanup"] = cleanup
+        hooks = {"apply": apply, "rollback": rollback, "pre": pre, "post": post, "cleanup": cleanup}
         for kind, fn in hooks.items():
             if fn is None and kind != "apply":
                 continue

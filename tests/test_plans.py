@@ -24,6 +24,7 @@ from continuum_py import (
     RetryPolicy,
     RunCancelled,
     RunStatus,
+    RunTimedOut,
     workflow,
 )
 from continuum_py.testing import VirtualClock
@@ -483,3 +484,17 @@ async def test_a_cancel_during_cleanup_after_success_keeps_the_result(journal_ur
         assert await h.result(timeout=10) == {"a": "a-ok"}
         assert await h.status() == RunStatus.COMPLETED
     assert log == ["apply:a", "cleanup:a", "cleanup:a"]
+
+
+async def test_a_run_deadline_interrupts_the_plan_which_still_rolls_back_and_cleans_up(journal_url):
+    reg = Registry()
+    plan = Plan("hard-limit", registry=reg)
+    plan.add("a", applies("a"), rollback=logs("rollback", "a"), cleanup=logs("cleanup", "a"))
+    plan.add("b", applies("b", fails=99), after=["a"], on_error=lambda s, e, n: Retry(after=3600))
+    async with engine(journal_url, reg) as eng:
+        h = await eng.start(plan, timeout=60)
+        with pytest.raises(RunTimedOut):
+            await h.result(timeout=10)
+        statuses = {b.branch: b.status for b in await h.branches()}
+    assert log == ["apply:a", "apply:b", "rollback:a", "cleanup:a"]
+    assert statuses == {"a": "rolled_back", "b": "failed"}
