@@ -20,6 +20,9 @@ from continuum_py import (
     LeaseLost,
     MessagesPending,
     NonDeterminismError,
+    PlanError,
+    PlanFailed,
+    PlanTimedOut,
     RunAlreadyExists,
     RunAlreadyFinished,
     RunCancelled,
@@ -52,6 +55,9 @@ EXAMPLES = [
     RunTimedOut("r1", "passed its deadline"),
     SignalTimeout("approve", 60.0),
     ChildRunFailed("p.1", "kid", "ValueError", "negative", "Traceback ..."),
+    PlanError("plan 'p': cycle a -> b -> a"),
+    PlanFailed("r1", "plan 'p' branch 'b' failed", rolled_back=["a"], skipped=["c"]),
+    PlanTimedOut("r1", "plan 'p' passed its timeout of 60s", rolled_back=["a"]),
 ]
 
 
