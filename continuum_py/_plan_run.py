@@ -14,7 +14,7 @@ new hook starts), and the rollback and cleanup still run to their end.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import copy
 import heapq
 import inspect
 from collections.abc import Coroutine
@@ -35,13 +35,12 @@ from continuum_py.plan import (
     Retry,
     hook_step_name,
 )
-from continuum_py.workflow import Context, RetryPolicy, StepDef, StepInfo
+from continuum_py.workflow import Context, StepDef, StepInfo
 
 if TYPE_CHECKING:
     from continuum_py.plan import Plan
 
 _CANCELLED = "asyncio.exceptions.CancelledError"
-_NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 class HookOutcome(msgspec.Struct, frozen=True, array_like=True):
@@ -85,10 +84,10 @@ class PlanRun:
         self.apply_done: list[str] = []  # apply function succeeded, in that order
         self.applied: list[str] = []  # pre, apply and post succeeded, in that order
         # Dependencies not yet applied (and past their pause), and the branches with none
-        # left, as (topological index, name): started in that order, so replays match.
+        # left, as (index of addition, name): started in that order, so replays match.
         self.blocking = {n: len(set(b.after)) for n, b in plan.branches.items()}
-        self.ready = [(i, n) for i, n in enumerate(self.graph.order) if not self.blocking[n]]
-        self._index = {n: i for i, n in enumerate(self.graph.order)}
+        self.ready = [(b.index, n) for n, b in plan.branches.items() if not self.blocking[n]]
+        heapq.heapify(self.ready)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stopping = False
         self.cancelled = False  # the run's cancel arrived (at any point)
@@ -97,7 +96,7 @@ class PlanRun:
         loop = asyncio.get_running_loop()
         self._stop_signal: asyncio.Future[None] = loop.create_future()
         self._wake: asyncio.Future[None] | None = None
-        self._policies: dict[str, RetryPolicy] = {}
+        self._steps: dict[str, HookStep] = {}
 
     # ---- the plan, start to end ----
     async def run(self) -> dict[str, Any]:
@@ -234,7 +233,7 @@ class PlanRun:
         for dependent in self.graph.dependents[name]:
             self.blocking[dependent] -= 1
             if not self.blocking[dependent]:
-                heapq.heappush(self.ready, (self._index[dependent], dependent))
+                heapq.heappush(self.ready, (self.plan.branches[dependent].index, dependent))
 
     async def _branch_task(self, name: str) -> None:
         try:
@@ -381,7 +380,15 @@ class PlanRun:
             info = StepInfo.current()
             return HookOutcome(raw, state.writes(), info.attempt if info else 1)
 
-        step = HookStep(body, name=name, retry=self._policy(b), timeout=b.timeout)
+        step = self._steps.get(name)
+        if step is None:
+            step = self._steps[name] = HookStep(
+                body, name=name, retry=b.policy(), timeout=b.timeout
+            )
+        else:
+            # One step object per hook and run, given this call's body: cheaper than a new one.
+            step = copy.copy(step)
+            step.fn = body
         return self._taken(step(), rtype)
 
     async def _taken(self, call: Coroutine[Any, Any, HookOutcome], rtype: Any) -> Any:
@@ -389,15 +396,6 @@ class PlanRun:
         for key, raw in out.writes.items():
             self.values[key] = _codec.decode_value(raw)
         return _codec.decode_value(out.result, rtype)
-
-    def _policy(self, b: Branch) -> RetryPolicy:
-        policy = self._policies.get(b.name)
-        if policy is None:
-            base = b.retry or _NO_RETRY
-            # A value that cannot be recorded would fail the same way on every attempt.
-            policy = dataclasses.replace(base, non_retryable=(*base.non_retryable, EncodingError))
-            self._policies[b.name] = policy
-        return policy  # per run: a plan's branches may be redefined between runs
 
     def _set(self, name: str, status: str, **extra: str) -> None:
         self.status[name] = status

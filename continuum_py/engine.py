@@ -67,7 +67,14 @@ from continuum_py.journal import (
     RunRecord,
     RunStatus,
 )
-from continuum_py.plan import BranchStatus, Plan, branch_statuses, plan_failure
+from continuum_py.plan import (
+    OUTCOME_KEY,
+    PLAN_ERRORS,
+    BranchStatus,
+    Plan,
+    branch_statuses,
+    plan_failure,
+)
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
@@ -211,11 +218,14 @@ class RunHandle(Generic[R]):
                     if isinstance(end, ContinuedAsNew):
                         run_id, delay = end.new_run_id, 0.02
                         continue
-                    if isinstance(end, RunFailedEvent):
-                        failed = plan_failure(rec.run_id, end.error, [])
-                        if failed is not None:
-                            events = await self._engine.history(rec.run_id)
-                            raise plan_failure(rec.run_id, end.error, events) or failed
+                    if isinstance(end, RunFailedEvent) and end.error.type in PLAN_ERRORS:
+                        try:
+                            outcome = await self._engine.get_event(rec.run_id, OUTCOME_KEY)
+                        except KeyError:
+                            outcome = {}  # raised by other code than a plan's: no details
+                        failed = plan_failure(rec.run_id, end.error, outcome)
+                        assert failed is not None
+                        raise failed
                     return self._decode(rec.run_id, end)
                 waiter = self._engine._waiter(run_id)
                 with contextlib.suppress(TimeoutError):

@@ -10,6 +10,8 @@ receive, and the branch statuses read back from a run's history.
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -22,6 +24,7 @@ import msgspec
 from continuum_py import _codec, _validate
 from continuum_py.errors import (
     ConfigurationError,
+    EncodingError,
     PlanError,
     PlanFailed,
     PlanTimedOut,
@@ -174,10 +177,22 @@ class Branch:
     on_error: OnError | None = None
     index: int = 0
     _result_type: Any = field(default=None, repr=False)
+    _policy: RetryPolicy | None = field(default=None, repr=False)
 
     def hook(self, kind: str) -> Hook | None:
         fn: Hook | None = getattr(self, kind)
         return fn
+
+    def policy(self) -> RetryPolicy:
+        """The retry policy of each hook: ``retry`` (default: one attempt).
+
+        A value that cannot be recorded is never retried: it would fail the same way.
+        """
+        if self._policy is None:
+            base = self.retry or RetryPolicy(max_attempts=1)
+            nr = (*base.non_retryable, EncodingError)
+            self._policy = dataclasses.replace(base, non_retryable=nr)
+        return self._policy
 
     def result_type(self) -> Any:
         """The apply function's return annotation (``Any`` if none), to decode its result."""
@@ -403,15 +418,17 @@ class Plan(WorkflowDef[..., dict[str, Any]]):
         for b in self.branches.values():
             for dep in dict.fromkeys(b.after):
                 dependents[dep].append(b.name)
+        # Topological, and among the branches free to go, the one added first.
+        blocking = {n: len(set(b.after)) for n, b in self.branches.items()}
+        ready = [(b.index, n) for n, b in self.branches.items() if not blocking[n]]
         order: list[str] = []
-        placed: set[str] = set()
-        left = list(self.branches.values())
-        while left:
-            ready = [b for b in left if all(d in placed for d in b.after)]
-            for b in ready:
-                order.append(b.name)
-                placed.add(b.name)
-            left = [b for b in left if b.name not in placed]
+        while ready:
+            _, name = heapq.heappop(ready)
+            order.append(name)
+            for d in dependents[name]:
+                blocking[d] -= 1
+                if not blocking[d]:
+                    heapq.heappush(ready, (self.branches[d].index, d))
         self._graph = _Graph(order=order, dependents=dependents)
         return self._graph
 
@@ -642,31 +659,33 @@ def _hook_of(plan: str, step_name: str) -> tuple[str, str]:
     return (branch, hook) if branch else ("", "")
 
 
-def plan_failure(run_id: str, error: Any, events: list[AnyEvent]) -> PlanFailed | None:
+def plan_failure(run_id: str, error: Any, outcome: Mapping[str, Any]) -> PlanFailed | None:
     """The :class:`PlanFailed` (or ``PlanTimedOut``) a failed plan run ended with, or None.
 
-    ``error`` is the run's recorded ``ErrorInfo``; the details come from what the
-    plan published as it ended.
+    ``error`` is the run's recorded ``ErrorInfo``; ``outcome`` what the plan
+    published under :data:`OUTCOME_KEY` as it ended (empty if unknown).
     """
-    kinds = {error_type(PlanFailed): PlanFailed, error_type(PlanTimedOut): PlanTimedOut}
-    cls = kinds.get(error.type)
+    cls = PLAN_ERRORS.get(error.type)
     if cls is None:
         return None
-    found: dict[str, Any] = {}
-    for ev in events:
-        if isinstance(ev, EventPublished) and ev.key == OUTCOME_KEY:
-            found = msgspec.json.decode(ev.value)
 
     def infos(key: str) -> dict[str, ErrorInfo]:
-        return msgspec.convert(found.get(key, {}), dict[str, ErrorInfo])
+        return msgspec.convert(outcome.get(key, {}), dict[str, ErrorInfo])
 
     return cls(
         run_id,
         error.message,
         failures=infos("failures"),
-        rolled_back=list(found.get("rolled_back", [])),
+        rolled_back=list(outcome.get("rolled_back", [])),
         rollback_errors=infos("rollback_errors"),
-        skipped=list(found.get("skipped", [])),
+        skipped=list(outcome.get("skipped", [])),
         cleanup_errors=infos("cleanup_errors"),
         traceback_text=error.traceback,
     )
+
+
+PLAN_ERRORS: dict[str, type[PlanFailed]] = {
+    error_type(PlanFailed): PlanFailed,
+    error_type(PlanTimedOut): PlanTimedOut,
+}
+"""The recorded error types of a failed plan run."""
