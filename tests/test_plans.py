@@ -27,6 +27,7 @@ from continuum_py import (
     RunTimedOut,
     workflow,
 )
+from continuum_py._replay import ReplayCore
 from continuum_py.testing import VirtualClock
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -77,6 +78,20 @@ def diamond(reg: Registry, *, fail: str | None = None, **opts) -> Plan:
 
 def engine(url: str, reg: Registry, clock: VirtualClock | None = None) -> Engine:
     return Engine(url, registry=reg, clock=clock or VirtualClock(T0))
+
+
+async def tasks_left(eng: Engine, reg: Registry, run_id: str) -> list[object]:
+    """The plan's tasks still unfinished once its whole history is replayed: none, or a leak."""
+    history = await eng.history(run_id)
+    core = ReplayCore(run_id, reg)
+    try:
+        core.index(history)
+        for ev in history:
+            core.apply(ev)
+        assert core.finished
+        return [t for t in core.loop.tasks if not t.done()]
+    finally:
+        core.close()
 
 
 async def test_a_plan_applies_every_branch_after_its_dependencies(journal_url):
@@ -340,6 +355,7 @@ async def test_a_plan_cancelled_mid_apply_rolls_back_and_cleans_up(journal_url):
             await h.result(timeout=10)
         statuses = {b.branch: b.status for b in await h.branches()}
         assert await h.status() == RunStatus.CANCELLED
+        assert await tasks_left(eng, reg, h.run_id) == []
     assert log == ["apply:net", "apply:slow", "rollback:net", "cleanup:net"]
     assert statuses == {"net": "rolled_back", "slow": "failed", "after": "skipped"}
 
@@ -363,6 +379,7 @@ async def test_a_plan_timing_out_mid_rollback_finishes_its_rollback_and_cleanup(
         h = await eng.start(plan)
         with pytest.raises(PlanFailed) as info:
             await h.result(timeout=10)
+        assert await tasks_left(eng, reg, h.run_id) == []
     err = info.value
     assert isinstance(err, TimeoutError) and type(err).__name__ == "PlanTimedOut"
     assert err.rolled_back == ["b", "a"] and list(err.failures) == ["c"]
@@ -381,6 +398,7 @@ async def test_a_timeout_mid_apply_stops_the_plan_with_plan_timed_out(journal_ur
         with pytest.raises(PlanFailed) as info:
             await h.result(timeout=10)
         statuses = {b.branch: b.status for b in await h.branches()}
+        assert await tasks_left(eng, reg, h.run_id) == []
     assert type(info.value).__name__ == "PlanTimedOut"
     assert log == ["apply:a", "apply:b", "rollback:a"]
     assert info.value.skipped == ["c"]
@@ -496,5 +514,17 @@ async def test_a_run_deadline_interrupts_the_plan_which_still_rolls_back_and_cle
         with pytest.raises(RunTimedOut):
             await h.result(timeout=10)
         statuses = {b.branch: b.status for b in await h.branches()}
+        assert await tasks_left(eng, reg, h.run_id) == []
     assert log == ["apply:a", "apply:b", "rollback:a", "cleanup:a"]
     assert statuses == {"a": "rolled_back", "b": "failed"}
+
+
+async def test_a_plan_done_before_its_timeout_leaves_no_timer_or_task_behind(journal_url):
+    reg = Registry()
+    plan = Plan("prompt", timeout=3600, registry=reg)
+    plan.add("a", applies("a"), cleanup=logs("cleanup", "a"))
+    async with engine(journal_url, reg) as eng:
+        h = await eng.start(plan)
+        assert await h.result(timeout=10) == {"a": "a-ok"}
+        assert await tasks_left(eng, reg, h.run_id) == []
+    assert log == ["apply:a", "cleanup:a"]
