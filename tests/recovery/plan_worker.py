@@ -2,7 +2,7 @@
 
 Run as a script it is one worker process::
 
-    python plan_worker.py DB LOG RUN_ID MODE    # MODE: "fail" (the last branch fails) or "ok"
+    python plan_worker.py URL LOG RUN_ID MODE   # MODE: "fail" (the last branch fails) or "ok"
 
 It starts (or finds) the plan run, drives it to its end, and prints the
 outcome as JSON on stdout. Every hook appends ``"branch hook position
@@ -93,8 +93,8 @@ async def outcome(engine: Engine, run_id: str) -> dict[str, object]:
     return out
 
 
-async def _main(db: str, log: str, run_id: str, mode: str) -> None:
-    async with Engine(f"sqlite:///{db}", worker_id="plan-w", registry=REG, snapshot_every=16) as e:
+async def _main(url: str, log: str, run_id: str, mode: str) -> None:
+    async with Engine(url, worker_id="plan-w", registry=REG, snapshot_every=16) as e:
         await e.start(PLAN, log, mode, run_id=run_id)
         print(json.dumps(await outcome(e, run_id)), flush=True)
 

@@ -1,6 +1,7 @@
 """Kill -9 a plan's worker during apply, rollback and cleanup; it ends as if never killed.
 
-A child process (plan_worker.py) runs an 8-branch plan on SQLite; each hook
+A child process (plan_worker.py) runs an 8-branch plan on SQLite (and on
+Postgres, with CONTINUUM_TEST_PG_DSN); each hook
 appends "branch hook position attempt" to a side-effect log (fsync'd) as its
 body starts. The test first runs the plan once without kills (the reference),
 then again, SIGKILLing the worker at seeded points of each phase: after the
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -64,9 +66,9 @@ def read_log(path: Path) -> list[tuple[str, str, int, int]]:
     return out
 
 
-def read_history(db: Path) -> list:
+def read_history(url: str) -> list:
     async def go() -> list:
-        async with Engine(f"sqlite:///{db}", worker=False, registry=Registry()) as e:
+        async with Engine(url, worker=False, registry=Registry()) as e:
             return await e.history("plan-run")
 
     return asyncio.run(go())
@@ -83,14 +85,14 @@ def in_flight(history: list) -> set[int]:
 
 
 class Worker:
-    def __init__(self, tmp: Path, name: str, mode: str) -> None:
-        self.db, self.log = tmp / f"{name}.db", tmp / f"{name}.log"
+    def __init__(self, tmp: Path, name: str, mode: str, url: str) -> None:
+        self.url, self.log = url, tmp / f"{name}.log"
         self.tmp, self.name, self.mode = tmp, name, mode
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(self) -> subprocess.Popen[bytes]:
         n = len(self.procs)
-        argv = [sys.executable, str(WORKER), str(self.db), str(self.log), "plan-run", self.mode]
+        argv = [sys.executable, str(WORKER), self.url, str(self.log), "plan-run", self.mode]
         with (
             (self.tmp / f"{self.name}{n}.out").open("wb") as out,
             (self.tmp / f"{self.name}{n}.err").open("wb") as err,
@@ -134,11 +136,20 @@ def kill_points(rng: random.Random, counts: dict[str, int]) -> list[tuple[str, i
     return points
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def urls(request, tmp_path) -> tuple[str, str]:
+    """Two fresh journals of one kind: the reference run's and the crashed run's."""
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("pg_schema")
+        return tuple(f"{dsn}?schema={schema}_{uuid.uuid4().hex[:8]}" for _ in "ab")
+    return f"sqlite:///{tmp_path}/ref.db", f"sqlite:///{tmp_path}/crash.db"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "seed"), [("fail", s) for s in SEEDS] + [("ok", SEEDS[0])])
-def test_a_plan_killed_in_every_phase_ends_as_an_uninterrupted_run(tmp_path, mode, seed):
-    reference = Worker(tmp_path, "ref", mode)
-    crashed = Worker(tmp_path, "crash", mode)
+def test_a_plan_killed_in_every_phase_ends_as_an_uninterrupted_run(tmp_path, urls, mode, seed):
+    reference = Worker(tmp_path, "ref", mode, urls[0])
+    crashed = Worker(tmp_path, "crash", mode, urls[1])
     try:
         expected = reference.finish()
         ref_lines = read_log(reference.log)
@@ -155,14 +166,14 @@ def test_a_plan_killed_in_every_phase_ends_as_an_uninterrupted_run(tmp_path, mod
             time.sleep(delay)
             os.kill(proc.pid, signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
-            in_flight_at_kills.append(in_flight(read_history(crashed.db)))
+            in_flight_at_kills.append(in_flight(read_history(crashed.url)))
         got = crashed.finish()
     finally:
         reference.cleanup()
         crashed.cleanup()
 
     lines = read_log(crashed.log)
-    history = read_history(crashed.db)
+    history = read_history(crashed.url)
     print(f"mode={mode} seed={seed} kills={points} in_flight={in_flight_at_kills}")
     assert {p[0] for p in points} == {p for p, c in counts.items() if c >= 2}
 
