@@ -20,7 +20,7 @@ from typing import Any
 from _common import emit, meta, note, parser
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["fsync", "step_overhead", "replay", "replay_all", "resume", "workers"]
+BENCHMARKS = ["fsync", "step_overhead", "replay", "replay_all", "resume", "workers", "plan"]
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +73,8 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
             }
             for name, s in ok["workers"]["summary"].items()
         }
+    if "plan" in ok:
+        out["plan_over_plain_step"] = ok["plan"]["results"]["targets"]
     return out
 
 

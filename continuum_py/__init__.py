@@ -22,6 +22,9 @@ from continuum_py.errors import (
     LeaseLost,
     MessagesPending,
     NonDeterminismError,
+    PlanError,
+    PlanFailed,
+    PlanTimedOut,
     RunAlreadyExists,
     RunAlreadyFinished,
     RunCancelled,
@@ -38,6 +41,7 @@ from continuum_py.errors import (
 from continuum_py.events import CompensationOutcome
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import RunRecord, RunStatus
+from continuum_py.plan import BranchStatus, Plan, PlanState, Retry
 from continuum_py.workflow import (
     Context,
     Registry,
@@ -51,6 +55,7 @@ from continuum_py.workflow import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BranchStatus",
     "ChildRunFailed",
     "CompensationOutcome",
     "ConfigurationError",
@@ -69,7 +74,13 @@ __all__ = [
     "LeaseLost",
     "MessagesPending",
     "NonDeterminismError",
+    "Plan",
+    "PlanError",
+    "PlanFailed",
+    "PlanState",
+    "PlanTimedOut",
     "Registry",
+    "Retry",
     "RetryPolicy",
     "RunAlreadyExists",
     "RunAlreadyFinished",

@@ -32,6 +32,7 @@ from continuum_py.events import (
     TimerStarted,
 )
 from continuum_py.journal import RunRecord, RunStatus
+from continuum_py.plan import BranchStatus, branch_statuses
 
 
 class CommandError(Exception):
@@ -87,6 +88,10 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
         rows.append(("waits on", "\n".join(_wait_text(w) for w in info["waiting_on"])))
     if info["compensations"]:
         rows.append(("compensations", "\n".join(map(_compensation_text, info["compensations"]))))
+    if info.get("branches") is not None:
+        rows.append(
+            ("branches", "\n".join(f"{b['branch']}: {b['status']}" for b in info["branches"]))
+        )
     if rec.lease_owner and rec.status == RunStatus.RUNNING:
         rows.append(("worker", f"{rec.lease_owner} (lease until {out.iso(rec.lease_expires_at)})"))
     out.fields(rows)
@@ -131,6 +136,9 @@ def _describe(rec: RunRecord, events: list[AnyEvent], children: list[Any]) -> di
     info["children"] = children
     info["waiting_on"] = [] if rec.status.terminal else _open_waits(events)
     info["compensations"] = _compensations(events)
+    branches = branch_statuses(events)
+    if branches is not None:
+        info["branches"] = msgspec.to_builtins(branches)
     return info
 
 
@@ -220,9 +228,15 @@ def _wait_text(wait: dict[str, Any]) -> str:
 
 async def steps(url: str, run_id: str, as_json: bool) -> int:
     async with reader(url) as engine:
-        found = await (await engine.get(run_id)).steps()
+        await engine.get(run_id)
+        events = await engine.history(run_id)
+    found = step_statuses(events)
+    branches = branch_statuses(events)
     if as_json:
-        out.write_json({"steps": [_step_json(s) for s in found]})
+        doc: dict[str, Any] = {"steps": [_step_json(s) for s in found]}
+        if branches is not None:
+            doc["branches"] = msgspec.to_builtins(branches)
+        out.write_json(doc)
         return 0
     rows = [
         [
@@ -242,7 +256,35 @@ async def steps(url: str, run_id: str, as_json: bool) -> int:
         for row, s in zip(rows, found, strict=True):
             row.append("" if s.compensates is None else str(s.compensates))
     out.table(header, rows)
+    if branches is not None:
+        out.text("")
+        _branch_table(branches)
     return 0
+
+
+def _branch_table(branches: list[BranchStatus]) -> None:
+    """A plan run's branches: status, attempts, dependencies, and what went wrong."""
+    rows = []
+    for b in branches:
+        problems = [
+            f"{what}: {text}"
+            for what, text in (
+                ("error", b.error),
+                ("rollback", b.rollback_error),
+                ("cleanup", b.cleanup_error),
+            )
+            if text
+        ]
+        rows.append(
+            [
+                b.branch,
+                b.status,
+                str(b.attempts),
+                ", ".join(b.after),
+                out.short("; ".join(problems)),
+            ]
+        )
+    out.table(["branch", "status", "attempts", "after", "errors"], rows)
 
 
 def _step_json(step: StepStatus) -> dict[str, Any]:

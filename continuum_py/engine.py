@@ -34,6 +34,7 @@ from continuum_py.errors import (
     JournalConflict,
     LeaseLost,
     MessagesPending,
+    PlanError,
     RunAlreadyExists,
     RunAlreadyFinished,
     RunCancelled,
@@ -65,6 +66,14 @@ from continuum_py.journal import (
     NotifyingJournal,
     RunRecord,
     RunStatus,
+)
+from continuum_py.plan import (
+    OUTCOME_KEY,
+    PLAN_ERRORS,
+    BranchStatus,
+    Plan,
+    branch_statuses,
+    plan_failure,
 )
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
@@ -159,6 +168,28 @@ class RunHandle(Generic[R]):
         """Every step the run has started, with its status, attempts and last error."""
         return step_statuses(await self._engine.history(self.run_id))
 
+    async def branches(self) -> list[BranchStatus]:
+        """Each branch of a plan run, with its status and attempts, from its history.
+
+        Raises:
+            PlanError: the run is not a plan's.
+        """
+        statuses = branch_statuses(await self._engine.history(self.run_id))
+        if statuses is not None:
+            return statuses
+        wf = (
+            self._engine.registry.get(self.workflow)
+            if self.workflow in self._engine.registry.names()
+            else None
+        )
+        if isinstance(wf, Plan):
+            # Not started yet: every branch is pending.
+            return [
+                BranchStatus(branch=b.name, status="pending", after=list(b.after))
+                for b in wf.branches.values()
+            ]
+        raise PlanError(f"run {self.run_id} ({self.workflow}) is not a plan")
+
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send a signal to the run (see :meth:`Engine.signal`)."""
         await self._engine.signal(self.run_id, name, payload)
@@ -177,6 +208,7 @@ class RunHandle(Generic[R]):
             RunFailed: the workflow raised (``error_type``, ``message``, ``traceback_text``).
             RunTimedOut: the run passed its ``timeout`` (a ``RunFailed`` and a ``TimeoutError``).
             RunCancelled: the run was cancelled.
+            PlanFailed: a plan failed (``PlanTimedOut``: it passed its timeout).
             TimeoutError: ``timeout`` seconds passed first.
         """
         run_id = self.run_id
@@ -189,6 +221,14 @@ class RunHandle(Generic[R]):
                     if isinstance(end, ContinuedAsNew):
                         run_id, delay = end.new_run_id, 0.02
                         continue
+                    if isinstance(end, RunFailedEvent) and end.error.type in PLAN_ERRORS:
+                        try:
+                            outcome = await self._engine.get_event(rec.run_id, OUTCOME_KEY)
+                        except KeyError:
+                            outcome = {}  # raised by other code than a plan's: no details
+                        failed = plan_failure(rec.run_id, end.error, outcome)
+                        assert failed is not None
+                        raise failed
                     return self._decode(rec.run_id, end)
                 waiter = self._engine._waiter(run_id)
                 with contextlib.suppress(TimeoutError):
@@ -465,6 +505,8 @@ class Engine:
         """
         self._check_open()
         wf = self._resolve_for_start(workflow)
+        if isinstance(wf, Plan):
+            wf.check()
         if wf is None:
             # A client without the workflow's code (worker=False) starts it by name;
             # the worker that has the code checks the arguments when it runs.

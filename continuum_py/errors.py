@@ -29,6 +29,9 @@ __all__ = [
     "MessagesPending",
     "NonDeterminismError",
     "OwnerKind",
+    "PlanError",
+    "PlanFailed",
+    "PlanTimedOut",
     "RunAlreadyExists",
     "RunAlreadyFinished",
     "RunCancelled",
@@ -437,6 +440,53 @@ class RunTimedOut(RunFailed, TimeoutError):
             traceback_text,
             compensations=compensations,
         )
+
+
+class PlanError(ContinuumError):
+    """A plan that cannot run as defined: a cycle, a duplicate name, an unknown branch.
+
+    Raised when the plan is defined or first used (started, previewed, drawn),
+    before anything runs.
+    """
+
+
+class PlanFailed(RunFailed):
+    """Raised by ``handle.result()`` when a plan failed; its rollback and cleanup have run.
+
+    Attributes:
+        failures: each failed branch's error (``ErrorInfo``: ``type``, ``message``).
+        rolled_back: the branches rolled back, in the order their rollbacks finished.
+        rollback_errors: each branch whose rollback failed for good, with its error.
+        skipped: the branches that never started.
+        cleanup_errors: each branch whose cleanup hook failed for good, with its error.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        message: str,
+        *,
+        failures: dict[str, Any] | None = None,
+        rolled_back: list[str] | None = None,
+        rollback_errors: dict[str, Any] | None = None,
+        skipped: list[str] | None = None,
+        cleanup_errors: dict[str, Any] | None = None,
+        traceback_text: str = "",
+    ) -> None:
+        self.failures = failures or {}
+        self.rolled_back = rolled_back or []
+        self.rollback_errors = rollback_errors or {}
+        self.skipped = skipped or []
+        self.cleanup_errors = cleanup_errors or {}
+        RunFailed.__init__(self, run_id, error_type(type(self)), message, traceback_text)
+
+
+class PlanTimedOut(PlanFailed, TimeoutError):
+    """Raised by ``handle.result()`` when a plan passed its ``timeout``.
+
+    A :class:`PlanFailed` (with the same fields): its applied branches were rolled
+    back and its cleanup hooks ran before it ended.
+    """
 
 
 class SignalTimeout(ContinuumError, TimeoutError):

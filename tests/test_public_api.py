@@ -11,6 +11,7 @@ import continuum_py
 
 # Changing this list changes the public API: update CHANGELOG.md in the same change.
 PUBLIC_API = [
+    "BranchStatus",
     "ChildRunFailed",
     "CompensationOutcome",
     "ConfigurationError",
@@ -29,7 +30,13 @@ PUBLIC_API = [
     "LeaseLost",
     "MessagesPending",
     "NonDeterminismError",
+    "Plan",
+    "PlanError",
+    "PlanFailed",
+    "PlanState",
+    "PlanTimedOut",
     "Registry",
+    "Retry",
     "RetryPolicy",
     "RunAlreadyExists",
     "RunAlreadyFinished",
@@ -66,7 +73,7 @@ def test_every_listed_name_exists_and_errors_share_one_base():
         assert hasattr(continuum_py, name), name
     objects = [getattr(continuum_py, n) for n in PUBLIC_API]
     errors = [o for o in objects if isinstance(o, type) and issubclass(o, BaseException)]
-    assert len(errors) == 26
+    assert len(errors) == 29
     assert all(issubclass(e, continuum_py.ContinuumError) for e in errors)
 
 

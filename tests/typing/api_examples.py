@@ -9,6 +9,10 @@ from continuum_py import (
     Context,
     Engine,
     ExportCorrupt,
+    Plan,
+    PlanFailed,
+    PlanState,
+    Retry,
     RetryPolicy,
     RunFailed,
     RunHandle,
@@ -62,3 +66,41 @@ async def debug_a_failed_run() -> None:
             print(exc)
         else:
             print(imported)
+
+
+# ---- a plan, as DESIGN.md writes it ----
+
+
+async def create_network(state: PlanState) -> str:
+    state["cidr"] = "10.0.0.0/16"
+    return f"net-{state.input[0]}"
+
+
+async def delete_network(state: PlanState) -> None:
+    return None
+
+
+async def deploy(state: PlanState) -> str:
+    return f"app on {state.results['network']}"
+
+
+def retry_later(state: PlanState, exc: Exception, attempt: int) -> Retry | None:
+    return Retry(after=30) if attempt < 3 else None
+
+
+plan = Plan("provision", continue_on_error=False, timeout=600)
+plan.add("network", create_network, rollback=delete_network)
+plan.add("app", deploy, after=["network"], retry=RetryPolicy(max_attempts=3), on_error=retry_later)
+plan.pause("network", 60)
+
+
+async def provision() -> None:
+    async with Engine("sqlite:///runs.db") as engine:
+        handle = await engine.start(plan, "eu-1")
+        try:
+            applied: dict[str, object] = await handle.result()
+            print(applied)
+        except PlanFailed as exc:
+            print(exc.failures, exc.rolled_back, exc.rollback_errors, exc.skipped)
+        for branch in await handle.branches():
+            print(branch.branch, branch.status, branch.attempts)

@@ -23,6 +23,9 @@ from continuum_py import (
     LeaseLost,
     MessagesPending,
     NonDeterminismError,
+    PlanError,
+    PlanFailed,
+    PlanTimedOut,
     RunAlreadyExists,
     RunAlreadyFinished,
     RunCancelled,
@@ -62,6 +65,9 @@ EXAMPLES = [
     ForkPointNotFound("r1", "position 9", "it is beyond the history"),
     ExportCorrupt("it is cut short", "r1"),
     ExportTooNew("format", 2, 1),
+    PlanError("plan 'p': cycle a -> b -> a"),
+    PlanFailed("r1", "plan 'p' branch 'b' failed", rolled_back=["a"], skipped=["c"]),
+    PlanTimedOut("r1", "plan 'p' passed its timeout of 60s", rolled_back=["a"]),
 ]
 
 
