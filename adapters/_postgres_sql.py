@@ -97,6 +97,19 @@ CREATE INDEX runs_by_workflow ON {s}.runs (workflow, created_at, run_id);
 CREATE INDEX runs_by_id_bytes ON {s}.runs (run_id COLLATE "C");
 """,
     ),
+    Migration(
+        3,
+        "workers: who holds a liveness lock",
+        """
+-- A worker that holds a session advisory lock keyed lock_key while it lives.
+-- A claim takes the runs of a registered worker whose lock is free at once.
+CREATE TABLE {s}.workers (
+    worker_id text PRIMARY KEY,
+    lock_key bigint NOT NULL,
+    since double precision NOT NULL
+);
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -109,9 +122,18 @@ _TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
 COLS = ", ".join(RUN_COLUMNS)
 
 
-def _runnable(own: str, now: str) -> str:
-    """The claim predicate; ``own``: SQL true when the lease holder may take its run back."""
-    free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own})"
+def _runnable(s: str, own: str, now: str) -> str:
+    """The claim predicate; ``own``: SQL true when the lease holder may take its run back.
+
+    A lease is free when nobody holds it, it expired, it is ours to take back, or
+    its holder registered a liveness lock that no session holds now (its
+    process died): ``pg_try_advisory_xact_lock`` takes it until the claim commits.
+    """
+    dead = (
+        f"EXISTS (SELECT 1 FROM {s}.workers w WHERE w.worker_id = lease_owner "
+        "AND pg_try_advisory_xact_lock(w.lock_key))"
+    )
+    free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own} OR {dead})"
     due = f"COALESCE({now}::float8, {_NOW})"
     return (
         f"status IN ({sql_in(LIVE_STATUSES)}) AND ("
@@ -244,7 +266,7 @@ RETURNING run_id"""
         self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
         self.claim = f"""
 WITH c AS (
-    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
+    SELECT run_id FROM {s}.runs WHERE {_runnable(s, "($4 AND lease_owner = $1)", "$5")}
     ORDER BY created_at, run_id LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
@@ -253,7 +275,7 @@ UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.leas
 FROM c WHERE r.run_id = c.run_id
 RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
         self.find_runnable = (
-            f"SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
+            f"SELECT run_id FROM {s}.runs WHERE {_runnable(s, 'false', '$2')} "
             "ORDER BY created_at, run_id LIMIT $1"
         )
         self.renew = f"""
@@ -304,6 +326,20 @@ SELECT id, pg_notify($5, run_id) FROM i"""
             f"SELECT run_id FROM {s}.runs WHERE run_id = ANY($1::text[]) "
             "AND inbox_last > inbox_seen"
         )
+        # Dead registered workers (their lock is free): those leasing running
+        # runs are returned, the others forgotten. The locks taken to look end
+        # with the statement, so a worker coming back waits a moment at most.
+        self.dead_workers = f"""
+WITH dead AS MATERIALIZED (
+    SELECT worker_id FROM {s}.workers WHERE pg_try_advisory_xact_lock(lock_key)
+), busy AS MATERIALIZED (
+    SELECT DISTINCT r.lease_owner AS worker_id FROM {s}.runs r JOIN dead d
+    ON r.lease_owner = d.worker_id WHERE r.status = 'running'
+), gone AS (
+    DELETE FROM {s}.workers w USING dead d
+    WHERE w.worker_id = d.worker_id AND d.worker_id NOT IN (SELECT worker_id FROM busy)
+)
+SELECT worker_id FROM busy ORDER BY worker_id"""
         self.next_wake = (
             f"SELECT min(wake_at) FROM {s}.runs "
             f"WHERE wake_at IS NOT NULL AND status IN ({sql_in(WAITING_STATUSES)})"

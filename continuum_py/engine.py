@@ -61,6 +61,7 @@ from continuum_py.journal import (
     Connectable,
     Journal,
     Lease,
+    LivenessJournal,
     NewRun,
     NotifyingJournal,
     RunRecord,
@@ -370,6 +371,9 @@ class Engine:
                 clock=self.clock,
                 log=self._log,
                 on_run_done=self._run_done,
+                liveness=(
+                    self._journal_obj if isinstance(self._journal_obj, LivenessJournal) else None
+                ),
             )
             if worker
             else None
