@@ -133,9 +133,13 @@ class PostgresLiveness:
         return back
 
     async def release(self, worker_id: str) -> None:
-        """Close ``worker_id``'s connection, which lets go of its lock (it stays registered)."""
+        """Let go of ``worker_id``'s lock and close its connection (it stays registered)."""
         entry = self._held.pop(worker_id, None)
         if entry is not None:
+            # Unlocked before closing: the server ends a closed session a moment later.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await entry.conn.execute("SELECT pg_advisory_unlock_all()")
             await close(entry.conn, 5)
 
     async def aclose(self) -> None:

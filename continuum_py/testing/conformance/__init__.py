@@ -31,6 +31,7 @@ from __future__ import annotations
 from continuum_py.testing.conformance._base import JournalCase
 from continuum_py.testing.conformance._inbox import InboxTests
 from continuum_py.testing.conformance._listing import ListingTests
+from continuum_py.testing.conformance._liveness import LivenessTests
 from continuum_py.testing.conformance._model import ModelTests
 from continuum_py.testing.conformance._seize import SeizeTests
 from continuum_py.testing.conformance._transactions import TransactionTests
@@ -41,6 +42,7 @@ __all__ = [
     "JournalCase",
     "JournalConformance",
     "ListingTests",
+    "LivenessTests",
     "ModelTests",
     "SeizeTests",
     "TransactionTests",
@@ -49,6 +51,6 @@ __all__ = [
 
 
 class JournalConformance(
-    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, ModelTests
+    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, LivenessTests, ModelTests
 ):
     """Every conformance check; a subclass defines ``make_journal``."""

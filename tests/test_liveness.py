@@ -1,0 +1,83 @@
+"""Worker liveness across journal objects on one storage, as two processes see it.
+
+Closing a journal object lets go of its locks the way a process dying does (its
+descriptors and connections close), so a second object on the same file or
+schema plays the surviving process. The process-level proof, with SIGKILL and
+SIGSTOP, is tests/recovery/test_failover.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+from helpers import new_run, step_batch, wait_until
+
+from continuum_py._schemes import journal_from_url
+from continuum_py.errors import LeaseLost
+
+LONG = 3600.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, tmp_path):
+    """A SQLite file, or a Postgres schema of its own (dropped with the session's)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/journal.db"
+    dsn, base = request.getfixturevalue("pg_schema")
+    return f"{dsn}?schema={base}_live_{uuid.uuid4().hex[:6]}"
+
+
+async def test_an_id_held_by_a_live_journal_is_refused_and_freed_when_it_closes(url):
+    first, second = journal_from_url(url), journal_from_url(url)
+    async with first, second:
+        await first.start_run(new_run("r1"))
+        assert await first.hold_liveness("a") is True
+        assert await second.hold_liveness("a") is False
+        [held] = await first.claim("a", ttl=LONG, limit=10)
+        assert await second.claim("b", ttl=LONG, limit=10) == []
+        assert await second.dead_workers() == []
+
+        await first.aclose()  # what the process dying does to its locks
+        assert await second.dead_workers() == ["a"]
+        [taken] = await second.claim("b", ttl=LONG, limit=10)
+        assert taken.run_id == "r1" and taken.token == held.token + 1
+        [err] = await second.append([step_batch(held, 1)])
+        assert isinstance(err, LeaseLost)
+        # The id is free again: a process restarted with it takes it.
+        assert await second.hold_liveness("a") is True
+
+
+@pytest.mark.postgres
+async def test_a_lost_liveness_connection_is_fenced_then_taken_back(pg_schema):
+    dsn, base = pg_schema
+    url = f"{dsn}?schema={base}_lost_{uuid.uuid4().hex[:6]}"
+    first, second = journal_from_url(url), journal_from_url(url)
+    async with first, second:
+        await first.start_run(new_run("r1"))
+        assert await first.hold_liveness("a") is True
+        [held] = await first.claim("a", ttl=LONG, limit=10)
+        pid = first._liveness._held["a"].conn.get_server_pid()
+        killer = await asyncpg.connect(dsn)
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await killer.close()
+
+        # The server let go of the lock: the run moves at once, fenced.
+        async def moved():
+            return await second.claim("b", ttl=LONG, limit=10)
+
+        [taken] = await wait_until(moved, timeout=10)
+        assert taken.token == held.token + 1
+        [err] = await first.append([step_batch(held, 1)])
+        assert isinstance(err, LeaseLost)
+
+        # The worker finds its liveness lost and takes it again on a new connection.
+        assert await first.liveness_held("a") is True
+        assert first._liveness._held["a"].conn.get_server_pid() != pid
+        await first.start_run(new_run("r2"))
+        [again] = await first.claim("a", ttl=LONG, limit=10)
+        assert again.run_id == "r2"
+        assert await second.claim("b", ttl=LONG, limit=10) == []
