@@ -52,3 +52,22 @@ async def mp_chain(ctx: Context, log: str, x: int) -> int:
     a = await mp_mix(log, x, 1)
     b, c = await asyncio.gather(mp_mix(log, a, 2), mp_mix(log, a, 3))
     return await mp_mix(log, b + c, 4)
+
+
+@step(retry=ONCE)
+async def mp_slow_step(log: str, x: int, k: int) -> int:
+    """As mp_mix, but the body lasts long enough that a worker holding runs is mid-step."""
+    info = StepInfo.current()
+    assert info is not None
+    worker = os.environ.get("MP_WORKER_ID", "?")
+    _append_line(log, f"{info.run_id} {info.seq} {info.attempt} {worker}\n")
+    await asyncio.sleep(0.3)
+    return mix(x, k)
+
+
+@workflow
+async def mp_slow(ctx: Context, log: str, x: int, steps: int) -> int:
+    """``steps`` slow steps in a row (positions 1 to ``steps``)."""
+    for k in range(1, steps + 1):
+        x = await mp_slow_step(log, x, k)
+    return x
