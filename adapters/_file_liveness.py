@@ -56,10 +56,13 @@ class FileLiveness:
         """Take ``worker_id``'s lock if no other open file holds it (``True`` if held now)."""
         if worker_id in self._held:
             return True
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(worker_id)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # no folder yet, or the last worker just removed it
+                self.folder.mkdir(parents=True, exist_ok=True)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -83,10 +86,17 @@ class FileLiveness:
         """Whether this object holds ``worker_id``'s lock."""
         return worker_id in self._held
 
-    def release(self, worker_id: str) -> None:
-        """Drop ``worker_id``'s lock (the file stays: the worker stays registered)."""
+    def release(self, worker_id: str, *, forget: bool = False) -> None:
+        """Drop ``worker_id``'s lock; the file stays (registered) unless ``forget``."""
         fd = self._held.pop(worker_id, None)
         if fd is not None:
+            if forget:
+                # Removed while still locked, so no prober sees it half gone;
+                # the folder goes too once no worker is left in it.
+                with contextlib.suppress(OSError):
+                    self.path(worker_id).unlink()
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()
             with contextlib.suppress(OSError):
                 os.close(fd)
 

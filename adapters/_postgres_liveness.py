@@ -78,6 +78,7 @@ class PostgresLiveness:
             "VALUES ($1, $2, extract(epoch FROM clock_timestamp())) "
             "ON CONFLICT (worker_id) DO UPDATE SET lock_key = excluded.lock_key, since = excluded.since"
         )
+        self._forget = f"DELETE FROM {s}.workers WHERE worker_id = $1"
 
     async def hold(self, worker_id: str) -> bool:
         """Take ``worker_id``'s lock on a new connection and register it; ``False`` if held elsewhere."""
@@ -132,13 +133,15 @@ class PostgresLiveness:
             log.info("journal.liveness_regained", worker_id=worker_id, schema=self.schema)
         return back
 
-    async def release(self, worker_id: str) -> None:
-        """Let go of ``worker_id``'s lock and close its connection (it stays registered)."""
+    async def release(self, worker_id: str, *, forget: bool = False) -> None:
+        """Let go of ``worker_id``'s lock and close its connection; unregister it if ``forget``."""
         entry = self._held.pop(worker_id, None)
         if entry is not None:
             # Unlocked before closing: the server ends a closed session a moment later.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
+                    if forget:
+                        await entry.conn.execute(self._forget, worker_id)
                     await entry.conn.execute("SELECT pg_advisory_unlock_all()")
             await close(entry.conn, 5)
 

@@ -122,17 +122,26 @@ _TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
 COLS = ", ".join(RUN_COLUMNS)
 
 
-def _runnable(s: str, own: str, now: str) -> str:
+def _dead(s: str) -> str:
+    """A CTE ``dead``: registered workers whose liveness lock no session holds (their process died).
+
+    ``pg_try_advisory_xact_lock`` takes each such lock until the statement's
+    transaction ends, so a worker coming back cannot slip in between; live
+    workers' locks are only tried. Materialized: one look per worker, not per row.
+    """
+    return (
+        f"dead AS MATERIALIZED (SELECT worker_id FROM {s}.workers "
+        "WHERE pg_try_advisory_xact_lock(lock_key))"
+    )
+
+
+def _runnable(own: str, now: str) -> str:
     """The claim predicate; ``own``: SQL true when the lease holder may take its run back.
 
     A lease is free when nobody holds it, it expired, it is ours to take back, or
-    its holder registered a liveness lock that no session holds now (its
-    process died): ``pg_try_advisory_xact_lock`` takes it until the claim commits.
+    its holder is in the CTE ``dead`` (:func:`_dead`), which the statement must define.
     """
-    dead = (
-        f"EXISTS (SELECT 1 FROM {s}.workers w WHERE w.worker_id = lease_owner "
-        "AND pg_try_advisory_xact_lock(w.lock_key))"
-    )
+    dead = "lease_owner IN (SELECT worker_id FROM dead)"
     free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own} OR {dead})"
     due = f"COALESCE({now}::float8, {_NOW})"
     return (
@@ -265,8 +274,8 @@ ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema,
 RETURNING run_id"""
         self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
         self.claim = f"""
-WITH c AS (
-    SELECT run_id FROM {s}.runs WHERE {_runnable(s, "($4 AND lease_owner = $1)", "$5")}
+WITH {_dead(s)}, c AS (
+    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
     ORDER BY created_at, run_id LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
@@ -275,7 +284,7 @@ UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.leas
 FROM c WHERE r.run_id = c.run_id
 RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
         self.find_runnable = (
-            f"SELECT run_id FROM {s}.runs WHERE {_runnable(s, 'false', '$2')} "
+            f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
             "ORDER BY created_at, run_id LIMIT $1"
         )
         self.renew = f"""
@@ -330,9 +339,7 @@ SELECT id, pg_notify($5, run_id) FROM i"""
         # runs are returned, the others forgotten. The locks taken to look end
         # with the statement, so a worker coming back waits a moment at most.
         self.dead_workers = f"""
-WITH dead AS MATERIALIZED (
-    SELECT worker_id FROM {s}.workers WHERE pg_try_advisory_xact_lock(lock_key)
-), busy AS MATERIALIZED (
+WITH {_dead(s)}, busy AS MATERIALIZED (
     SELECT DISTINCT r.lease_owner AS worker_id FROM {s}.runs r JOIN dead d
     ON r.lease_owner = d.worker_id WHERE r.status = 'running'
 ), gone AS (

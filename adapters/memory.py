@@ -224,9 +224,11 @@ class MemoryJournal(JournalBase):
         """Whether ``worker_id``'s liveness is held."""
         return self._live.get(worker_id, False)
 
-    async def release_liveness(self, worker_id: str) -> None:
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
         """Let go of ``worker_id``'s liveness: its runs may be taken at once."""
-        if worker_id in self._live:
+        if forget:
+            self._live.pop(worker_id, None)
+        elif worker_id in self._live:
             self._live[worker_id] = False
 
     async def dead_workers(self) -> list[str]:

@@ -632,9 +632,9 @@ class PostgresJournal(JournalBase):
         """Whether the lock is still held (a lost one is taken again first, if it can be)."""
         return await self._liveness.held(worker_id)
 
-    async def release_liveness(self, worker_id: str) -> None:
-        """Let go of ``worker_id``'s lock, as its process ending would."""
-        await self._liveness.release(worker_id)
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
+        """Let go of ``worker_id``'s lock, as its process ending would (``forget``: unregister)."""
+        await self._liveness.release(worker_id, forget=forget)
 
     async def dead_workers(self) -> list[str]:
         """Registered workers whose lock is free and who lease running runs."""

@@ -619,10 +619,10 @@ class SQLiteJournal(JournalBase):
         """Whether this journal holds ``worker_id``'s file lock (a file lock is never lost)."""
         return self._liveness.holds(worker_id) if self._liveness is not None else True
 
-    async def release_liveness(self, worker_id: str) -> None:
-        """Drop ``worker_id``'s file lock, as its process ending would."""
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
+        """Drop ``worker_id``'s file lock, as its process ending would (``forget``: and its file)."""
         if self._liveness is not None:
-            self._liveness.release(worker_id)
+            self._liveness.release(worker_id, forget=forget)
 
     async def dead_workers(self) -> list[str]:
         """Registered workers whose lock is free and who lease running runs."""

@@ -89,7 +89,13 @@ class LivenessWatch:
         if dead:
             self._wake()
 
-    async def release(self) -> None:
-        """Let go of the liveness (a clean stop: this worker's leases are given back by then)."""
+    async def release(self, *, forget: bool) -> None:
+        """Let go of the liveness as the worker stops.
+
+        ``forget`` when every lease was given back: then it is unregistered too,
+        leaving nothing behind; else its leftover runs move at once.
+        """
+        if not self._ever_held:
+            return  # another process holds this id: not ours to let go of
         with contextlib.suppress(Exception):
-            await self._journal.release_liveness(self.worker_id)
+            await self._journal.release_liveness(self.worker_id, forget=forget)

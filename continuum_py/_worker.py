@@ -122,13 +122,13 @@ class Worker:
         if claiming is not None:
             # Let a claim still in flight land first, so the sweep below sees its leases.
             await asyncio.gather(claiming, return_exceptions=True)
-        await self._release_leftovers()
+        gave_all_back = await self._release_leftovers()
         if self._liveness is not None:
-            await self._liveness.release()
+            await self._liveness.release(forget=gave_all_back)
         self._bg.clear()
 
-    async def _release_leftovers(self) -> None:
-        """Give back any lease still held in this worker's name.
+    async def _release_leftovers(self) -> bool:
+        """Give back any lease still held in this worker's name; whether all were.
 
         A driver task cancelled before it first ran, or a claim whose reply the
         stopping worker never read, never reaches its own release; without this
@@ -144,6 +144,8 @@ class Worker:
                         expires_at=rec.lease_expires_at or 0.0,
                     )
                     await self._client.release(lease)
+            return True
+        return False
 
     # ---- what the engine asks of it ----
     @property

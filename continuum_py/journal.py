@@ -579,10 +579,12 @@ class LivenessJournal(Protocol):
         """
         ...
 
-    async def release_liveness(self, worker_id: str) -> None:
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
         """Let go of ``worker_id``'s liveness, as its process ending would.
 
-        Runs it still leases may be taken at once afterwards.
+        Runs it still leases may be taken at once afterwards. With ``forget``
+        (a clean stop that gave every lease back) it is also unregistered: a
+        lease later found in its name keeps the lease rule.
         """
         ...
 

@@ -90,6 +90,16 @@ class LivenessTests(JournalCase):
         [back] = await journal.claim("a", ttl=LONG, limit=10, reclaim_own=True)
         assert back.run_id == "r1" and back.token > first.token
 
+    async def test_a_worker_let_go_with_forget_is_unregistered(self, live_journal: Any) -> None:
+        journal = live_journal
+        await journal.start_run(new_run("r1"))
+        assert await journal.hold_liveness("a") is True
+        await claim_run(journal, "r1", "a", ttl=LONG)
+        await journal.release_liveness("a", forget=True)
+        # Unregistered: its lease (a clean stop gives them back first) keeps the lease rule.
+        assert await journal.dead_workers() == []
+        assert await journal.claim("b", ttl=LONG, limit=10) == []
+
     async def test_a_dead_worker_leasing_nothing_is_forgotten(self, live_journal: Any) -> None:
         journal = live_journal
         await journal.start_run(new_run("r1"))
