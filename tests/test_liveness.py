@@ -8,12 +8,14 @@ SIGSTOP, is tests/recovery/test_failover.py.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import pytest
 from helpers import new_run, step_batch, wait_until
 
+from continuum_py import Engine, Registry, step, workflow
 from continuum_py._schemes import journal_from_url
 from continuum_py.errors import LeaseLost
 
@@ -81,3 +83,50 @@ async def test_a_lost_liveness_connection_is_fenced_then_taken_back(pg_schema):
         [again] = await first.claim("a", ttl=LONG, limit=10)
         assert again.run_id == "r2"
         assert await second.claim("b", ttl=LONG, limit=10) == []
+
+
+@pytest.mark.postgres
+async def test_an_engine_whose_liveness_connection_drops_takes_it_back_and_carries_on(pg_schema):
+    dsn, base = pg_schema
+    url = f"{dsn}?schema={base}_eng_{uuid.uuid4().hex[:6]}"
+    registry = Registry()
+    gate = asyncio.Event()
+
+    @step(name="wait_gate")
+    async def wait_gate(n: int) -> int:
+        await gate.wait()
+        return n
+
+    @workflow(registry=registry, name="gated")
+    async def gated(ctx, n: int) -> int:
+        return await wait_gate(n)
+
+    engine = Engine(url, registry=registry, worker_id="a", lease_ttl=LONG, poll_interval=0.05)
+    async with engine, journal_from_url(url) as other:
+        first = await engine.start(gated, 1, run_id="g1")
+
+        async def leased_to_a(run_id: str) -> bool:
+            rec = await other.get_run(run_id)
+            return rec.lease_owner == "a"
+
+        await wait_until(lambda: leased_to_a("g1"), timeout=10)
+        liveness = engine.journal._liveness
+        pid = liveness._held["a"].conn.get_server_pid()
+        killer = await asyncpg.connect(dsn)
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await killer.close()
+
+        # The worker's watch finds the lock lost and holds it again on a new connection.
+        async def back() -> bool:
+            entry = liveness._held.get("a")
+            return entry is not None and not entry.lost and entry.conn.get_server_pid() != pid
+
+        await wait_until(back, timeout=10)
+        second = await engine.start(gated, 2, run_id="g2")
+        await wait_until(lambda: leased_to_a("g2"), timeout=10)
+        # Alive again: another worker leaves its runs alone.
+        assert await other.claim("b", ttl=LONG, limit=10) == []
+        gate.set()
+        assert [await first.result(timeout=30), await second.result(timeout=30)] == [1, 2]
