@@ -33,6 +33,9 @@ log = get_logger()
 PING_EVERY = 5.0
 """Seconds between checks that a liveness connection still answers (a silent drop closes nothing)."""
 
+RETAKE_BACKOFF_MAX = 5.0
+"""Longest pause, in seconds, between tries to take a lost lock again."""
+
 # Session settings of a liveness connection: never ended for idling (it idles
 # by design), and a dead peer found within about 25 s where TCP is used.
 _SESSION = (
@@ -72,6 +75,8 @@ class PostgresLiveness:
         self.schema = schema
         self._connect = connect
         self._held: dict[str, _Held] = {}
+        # Lost and not yet taken again: worker id -> (next try, pause after it).
+        self._lost: dict[str, tuple[float, float]] = {}
         s = f'"{schema}"'
         self._register = (
             f"INSERT INTO {s}.workers (worker_id, lock_key, since) "
@@ -103,38 +108,53 @@ class PostgresLiveness:
             conn.terminate()
             raise
         self._held[worker_id] = _Held(conn)
+        self._lost.pop(worker_id, None)
         return True
 
     async def held(self, worker_id: str) -> bool:
-        """Whether the lock is still held; a lost one is taken again first if it can be."""
+        """Whether the lock is still held; a lost one is taken again first if it can be.
+
+        While Postgres cannot be reached, it is tried again with a growing pause
+        (up to :data:`RETAKE_BACKOFF_MAX` seconds), ``False`` meanwhile.
+        """
         entry = self._held.get(worker_id)
-        if entry is None:
-            return False
-        if not entry.lost and time.monotonic() - entry.pinged >= PING_EVERY:
+        if entry is not None and not entry.lost:
+            if time.monotonic() - entry.pinged < PING_EVERY:
+                return True
             try:
                 async with asyncio.timeout(10):
                     await entry.conn.fetchval("SELECT 1")
                 entry.pinged = time.monotonic()
+                return True
             except Exception as exc:
                 if not isinstance(exc, (*UNAVAILABLE, TimeoutError)):
                     raise
                 entry.lost = True
-        if not entry.lost:
-            return True
-        log.warning("journal.liveness_lost", worker_id=worker_id, schema=self.schema)
-        del self._held[worker_id]
-        entry.conn.terminate()
+        if entry is not None:
+            log.warning("journal.liveness_lost", worker_id=worker_id, schema=self.schema)
+            del self._held[worker_id]
+            entry.conn.terminate()
+            self._lost[worker_id] = (0.0, 0.1)
+        retry = self._lost.get(worker_id)
+        if retry is None:
+            return False  # never held here, or let go of
+        at, pause = retry
+        if time.monotonic() < at:
+            return False
         try:
             back = await self.hold(worker_id)
         except Exception as exc:
+            back = False
             log.warning("journal.liveness_retake_failed", worker_id=worker_id, error=str(exc))
-            return False
         if back:
             log.info("journal.liveness_regained", worker_id=worker_id, schema=self.schema)
+        else:
+            self._lost[worker_id] = (time.monotonic() + pause, min(pause * 2, RETAKE_BACKOFF_MAX))
         return back
 
     async def release(self, worker_id: str, *, forget: bool = False) -> None:
         """Let go of ``worker_id``'s lock and close its connection; unregister it if ``forget``."""
+        self._lost.pop(worker_id, None)
         entry = self._held.pop(worker_id, None)
         if entry is not None:
             # Unlocked before closing: the server ends a closed session a moment later.
@@ -147,5 +167,6 @@ class PostgresLiveness:
 
     async def aclose(self) -> None:
         """Let go of every lock held."""
+        self._lost.clear()
         for worker_id in list(self._held):
             await self.release(worker_id)

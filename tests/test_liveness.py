@@ -130,3 +130,39 @@ async def test_an_engine_whose_liveness_connection_drops_takes_it_back_and_carri
         assert await other.claim("b", ttl=LONG, limit=10) == []
         gate.set()
         assert [await first.result(timeout=30), await second.result(timeout=30)] == [1, 2]
+
+
+@pytest.mark.postgres
+async def test_a_lost_lock_is_retried_while_postgres_is_unreachable(pg_schema, monkeypatch):
+    from continuum_py.adapters import _postgres_liveness
+    from continuum_py.errors import JournalUnavailable
+
+    dsn, base = pg_schema
+    url = f"{dsn}?schema={base}_retry_{uuid.uuid4().hex[:6]}"
+    async with journal_from_url(url) as journal:
+        liveness = journal._liveness
+        assert await liveness.hold("a") is True
+        down = True
+        real = liveness._connect
+
+        async def connect():
+            if down:
+                raise JournalUnavailable("Postgres is down (test)")
+            return await real()
+
+        liveness._connect = connect
+        entry = liveness._held["a"]
+        entry.conn.terminate()  # the connection drops, and its listener says so
+        entry.lost = True
+        clock = [1000.0]
+        monkeypatch.setattr(_postgres_liveness.time, "monotonic", lambda: clock[0])
+        assert await liveness.held("a") is False  # tried at once, failed
+        assert await liveness.held("a") is False  # too soon for the next try
+        clock[0] += 0.1
+        assert await liveness.held("a") is False  # tried again, failed; next in 0.2 s
+        down = False
+        clock[0] += 0.1
+        assert await liveness.held("a") is False  # still waiting
+        clock[0] += 0.1
+        assert await liveness.held("a") is True  # taken again
+        assert await liveness.held("a") is True
