@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FileLiveness", "dead_workers", "hold"]
+__all__ = ["FileLiveness", "dead_workers", "hold", "sql_function"]
 
 
 class FileLiveness:
@@ -199,3 +200,19 @@ async def dead_workers(
     finally:
         for _path, fd in found.values():
             os.close(fd)
+
+
+def sql_function(live: FileLiveness | None, *, memo: bool) -> Callable[[sqlite3.Connection], None]:
+    """Registers ``continuum_dead(owner)`` on a connection: 1 when the owner's process is gone.
+
+    The claim statement calls it. Only the writer keeps answers for the length
+    of a claim (``memo``); the reader runs on another thread. With no
+    liveness (``:memory:``) nobody is dead.
+    """
+
+    def dead(owner: str | None) -> int:
+        if live is None or owner is None:
+            return 0
+        return int(live.dead(owner, live.memo if memo else None))
+
+    return lambda c: c.create_function("continuum_dead", 1, dead)

@@ -244,7 +244,7 @@ class SQLiteJournal(JournalBase):
         live = self._liveness
         for conn, memo in ((self._w, True), (self._r, False)):
             if conn is not None:
-                await conn.call(_register_dead(_dead_function(live, memo=memo)))
+                await conn.call(file_liveness.sql_function(live, memo=memo))
 
     @property
     def _wc(self) -> SQLiteThread:
@@ -647,25 +647,6 @@ class SQLiteJournal(JournalBase):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-
-
-def _register_dead(fn: Callable[[str | None], int]) -> Callable[[sqlite3.Connection], None]:
-    return lambda c: c.create_function("continuum_dead", 1, fn)
-
-
-def _dead_function(live: FileLiveness | None, *, memo: bool) -> Callable[[str | None], int]:
-    """``continuum_dead(owner)`` for one connection: 1 when the owner's process is gone.
-
-    Only the writer keeps answers for the length of a claim (``memo``); the
-    reader runs on another thread.
-    """
-
-    def dead(owner: str | None) -> int:
-        if live is None or owner is None:
-            return 0
-        return int(live.dead(owner, live.memo if memo else None))
-
-    return dead
 
 
 _UPSERT_SNAPSHOT = (
