@@ -609,10 +609,13 @@ class SQLiteJournal(JournalBase):
     async def hold_liveness(self, worker_id: str) -> bool:
         """Hold ``worker_id``'s file lock; see :class:`~continuum_py.journal.LivenessJournal`.
 
-        A ``:memory:`` journal has nobody else to tell: always ``True`` there.
+        A ``:memory:`` journal has nobody else to tell: always ``True`` there;
+        a read-only one runs no worker: ``False``, and nothing is created.
         """
+        if self.read_only:
+            return False
         if self._liveness is None:
-            return not self.read_only
+            return True
         return await file_liveness.hold(self._liveness, worker_id)
 
     async def liveness_held(self, worker_id: str) -> bool:
