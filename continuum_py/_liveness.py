@@ -22,6 +22,9 @@ from continuum_py.journal import LivenessJournal
 WATCH_INTERVAL = 0.2
 """Seconds between looks for dead workers (and at this worker's own liveness)."""
 
+MAX_PAUSE = 5.0
+"""Longest pause, in seconds, between looks while they fail (the journal is away)."""
+
 RETRY_HOLD_EVERY = 5
 """While another live process holds this worker's id, try to take it every this many looks."""
 
@@ -62,14 +65,18 @@ class LivenessWatch:
     async def run(self) -> None:
         """Look every :data:`WATCH_INTERVAL` seconds, until cancelled."""
         looks = 0
+        pause = WATCH_INTERVAL
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await asyncio.sleep(pause)
             looks += 1
             try:
                 await self._look(looks)
+                pause = WATCH_INTERVAL
             except Exception as exc:
-                # Keep watching: leases still move runs if this look fails.
+                # Keep watching (leases still move runs meanwhile), less often
+                # while the journal is away, as the claim loop does.
                 self._log.warning("worker.liveness_watch_failed", error=str(exc))
+                pause = min(pause * 2, MAX_PAUSE)
 
     async def _look(self, looks: int) -> None:
         if self._ever_held:

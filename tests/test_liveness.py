@@ -17,6 +17,7 @@ from helpers import new_run, step_batch, wait_until
 
 from continuum_py import Engine, Registry, step, workflow
 from continuum_py._schemes import journal_from_url
+from continuum_py.adapters.memory import MemoryJournal
 from continuum_py.errors import LeaseLost
 
 LONG = 3600.0
@@ -166,3 +167,52 @@ async def test_a_lost_lock_is_retried_while_postgres_is_unreachable(pg_schema, m
         clock[0] += 0.1
         assert await liveness.held("a") is True  # taken again
         assert await liveness.held("a") is True
+
+
+class _Flaky(MemoryJournal):
+    """A memory journal whose worker liveness can be lost and given back, counting claim-loop turns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose = False
+        self.claims: list[str] = []
+        self.turns = 0
+
+    async def liveness_held(self, worker_id: str) -> bool:
+        return not self.lose and await super().liveness_held(worker_id)
+
+    async def claim(self, worker_id: str, **kw):
+        self.claims.append(worker_id)
+        return await super().claim(worker_id, **kw)
+
+    async def next_wake_at(self):
+        self.turns += 1  # the claim loop asks this once per turn, claim or not
+        return await super().next_wake_at()
+
+
+async def test_a_worker_that_lost_its_liveness_claims_nothing_until_it_is_back():
+    registry = Registry()
+
+    @workflow(registry=registry, name="quick")
+    async def quick(ctx, n: int) -> int:
+        return n
+
+    journal = _Flaky()
+    async with (
+        Engine(journal=journal, registry=registry, worker_id="a", poll_interval=0.05) as engine,
+        Engine(journal=journal, registry=registry, worker=False) as client,
+    ):
+        watch = engine._worker._liveness
+        journal.lose = True
+        await wait_until(lambda: asyncio.sleep(0, watch.lost), timeout=10)
+        handle = await client.start(quick, 7, run_id="q1")
+        journal.claims.clear()
+        turns = journal.turns
+        engine._worker.wake()
+        await wait_until(lambda: asyncio.sleep(0, journal.turns >= turns + 2), timeout=10)
+        assert journal.claims == []  # turns went by, claiming nothing
+        rec = await journal.get_run("q1")
+        assert (rec.status, rec.lease_owner) == ("pending", None)
+        journal.lose = False
+        assert await handle.result(timeout=10) == 7
+        assert not watch.lost
