@@ -1,14 +1,14 @@
 """A SIGKILLed worker's runs move to a live worker through liveness, not lease expiry.
 
-Two `continuum worker` processes share a journal with a 60 s lease. Worker ``a``
-takes every run of mp_flows.mp_gated and stays in each run's first step (a step
-logs a side-effect line, then waits for a gate file the test makes only once
-``a`` is dead), then ``b`` starts. First ``a`` is frozen with SIGSTOP: hung but
-alive, it still holds its liveness lock, so ``b`` (which provably claims
-meanwhile: it runs a probe run to the end) must leave ``a``'s runs alone. Then
-``a`` is SIGKILLed: ``b`` must take its runs long before any lease could expire,
-finish every run, record each step once, and run again only the steps ``a``
-was in the middle of (each run's first step).
+Three `continuum worker` processes share a journal with a 60 s lease. Worker
+``a`` takes every run of mp_flows.mp_gated and stays in each run's first step (a
+step logs a side-effect line, then waits for a gate file the test makes only
+once ``a`` is dead), then ``b`` and ``c`` start. First ``a`` is frozen with
+SIGSTOP: hung but alive, it still holds its liveness lock, so the others (which
+provably claim meanwhile: they run a probe run to the end) must leave ``a``'s
+runs alone. Then ``a`` is SIGKILLed: the others must take its runs long before
+any lease could expire, finish every run, record each step once, and run again
+only the steps ``a`` was in the middle of (each run's first step).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from continuum_py.events import StepCompleted
 LEASE_TTL = 60.0  # no lease lapses during the test: only liveness can move a run
 RUNS = 6
 STEPS = 4
+SURVIVORS = ("b", "c")
 
 
 def slow_expected(x: int) -> int:
@@ -64,16 +65,17 @@ async def failover(url: str, tmp: Path) -> None:
                 return len(await held_by(client, "a")) == RUNS and len(stepped) == RUNS
 
             await wait_until(a_holds_every_run_mid_step, timeout=30, interval=0.02)
-            pool.spawn("b")
+            for survivor in SURVIVORS:
+                pool.spawn(survivor)
             await pool.wait_started()
 
             # Hung but alive: its lock is held, so its runs stay where they are.
             pool.procs["a"].send_signal(signal.SIGSTOP)
             frozen = await held_by(client, "a")
             probe = await client.start("mp_chain", str(tmp / "probe.log"), 1, run_id="probe")
-            await probe.result(timeout=30)  # b claimed while a was frozen
+            await probe.result(timeout=30)  # the others claimed while a was frozen
             assert await held_by(client, "a") == frozen
-            assert [line.worker for line in read_log(tmp / "probe.log")] == ["b"] * 4
+            assert {line.worker for line in read_log(tmp / "probe.log")} <= set(SURVIVORS)
 
             killed_at = time.time()
             pool.procs["a"].kill()
@@ -86,15 +88,17 @@ async def failover(url: str, tmp: Path) -> None:
             Path(f"{log}.go").touch()  # noqa: ASYNC240 - opens the gate of the steps
             results = [await h.result(timeout=60) for h in handles]
             histories = {h.run_id: await client.history(h.run_id) for h in handles}
-        assert await pool.stop("b") == 0, pool.stderr("b")
+        for survivor in SURVIVORS:
+            assert await pool.stop(survivor) == 0, pool.stderr(survivor)
     finally:
         pool.cleanup()
 
     assert results == [slow_expected(i) for i in range(RUNS)]
-    assert "driver_crashed" not in pool.stderr("b"), pool.stderr("b")
+    for survivor in SURVIVORS:
+        assert "driver_crashed" not in pool.stderr(survivor), pool.stderr(survivor)
     assert set(frozen) == {h.run_id for h in handles}
 
-    # The takeover: the first event written after the kill, by b, came long
+    # The takeover: the first event written after the kill, by a survivor, came long
     # before any lease could expire.
     first_after = min(e.at for h in histories.values() for e in h if e.at >= killed_at)
     takeover = first_after - killed_at
@@ -117,7 +121,7 @@ async def failover(url: str, tmp: Path) -> None:
             assert attempts == sorted(set(attempts)) and attempts[-1] == e.attempt, execs
             if e.attempt > 1:
                 # Run again only because a died in it (its body may not have begun).
-                assert workers[-1] == "b" and set(workers[:-1]) <= {"a"}, execs
+                assert workers[-1] in SURVIVORS and set(workers[:-1]) <= {"a"}, execs
                 assert e.at > killed_at, execs
                 repeated.append((run_id, e.position))
             else:
@@ -125,6 +129,12 @@ async def failover(url: str, tmp: Path) -> None:
     assert set(bodies) == {(r, p) for r in histories for p in range(1, STEPS + 1)}
     # a was in each run's first step: exactly those ran again.
     assert sorted(repeated) == [(r, 1) for r in sorted(histories)], repeated
+    # One live runner per run: a, then a single survivor, never back and forth.
+    for run_id in histories:
+        seq = [line.worker for line in lines if line.run_id == run_id]
+        after_a = seq[seq.count("a") :]
+        assert seq[: seq.count("a")] == ["a"] * seq.count("a"), seq
+        assert len(set(after_a)) == 1 and after_a[0] in SURVIVORS, seq
 
 
 @pytest.fixture
