@@ -106,6 +106,19 @@ ALTER TABLE {s}.runs ADD COLUMN forked_from text;
 CREATE INDEX runs_forked ON {s}.runs (forked_from, created_at) WHERE forked_from IS NOT NULL;
 """,
     ),
+    Migration(
+        4,
+        "workers: who holds a liveness lock",
+        """
+-- A worker that holds a session advisory lock keyed lock_key while it lives.
+-- A claim takes the runs of a registered worker whose lock is free at once.
+CREATE TABLE {s}.workers (
+    worker_id text PRIMARY KEY,
+    lock_key bigint NOT NULL,
+    since double precision NOT NULL
+);
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -118,9 +131,27 @@ _TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
 COLS = ", ".join(RUN_COLUMNS)
 
 
+def _dead(s: str) -> str:
+    """A CTE ``dead``: registered workers whose liveness lock no session holds (their process died).
+
+    ``pg_try_advisory_xact_lock`` takes each such lock until the statement's
+    transaction ends, so a worker coming back cannot slip in between; live
+    workers' locks are only tried. Materialized: one look per worker, not per row.
+    """
+    return (
+        f"dead AS MATERIALIZED (SELECT worker_id FROM {s}.workers "
+        "WHERE pg_try_advisory_xact_lock(lock_key))"
+    )
+
+
 def _runnable(own: str, now: str) -> str:
-    """The claim predicate; ``own``: SQL true when the lease holder may take its run back."""
-    free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own})"
+    """The claim predicate; ``own``: SQL true when the lease holder may take its run back.
+
+    A lease is free when nobody holds it, it expired, it is ours to take back, or
+    its holder is in the CTE ``dead`` (:func:`_dead`), which the statement must define.
+    """
+    dead = "lease_owner IN (SELECT worker_id FROM dead)"
+    free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own} OR {dead})"
     due = f"COALESCE({now}::float8, {_NOW})"
     return (
         f"status IN ({sql_in(LIVE_STATUSES)}) AND ("
@@ -266,7 +297,7 @@ ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema,
 RETURNING run_id"""
         self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
         self.claim = f"""
-WITH c AS (
+WITH {_dead(s)}, c AS (
     SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
     ORDER BY created_at, run_id LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -276,7 +307,7 @@ UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.leas
 FROM c WHERE r.run_id = c.run_id
 RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
         self.find_runnable = (
-            f"SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
+            f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
             "ORDER BY created_at, run_id LIMIT $1"
         )
         self.renew = f"""
@@ -327,6 +358,18 @@ SELECT id, pg_notify($5, run_id) FROM i"""
             f"SELECT run_id FROM {s}.runs WHERE run_id = ANY($1::text[]) "
             "AND inbox_last > inbox_seen"
         )
+        # Dead registered workers (their lock is free): those leasing running
+        # runs are returned, the others forgotten. The locks taken to look end
+        # with the statement, so a worker coming back waits a moment at most.
+        self.dead_workers = f"""
+WITH {_dead(s)}, busy AS MATERIALIZED (
+    SELECT DISTINCT r.lease_owner AS worker_id FROM {s}.runs r JOIN dead d
+    ON r.lease_owner = d.worker_id WHERE r.status = 'running'
+), gone AS (
+    DELETE FROM {s}.workers w USING dead d
+    WHERE w.worker_id = d.worker_id AND d.worker_id NOT IN (SELECT worker_id FROM busy)
+)
+SELECT worker_id FROM busy ORDER BY worker_id"""
         self.next_wake = (
             f"SELECT min(wake_at) FROM {s}.runs "
             f"WHERE wake_at IS NOT NULL AND status IN ({sql_in(WAITING_STATUSES)})"

@@ -12,7 +12,7 @@ finds nothing to update).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol, Self
 
 import msgspec
@@ -47,6 +47,7 @@ __all__ = [
     "bad_seqs",
     "check_whole_runs",
     "duplicate_row",
+    "lease_free",
     "lease_held",
     "lease_lost",
     "pending_migrations",
@@ -75,6 +76,30 @@ class _Fenced(Protocol):
     def lease_token(self) -> int: ...
     @property
     def lease_owner(self) -> str | None: ...
+
+
+# ---- claims ----
+
+
+def lease_free(
+    rec: RunRecord,
+    journal_now: float,
+    worker_id: str | None,
+    own: bool,
+    dead: Callable[[str], bool],
+) -> bool:
+    """Whether a claim by ``worker_id`` may take ``rec``'s lease (its status aside).
+
+    Free: nobody holds it; it expired (journal clock); ``own`` and the holder is
+    ``worker_id`` (a restarted worker taking its runs back); or the holder
+    registered its liveness and no longer holds it (``dead(owner)``: its process
+    died, see :class:`~continuum_py.journal.LivenessJournal`). SQL adapters
+    spell the same rule in their claim statement.
+    """
+    owner = rec.lease_owner
+    if owner is None or (rec.lease_expires_at or 0.0) <= journal_now:
+        return True
+    return (own and owner == worker_id) or dead(owner)
 
 
 # ---- fenced writes ----

@@ -16,6 +16,7 @@ from continuum_py.adapters._rules import (
     after,
     bad_seqs,
     check_whole_runs,
+    lease_free,
     lease_held,
     lease_lost,
     refusal,
@@ -82,6 +83,10 @@ class MemoryJournal(JournalBase):
         self._snapshots: dict[str, Snapshot] = {}
         self._parent_position: dict[str, int] = {}
         self._inbox: dict[str, list[InboxMessage]] = {}
+        # Liveness of the workers that registered it: in-process only, so a
+        # worker's runs move at once only when an engine sharing this journal
+        # lets go of its liveness (a test's stand-in for a process dying).
+        self._live: dict[str, bool] = {}
 
     @classmethod
     def from_url(cls, url: str) -> MemoryJournal:
@@ -227,10 +232,43 @@ class MemoryJournal(JournalBase):
         self._snapshots[lease.run_id] = snapshot
         return None
 
+    # ---- liveness ----
+    async def hold_liveness(self, worker_id: str) -> bool:
+        """Hold ``worker_id``'s liveness; see :class:`~continuum_py.journal.LivenessJournal`."""
+        if self._live.get(worker_id):
+            return False
+        self._live[worker_id] = True
+        return True
+
+    async def liveness_held(self, worker_id: str) -> bool:
+        """Whether ``worker_id``'s liveness is held."""
+        return self._live.get(worker_id, False)
+
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
+        """Let go of ``worker_id``'s liveness: its runs may be taken at once."""
+        if forget:
+            self._live.pop(worker_id, None)
+        elif worker_id in self._live:
+            self._live[worker_id] = False
+
+    async def dead_workers(self) -> list[str]:
+        """Workers that let go of liveness and still lease running runs."""
+        dead = {w for w, held in self._live.items() if not held}
+        leasing = {
+            r.lease_owner
+            for r in self._runs.values()
+            if r.status == RunStatus.RUNNING and r.lease_owner in dead
+        }
+        for w in dead - leasing:
+            del self._live[w]
+        return sorted(w for w in leasing if w is not None)
+
+    def _dead(self, worker_id: str) -> bool:
+        return self._live.get(worker_id) is False
+
     # ---- leases ----
-    @staticmethod
     def _runnable(
-        rec: RunRecord, now: float, journal_now: float, worker_id: str | None, own: bool
+        self, rec: RunRecord, now: float, journal_now: float, worker_id: str | None, own: bool
     ) -> bool:
         if rec.status == RunStatus.SUSPENDED:
             due = rec.wake_at is not None and rec.wake_at <= now
@@ -240,9 +278,7 @@ class MemoryJournal(JournalBase):
                 return False
         elif rec.status != RunStatus.RUNNING:
             return False
-        if rec.lease_owner is None or (rec.lease_expires_at or 0.0) <= journal_now:
-            return True
-        return own and rec.lease_owner == worker_id
+        return lease_free(rec, journal_now, worker_id, own, self._dead)
 
     async def _claim(
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None

@@ -34,6 +34,7 @@ import msgspec
 from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
+from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Statements,
@@ -96,7 +97,8 @@ _OLDEST_READABLE = 3
 class PostgresJournal(JournalBase):
     """A :class:`~continuum_py.journal.Journal` in a Postgres schema.
 
-    Also a :class:`~continuum_py.journal.NotifyingJournal` and a
+    Also a :class:`~continuum_py.journal.NotifyingJournal`, a
+    :class:`~continuum_py.journal.LivenessJournal` and a
     :class:`~continuum_py.journal.TransactionalJournal`.
 
     Args:
@@ -154,6 +156,7 @@ class PostgresJournal(JournalBase):
         self._listen_lost: asyncio.Event | None = None
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
+        self._liveness = PostgresLiveness(self.schema, self._connect_one)
 
     @classmethod
     def from_url(cls, url: str, *, read_only: bool = False) -> PostgresJournal:
@@ -639,6 +642,44 @@ class PostgresJournal(JournalBase):
                 self._keep_listening(), name=f"continuum-listen-{self.schema}"
             )
 
+    async def _connect_one(self) -> Any:
+        """A connection of its own, outside the pool (LISTEN, a liveness lock)."""
+        try:
+            return await asyncpg.connect(
+                self._dsn, **{**self._connect_kwargs(), "statement_cache_size": 0}
+            )
+        except Exception as exc:
+            raise connect_error(exc, self.where, self._database) from exc
+
+    # ---- liveness ----
+    async def hold_liveness(self, worker_id: str) -> bool:
+        """Hold ``worker_id``'s advisory lock; see :class:`~continuum_py.journal.LivenessJournal`.
+
+        Raises:
+            JournalUnavailable: Postgres cannot be reached.
+        """
+        if self.read_only:
+            return False
+        if self._closed:
+            raise ConfigurationError("this PostgresJournal was closed; open a new one")
+        with self._errors("hold liveness"):
+            return await self._liveness.hold(worker_id)
+
+    async def liveness_held(self, worker_id: str) -> bool:
+        """Whether the lock is still held (a lost one is taken again first, if it can be)."""
+        return await self._liveness.held(worker_id)
+
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
+        """Let go of ``worker_id``'s lock, as its process ending would (``forget``: unregister)."""
+        await self._liveness.release(worker_id, forget=forget)
+
+    async def dead_workers(self) -> list[str]:
+        """Registered workers whose lock is free and who lease running runs."""
+        if self.read_only:
+            return []
+        rows = await self._fetch("dead workers", self._sql.dead_workers)
+        return [r[0] for r in rows]
+
     def _dispatch(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for cb in list(self._callbacks):
             try:
@@ -647,12 +688,7 @@ class PostgresJournal(JournalBase):
                 log.exception("journal.listen_callback_failed", run_id=payload)
 
     async def _open_listener(self) -> None:
-        try:
-            conn = await asyncpg.connect(
-                self._dsn, **{**self._connect_kwargs(), "statement_cache_size": 0}
-            )
-        except Exception as exc:
-            raise connect_error(exc, self.where, self._database) from exc
+        conn = await self._connect_one()
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _c: lost.set())
@@ -711,6 +747,7 @@ class PostgresJournal(JournalBase):
                 await task
         conn, self._listen_conn = self._listen_conn, None
         await close(conn, 5)
+        await self._liveness.aclose()
         pool, self._pool = self._pool, None
         await close(pool, 10)
 

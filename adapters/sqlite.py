@@ -18,10 +18,13 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from continuum_py.adapters import _file_liveness as file_liveness
+from continuum_py.adapters._file_liveness import FileLiveness
 from continuum_py.adapters._rules import (
     WAITING_STATUSES,
     JournalBase,
@@ -81,8 +84,10 @@ _RUN_COLS = ", ".join(RUN_COLUMNS)
 
 # Engine-clock time for wake_at (journal clock when the caller gives none).
 _WAKE_NOW = f"COALESCE(:now, {_NOW})"
+# continuum_dead(owner): the holder registered its liveness and its process is gone.
 _LEASE_FREE = (
-    f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR (:own AND lease_owner = :worker))"
+    f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR (:own AND lease_owner = :worker) "
+    "OR continuum_dead(lease_owner))"
 )
 # One branch per way a run becomes runnable, each read from the index that
 # bounds it, so finished runs and suspended runs that still wait are never
@@ -178,6 +183,11 @@ class SQLiteJournal(JournalBase):
         # it. Queued on this lock they simply wait, in order, without polling.
         self._lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
+        self._liveness = (
+            FileLiveness(Path(f"{path}-workers"))
+            if path != ":memory:" and FileLiveness.supported()
+            else None
+        )
 
     @classmethod
     def from_url(cls, url: str, *, read_only: bool = False) -> SQLiteJournal:
@@ -235,6 +245,10 @@ class SQLiteJournal(JournalBase):
         if self._w is not None or self._r is not None:
             return
         self._w, self._r = await open_file(self.path, self.mode, self._busy_ms)
+        live = self._liveness
+        for conn, memo in ((self._w, True), (self._r, False)):
+            if conn is not None:
+                await conn.call(file_liveness.sql_function(live, memo=memo))
 
     @property
     def _wc(self) -> SQLiteThread:
@@ -484,6 +498,8 @@ class SQLiteJournal(JournalBase):
         }
 
         def tx(conn: sqlite3.Connection) -> list[Lease]:
+            if self._liveness is not None:
+                self._liveness.memo = {}  # one look at each worker per claim (writer thread)
             rows = conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = :worker, "
                 f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, "
@@ -624,7 +640,45 @@ class SQLiteJournal(JournalBase):
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
+    # ---- liveness ----
+    async def hold_liveness(self, worker_id: str) -> bool:
+        """Hold ``worker_id``'s file lock; see :class:`~continuum_py.journal.LivenessJournal`.
+
+        A ``:memory:`` journal has nobody else to tell: always ``True`` there;
+        a read-only one runs no worker: ``False``, and nothing is created.
+        """
+        if self.read_only:
+            return False
+        if self._liveness is None:
+            return True
+        return await file_liveness.hold(self._liveness, worker_id)
+
+    async def liveness_held(self, worker_id: str) -> bool:
+        """Whether this journal holds ``worker_id``'s file lock (a file lock is never lost)."""
+        return self._liveness.holds(worker_id) if self._liveness is not None else True
+
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
+        """Drop ``worker_id``'s file lock, as its process ending would (``forget``: and its file)."""
+        if self._liveness is not None:
+            self._liveness.release(worker_id, forget=forget)
+
+    async def dead_workers(self) -> list[str]:
+        """Registered workers whose lock is free and who lease running runs."""
+
+        async def leasing(ids: list[str]) -> set[str]:
+            marks = ", ".join("?" * len(ids))
+            rows = await self._fetchall(
+                "SELECT DISTINCT lease_owner FROM runs INDEXED BY runs_by_status "
+                f"WHERE status = 'running' AND lease_owner IN ({marks})",
+                ids,
+            )
+            return {r[0] for r in rows}
+
+        return await file_liveness.dead_workers(self._liveness, leasing)
+
     async def aclose(self) -> None:
+        if self._liveness is not None:
+            self._liveness.release_all()
         for attr in ("_r", "_w"):
             conn = getattr(self, attr)
             setattr(self, attr, None)

@@ -9,8 +9,11 @@ load + replay + the first commit. The lease's remaining life at the restart is
 reported beside it: the restarted worker reclaims its own run at once instead
 of waiting for the lease to expire.
 
-For contrast, the same crash is resumed by a worker with another id, which
-must wait for the lease to lapse (a short TTL keeps that run brief).
+For contrast, the same crash is resumed by a worker with another id. Before
+worker liveness it had to wait for the lease to lapse (a short TTL kept that
+run brief); now the dead worker's file lock is gone, so it takes the run at
+its first claim too (``bench_failover.py`` measures that takeover between two
+live workers).
 
 Usage: python benchmarks/bench_resume.py [--quick] [--dir DIR] [--kill-after STEPS]
 """

@@ -20,7 +20,16 @@ from typing import Any
 from _common import emit, meta, note, parser
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["fsync", "step_overhead", "replay", "replay_all", "resume", "workers", "plan"]
+BENCHMARKS = [
+    "fsync",
+    "step_overhead",
+    "replay",
+    "replay_all",
+    "resume",
+    "failover",
+    "workers",
+    "plan",
+]
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +70,12 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         other = ok["resume"]["results"].get("other_worker")
         if other is not None:
             out["resume_other_worker_ms"] = other["spawn_to_first_step_ms"]
+    if "failover" in ok:
+        out["failover_kill_to_first_event_ms"] = {
+            journal: r["first_event_ms"]["median"]
+            for journal, r in ok["failover"]["results"].items()
+            if "first_event_ms" in r
+        }
     if "workers" in ok:
         # Per configuration (journal, worker processes): medians over the repeats.
         out["workers"] = {

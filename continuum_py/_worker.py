@@ -16,10 +16,11 @@ from typing import Any
 
 from continuum_py._client import JournalClient
 from continuum_py._clock import Clock
+from continuum_py._liveness import LivenessWatch
 from continuum_py._log import Logger
 from continuum_py._runner import RunDriver, RunnerConfig
 from continuum_py.errors import JournalUnavailable
-from continuum_py.journal import Lease, RunStatus
+from continuum_py.journal import Lease, LivenessJournal, RunStatus
 
 INBOX_WATCH_INTERVAL = 0.2
 """Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
@@ -37,6 +38,8 @@ class Worker:
         clock: the engine clock.
         log: the engine's logger.
         on_run_done: called with a run id when its driver stops.
+        liveness: the journal, when it keeps worker liveness: this worker holds
+            its own while it runs and takes dead workers' runs at once.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class Worker:
         clock: Clock,
         log: Logger,
         on_run_done: Callable[[str], None],
+        liveness: LivenessJournal | None = None,
     ) -> None:
         self._client = client
         self.cfg = cfg
@@ -70,15 +74,24 @@ class Worker:
         self._wake = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._liveness = (
+            LivenessWatch(liveness, self.worker_id, log, self.wake)
+            if liveness is not None
+            else None
+        )
 
     # ---- lifecycle ----
     async def start(self, *, watch_inbox: bool) -> None:
-        """Take back this worker's own unfinished runs, then start the loops."""
+        """Hold this worker's liveness, take back its own unfinished runs, then start the loops."""
+        if self._liveness is not None:
+            await self._liveness.hold()  # first: a claim in a dead worker's name is taken at once
         await self.claim(reclaim_own=True)
         self._bg.append(asyncio.create_task(self._claim_loop()))
         self._bg.append(asyncio.create_task(self._heartbeat_loop()))
         if watch_inbox:
             self._bg.append(asyncio.create_task(self._inbox_watch_loop()))
+        if self._liveness is not None:
+            self._bg.append(asyncio.create_task(self._liveness.run()))
 
     @property
     def claim_loop(self) -> asyncio.Task[None] | None:
@@ -109,11 +122,13 @@ class Worker:
         if claiming is not None:
             # Let a claim still in flight land first, so the sweep below sees its leases.
             await asyncio.gather(claiming, return_exceptions=True)
-        await self._release_leftovers()
+        gave_all_back = await self._release_leftovers()
+        if self._liveness is not None:
+            await self._liveness.release(forget=gave_all_back)
         self._bg.clear()
 
-    async def _release_leftovers(self) -> None:
-        """Give back any lease still held in this worker's name.
+    async def _release_leftovers(self) -> bool:
+        """Give back any lease still held in this worker's name; whether all were.
 
         A driver task cancelled before it first ran, or a claim whose reply the
         stopping worker never read, never reaches its own release; without this
@@ -129,6 +144,8 @@ class Worker:
                         expires_at=rec.lease_expires_at or 0.0,
                     )
                     await self._client.release(lease)
+            return True
+        return False
 
     # ---- what the engine asks of it ----
     @property
@@ -202,7 +219,7 @@ class Worker:
     async def claim(self, *, reclaim_own: bool = False) -> None:
         """Claim as many runnable runs as there is room for, and drive them."""
         free = self.concurrency - len(self.drivers)
-        if free <= 0:
+        if free <= 0 or (self._liveness is not None and self._liveness.lost):
             return
         # Shielded and kept: if the worker stops mid-claim, stop() waits for the
         # claim to land before giving back what this worker still holds.

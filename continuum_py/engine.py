@@ -62,6 +62,7 @@ from continuum_py.journal import (
     Connectable,
     Journal,
     Lease,
+    LivenessJournal,
     NewRun,
     NotifyingJournal,
     RunRecord,
@@ -318,8 +319,10 @@ class Engine:
             ``"{host}-{n}"``, the lowest slot of this host no live engine holds
             (a lock held while the engine lives), so a process restarted after a
             crash gets its id back; a client (``worker=False``) is ``"{host}-pid{pid}"``.
-        lease_ttl: seconds a lease lasts without a heartbeat; a crashed worker's
-            runs move to another worker after this.
+        lease_ttl: seconds a lease lasts without a heartbeat. A dead worker's
+            runs move at once on a journal that keeps worker liveness (SQLite
+            files, Postgres); a worker that hangs without dying keeps them until
+            then.
         snapshot_every: store a snapshot of replay state every N events (0: never).
         concurrency: runs this worker drives at once.
         registry: where workflows are looked up by name (default: the one
@@ -413,6 +416,9 @@ class Engine:
                 clock=self.clock,
                 log=self._log,
                 on_run_done=self._run_done,
+                liveness=(
+                    self._journal_obj if isinstance(self._journal_obj, LivenessJournal) else None
+                ),
             )
             if worker
             else None

@@ -35,6 +35,7 @@ __all__ = [
     "JournalImport",
     "JournalTransaction",
     "Lease",
+    "LivenessJournal",
     "NewRun",
     "NotifyingJournal",
     "RunRecord",
@@ -602,6 +603,57 @@ class NotifyingJournal(Protocol):
         That is: starts a run, sends a message to one, releases or resumes one.
         Keep listening across reconnects until ``aclose``. A lost notification
         only delays work: workers also poll.
+        """
+        ...
+
+
+@runtime_checkable
+class LivenessJournal(Protocol):
+    """Optional: a journal that learns at once when a worker's process has died.
+
+    A worker holds its *liveness* while it lives: on Postgres a session advisory
+    lock on a connection of its own, on SQLite a file lock beside the database
+    file. The database server or the operating system lets go of it the moment
+    the process dies, however it dies. A claim treats a run leased by a worker
+    that registered its liveness and no longer holds it as if the lease had
+    expired: the run moves at once, fenced as always (its token grows, so the
+    dead worker's writes would be refused). A worker that never held liveness
+    (an older version, a tool that seized a run) and a worker that hangs but
+    lives (its lock is still held) keep the lease rule: their runs move only
+    once their leases expire.
+
+    .. versionadded:: 0.1
+    """
+
+    async def hold_liveness(self, worker_id: str) -> bool:
+        """Hold ``worker_id``'s liveness (and register it) until released or the process ends.
+
+        Returns ``False`` when it is held elsewhere (the same id given to two
+        live workers); the caller may try again later.
+        """
+        ...
+
+    async def liveness_held(self, worker_id: str) -> bool:
+        """Whether this journal still holds ``worker_id``'s liveness.
+
+        One that was lost (its connection dropped) is taken again first, if it
+        can be; meanwhile other workers may have taken its runs (fenced).
+        """
+        ...
+
+    async def release_liveness(self, worker_id: str, *, forget: bool = False) -> None:
+        """Let go of ``worker_id``'s liveness, as its process ending would.
+
+        Runs it still leases may be taken at once afterwards. With ``forget``
+        (a clean stop that gave every lease back) it is also unregistered: a
+        lease later found in its name keeps the lease rule.
+        """
+        ...
+
+    async def dead_workers(self) -> list[str]:
+        """Registered workers whose liveness is gone and who still lease running runs.
+
+        A dead worker leasing nothing is forgotten (unregistered) on the way.
         """
         ...
 

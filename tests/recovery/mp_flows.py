@@ -52,3 +52,23 @@ async def mp_chain(ctx: Context, log: str, x: int) -> int:
     a = await mp_mix(log, x, 1)
     b, c = await asyncio.gather(mp_mix(log, a, 2), mp_mix(log, a, 3))
     return await mp_mix(log, b + c, 4)
+
+
+@step(retry=ONCE)
+async def mp_gated_step(log: str, x: int, k: int) -> int:
+    """As mp_mix, but the body waits until the file ``{log}.go`` exists: a worker holds it mid-step."""
+    info = StepInfo.current()
+    assert info is not None
+    worker = os.environ.get("MP_WORKER_ID", "?")
+    _append_line(log, f"{info.run_id} {info.seq} {info.attempt} {worker}\n")
+    while not os.path.exists(f"{log}.go"):  # noqa: ASYNC110, ASYNC240 - another process makes it
+        await asyncio.sleep(0.01)
+    return mix(x, k)
+
+
+@workflow
+async def mp_gated(ctx: Context, log: str, x: int, steps: int) -> int:
+    """``steps`` gated steps in a row (positions 1 to ``steps``)."""
+    for k in range(1, steps + 1):
+        x = await mp_gated_step(log, x, k)
+    return x

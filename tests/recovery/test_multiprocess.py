@@ -141,15 +141,17 @@ async def kill_one_mid_work(url: str, tmp: Path, *, workers: int, runs: int) -> 
             await wait_until(a_third_done, timeout=60, interval=0.01)
             holding = Counter(r.lease_owner for r in await client.list_runs(status="running"))
             victim = max(ids, key=lambda w: holding[w])
-            pool.procs[victim].kill()
-            assert await asyncio.to_thread(pool.procs[victim].wait, 10) == -signal.SIGKILL
-            # Nobody can take the dead worker's runs before its leases lapse (2 s),
-            # so what it holds now is what it held when it died.
+            # Frozen first: hung but alive, it keeps its liveness lock and its runs,
+            # so what it holds now is what it holds when it dies (once dead, the
+            # others take its runs at once).
+            pool.procs[victim].send_signal(signal.SIGSTOP)
             held = {
                 r.run_id
                 for r in await client.list_runs(status="running")
                 if r.lease_owner == victim
             }
+            pool.procs[victim].kill()
+            assert await asyncio.to_thread(pool.procs[victim].wait, 10) == -signal.SIGKILL
             done_at_kill = await count(client, RunStatus.COMPLETED)
             handles = await starter
             killed_at = time.monotonic() - began

@@ -31,6 +31,7 @@ from __future__ import annotations
 from continuum_py.testing.conformance._base import JournalCase
 from continuum_py.testing.conformance._inbox import InboxTests
 from continuum_py.testing.conformance._listing import ListingTests
+from continuum_py.testing.conformance._liveness import LivenessTests
 from continuum_py.testing.conformance._model import ModelTests
 from continuum_py.testing.conformance._seize import SeizeTests
 from continuum_py.testing.conformance._transactions import TransactionTests
@@ -42,6 +43,7 @@ __all__ = [
     "JournalCase",
     "JournalConformance",
     "ListingTests",
+    "LivenessTests",
     "ModelTests",
     "SeizeTests",
     "TransactionTests",
@@ -51,6 +53,13 @@ __all__ = [
 
 
 class JournalConformance(
-    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, WholeRunTests, ModelTests
+    WriteTests,
+    SeizeTests,
+    InboxTests,
+    TransactionTests,
+    ListingTests,
+    WholeRunTests,
+    LivenessTests,
+    ModelTests,
 ):
     """Every conformance check; a subclass defines ``make_journal``."""
