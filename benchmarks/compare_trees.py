@@ -27,8 +27,13 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "step": ("bench_step_overhead.py", ["--repeats", "3"]),
     "replay": ("bench_replay.py", ["--repeats", "3"]),
     "workers": ("bench_workers.py", ["--runs", "500", "--repeats", "1", "--configs", "sqlite:1"]),
+    # continuum_py's side of head_to_head.py (no DBOS, no Postgres): steps and whole workflows.
+    "h2h": (
+        "head_to_head.py",
+        ["--rounds", "1", "--configs", "continuum:memory", "continuum:sqlite"],
+    ),
 }
-HIGHER_IS_BETTER = {"workers"}
+HIGHER_IS_BETTER = {"workers"}  # and every h2h figure per second (the key says so)
 
 
 def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
@@ -38,6 +43,13 @@ def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
             "memory_us_per_step": r["memory_sequential"]["us_per_step_median"],
             "memory_gather_us_per_step": r["memory_gather"]["us_per_step_median"],
             "sqlite_over_fsync": doc["targets"]["sqlite_us_per_step_over_fsync"]["ratio"],
+        }
+    if name == "h2h":
+        f = doc["summary"]["figures"]
+        return {
+            f"{c.split(':')[1]}_{k}": f[c][k]
+            for c in ("continuum:memory", "continuum:sqlite")
+            for k in ("us_per_step", "seq_per_s", "conc_per_s")
         }
     if name == "replay":
         return {f"{k}_us_per_event": v["us_per_history_event"] for k, v in r.items()}
@@ -60,12 +72,14 @@ def main() -> None:
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
     opts = p.parse_args()
+    chosen = {k: v for k, v in BENCHMARKS.items() if not opts.only or k in opts.only}
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        name: {"before": [], "after": []} for name in BENCHMARKS
+        name: {"before": [], "after": []} for name in chosen
     }
     for i in range(opts.rounds):
-        for name, (script, args) in BENCHMARKS.items():
+        for name, (script, args) in chosen.items():
             for side in ("before", "after"):
                 note(f"round {i + 1}/{opts.rounds}: {name} on {side}")
                 tree = getattr(opts, side).resolve()
@@ -77,7 +91,7 @@ def main() -> None:
             ratios[f"{name}.{key}"] = {
                 "after_over_before_median": round(statistics.median(pairs), 3),
                 "per_round": [round(x, 3) for x in pairs],
-                "higher_is_better": name in HIGHER_IS_BETTER,
+                "higher_is_better": name in HIGHER_IS_BETTER or key.endswith("per_s"),
             }
     emit(
         {
