@@ -228,9 +228,21 @@ class DbosSide(Side):
 
 async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
     gc.collect()
+    where = os.environ.get("H2H_PROFILE")  # head_to_head.py --profile DIR
+    profiler: Any = None
+    if where:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005, async_mode="enabled")
+        profiler.start()
     t0 = time.perf_counter()
     await fn()
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.stop()
+        text = profiler.output_text(unicode=False, color=False, show_all=False)
+        Path(where).write_text(text)  # noqa: ASYNC240 - after the timed part
+    return took
 
 
 async def w_step(side: Side, a: argparse.Namespace) -> dict[str, Any]:

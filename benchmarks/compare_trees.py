@@ -51,6 +51,7 @@ def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
             for c in ("continuum:memory", "continuum:sqlite")
             for k in ("us_per_step", "seq_per_s", "conc_per_s")
         }
+    r = doc["results"]
     if name == "replay":
         return {f"{k}_us_per_event": v["us_per_history_event"] for k, v in r.items()}
     return {f"{k}_steps_per_s": v["median"]["steps_per_s_busy"] for k, v in r.items()}

@@ -176,9 +176,16 @@ class PgAdmin:
 # --- one measurement ---
 
 
+def _backend(url: str) -> str:
+    return url.split(":", 1)[0].removesuffix("ql")
+
+
 class Runner:
-    def __init__(self, folder: Path, pg: PgAdmin | None, sizes: dict[str, int]) -> None:
+    def __init__(
+        self, folder: Path, pg: PgAdmin | None, sizes: dict[str, int], profile: Path | None
+    ) -> None:
         self.folder = folder
+        self.profile = profile
         self.pg = pg
         self.sizes = sizes
         self.count = 0
@@ -186,12 +193,17 @@ class Runner:
     def _child(self, args: list[str], **kw: Any) -> subprocess.Popen[str]:
         self.count += 1
         log = open(self.folder / f"child-{self.count}.log", "w")  # noqa: SIM115 - closed by the OS
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        if self.profile is not None and args[1] in ("step", "seq", "conc"):
+            # One pyinstrument profile of the timed part, per side, journal and workload.
+            name = f"{args[0]}-{_backend(args[2])}-{args[1]}-{self.count}.txt"
+            env["H2H_PROFILE"] = str(self.profile / name)
         return subprocess.Popen(
             [sys.executable, str(CHILD), *args],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
+            env=env,
             cwd=self.folder,
             **kw,
         )
@@ -478,6 +490,12 @@ def main() -> None:
         "--history-steps", type=int, default=None, help="completed steps before kill -9 (4999)"
     )
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="write a pyinstrument profile of each step/seq/conc measurement's timed part "
+        "into this folder (needs pyinstrument, in the bench extra; slows what it profiles)",
+    )
     a = p.parse_args()
     q = a.quick
     sizes = {
@@ -511,7 +529,9 @@ def main() -> None:
     durability: dict[str, Any] = {}
     rtt: dict[str, Any] = {}
     with workdir(a.dir, keep=a.keep) as folder:
-        run = Runner(folder, pg, sizes)
+        if a.profile is not None:
+            a.profile.mkdir(parents=True, exist_ok=True)
+        run = Runner(folder, pg, sizes, a.profile.resolve() if a.profile else None)
         for i in range(rounds):
             note(f"round {i + 1}/{rounds}: yardsticks")
             rnd: dict[str, Any] = {"yardsticks": yardsticks(folder, pg, q), "results": {}}
