@@ -37,13 +37,6 @@ HIGHER_IS_BETTER = {"workers"}  # and every h2h figure per second (the key says 
 
 
 def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
-    r = doc["results"]
-    if name == "step":
-        return {
-            "memory_us_per_step": r["memory_sequential"]["us_per_step_median"],
-            "memory_gather_us_per_step": r["memory_gather"]["us_per_step_median"],
-            "sqlite_over_fsync": doc["targets"]["sqlite_us_per_step_over_fsync"]["ratio"],
-        }
     if name == "h2h":
         f = doc["summary"]["figures"]
         return {
@@ -52,6 +45,12 @@ def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
             for k in ("us_per_step", "seq_per_s", "conc_per_s")
         }
     r = doc["results"]
+    if name == "step":
+        return {
+            "memory_us_per_step": r["memory_sequential"]["us_per_step_median"],
+            "memory_gather_us_per_step": r["memory_gather"]["us_per_step_median"],
+            "sqlite_over_fsync": doc["targets"]["sqlite_us_per_step_over_fsync"]["ratio"],
+        }
     if name == "replay":
         return {f"{k}_us_per_event": v["us_per_history_event"] for k, v in r.items()}
     return {f"{k}_steps_per_s": v["median"]["steps_per_s_busy"] for k, v in r.items()}
