@@ -22,15 +22,18 @@ from typing import Any
 
 from _common import emit, meta, note, parser
 
+H2H_CONFIGS = ["continuum:memory", "continuum:sqlite", "continuum:postgres"]
+
 # benchmark: (script, extra arguments, how to pick its figures out of its JSON)
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "step": ("bench_step_overhead.py", ["--repeats", "3"]),
     "replay": ("bench_replay.py", ["--repeats", "3"]),
     "workers": ("bench_workers.py", ["--runs", "500", "--repeats", "1", "--configs", "sqlite:1"]),
-    # continuum_py's side of head_to_head.py (no DBOS, no Postgres): steps and whole workflows.
+    # continuum_py's side of head_to_head.py (no DBOS): steps and whole workflows; Postgres
+    # from $CONTINUUM_TEST_PG_DSN (skipped, with a line, when not reachable).
     "h2h": (
         "head_to_head.py",
-        ["--rounds", "1", "--configs", "continuum:memory", "continuum:sqlite"],
+        ["--rounds", "1", "--configs", *H2H_CONFIGS],
     ),
 }
 HIGHER_IS_BETTER = {"workers"}  # and every h2h figure per second (the key says so)
@@ -39,11 +42,15 @@ HIGHER_IS_BETTER = {"workers"}  # and every h2h figure per second (the key says 
 def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
     if name == "h2h":
         f = doc["summary"]["figures"]
-        return {
+        got = {
             f"{c.split(':')[1]}_{k}": f[c][k]
-            for c in ("continuum:memory", "continuum:sqlite")
+            for c in H2H_CONFIGS
+            if c in f
             for k in ("us_per_step", "seq_per_s", "conc_per_s")
         }
+        for c, n in doc.get("round_trips_per_step", {}).items():
+            got[f"{c.split(':')[1]}_round_trips_per_step"] = n
+        return got
     r = doc["results"]
     if name == "step":
         return {
