@@ -40,6 +40,14 @@ MODE: dict[str, Any] = {"hold": -1, "progress": None, "report": None}
 
 
 def _rss_mb() -> float:
+    # VmHWM: this process's own peak. ru_maxrss would also count the parent's RSS at the
+    # fork that made this process (Linux keeps it across exec).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
