@@ -307,7 +307,15 @@ async def w_rtt(side: Side, a: argparse.Namespace) -> dict[str, Any]:
     after = counter.snapshot()
     diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     per_step = {k: round(v / a.n, 2) for k, v in sorted(diff.items()) if v}
-    return {"steps": a.n, "per_step": per_step}
+    # Whole 3-step workflows, one after another: start, run load, steps, end, result.
+    workflows = 50
+    before = counter.snapshot()
+    for i in range(workflows):
+        await side.three(i)
+    after = counter.snapshot()
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    per_workflow = {k: round(v / workflows, 2) for k, v in sorted(diff.items()) if v}
+    return {"steps": a.n, "per_step": per_step, "per_3_step_workflow": per_workflow}
 
 
 async def w_replay_memory(a: argparse.Namespace) -> dict[str, Any]:

@@ -48,8 +48,9 @@ def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
             if c in f
             for k in ("us_per_step", "seq_per_s", "conc_per_s")
         }
-        for c, n in doc.get("round_trips_per_step", {}).items():
-            got[f"{c.split(':')[1]}_round_trips_per_step"] = n
+        for what in ("step", "3_step_workflow"):
+            for c, n in doc.get(f"round_trips_per_{what}", {}).items():
+                got[f"{c.split(':')[1]}_round_trips_per_{what}"] = n
         return got
     r = doc["results"]
     if name == "step":

@@ -423,9 +423,13 @@ def table(doc: dict[str, Any]) -> str:
     }
     for key, label in labels.items():
         rows.append([label, *(_fmt(s["figures"][c][key]) for c in configs)])
-    rows.append(["peak RSS, MB", *(_fmt(s["peak_rss_mb"][c]) for c in configs)])
+    rows.append(
+        ["peak RSS, MB (largest measurement)", *(_fmt(s["peak_rss_mb"][c]) for c in configs)]
+    )
     rtt = doc.get("round_trips_per_step", {})
     rows.append(["Postgres round trips per step", *(_fmt(rtt.get(c)) for c in configs)])
+    rtt = doc.get("round_trips_per_3_step_workflow", {})
+    rows.append(["  per 3-step workflow, sequential", *(_fmt(rtt.get(c)) for c in configs)])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = [
         "  ".join(
@@ -547,7 +551,7 @@ def main() -> None:
         for c in configs:
             if c.endswith("postgres"):
                 note(f"round trips per step on {c} (through a counting proxy, untimed)")
-                rtt[c] = run.measure(c, "rtt")["result"]["per_step"]
+                rtt[c] = run.measure(c, "rtt")["result"]
         info = meta(folder)
     info["versions"] = {
         d: dist_version(d) for d in ("dbos", "sqlalchemy", "psycopg", "asyncpg", "pyinstrument")
@@ -565,7 +569,10 @@ def main() -> None:
             "skipped": skipped,
         },
         "durability": durability,
-        "round_trips_per_step": {c: v.get("round_trips") for c, v in rtt.items()},
+        "round_trips_per_step": {c: v["per_step"].get("round_trips") for c, v in rtt.items()},
+        "round_trips_per_3_step_workflow": {
+            c: v["per_3_step_workflow"].get("round_trips") for c, v in rtt.items()
+        },
         "wire_counts_per_step": rtt,
         "summary": summary,
         "targets": targets(
