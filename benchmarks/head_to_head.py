@@ -411,13 +411,14 @@ def targets(summary: dict[str, Any], conc_sqlite: float | None) -> dict[str, Any
 def table(doc: dict[str, Any]) -> str:
     s = doc["summary"]
     configs = doc["params"]["configs"]
+    sizes = doc["params"]["sizes"]
     head = ["", *configs]
     rows = []
     labels = {
-        "us_per_step": "step, µs (1,000 sequential)",
+        "us_per_step": f"step, µs ({sizes['steps']:,} sequential)",
         "seq_per_s": "3-step workflows/s, sequential",
         "conc_per_s": "3-step workflows/s, 50 at a time",
-        "open_replay_ms": "open + replay 10k-event history, ms",
+        "open_replay_ms": f"open + replay {2 * sizes['history_steps'] + 2:,}-event history, ms",
         "replay_memory_us_per_event": "replay, µs/event (memory, in process)",
         "kill9_to_first_step_ms": "kill -9: spawn to next step, ms",
     }
