@@ -286,6 +286,14 @@ SELECT pg_notify($3, $2::text) FROM t"""
         )
         self.exists = f"SELECT 1 FROM {s}.runs WHERE run_id = $1"
         self.snapshot = f"SELECT seq, schema, data FROM {s}.snapshots WHERE run_id = $1"
+        # The snapshot row (kind NULL) first, then the events after it: one round trip.
+        self.load_with_snapshot = f"""
+WITH snap AS (SELECT seq, schema, data FROM {s}.snapshots WHERE run_id = $1)
+SELECT 0 AS part, seq, NULL::text AS kind, schema, data FROM snap
+UNION ALL
+SELECT 1, e.seq, e.kind, e.schema, e.data FROM {s}.events e
+WHERE e.run_id = $1 AND e.seq > COALESCE((SELECT seq FROM snap), 0)
+ORDER BY part, seq"""
         self.take_snapshot = f"""
 WITH ok AS (
     SELECT run_id FROM {s}.runs

@@ -446,6 +446,19 @@ class PostgresJournal(JournalBase):
             StoredEvent(run_id=run_id, seq=r[0], kind=r[1], schema=r[2], data=r[3]) for r in rows
         ]
 
+    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        """The newest snapshot and the events after it, in one query."""
+        rows = await self._fetch("load_with_snapshot", self._sql.load_with_snapshot, run_id)
+        snap = None
+        if rows and rows[0][0] == 0:
+            _, seq, _, schema, data = rows.pop(0)
+            snap = Snapshot(run_id=run_id, seq=seq, schema=schema, data=data)
+        elif not rows and not await self._fetch("load", self._sql.exists, run_id):
+            raise RunNotFound(run_id)
+        return snap, [
+            StoredEvent(run_id=run_id, seq=r[1], kind=r[2], schema=r[3], data=r[4]) for r in rows
+        ]
+
     async def _snapshot(self, run_id: str) -> Snapshot | None:
         rows = await self._fetch("load_with_snapshot", self._sql.snapshot, run_id)
         if not rows:

@@ -464,6 +464,35 @@ class SQLiteJournal(JournalBase):
             for r in rows
         ]
 
+    async def load_with_snapshot(self, run_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        """The newest snapshot and the events after it, in one hop to the reader thread."""
+
+        def read(c: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            snap = c.execute(
+                "SELECT seq, schema, data FROM snapshots WHERE run_id = ?", (run_id,)
+            ).fetchall()
+            rows = c.execute(
+                "SELECT seq, kind, schema, data FROM events WHERE run_id = ? AND seq > ? "
+                "ORDER BY seq",
+                (run_id, snap[0][0] if snap else 0),
+            ).fetchall()
+            return snap, rows
+
+        try:
+            snap_rows, rows = await self._rc.call(read)
+        except sqlite3.OperationalError as exc:
+            raise JournalUnavailable(f"SQLite read failed: {exc}") from exc
+        snap = None
+        if snap_rows:
+            seq, schema, data = snap_rows[0]
+            snap = Snapshot(run_id=run_id, seq=seq, schema=schema, data=bytes(data))
+        elif not rows and await self.get_run(run_id) is None:
+            raise RunNotFound(run_id)
+        return snap, [
+            StoredEvent(run_id=run_id, seq=r[0], kind=r[1], schema=r[2], data=bytes(r[3]))
+            for r in rows
+        ]
+
     async def _snapshot(self, run_id: str) -> Snapshot | None:
         rows = await self._fetchall(
             "SELECT seq, schema, data FROM snapshots WHERE run_id = ?", (run_id,)

@@ -22,16 +22,36 @@ from typing import Any
 
 from _common import emit, meta, note, parser
 
+H2H_CONFIGS = ["continuum:memory", "continuum:sqlite", "continuum:postgres"]
+
 # benchmark: (script, extra arguments, how to pick its figures out of its JSON)
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "step": ("bench_step_overhead.py", ["--repeats", "3"]),
     "replay": ("bench_replay.py", ["--repeats", "3"]),
     "workers": ("bench_workers.py", ["--runs", "500", "--repeats", "1", "--configs", "sqlite:1"]),
+    # continuum_py's side of head_to_head.py (no DBOS): steps and whole workflows; Postgres
+    # from $CONTINUUM_TEST_PG_DSN (skipped, with a line, when not reachable).
+    "h2h": (
+        "head_to_head.py",
+        ["--rounds", "1", "--configs", *H2H_CONFIGS],
+    ),
 }
-HIGHER_IS_BETTER = {"workers"}
+HIGHER_IS_BETTER = {"workers"}  # and every h2h figure per second (the key says so)
 
 
 def _figures(name: str, doc: dict[str, Any]) -> dict[str, float]:
+    if name == "h2h":
+        f = doc["summary"]["figures"]
+        got = {
+            f"{c.split(':')[1]}_{k}": f[c][k]
+            for c in H2H_CONFIGS
+            if c in f
+            for k in ("us_per_step", "seq_per_s", "conc_per_s")
+        }
+        for what in ("step", "3_step_workflow"):
+            for c, n in doc.get(f"round_trips_per_{what}", {}).items():
+                got[f"{c.split(':')[1]}_round_trips_per_{what}"] = n
+        return got
     r = doc["results"]
     if name == "step":
         return {
@@ -60,12 +80,14 @@ def main() -> None:
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
     opts = p.parse_args()
+    chosen = {k: v for k, v in BENCHMARKS.items() if not opts.only or k in opts.only}
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        name: {"before": [], "after": []} for name in BENCHMARKS
+        name: {"before": [], "after": []} for name in chosen
     }
     for i in range(opts.rounds):
-        for name, (script, args) in BENCHMARKS.items():
+        for name, (script, args) in chosen.items():
             for side in ("before", "after"):
                 note(f"round {i + 1}/{opts.rounds}: {name} on {side}")
                 tree = getattr(opts, side).resolve()
@@ -77,7 +99,7 @@ def main() -> None:
             ratios[f"{name}.{key}"] = {
                 "after_over_before_median": round(statistics.median(pairs), 3),
                 "per_round": [round(x, 3) for x in pairs],
-                "higher_is_better": name in HIGHER_IS_BETTER,
+                "higher_is_better": name in HIGHER_IS_BETTER or key.endswith("per_s"),
             }
     emit(
         {

@@ -216,8 +216,16 @@ class RunHandle(Generic[R]):
         async with asyncio.timeout(timeout):
             delay = 0.02
             while True:
-                rec = await self._engine._record(run_id)
+                # Take the waiter before the read: a run that ends during the read sets it
+                # (taken after, it would miss that and wait out the delay).
+                waiter = self._engine._waiter(run_id)
+                try:
+                    rec = await self._engine._record(run_id)
+                except BaseException:
+                    self._engine._drop_waiter(run_id, waiter)
+                    raise
                 if rec.status.terminal and rec.outcome is not None:
+                    self._engine._drop_waiter(run_id, waiter)
                     end = _codec.decode_event(rec.run_id, rec.last_seq, 0, rec.outcome)
                     if isinstance(end, ContinuedAsNew):
                         run_id, delay = end.new_run_id, 0.02
@@ -231,7 +239,6 @@ class RunHandle(Generic[R]):
                         assert failed is not None
                         raise failed
                     return self._decode(rec.run_id, end)
-                waiter = self._engine._waiter(run_id)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await waiter.wait()
@@ -942,6 +949,13 @@ class Engine:
         if ev is None:
             ev = self._waiters[run_id] = asyncio.Event()
         return ev
+
+    def _drop_waiter(self, run_id: str, ev: asyncio.Event) -> None:
+        # Forget a waiter no run end will set (the run ended elsewhere, or is unknown),
+        # and wake whoever shares it: they read the run again.
+        if self._waiters.get(run_id) is ev:
+            del self._waiters[run_id]
+            ev.set()
 
 
 def _positive(value: float | dt.timedelta, what: str) -> float:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from continuum_py.errors import JournalConflict, LeaseLost
+from continuum_py.errors import JournalConflict, LeaseLost, RunNotFound
 from continuum_py.journal import AppendBatch, RunStatus, Snapshot
 from continuum_py.testing._journal_helpers import new_run, step_events
 from continuum_py.testing.conformance._base import JournalCase, asyncio_tests
@@ -147,6 +147,20 @@ class WriteTests(JournalCase):
         got, tail = await journal.load_with_snapshot("r1")
         assert got == snap
         assert [e.seq for e in tail] == [4, 5]
+
+    async def test_load_with_snapshot_without_one_and_of_an_unknown_run(self, journal: Any) -> None:
+        await journal.start_run(new_run("r1"))
+        [lease] = await journal.claim("w1", ttl=30, limit=10)
+        await journal.append(
+            [AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))]
+        )
+        got, tail = await journal.load_with_snapshot("r1")
+        assert got is None
+        assert tail == await journal.load("r1")
+        assert [e.seq for e in tail] == [1, 2, 3]
+        with pytest.raises(RunNotFound) as ei:
+            await journal.load_with_snapshot("ghost")
+        assert ei.value.run_id == "ghost"
 
     async def test_claim_respects_limit_and_order(self, journal: Any) -> None:
         for i in range(5):
