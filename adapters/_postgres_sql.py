@@ -17,6 +17,7 @@ from continuum_py.adapters._rules import (
     refuse_newer,
     sql_in,
 )
+from continuum_py.adapters._schedules import POSTGRES_TABLE as POSTGRES_SCHEDULES_TABLE
 from continuum_py.journal import INBOX_CHECKED_STATUSES, RUN_COLUMNS, TERMINAL_STATUSES
 
 __all__ = [
@@ -97,6 +98,7 @@ CREATE INDEX runs_by_workflow ON {s}.runs (workflow, created_at, run_id);
 CREATE INDEX runs_by_id_bytes ON {s}.runs (run_id COLLATE "C");
 """,
     ),
+    Migration(3, "schedules table", POSTGRES_SCHEDULES_TABLE),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 

@@ -15,6 +15,7 @@ from continuum_py.adapters._rules import (
     readable_layout,
     refuse_newer,
 )
+from continuum_py.adapters._schedules import SQLITE_TABLE as SQLITE_SCHEDULES_TABLE
 from continuum_py.adapters._sqlite_thread import SQLiteThread
 from continuum_py.errors import ConfigurationError
 
@@ -27,12 +28,13 @@ __all__ = [
     "version",
 ]
 
-STORAGE_VERSION = 3  # MIGRATIONS[-1].version, checked below
+STORAGE_VERSION = 4  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
 parent_position, inbox_last, inbox_seen; indexes for waking runs.
 3: indexes for listing runs (all of them, or one workflow's) by creation time.
+4: schedules table (cron schedules shared by every worker).
 """
 
 # The table layout's history, oldest first; a fresh file applies every step.
@@ -103,6 +105,7 @@ CREATE INDEX IF NOT EXISTS runs_unseen ON runs (created_at) WHERE status = 'susp
         """CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id)""",
     ),
+    Migration(4, "schedules table", SQLITE_SCHEDULES_TABLE),
 )
 
 

@@ -19,6 +19,7 @@ from continuum_py.adapters._rules import (
     lease_lost,
     refusal,
 )
+from continuum_py.adapters._schedules import MemorySchedules
 from continuum_py.errors import JournalError, RunAlreadyFinished, RunNotFound
 from continuum_py.journal import (
     NOTIFY_PARENT_STATUSES,
@@ -65,7 +66,7 @@ class MemoryTransaction:
         return None
 
 
-class MemoryJournal(JournalBase):
+class MemoryJournal(MemorySchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` held in dictionaries.
 
     Args:

@@ -49,6 +49,7 @@ from continuum_py.adapters._rules import (
     readable_layout,
     why_refused,
 )
+from continuum_py.adapters._schedules import PostgresSchedules
 from continuum_py.errors import (
     ConfigurationError,
     JournalError,
@@ -87,7 +88,7 @@ _OLDEST_READABLE = 1
 # ---- the journal ----
 
 
-class PostgresJournal(JournalBase):
+class PostgresJournal(PostgresSchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` in a Postgres schema.
 
     Also a :class:`~continuum_py.journal.NotifyingJournal` and a

@@ -24,6 +24,7 @@ from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
 from continuum_py._runner import RunnerConfig
+from continuum_py._schedule_api import ScheduleMethods
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
 from continuum_py._worker import INBOX_WATCH_INTERVAL as INBOX_WATCH_INTERVAL
 from continuum_py._worker import Worker
@@ -260,7 +261,7 @@ def _iterable(value: Any, what: str) -> list[Any]:
         raise ConfigurationError(f"{what} must be a list, got {value!r}") from None
 
 
-class Engine:
+class Engine(ScheduleMethods):
     """The client for starting and watching runs, and an in-process worker.
 
     Use it as an async context manager::
@@ -377,6 +378,7 @@ class Engine:
             if worker
             else None
         )
+        self._init_schedules()
         if isinstance(self.clock, AttachableClock):
             self.clock.attach(self)
 
@@ -410,6 +412,8 @@ class Engine:
                 await self._journal_obj.listen(self._worker.on_notify)
             # Take back this worker's own unfinished runs before anything else.
             await self._worker.start(watch_inbox=not notifying)
+        if self._scheduler is not None:
+            self._scheduler.start()
 
     async def aclose(self, *, grace: float = 0.0) -> None:
         """Stop the worker and close the journal.
@@ -423,6 +427,8 @@ class Engine:
         """
         if not self._open:
             return
+        if self._scheduler is not None:
+            await self._scheduler.stop()
         if self._worker is not None:
             await self._worker.stop(grace=grace)
         self._open = False
@@ -747,7 +753,7 @@ class Engine:
         """True when every run this worker holds waits only for time or a message."""
         if not self._open or not self.run_worker:
             return True  # a closed engine or a client runs nothing
-        return self._worker is None or self._worker.idle
+        return (self._worker is None or self._worker.idle) and not self._schedules_busy
 
     # ---- internals ----
     def _poke(self, run_id: str, *, cancel: bool = False) -> None:
@@ -762,6 +768,8 @@ class Engine:
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
             ev.set()
+        if "@" in run_id:
+            self._wake_schedules()  # a fire may wait for this run (overlap="buffer_one")
 
     def _check_open(self) -> None:
         if not self._open:
