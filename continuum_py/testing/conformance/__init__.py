@@ -32,6 +32,7 @@ from continuum_py.testing.conformance._base import JournalCase
 from continuum_py.testing.conformance._inbox import InboxTests
 from continuum_py.testing.conformance._listing import ListingTests
 from continuum_py.testing.conformance._model import ModelTests
+from continuum_py.testing.conformance._schedules import ScheduleTests
 from continuum_py.testing.conformance._seize import SeizeTests
 from continuum_py.testing.conformance._transactions import TransactionTests
 from continuum_py.testing.conformance._writes import WriteTests
@@ -42,6 +43,7 @@ __all__ = [
     "JournalConformance",
     "ListingTests",
     "ModelTests",
+    "ScheduleTests",
     "SeizeTests",
     "TransactionTests",
     "WriteTests",
@@ -49,6 +51,6 @@ __all__ = [
 
 
 class JournalConformance(
-    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, ModelTests
+    WriteTests, SeizeTests, InboxTests, TransactionTests, ListingTests, ModelTests, ScheduleTests
 ):
     """Every conformance check; a subclass defines ``make_journal``."""
