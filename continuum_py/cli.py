@@ -8,6 +8,7 @@ Examples::
     continuum replay quickstart.json --import docs.quickstart
     continuum replay --run quickstart --url sqlite:///continuum.db --import docs.quickstart
     CONTINUUM_URL=sqlite:///continuum.db continuum show quickstart
+    continuum schedules --url sqlite:///continuum.db
 
 Every ``--url`` defaults to ``$CONTINUUM_URL``, else ``sqlite:///continuum.db``.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from continuum_py import _cli_inspect
+from continuum_py import _cli_inspect, _cli_schedules
 from continuum_py._log import LOGGER_NAME
 from continuum_py._schemes import DEFAULT_URL, redact_url
 from continuum_py.engine import Engine
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     term.add_argument("run_id")
     term.add_argument("--reason", default="terminated", help="recorded with the run's end")
     _add_url(term)
+    _cli_schedules.add_parser(sub, _add_url)
     rep = sub.add_parser("replay", help="replay a history against workflow code, running no step")
     what = rep.add_mutually_exclusive_group(required=True)
     what.add_argument(
@@ -368,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cli_inspect.signal(args.url, args.run_id, args.name, args.payload))
         if args.command == "resume":
             return asyncio.run(_cli_inspect.resume(args.url, args.run_id))
+        if args.command == "schedules":
+            return asyncio.run(_cli_schedules.run(args))
         if args.command in ("cancel", "terminate"):
             reason = args.reason if args.command == "terminate" else None
             return asyncio.run(_end(args.url, args.run_id, reason))
