@@ -1,6 +1,7 @@
 """Cron schedules: each fire once across workers, catch-up, overlap, DST, restart, bad input.
 
-Time is a VirtualClock: a simulated day of minute fires runs in seconds.
+Time is a VirtualClock: a simulated day of minute fires runs in seconds (on
+memory and SQLite); the rest runs on every journal.
 """
 
 from __future__ import annotations
@@ -124,9 +125,9 @@ async def test_a_minute_schedule_fires_1440_times_once_each_in_a_day_with_two_wo
     assert received[expected[0]] == dt.datetime(2026, 1, 2, tzinfo=UTC)
 
 
-async def test_the_workflow_gets_its_fire_time_in_the_schedules_zone(local_url):
+async def test_the_workflow_gets_its_fire_time_in_the_schedules_zone(journal_url):
     clock = VirtualClock(at("2026-06-01T11:59:00+00:00"), idle_delay=0.001)
-    async with engine(journal_maker(local_url)(), clock) as eng:
+    async with engine(journal_maker(journal_url)(), clock) as eng:
         await eng.schedule("noon", tick, "hi", cron="0 8 * * *", tz=NY)
         await wait_until(lambda: eng.journal.get_run("noon@2026-06-01T12:00:00Z"))
         h = await eng.get("noon@2026-06-01T12:00:00Z")
@@ -139,8 +140,8 @@ async def test_the_workflow_gets_its_fire_time_in_the_schedules_zone(local_url):
 # ---- catch-up and restart ----
 
 
-async def test_a_worker_down_30_minutes_catches_up_within_catchup_and_skips_the_rest(local_url):
-    make = journal_maker(local_url)
+async def test_a_worker_down_30_minutes_catches_up_within_catchup_and_skips_the_rest(journal_url):
+    make = journal_maker(journal_url)
     t0 = at("2026-01-01T00:00:00+00:00")
     clock = VirtualClock(t0, auto_advance=False)
     async with engine(make(), clock) as eng:
@@ -199,9 +200,9 @@ async def _status(eng: Engine, run_id: str, status: RunStatus) -> bool:
     return rec is not None and rec.status == status
 
 
-async def test_overlap_skip_skips_fires_while_the_previous_run_is_unfinished(local_url):
+async def test_overlap_skip_skips_fires_while_the_previous_run_is_unfinished(journal_url):
     clock = VirtualClock(T_OVERLAP, auto_advance=False)
-    async with engine(journal_maker(local_url)(), clock) as eng:
+    async with engine(journal_maker(journal_url)(), clock) as eng:
         await _fire_three(eng, clock, "skip")
         s = await info(eng, "o")
         assert (s.fired, s.skipped) == (1, 2)
@@ -213,9 +214,9 @@ async def test_overlap_skip_skips_fires_while_the_previous_run_is_unfinished(loc
         assert await run_ids(eng, "o@") == [rid("o", T_OVERLAP + 60), rid("o", T_OVERLAP + 240)]
 
 
-async def test_overlap_buffer_one_starts_one_waiting_fire_when_the_previous_ends(local_url):
+async def test_overlap_buffer_one_starts_one_waiting_fire_when_the_previous_ends(journal_url):
     clock = VirtualClock(T_OVERLAP, auto_advance=False)
-    async with engine(journal_maker(local_url)(), clock) as eng:
+    async with engine(journal_maker(journal_url)(), clock) as eng:
         await _fire_three(eng, clock, "buffer_one")
         s = await info(eng, "o")
         assert (s.fired, s.skipped) == (1, 1)
@@ -228,9 +229,9 @@ async def test_overlap_buffer_one_starts_one_waiting_fire_when_the_previous_ends
         assert await run_ids(eng, "o@") == [rid("o", T_OVERLAP + 60), rid("o", T_OVERLAP + 120)]
 
 
-async def test_overlap_allow_starts_every_fire(local_url):
+async def test_overlap_allow_starts_every_fire(journal_url):
     clock = VirtualClock(T_OVERLAP, auto_advance=False)
-    async with engine(journal_maker(local_url)(), clock) as eng:
+    async with engine(journal_maker(journal_url)(), clock) as eng:
         await _fire_three(eng, clock, "allow")
         await wait_until(lambda: fired(eng, "o", 3))
         s = await info(eng, "o")
@@ -311,10 +312,10 @@ async def test_declaring_again_is_a_no_op_and_a_change_replaces_keeping_progress
         assert changed.next_fire == dt.datetime.fromtimestamp(t0 + 600, UTC)
 
 
-async def test_pause_stops_fires_and_resume_does_not_make_them_up(local_url):
+async def test_pause_stops_fires_and_resume_does_not_make_them_up(journal_url):
     t0 = at("2026-01-01T00:00:00+00:00")
     clock = VirtualClock(t0, auto_advance=False)
-    async with engine(journal_maker(local_url)(), clock) as eng:
+    async with engine(journal_maker(journal_url)(), clock) as eng:
         await eng.schedule("p", tick, "x", cron="* * * * *", overlap="allow")
         await eng.pause_schedule("p")
         assert (await info(eng, "p")).paused and (await info(eng, "p")).next_fire is None

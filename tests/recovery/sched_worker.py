@@ -2,7 +2,8 @@
 
 Usage: ``python sched_worker.py URL WORKER_ID LOG``. Each fire's run has one
 step that appends ``run_id worker_id`` to LOG (O_APPEND, one write and fsync
-per line). Runs until SIGTERM.
+per line), and once its schedule is declared, ``worker_id`` to LOG.ready.
+Runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ async def main(url: str, worker_id: str, log: str) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Engine(url, registry=reg, worker_id=worker_id, poll_interval=0.05) as eng:
         await eng.schedule("mp", minutely, log, **SCHEDULE)
+        append_line(f"{log}.ready", f"{worker_id}\n")
         await stop.wait()
 
 

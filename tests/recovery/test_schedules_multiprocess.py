@@ -1,4 +1,6 @@
-"""Two worker processes fire one schedule on a SQLite journal (real clock): each fire once.
+"""Two worker processes fire one schedule on one journal (real clock): each fire once.
+
+On SQLite and Postgres.
 
 The schedule's stored last fire is seeded 15 minutes in the past, so both
 processes find 15 fires due at once when they start and race to handle them.
@@ -12,9 +14,11 @@ import math
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from helpers import wait_until
 from sched_worker import SCHEDULE, minutely, reg
 
@@ -30,8 +34,15 @@ def spawn(url: str, worker_id: str, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def test_two_worker_processes_start_each_fire_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, tmp_path) -> str:
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("pg_schema")
+        return f"{dsn}?schema={schema}_{uuid.uuid4().hex[:8]}"
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+async def test_two_worker_processes_start_each_fire_once(url, tmp_path):
     log = tmp_path / "fires.log"
     now = time.time()
     seeded = math.floor(now / 60) * 60 - 15 * 60
@@ -51,6 +62,12 @@ async def test_two_worker_processes_start_each_fire_once(tmp_path):
                 return len(finished) >= 15
 
             await wait_until(done, timeout=60, interval=0.1)
+
+            async def both_ready() -> bool:
+                ready = tmp_path / "fires.log.ready"
+                return ready.exists() and len(ready.read_text().split()) == 2
+
+            await wait_until(both_ready, timeout=60, interval=0.05)  # SIGTERM handlers are set
     finally:
         for p in procs:
             p.terminate()
