@@ -203,8 +203,13 @@ class Scheduler:
         self.busy = True
         self._task = asyncio.create_task(self._loop())
 
+    def cancel(self) -> None:
+        """Stop the loop at its next await (see :meth:`stop`)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self) -> None:
-        """Stop the loop."""
+        """Stop the loop and wait for it to end."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -428,9 +428,11 @@ class Engine(ScheduleMethods):
         if not self._open:
             return
         if self._scheduler is not None:
-            await self._scheduler.stop()
+            self._scheduler.cancel()  # fire nothing more; awaited once the worker stopped
         if self._worker is not None:
             await self._worker.stop(grace=grace)
+        if self._scheduler is not None:
+            await self._scheduler.stop()
         self._open = False
         await self._journal_obj.aclose()
         if self._slot is not None:

@@ -96,6 +96,11 @@ async def handled(eng: Engine, name: str, t: float) -> bool:
     return (await info(eng, name)).last_fire.timestamp() >= t
 
 
+async def completed(eng: Engine, prefix: str, n: int) -> bool:
+    runs = await eng.list_runs(run_id_prefix=prefix, limit=10_000)
+    return sum(r.status == RunStatus.COMPLETED for r in runs) >= n
+
+
 async def run_ids(eng: Engine, name: str) -> list[str]:
     return sorted(r.run_id for r in await eng.list_runs(limit=10_000) if r.run_id.startswith(name))
 
@@ -120,7 +125,6 @@ async def test_a_minute_schedule_fires_1440_times_once_each_in_a_day_with_two_wo
     assert ids == expected
     in_day = [r for r in executed if r.startswith("minutely@2026")]
     assert sorted(in_day) == expected  # each fire's run did its step once
-    assert max(Counter(executed).values()) == 1
     assert s.skipped == 0 and s.last_skipped is None
     assert received[expected[0]] == dt.datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -150,6 +154,8 @@ async def test_a_worker_down_30_minutes_catches_up_within_catchup_and_skips_the_
             await clock.advance(60)
             await wait_until(lambda: handled(eng, "m", clock.now()))
         await wait_until(lambda: fired(eng, "m", 5))
+        # (Closing with grace=0 would interrupt a step mid-way; it would run again.)
+        await wait_until(lambda: completed(eng, "m@", 5))
     await clock.advance(1800)  # nobody runs for 30 minutes
     async with engine(make(), clock, "w2") as eng:  # a restart: a new Engine
         await wait_until(lambda: fired(eng, "m", 16))

@@ -26,6 +26,7 @@ from continuum_py import (
     RunFailed,
     RunNotFound,
     RunTimedOut,
+    ScheduleNotFound,
     SchemaTooNew,
     SignalTimeout,
     StepError,
@@ -52,6 +53,7 @@ EXAMPLES = [
     RunTimedOut("r1", "passed its deadline"),
     SignalTimeout("approve", 60.0),
     ChildRunFailed("p.1", "kid", "ValueError", "negative", "Traceback ..."),
+    ScheduleNotFound("nightly"),
 ]
 
 
