@@ -240,17 +240,23 @@ class PostgresSchedules:
 
         return await self._write("put_schedule", tx)
 
+    async def _select_schedules(self, what: str, where: str, *args: Any) -> list[ScheduleRecord]:
+        sql = f"SELECT {_COLUMNS} FROM {self._schedules_table}{where} ORDER BY name"
+        try:
+            rows = await self._fetch(what, sql, *args)
+        except Exception as exc:
+            # A schema of an older layout, opened read-only (it is never upgraded then).
+            if type(exc).__name__ == "UndefinedTableError":
+                return []
+            raise
+        return [_record(r) for r in rows]
+
     async def get_schedule(self, name: str) -> ScheduleRecord | None:
-        rows = await self._fetch(
-            "get_schedule", f"SELECT {_COLUMNS} FROM {self._schedules_table} WHERE name = $1", name
-        )
-        return _record(rows[0]) if rows else None
+        found = await self._select_schedules("get_schedule", " WHERE name = $1", name)
+        return found[0] if found else None
 
     async def list_schedules(self) -> list[ScheduleRecord]:
-        rows = await self._fetch(
-            "list_schedules", f"SELECT {_COLUMNS} FROM {self._schedules_table} ORDER BY name"
-        )
-        return [_record(r) for r in rows]
+        return await self._select_schedules("list_schedules", "")
 
     async def _update(self, what: str, sql: str, *args: Any) -> bool:
         async def tx(conn: Any) -> bool:

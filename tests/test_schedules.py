@@ -385,3 +385,48 @@ async def test_an_unknown_schedule_name_is_a_typed_error(method):
         with pytest.raises(ScheduleNotFound):
             await eng.next_fires("nope", 3)
         assert await eng.schedules() == []
+
+
+# ---- journals of an older layout ----
+
+
+async def test_an_older_sqlite_file_read_only_has_no_schedules_and_gains_the_table(tmp_path):
+    import sqlite3
+
+    from continuum_py._cli_inspect import reader
+
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    async with Engine(url, worker=False):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE schedules")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    async with reader(url) as eng:  # read-only: nothing is upgraded
+        assert await eng.schedules() == []
+    async with Engine(url, registry=reg, worker=False) as eng:  # upgraded on open
+        await eng.schedule("s", tick, "x")
+        assert [s.name for s in await eng.schedules()] == ["s"]
+
+
+@pytest.mark.postgres
+async def test_an_older_postgres_schema_read_only_has_no_schedules(pg_schema):
+    import uuid
+
+    from continuum_py._cli_inspect import reader
+    from continuum_py._schemes import journal_from_url
+    from continuum_py.adapters.postgres import MIGRATIONS
+
+    dsn, schema = pg_schema
+    url = f"{dsn}?schema={schema}_{uuid.uuid4().hex[:8]}"
+    old = journal_from_url(url)
+    old.migrations = [m for m in MIGRATIONS if m.version <= 2]
+    async with old:
+        pass
+    async with reader(url) as eng:
+        assert await eng.schedules() == []
+    async with Engine(url, registry=reg, worker=False) as eng:
+        await eng.schedule("s", tick, "x")
+        assert [s.name for s in await eng.schedules()] == ["s"]
