@@ -255,7 +255,13 @@ class Scheduler:
         for rec in await self._store.list_schedules():
             if rec.paused or not self._can_fire(rec.workflow):
                 continue
-            nxt = await self._advance(rec)
+            try:
+                nxt = await self._advance(rec)
+            except Exception as exc:
+                # One schedule that cannot fire (its run cannot start, its zone is not
+                # installed here) must not hold the others up; it is tried at the next look.
+                self._log.warning("schedule.tick_failed", schedule=rec.name, error=str(exc))
+                continue
             if nxt is not None and (soonest is None or nxt < soonest):
                 soonest = nxt
         return soonest

@@ -430,3 +430,20 @@ async def test_an_older_postgres_schema_read_only_has_no_schedules(pg_schema):
     async with Engine(url, registry=reg, worker=False) as eng:
         await eng.schedule("s", tick, "x")
         assert [s.name for s in await eng.schedules()] == ["s"]
+
+
+async def test_a_schedule_whose_run_cannot_start_does_not_hold_up_the_others():
+    import msgspec
+
+    t0 = at("2026-01-01T00:00:00+00:00")
+    clock = VirtualClock(t0, auto_advance=False)
+    async with engine(journal_maker("memory://")(), clock) as eng:
+        await eng.schedule("bad", tick, "x", cron="* * * * *", overlap="allow")
+        await eng.schedule("good", tick, "y", cron="* * * * *", overlap="allow")
+        # As if the workflow's signature changed under a stored schedule: its args no longer fit.
+        stored = await eng.journal.get_schedule("bad")
+        await eng.journal.put_schedule(msgspec.structs.replace(stored, args=b"[1]"))
+        await clock.advance(60)
+        await wait_until(lambda: fired(eng, "good", 1))
+        assert await run_ids(eng, "good@") == [rid("good", t0 + 60)]
+        assert await run_ids(eng, "bad@") == []
