@@ -72,6 +72,7 @@ class World:
         self.runs: dict[str, bool] = {}  # run id -> unfinished
         self.started: list[tuple[str, float]] = []  # (run id, clock time) of each first start
         self.die_next: set[str] = set()
+        self.died = False  # a worker died in the current move (it stopped that look)
 
     async def finish_soon(self) -> None:
         for _ in range(self.rnd.randint(0, 6)):
@@ -83,6 +84,7 @@ class World:
             await asyncio.sleep(0)  # let the other worker's tick in
             if name in self.die_next:
                 self.die_next.discard(name)
+                self.died = True
                 raise Died(name)
             rid = fire_run_id(rec.name, t)
             if rid not in self.runs:  # the idempotent start
@@ -154,6 +156,7 @@ async def _run(
         elif kind == "finish" and arg == "now":
             w.runs = dict.fromkeys(w.runs, False)
         else:
+            w.died = False
             names = ["a", "b"] if arg in ("both", "during") else [str(arg)]
             # Two workers at once: their ticks interleave at every await (and with
             # "during", the unfinished runs end while they tick).
@@ -162,7 +165,8 @@ async def _run(
                 *([w.finish_soon()] if arg == "during" else []),
                 return_exceptions=True,
             )
-            if any(isinstance(o, Died) for o in out):
+            assert not any(isinstance(o, BaseException) for o in out), out
+            if w.died:
                 continue
             # Nothing due is left behind: the next fire after the stored last fire is later.
             p = (await w.journal.get_schedule("s")).progress
