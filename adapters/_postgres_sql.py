@@ -17,6 +17,7 @@ from continuum_py.adapters._rules import (
     refuse_newer,
     sql_in,
 )
+from continuum_py.adapters._schedules import POSTGRES_TABLE as POSTGRES_SCHEDULES_TABLE
 from continuum_py.journal import INBOX_CHECKED_STATUSES, RUN_COLUMNS, TERMINAL_STATUSES
 
 __all__ = [
@@ -119,6 +120,7 @@ CREATE TABLE {s}.workers (
 );
 """,
     ),
+    Migration(5, "schedules table", POSTGRES_SCHEDULES_TABLE),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 

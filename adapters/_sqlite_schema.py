@@ -15,6 +15,7 @@ from continuum_py.adapters._rules import (
     readable_layout,
     refuse_newer,
 )
+from continuum_py.adapters._schedules import SQLITE_TABLE as SQLITE_SCHEDULES_TABLE
 from continuum_py.adapters._sqlite_thread import SQLiteThread
 from continuum_py.errors import ConfigurationError
 
@@ -27,13 +28,14 @@ __all__ = [
     "version",
 ]
 
-STORAGE_VERSION = 4  # MIGRATIONS[-1].version, checked below
+STORAGE_VERSION = 5  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
 parent_position, inbox_last, inbox_seen; indexes for waking runs.
 3: indexes for listing runs (all of them, or one workflow's) by creation time.
 4: runs gain forked_from (``engine.fork``), with an index to list a run's forks.
+5: schedules table (cron schedules shared by every worker).
 """
 
 # The table layout's history, oldest first; a fresh file applies every step.
@@ -112,6 +114,7 @@ CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_i
         """ALTER TABLE runs ADD COLUMN forked_from TEXT;
 CREATE INDEX IF NOT EXISTS runs_forked ON runs (forked_from, created_at) WHERE forked_from IS NOT NULL""",
     ),
+    Migration(5, "schedules table", SQLITE_SCHEDULES_TABLE),
 )
 
 

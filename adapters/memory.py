@@ -22,6 +22,7 @@ from continuum_py.adapters._rules import (
     refusal,
     whole_record,
 )
+from continuum_py.adapters._schedules import MemorySchedules
 from continuum_py.errors import JournalError, RunAlreadyFinished, RunIdTaken, RunNotFound
 from continuum_py.journal import (
     NOTIFY_PARENT_STATUSES,
@@ -69,7 +70,7 @@ class MemoryTransaction:
         return None
 
 
-class MemoryJournal(JournalBase):
+class MemoryJournal(MemorySchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` held in dictionaries.
 
     Args:

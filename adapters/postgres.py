@@ -52,6 +52,7 @@ from continuum_py.adapters._rules import (
     whole_record,
     why_refused,
 )
+from continuum_py.adapters._schedules import PostgresSchedules
 from continuum_py.errors import (
     ConfigurationError,
     JournalError,
@@ -94,7 +95,7 @@ _OLDEST_READABLE = 3
 # ---- the journal ----
 
 
-class PostgresJournal(JournalBase):
+class PostgresJournal(PostgresSchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` in a Postgres schema.
 
     Also a :class:`~continuum_py.journal.NotifyingJournal`, a

@@ -37,6 +37,7 @@ from continuum_py.adapters._rules import (
     whole_record,
     why_refused,
 )
+from continuum_py.adapters._schedules import SQLiteSchedules
 from continuum_py.adapters._sqlite_open import MODES, open_file
 from continuum_py.adapters._sqlite_open import URL_OPTIONS as URL_OPTIONS
 from continuum_py.adapters._sqlite_open import options_from_url as options_from_url
@@ -142,7 +143,7 @@ class SQLiteTransaction:
         return err
 
 
-class SQLiteJournal(JournalBase):
+class SQLiteJournal(SQLiteSchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` in one SQLite file.
 
     Args:

@@ -6,6 +6,7 @@ a run carries on from its last recorded event after any crash or restart.
 
 from __future__ import annotations
 
+from continuum_py._schedules import ScheduleInfo
 from continuum_py.engine import Engine, RunHandle, RunPage, StepStatus
 from continuum_py.errors import (
     ChildRunFailed,
@@ -33,6 +34,7 @@ from continuum_py.errors import (
     RunInFlight,
     RunNotFound,
     RunTimedOut,
+    ScheduleNotFound,
     SchemaTooNew,
     SignalTimeout,
     StepError,
@@ -94,6 +96,8 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunTimedOut",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SchemaTooNew",
     "SignalTimeout",
     "StepError",

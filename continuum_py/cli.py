@@ -11,6 +11,7 @@ Examples::
     continuum replay quickstart.json --import docs.quickstart
     continuum replay --run quickstart --url sqlite:///continuum.db --import docs.quickstart
     CONTINUUM_URL=sqlite:///continuum.db continuum show quickstart
+    continuum schedules --url sqlite:///continuum.db
 
 Every ``--url`` defaults to ``$CONTINUUM_URL``, else ``sqlite:///continuum.db``.
 """
@@ -30,7 +31,14 @@ from pathlib import Path
 
 import structlog
 
-from continuum_py import _cli_diff, _cli_inspect, _cli_replay, _cli_runs, _cli_transfer
+from continuum_py import (
+    _cli_diff,
+    _cli_inspect,
+    _cli_replay,
+    _cli_runs,
+    _cli_schedules,
+    _cli_transfer,
+)
 from continuum_py._log import LOGGER_NAME
 from continuum_py._schemes import DEFAULT_URL, redact_url
 from continuum_py.engine import Engine
@@ -106,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_url(term)
     _cli_replay.add_parsers(sub, _add_url, _add_imports)
     _cli_transfer.add_parsers(sub, _add_url)
+    _cli_schedules.add_parser(sub, _add_url)
     return p
 
 
@@ -255,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cli_inspect.signal(args.url, args.run_id, args.name, args.payload))
         if args.command == "resume":
             return asyncio.run(_cli_inspect.resume(args.url, args.run_id))
+        if args.command == "schedules":
+            return asyncio.run(_cli_schedules.run(args))
         if args.command in ("cancel", "terminate"):
             reason = args.reason if args.command == "terminate" else None
             return asyncio.run(_end(args.url, args.run_id, reason))

@@ -24,6 +24,7 @@ from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
 from continuum_py._runner import RunnerConfig
+from continuum_py._schedule_api import ScheduleMethods
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
 from continuum_py._worker import INBOX_WATCH_INTERVAL as INBOX_WATCH_INTERVAL
 from continuum_py._worker import Worker
@@ -308,7 +309,7 @@ def _iterable(value: Any, what: str) -> list[Any]:
         raise ConfigurationError(f"{what} must be a list, got {value!r}") from None
 
 
-class Engine:
+class Engine(ScheduleMethods):
     """The client for starting and watching runs, and an in-process worker.
 
     Use it as an async context manager::
@@ -430,6 +431,7 @@ class Engine:
             if worker
             else None
         )
+        self._init_schedules()
         if isinstance(self.clock, AttachableClock):
             self.clock.attach(self)
 
@@ -463,6 +465,8 @@ class Engine:
                 await self._journal_obj.listen(self._worker.on_notify)
             # Take back this worker's own unfinished runs before anything else.
             await self._worker.start(watch_inbox=not notifying)
+        if self._scheduler is not None:
+            self._scheduler.start()
 
     async def aclose(self, *, grace: float = 0.0) -> None:
         """Stop the worker and close the journal.
@@ -476,8 +480,12 @@ class Engine:
         """
         if not self._open:
             return
+        if self._scheduler is not None:
+            self._scheduler.cancel()  # fire nothing more; awaited once the worker stopped
         if self._worker is not None:
             await self._worker.stop(grace=grace)
+        if self._scheduler is not None:
+            await self._scheduler.stop()
         self._open = False
         await self._journal_obj.aclose()
         if self._slot is not None:
@@ -896,7 +904,7 @@ class Engine:
         """True when every run this worker holds waits only for time or a message."""
         if not self._open or not self.run_worker:
             return True  # a closed engine or a client runs nothing
-        return self._worker is None or self._worker.idle
+        return (self._worker is None or self._worker.idle) and not self._schedules_busy
 
     # ---- internals ----
     def _poke(self, run_id: str, *, cancel: bool = False) -> None:
@@ -911,6 +919,8 @@ class Engine:
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
             ev.set()
+        if "@" in run_id:
+            self._wake_schedules()  # a fire may wait for this run (overlap="buffer_one")
 
     def _check_open(self) -> None:
         if not self._open:

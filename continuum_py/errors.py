@@ -40,6 +40,7 @@ __all__ = [
     "RunInFlight",
     "RunNotFound",
     "RunTimedOut",
+    "ScheduleNotFound",
     "SchemaTooNew",
     "SignalTimeout",
     "StepError",
@@ -145,6 +146,18 @@ class RunNotFound(ContinuumError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run with run_id {run_id!r}")
+
+
+class ScheduleNotFound(ConfigurationError):
+    """No cron schedule with this name exists in the journal.
+
+    Attributes:
+        name: the schedule name asked for.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule named {name!r}")
 
 
 class RunAlreadyExists(ContinuumError):

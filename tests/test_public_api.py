@@ -50,6 +50,8 @@ PUBLIC_API = [
     "RunRecord",
     "RunStatus",
     "RunTimedOut",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SchemaTooNew",
     "SignalTimeout",
     "StepError",
@@ -73,7 +75,7 @@ def test_every_listed_name_exists_and_errors_share_one_base():
         assert hasattr(continuum_py, name), name
     objects = [getattr(continuum_py, n) for n in PUBLIC_API]
     errors = [o for o in objects if isinstance(o, type) and issubclass(o, BaseException)]
-    assert len(errors) == 29
+    assert len(errors) == 30
     assert all(issubclass(e, continuum_py.ContinuumError) for e in errors)
 
 

@@ -34,6 +34,7 @@ from continuum_py import (
     RunInFlight,
     RunNotFound,
     RunTimedOut,
+    ScheduleNotFound,
     SchemaTooNew,
     SignalTimeout,
     StepError,
@@ -68,6 +69,7 @@ EXAMPLES = [
     PlanError("plan 'p': cycle a -> b -> a"),
     PlanFailed("r1", "plan 'p' branch 'b' failed", rolled_back=["a"], skipped=["c"]),
     PlanTimedOut("r1", "plan 'p' passed its timeout of 60s", rolled_back=["a"]),
+    ScheduleNotFound("nightly"),
 ]
 
 

@@ -33,6 +33,7 @@ from continuum_py.testing.conformance._inbox import InboxTests
 from continuum_py.testing.conformance._listing import ListingTests
 from continuum_py.testing.conformance._liveness import LivenessTests
 from continuum_py.testing.conformance._model import ModelTests
+from continuum_py.testing.conformance._schedules import ScheduleTests
 from continuum_py.testing.conformance._seize import SeizeTests
 from continuum_py.testing.conformance._transactions import TransactionTests
 from continuum_py.testing.conformance._whole_runs import WholeRunTests
@@ -45,6 +46,7 @@ __all__ = [
     "ListingTests",
     "LivenessTests",
     "ModelTests",
+    "ScheduleTests",
     "SeizeTests",
     "TransactionTests",
     "WholeRunTests",
@@ -61,5 +63,6 @@ class JournalConformance(
     WholeRunTests,
     LivenessTests,
     ModelTests,
+    ScheduleTests,
 ):
     """Every conformance check; a subclass defines ``make_journal``."""
