@@ -394,6 +394,7 @@ async def test_an_older_sqlite_file_read_only_has_no_schedules_and_gains_the_tab
     import sqlite3
 
     from continuum_py._cli_inspect import reader
+    from continuum_py.adapters.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
     path = tmp_path / "old.db"
     url = f"sqlite:///{path}"
@@ -401,7 +402,7 @@ async def test_an_older_sqlite_file_read_only_has_no_schedules_and_gains_the_tab
         pass
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE schedules")
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {_before_schedules(SQLITE_MIGRATIONS)}")
     conn.commit()
     conn.close()
     async with reader(url) as eng:  # read-only: nothing is upgraded
@@ -409,6 +410,11 @@ async def test_an_older_sqlite_file_read_only_has_no_schedules_and_gains_the_tab
     async with Engine(url, registry=reg, worker=False) as eng:  # upgraded on open
         await eng.schedule("s", tick, "x")
         assert [s.name for s in await eng.schedules()] == ["s"]
+
+
+def _before_schedules(migrations) -> int:
+    """The layout just before the one that added the schedules table."""
+    return next(m.version for m in migrations if "schedules" in m.name) - 1
 
 
 @pytest.mark.postgres
@@ -422,7 +428,7 @@ async def test_an_older_postgres_schema_read_only_has_no_schedules(pg_schema):
     dsn, schema = pg_schema
     url = f"{dsn}?schema={schema}_{uuid.uuid4().hex[:8]}"
     old = journal_from_url(url)
-    old.migrations = [m for m in MIGRATIONS if m.version <= 2]
+    old.migrations = [m for m in MIGRATIONS if m.version <= _before_schedules(MIGRATIONS)]
     async with old:
         pass
     async with reader(url) as eng:
