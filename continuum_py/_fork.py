@@ -28,6 +28,7 @@ from continuum_py.events import (
     CancelRequested,
     ChildCompleted,
     ChildStarted,
+    CompensationStarted,
     ContinuedAsNew,
     RunCancelledEvent,
     RunCompleted,
@@ -96,16 +97,28 @@ def fork_point(
             )
         return _cut_before(events, first)
     # A step that failed for good, or a child run that failed: the last one, by seq.
+    # A saga's compensations are not the failure: they ran because of it.
+    undoing = {e.position for e in events if isinstance(e, StepScheduled) and e.compensates}
     failures = [
         e
         for e in events
-        if (isinstance(e, StepFailed) and e.final) or (isinstance(e, ChildCompleted) and not e.ok)
+        if (isinstance(e, StepFailed) and e.final and e.position not in undoing)
+        or (isinstance(e, ChildCompleted) and not e.ok)
     ]
     if failures:
         return _cut_before(events, failures[-1].position)
     if events and isinstance(events[-1], RunFailedEvent):
-        # The workflow itself raised: keep every outcome and run its code on from there.
-        return _children_kept(events, len(events) - 1)
+        # The workflow itself raised: keep every outcome before it did (and before it
+        # decided to compensate), and run its code on from there.
+        decided = next(
+            (
+                i
+                for i, e in enumerate(events)
+                if isinstance(e, CompensationStarted) and e.reason == "failed"
+            ),
+            len(events) - 1,
+        )
+        return _children_kept(events, decided)
     raise ForkPointNotFound(
         run_id,
         "its last failure",

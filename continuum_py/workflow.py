@@ -448,7 +448,15 @@ class WorkflowDef(Generic[P, R]):
         self.name = name or fn.__qualname__
         self._arg_types: list[Any] | None = None
         self._result_type: Any = None
+        self._signature: inspect.Signature | None = None
         functools.update_wrapper(self, fn)
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The workflow function's signature (``ctx`` first), read once."""
+        if self._signature is None:
+            self._signature = inspect.signature(self.fn)
+        return self._signature
 
     @property
     def result_type(self) -> Any:
@@ -461,7 +469,7 @@ class WorkflowDef(Generic[P, R]):
     def arg_types(self) -> list[Any]:
         """Annotated types of the arguments after ``ctx``, used to decode them."""
         if self._arg_types is None:
-            params = list(inspect.signature(self.fn).parameters.values())[1:]
+            params = list(self.signature.parameters.values())[1:]
             hints: dict[str, Any]
             try:
                 hints = typing.get_type_hints(self.fn)

@@ -47,6 +47,7 @@ def gate(name: str) -> asyncio.Event:
 
 @pytest.fixture(autouse=True)
 def _fresh():
+    fixed.clear()
     log.clear()
     gates.clear()
     undo_failures.clear()
@@ -82,9 +83,14 @@ async def plain(name: str) -> str:
     return name
 
 
+fixed: set[str] = set()
+
+
 @step(retry=NO_RETRY)
 async def boom(name: str) -> str:
     log.append(f"boom {name}")
+    if name in fixed:
+        return f"{name} fixed"
     raise ValueError(f"{name} went wrong")
 
 
@@ -418,6 +424,50 @@ async def test_a_child_runs_its_own_compensations_not_the_parents(journal_url):
     assert [o.compensates for o in ei.value.compensations] == [1]
     assert "undo child got child-result" in log
     assert "undo parent got parent-result" not in log
+
+
+# ---- forking a failed saga ----
+
+
+@workflow(registry=reg)
+async def raises_after_steps(ctx: Context) -> str:
+    await do("a")
+    if "raise" not in fixed:
+        raise RuntimeError("the workflow itself gave up")
+    return "went on"
+
+
+async def test_a_fork_from_the_failure_starts_before_it_not_at_a_failed_compensation(journal_url):
+    undo_failures["b"] = 99  # a compensation fails for good too: it is not "the failure"
+    async with engine(journal_url) as e:
+        h = await e.start(three_then_fail)
+        with pytest.raises(RunFailed):
+            await h.result(timeout=10)
+        fixed.add("x")
+        log.clear()
+        fork = await e.fork(h.run_id, failed=True)
+        assert await fork.result(timeout=10) == "unreachable"
+        history = await e.history(fork.run_id)
+    # Outcomes before the failed step are reused; the failed step runs again, live.
+    assert log == ["boom x"]
+    assert "CompensationStarted" not in kinds(history)
+    scheduled = [(ev.position, ev.step) for ev in history if isinstance(ev, StepScheduled)]
+    assert scheduled == [(1, "do"), (2, "plain"), (3, "do"), (4, "do"), (5, "boom")]
+
+
+async def test_a_fork_of_a_run_that_raised_starts_before_its_compensations(journal_url):
+    async with engine(journal_url) as e:
+        h = await e.start(raises_after_steps)
+        with pytest.raises(RunFailed) as ei:
+            await h.result(timeout=10)
+        assert [o.compensates for o in ei.value.compensations] == [1]
+        fixed.add("raise")
+        fork = await e.fork(h.run_id, failed=True)
+        assert await fork.result(timeout=10) == "went on"
+        history = await e.history(fork.run_id)
+    assert "CompensationStarted" not in kinds(history)
+    assert log.count("do a") == 1  # reused, not run again
+    assert log.count("undo a got a-result") == 1  # only the original run's
 
 
 # ---- resuming ----
