@@ -12,13 +12,18 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
-from continuum_py import _codec, _fork, _transfer, _validate
+from continuum_py import _codec, _fork, _transfer
 from continuum_py._client import JournalClient, decode_all, stored
 from continuum_py._clock import AttachableClock, Clock, SystemClock
+from continuum_py._engine_options import check_options
+from continuum_py._handle import RunHandle as RunHandle
+from continuum_py._handle import StepState as StepState
+from continuum_py._handle import StepStatus as StepStatus
+from continuum_py._handle import step_statuses as step_statuses
 from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
@@ -34,27 +39,15 @@ from continuum_py.errors import (
     JournalConflict,
     LeaseLost,
     MessagesPending,
-    PlanError,
     RunAlreadyExists,
     RunAlreadyFinished,
-    RunCancelled,
-    RunFailed,
     RunNotFound,
-    RunTimedOut,
-    error_type,
 )
 from continuum_py.events import (
     AnyEvent,
-    ContinuedAsNew,
-    ErrorInfo,
     EventPublished,
     RunCancelledEvent,
-    RunCompleted,
-    RunFailedEvent,
     RunStarted,
-    StepCompleted,
-    StepFailed,
-    StepScheduled,
 )
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import (
@@ -69,243 +62,13 @@ from continuum_py.journal import (
     RunStatus,
 )
 from continuum_py.plan import (
-    OUTCOME_KEY,
-    PLAN_ERRORS,
-    BranchStatus,
     Plan,
-    branch_statuses,
-    plan_failure,
 )
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
 
-StepState = Literal["running", "pending", "completed", "failed"]
-"""Where a step stands: see :attr:`StepStatus.status`."""
-
-
-class StepStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """Where one step of a run stands, from its history.
-
-    Attributes:
-        position: the step's call-order position.
-        step: its name.
-        status: ``"running"`` (an attempt started, no outcome yet), ``"pending"``
-            (waiting to retry), ``"completed"`` or ``"failed"`` (for good).
-        attempts: attempts started so far.
-        last_error: the newest failure, if any.
-        started_at: when the first attempt started (seconds since the epoch).
-        finished_at: when it completed or failed for good.
-        compensates: for a compensation, the position of the step it undoes.
-    """
-
-    position: int
-    step: str
-    status: StepState
-    attempts: int
-    last_error: ErrorInfo | None = None
-    started_at: float = 0.0
-    finished_at: float | None = None
-    compensates: int | None = None
-
-
-def step_statuses(events: list[AnyEvent]) -> list[StepStatus]:
-    """Per-step statuses folded from a history, in position order."""
-    out: dict[int, StepStatus] = {}
-    for ev in events:
-        if isinstance(ev, StepScheduled):
-            old = out.get(ev.position)
-            out[ev.position] = StepStatus(
-                position=ev.position,
-                step=ev.step,
-                status="running",
-                attempts=ev.attempt,
-                last_error=old.last_error if old else None,
-                started_at=old.started_at if old else ev.at,
-                compensates=ev.compensates,
-            )
-        elif isinstance(ev, StepCompleted | StepFailed) and ev.position in out:
-            old = out[ev.position]
-            if isinstance(ev, StepCompleted):
-                out[ev.position] = msgspec.structs.replace(
-                    old, status="completed", finished_at=ev.at
-                )
-            else:
-                out[ev.position] = msgspec.structs.replace(
-                    old,
-                    status="failed" if ev.final else "pending",
-                    last_error=ev.error,
-                    finished_at=ev.at if ev.final else None,
-                )
-    return [out[p] for p in sorted(out)]
-
-
 R = TypeVar("R")
-
-
-class RunHandle(Generic[R]):
-    """A reference to one run; cheap to make, holds no resources.
-
-    Attributes:
-        run_id: the run's id.
-        workflow: the workflow's name.
-    """
-
-    def __init__(self, engine: Engine, run_id: str, workflow: str, result_type: Any = Any) -> None:
-        self._engine = engine
-        self.run_id = run_id
-        self.workflow = workflow
-        self._result_type = result_type
-
-    async def status(self) -> RunStatus:
-        """Where the run stands now."""
-        return (await self._engine._record(self.run_id)).status
-
-    async def record(self) -> RunRecord:
-        """The journal's full row for the run (status, lease, park reason, ...)."""
-        return await self._engine._record(self.run_id)
-
-    async def steps(self) -> list[StepStatus]:
-        """Every step the run has started, with its status, attempts and last error."""
-        return step_statuses(await self._engine.history(self.run_id))
-
-    async def branches(self) -> list[BranchStatus]:
-        """Each branch of a plan run, with its status and attempts, from its history.
-
-        Raises:
-            PlanError: the run is not a plan's.
-        """
-        statuses = branch_statuses(await self._engine.history(self.run_id))
-        if statuses is not None:
-            return statuses
-        wf = (
-            self._engine.registry.get(self.workflow)
-            if self.workflow in self._engine.registry.names()
-            else None
-        )
-        if isinstance(wf, Plan):
-            # Not started yet: every branch is pending.
-            return [
-                BranchStatus(branch=b.name, status="pending", after=list(b.after))
-                for b in wf.branches.values()
-            ]
-        raise PlanError(f"run {self.run_id} ({self.workflow}) is not a plan")
-
-    async def signal(self, name: str, payload: Any = None) -> None:
-        """Send a signal to the run (see :meth:`Engine.signal`)."""
-        await self._engine.signal(self.run_id, name, payload)
-
-    async def cancel(self) -> None:
-        """Cancel the run (see :meth:`Engine.cancel`)."""
-        await self._engine.cancel(self.run_id)
-
-    async def result(self, *, timeout: float | None = None) -> R:
-        """Wait for the run to finish and return its result.
-
-        A run that continued as new (``ctx.continue_as_new``) is followed to the
-        end of its chain.
-
-        Raises:
-            RunFailed: the workflow raised (``error_type``, ``message``, ``traceback_text``).
-            RunTimedOut: the run passed its ``timeout`` (a ``RunFailed`` and a ``TimeoutError``).
-            RunCancelled: the run was cancelled.
-            PlanFailed: a plan failed (``PlanTimedOut``: it passed its timeout).
-            TimeoutError: ``timeout`` seconds passed first.
-        """
-        run_id = self.run_id
-        async with asyncio.timeout(timeout):
-            delay = 0.02
-            while True:
-                # Take the waiter before the read: a run that ends during the read sets it
-                # (taken after, it would miss that and wait out the delay).
-                waiter = self._engine._waiter(run_id)
-                try:
-                    rec = await self._engine._record(run_id)
-                except BaseException:
-                    self._engine._drop_waiter(run_id, waiter)
-                    raise
-                if rec.status.terminal and rec.outcome is not None:
-                    self._engine._drop_waiter(run_id, waiter)
-                    end = _codec.decode_event(rec.run_id, rec.last_seq, 0, rec.outcome)
-                    if isinstance(end, ContinuedAsNew):
-                        run_id, delay = end.new_run_id, 0.02
-                        continue
-                    if isinstance(end, RunFailedEvent) and end.error.type in PLAN_ERRORS:
-                        try:
-                            outcome = await self._engine.get_event(rec.run_id, OUTCOME_KEY)
-                        except KeyError:
-                            outcome = {}  # raised by other code than a plan's: no details
-                        failed = plan_failure(rec.run_id, end.error, outcome)
-                        assert failed is not None
-                        raise failed
-                    return self._decode(rec.run_id, end)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await waiter.wait()
-                delay = min(delay * 2, 1.0)
-
-    def _decode(self, run_id: str, end: AnyEvent) -> R:
-        if isinstance(end, RunCompleted):
-            value: R = _codec.decode_value(end.result, self._result_type)
-            return value
-        if isinstance(end, RunFailedEvent):
-            err, ran = end.error, end.compensations
-            if err.type == error_type(RunTimedOut):
-                raise RunTimedOut(run_id, err.message, err.traceback, compensations=ran)
-            raise RunFailed(run_id, err.type, err.message, err.traceback, compensations=ran)
-        if isinstance(end, RunCancelledEvent):
-            raise RunCancelled(run_id, end.reason, compensations=end.compensations)
-        raise ContinuumError(f"run {run_id}: unexpected final event {type(end).__name__}")
-
-    def __repr__(self) -> str:
-        return f"<RunHandle {self.run_id} ({self.workflow})>"
-
-
-def _check_options(
-    *,
-    url: Any,
-    worker_id: Any,
-    lease_ttl: Any,
-    snapshot_every: Any,
-    concurrency: Any,
-    registry: Any,
-    worker: Any,
-    poll_interval: Any,
-    clock: Any,
-    hold: Any,
-    interceptors: Any,
-) -> None:
-    """Refuse a bad ``Engine(...)`` argument up front, naming it, before any I/O."""
-    if url is not None and not isinstance(url, str):
-        raise ConfigurationError(f"Engine url must be a journal URL string or None, got {url!r}")
-    _validate.name("Engine worker_id", worker_id)
-    # NaN passes every `<=` check and an infinite TTL or poll never fires: refuse both.
-    _validate.number("Engine lease_ttl", lease_ttl, inclusive=False, unit=" (seconds)")
-    _validate.integer("Engine snapshot_every", snapshot_every, minimum=0)
-    _validate.integer("Engine concurrency", concurrency, minimum=1)
-    if registry is not None and not isinstance(registry, Registry):
-        raise ConfigurationError(f"Engine registry must be a Registry or None, got {registry!r}")
-    _validate.flag("Engine worker", worker)
-    _validate.number("Engine poll_interval", poll_interval, inclusive=False, unit=" (seconds)")
-    if clock is not None and not isinstance(clock, Clock):
-        raise ConfigurationError(
-            f"Engine clock must have now() and sleep_until() (a Clock), got {clock!r}"
-        )
-    _validate.number("Engine hold", hold, unit=" (seconds)")
-    if isinstance(interceptors, str | bytes) or not all(
-        isinstance(i, Interceptor) for i in _iterable(interceptors, "Engine interceptors")
-    ):
-        raise ConfigurationError(
-            "Engine interceptors must be a list of continuum_py.Interceptor instances, "
-            f"got {interceptors!r}"
-        )
-
-
-def _iterable(value: Any, what: str) -> list[Any]:
-    try:
-        return list(value)
-    except TypeError:
-        raise ConfigurationError(f"{what} must be a list, got {value!r}") from None
 
 
 class Engine(ScheduleMethods):
@@ -369,7 +132,7 @@ class Engine(ScheduleMethods):
         hold: float = 2.0,
         interceptors: Sequence[Interceptor] = (),
     ) -> None:
-        _check_options(
+        check_options(
             url=url,
             worker_id=worker_id,
             lease_ttl=lease_ttl,
