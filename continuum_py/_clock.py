@@ -57,3 +57,19 @@ class SystemClock:
         delay = when - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+async def wait_for_wake(
+    wake: asyncio.Event, clock: Clock, until: float | None, timeout: float
+) -> None:
+    """Return once ``wake`` is set, ``clock`` reaches ``until``, or ``timeout`` seconds pass."""
+    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(wake.wait())]
+    if until is not None:
+        waits.append(asyncio.ensure_future(clock.sleep_until(until)))
+    try:
+        # asyncio.wait with a timeout, not wait_for: 3.11's wait_for can lose a
+        # cancel that races with the event being set, which hangs shutdown.
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

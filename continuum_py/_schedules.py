@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from continuum_py._clock import Clock
+from continuum_py._clock import Clock, wait_for_wake
 from continuum_py._cron import fire_time, fires_after
 from continuum_py._log import Logger
 from continuum_py.journal import ScheduleProgress, ScheduleRecord, ScheduleStore
@@ -238,16 +238,11 @@ class Scheduler:
         if next_at is not None and next_at <= self._clock.now():
             await asyncio.sleep(0)  # more to do at once; let others run first
             return
-        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
-        if next_at is not None:
-            waits.append(asyncio.ensure_future(self._clock.sleep_until(next_at)))
         self.busy = False
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await wait_for_wake(self._wake, self._clock, next_at, timeout)
         finally:
             self.busy = True
-            for w in waits:
-                w.cancel()
 
     async def tick(self) -> float | None:
         """Handle every due fire of every schedule; returns the soonest next fire."""

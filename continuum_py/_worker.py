@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 from continuum_py._client import JournalClient
-from continuum_py._clock import Clock
+from continuum_py._clock import Clock, wait_for_wake
 from continuum_py._liveness import LivenessWatch
 from continuum_py._log import Logger
 from continuum_py._runner import RunDriver, RunnerConfig
@@ -259,19 +258,13 @@ class Worker:
 
     async def _sleep(self, backoff: float, next_wake: float | None) -> None:
         """Wait for a wake-up, the poll interval, or the next timer (on the engine clock)."""
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-        if next_wake is not None and next_wake > self.clock.now():
-            # (A due one that was not claimed, e.g. concurrency is full, waits for the poll.)
-            waits.append(asyncio.ensure_future(self.clock.sleep_until(next_wake)))
+        # (A due one that was not claimed, e.g. concurrency is full, waits for the poll.)
+        due = next_wake if next_wake is not None and next_wake > self.clock.now() else None
         self._idle_loop = True
         try:
-            # asyncio.wait with a timeout, not wait_for: 3.11's wait_for can lose a
-            # cancel that races with the event being set, which hangs shutdown.
-            await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+            await wait_for_wake(self._wake, self.clock, due, backoff)
         finally:
             self._idle_loop = False
-            for w in waits:
-                w.cancel()
 
     async def _heartbeat_loop(self) -> None:
         while True:
