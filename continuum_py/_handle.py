@@ -45,7 +45,20 @@ from continuum_py.plan import (
 if TYPE_CHECKING:
     from continuum_py.engine import Engine
 
-__all__ = ["RunHandle", "StepState", "StepStatus", "step_statuses"]
+__all__ = ["RunHandle", "RunWaiter", "StepState", "StepStatus", "step_statuses"]
+
+
+class RunWaiter(asyncio.Event):
+    """Set when a run ends in this process (or to make its waiters read it again).
+
+    ``outcome`` is the run's final event, encoded, when the driver that ended it
+    handed it over, so ``result()`` need not read it back from the journal.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outcome: bytes | None = None
+
 
 StepState = Literal["running", "pending", "completed", "failed"]
 """Where a step stands: see :attr:`StepStatus.status`."""
@@ -182,34 +195,45 @@ class RunHandle(Generic[R]):
         run_id = self.run_id
         async with asyncio.timeout(timeout):
             delay = 0.02
+            ended: bytes | None = None
             while True:
-                # Take the waiter before the read: a run that ends during the read sets it
-                # (taken after, it would miss that and wait out the delay).
-                waiter = self._engine._waiter(run_id)
-                try:
-                    rec = await self._engine._record(run_id)
-                except BaseException:
-                    self._engine._drop_waiter(run_id, waiter)
-                    raise
-                if rec.status.terminal and rec.outcome is not None:
-                    self._engine._drop_waiter(run_id, waiter)
-                    end = _codec.decode_event(rec.run_id, rec.last_seq, 0, rec.outcome)
-                    if isinstance(end, ContinuedAsNew):
-                        run_id, delay = end.new_run_id, 0.02
+                if ended is None:
+                    ended = await self._wait_for_end(run_id, delay)
+                    delay = min(delay * 2, 1.0)
+                    if ended is None:
                         continue
-                    if isinstance(end, RunFailedEvent) and end.error.type in PLAN_ERRORS:
-                        try:
-                            outcome = await self._engine.get_event(rec.run_id, OUTCOME_KEY)
-                        except KeyError:
-                            outcome = {}  # raised by other code than a plan's: no details
-                        failed = plan_failure(rec.run_id, end.error, outcome)
-                        assert failed is not None
-                        raise failed
-                    return self._decode(rec.run_id, end)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await waiter.wait()
-                delay = min(delay * 2, 1.0)
+                end, ended = _codec.decode_event(run_id, None, 0, ended), None
+                if isinstance(end, ContinuedAsNew):
+                    run_id, delay = end.new_run_id, 0.02
+                    continue
+                if isinstance(end, RunFailedEvent) and end.error.type in PLAN_ERRORS:
+                    try:
+                        outcome = await self._engine.get_event(run_id, OUTCOME_KEY)
+                    except KeyError:
+                        outcome = {}  # raised by other code than a plan's: no details
+                    failed = plan_failure(run_id, end.error, outcome)
+                    assert failed is not None
+                    raise failed
+                return self._decode(run_id, end)
+
+    async def _wait_for_end(self, run_id: str, delay: float) -> bytes | None:
+        """The run's final event (encoded) if it has ended, after waiting up to ``delay`` s."""
+        # Take the waiter before the read: a run that ends during the read sets it
+        # (taken after, it would miss that and wait out the delay).
+        waiter = self._engine._waiter(run_id)
+        try:
+            rec = await self._engine._record(run_id)
+        except BaseException:
+            self._engine._drop_waiter(run_id, waiter)
+            raise
+        if rec.status.terminal and rec.outcome is not None:
+            self._engine._drop_waiter(run_id, waiter)
+            return rec.outcome
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await waiter.wait()
+        # A run that ended in this process hands its final event over: no second read.
+        return waiter.outcome
 
     def _decode(self, run_id: str, end: AnyEvent) -> R:
         if isinstance(end, RunCompleted):

@@ -107,6 +107,8 @@ class RunDriver:
         self._cancelled_children: set[int] = set()
         self.journal_lost = False
         """The run stopped because the journal could not be reached (its lease may remain)."""
+        self.outcome: bytes | None = None
+        """The run's final event, encoded, once the journal holds it (the run ended here)."""
         self._checker: asyncio.Task[None] | None = None
         self.idle = False
         """True while only a timer or a message can move the run on (virtual clocks read it)."""
@@ -436,6 +438,7 @@ class RunDriver:
         if self._children:
             await self._start_children()
         if status is not None:
+            self.outcome = outcome
             self.log.info("run." + status.value, seq=self.seq)
             wf, ended = self._workflow_name(core), status
             await self._tell("run_ended", lambda i: i.run_ended(self.run_id, wf, ended))

@@ -36,7 +36,8 @@ class Worker:
         poll_interval: seconds between claims when nothing wakes the worker.
         clock: the engine clock.
         log: the engine's logger.
-        on_run_done: called with a run id when its driver stops.
+        on_run_done: called with a run id when its driver stops (and its final event, encoded,
+            if the run ended here).
         liveness: the journal, when it keeps worker liveness: this worker holds
             its own while it runs and takes dead workers' runs at once.
     """
@@ -51,7 +52,7 @@ class Worker:
         poll_interval: float,
         clock: Clock,
         log: Logger,
-        on_run_done: Callable[[str], None],
+        on_run_done: Callable[[str, bytes | None], None],
         liveness: LivenessJournal | None = None,
     ) -> None:
         self._client = client
@@ -206,7 +207,7 @@ class Worker:
         del self.drivers[run_id]
         if driver.journal_lost:
             self._reclaim_own = True
-        self._on_run_done(run_id)
+        self._on_run_done(run_id, driver.outcome)
         if driver.core is not None and driver.core.started is not None:
             parent = driver.core.started.parent_run_id
             if parent is not None:

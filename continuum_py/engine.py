@@ -21,6 +21,7 @@ from continuum_py._client import JournalClient, decode_all, stored
 from continuum_py._clock import AttachableClock, Clock, SystemClock
 from continuum_py._engine_options import check_options
 from continuum_py._handle import RunHandle as RunHandle
+from continuum_py._handle import RunWaiter
 from continuum_py._handle import StepState as StepState
 from continuum_py._handle import StepStatus as StepStatus
 from continuum_py._handle import step_statuses as step_statuses
@@ -161,7 +162,7 @@ class Engine(ScheduleMethods):
         self.poll_interval = poll_interval
         self.clock: Clock = clock or SystemClock()
         self._client = JournalClient(self._journal_obj)
-        self._waiters: dict[str, asyncio.Event] = {}
+        self._waiters: dict[str, RunWaiter] = {}
         self._open = False
         self._log = get_logger(worker_id=self.worker_id)
         cfg = RunnerConfig(
@@ -678,9 +679,10 @@ class Engine(ScheduleMethods):
         if self._worker is not None and self._open:
             self._worker.on_child(lease)
 
-    def _run_done(self, run_id: str) -> None:
+    def _run_done(self, run_id: str, outcome: bytes | None = None) -> None:
         ev = self._waiters.pop(run_id, None)
         if ev is not None:
+            ev.outcome = outcome
             ev.set()
         if "@" in run_id:
             self._wake_schedules()  # a fire may wait for this run (overlap="buffer_one")
@@ -717,13 +719,13 @@ class Engine(ScheduleMethods):
             raise RunNotFound(run_id)
         return rec
 
-    def _waiter(self, run_id: str) -> asyncio.Event:
+    def _waiter(self, run_id: str) -> RunWaiter:
         ev = self._waiters.get(run_id)
         if ev is None:
-            ev = self._waiters[run_id] = asyncio.Event()
+            ev = self._waiters[run_id] = RunWaiter()
         return ev
 
-    def _drop_waiter(self, run_id: str, ev: asyncio.Event) -> None:
+    def _drop_waiter(self, run_id: str, ev: RunWaiter) -> None:
         # Forget a waiter no run end will set (the run ended elsewhere, or is unknown),
         # and wake whoever shares it: they read the run again.
         if self._waiters.get(run_id) is ev:

@@ -42,8 +42,8 @@ async def test_a_run_ending_during_results_read_wakes_it(
         ended = asyncio.Event()
         on_done = worker._on_run_done
 
-        def note_done(run_id: str) -> None:
-            on_done(run_id)
+        def note_done(run_id: str, outcome: bytes | None = None) -> None:
+            on_done(run_id, outcome)
             ended.set()
 
         worker._on_run_done = note_done
@@ -68,14 +68,16 @@ async def test_a_run_ending_during_results_read_wakes_it(
         await stale_returned.wait()
         frozen = loop.time()
         monkeypatch.setattr(loop, "time", lambda: frozen)  # from here on, no timer fires
-        # Woken, result() reads the run again at once; missing the end, it would sit
-        # on its poll timer, which cannot fire now.
+        # Woken, result() takes the end the driver handed over (or reads the run again)
+        # at once; missing the end, it would sit on its poll timer, which cannot fire now.
         for _ in range(1000):
-            if calls >= 2:
+            if waiting.done() or calls >= 2:
                 break
             await asyncio.sleep(0)
         monkeypatch.undo()
-        assert calls >= 2, "result() missed the run's end and waits for its poll timer"
+        assert waiting.done() or calls >= 2, (
+            "result() missed the run's end and waits for its poll timer"
+        )
         assert await asyncio.wait_for(waiting, 30) == 8
         assert engine._waiters == {}
 
@@ -88,4 +90,27 @@ async def test_result_of_an_already_finished_run_leaves_no_waiter(journal_url: s
         assert await handle.result(timeout=30) == 8
         for _ in range(3):
             assert await handle.result(timeout=30) == 8
+        assert engine._waiters == {}
+
+
+async def test_result_takes_the_end_of_a_run_that_ended_here_without_reading_it_again(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _gate["open"] = asyncio.Event()
+    async with Engine(journal_url, registry=reg, worker_id="w") as engine:
+        handle = await engine.start(held_flow)
+        read = engine._record
+        reads = 0
+
+        async def counted(run_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            rec = await read(run_id)
+            _gate["open"].set()  # the run may end once result() has looked
+            return rec
+
+        monkeypatch.setattr(engine, "_record", counted)
+        assert await handle.result(timeout=30) == 8
+        # One read found the run going; its end came from the driver that wrote it.
+        assert reads == 1
         assert engine._waiters == {}
