@@ -23,6 +23,13 @@ from continuum_py._clock import AttachableClock, Clock, SystemClock
 from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
+from continuum_py._queueing import (
+    check_queues,
+    check_start,
+    queue_journal,
+    queue_place,
+    queue_states,
+)
 from continuum_py._runner import RunnerConfig
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
 from continuum_py._worker import INBOX_WATCH_INTERVAL as INBOX_WATCH_INTERVAL
@@ -76,6 +83,7 @@ from continuum_py.plan import (
     branch_statuses,
     plan_failure,
 )
+from continuum_py.queues import Queue, QueuePlace, QueueState
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
@@ -346,6 +354,8 @@ class Engine:
         interceptors: :class:`~continuum_py.Interceptor` objects wrapping every
             step attempt and seeing every run start and end, live only (the
             first given is the outermost).
+        queues: the :class:`~continuum_py.Queue` objects this worker admits
+            runs from (declared in the journal on open); ``None``: every queue.
 
     Raises:
         ConfigurationError: an argument of the wrong type or out of range (a
@@ -368,7 +378,10 @@ class Engine:
         clock: Clock | None = None,
         hold: float = 2.0,
         interceptors: Sequence[Interceptor] = (),
+        queues: Sequence[Queue] | None = None,
     ) -> None:
+        self._queues = check_queues(queues)
+        self._declared: dict[str, Queue] = {}
         _check_options(
             url=url,
             worker_id=worker_id,
@@ -457,6 +470,12 @@ class Engine:
         if isinstance(self._journal_obj, Connectable):
             await self._journal_obj.connect()
         self._open = True
+        if self._queues is not None:
+            qj = queue_journal(self._journal_obj)
+            for q in self._queues:
+                await self._declare(q)
+            if self._worker is not None:
+                qj.served_queues = frozenset(q.name for q in self._queues)
         if self._worker is not None:
             notifying = isinstance(self._journal_obj, NotifyingJournal)
             if isinstance(self._journal_obj, NotifyingJournal):
@@ -492,6 +511,9 @@ class Engine:
         start_at: dt.datetime | float | None = None,
         delay: float | dt.timedelta | None = None,
         timeout: float | dt.timedelta | None = None,
+        queue: Queue | None = None,
+        priority: int = 0,
+        dedup_key: str | None = None,
     ) -> RunHandle[R]:
         """Start a run of ``workflow`` with ``args``, or return the existing run of ``run_id``.
 
@@ -507,6 +529,13 @@ class Engine:
                 was started: the workflow sees ``asyncio.CancelledError`` at
                 its next await and may clean up; ``handle.result()`` raises
                 ``RunTimedOut``.
+            queue: a :class:`~continuum_py.Queue`: the run waits until a
+                worker's claim admits it under the queue's limits (the queue's
+                definition is stored in the journal on its first use here).
+            priority: within its queue, lower runs first (FIFO within one).
+            dedup_key: while an unfinished run of the queue holds this key,
+                starting another returns that run's handle; free again once it
+                finished.
 
         Raises:
             WorkflowNotRegistered: ``workflow`` is a name no registry knows (a
@@ -515,8 +544,12 @@ class Engine:
             EncodingError: an argument cannot be encoded; nothing is recorded.
             TypeError: the arguments do not fit the workflow's signature.
             RunAlreadyExists: ``run_id`` belongs to a run of another workflow.
+            ConfigurationError: a ``queue`` that is not a Queue, a ``priority``
+                that is not a whole number, a ``dedup_key`` that is not text,
+                or either without a queue; nothing is recorded.
         """
         self._check_open()
+        q = check_start(queue, priority, dedup_key)
         wf = self._resolve_for_start(workflow)
         if isinstance(wf, Plan):
             wf.check()
@@ -552,11 +585,18 @@ class Engine:
             if self._worker is not None and self._worker.has_room and wake_at is None
             else None
         )
-        rec, lease, created = await self._client.start_run(
-            NewRun(run_id=rid, workflow=name, first_event=stored(rid, first), wake_at=wake_at),
-            claim_for=claim,
-            ttl=self.lease_ttl,
-        )
+        new = NewRun(run_id=rid, workflow=name, first_event=stored(rid, first), wake_at=wake_at)
+        lease = None
+        if q is not None:
+            await self._declare(q)
+            rec, created = await queue_journal(self._journal_obj).start_queued(
+                new, q.name, priority=priority, dedup_key=dedup_key
+            )
+            rid = rec.run_id  # the run holding dedup_key, if one does
+        else:
+            rec, lease, created = await self._client.start_run(
+                new, claim_for=claim, ttl=self.lease_ttl
+            )
         if not created and rec.workflow != name:
             raise RunAlreadyExists(rid, rec.workflow, name)
         if created:
@@ -566,6 +606,31 @@ class Engine:
         elif created and self._worker is not None:
             self._worker.wake()
         return RunHandle(self, rid, name, wf.result_type if wf is not None else Any)
+
+    async def _declare(self, q: Queue) -> None:
+        """Store ``q``'s definition unless this engine already stored this very one."""
+        if self._declared.get(q.name) != q:
+            await queue_journal(self._journal_obj).declare_queue(q)
+            self._declared[q.name] = q
+
+    async def queues(self) -> list[QueueState]:
+        """How every queue stored in the journal stands: running, waiting, its limits.
+
+        Raises:
+            ConfigurationError: the journal keeps no queues.
+        """
+        self._check_open()
+        loads = await queue_journal(self._journal_obj).queue_loads(now=self.clock.now())
+        return queue_states(loads)
+
+    async def queue_place(self, run_id: str) -> QueuePlace | None:
+        """Where a queued run stands (position and why it waits), or ``None`` if not queued."""
+        self._check_open()
+        qj = queue_journal(self._journal_obj)
+        entry = await qj.queue_entry(run_id)
+        if entry is None:
+            return None
+        return queue_place(entry, run_id, await qj.queue_loads(now=self.clock.now()))
 
     async def get(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run; raises ``RunNotFound``."""
