@@ -296,6 +296,9 @@ class MemoryJournal(JournalBase):
         if rec.status == RunStatus.PENDING:
             if rec.wake_at is not None and rec.wake_at > now:
                 return False
+            entry = self._entries.get(rec.run_id)
+            if entry is not None and entry.admitted_at is None:
+                return False  # waits for its queue to admit it
         elif rec.status != RunStatus.RUNNING:
             return False
         return lease_free(rec, journal_now, worker_id, own, self._dead)
@@ -316,9 +319,6 @@ class MemoryJournal(JournalBase):
                 break
             if not self._runnable(rec, wake_now, journal_now, worker_id, reclaim_own):
                 continue
-            entry = self._entries.get(rec.run_id)
-            if entry is not None and entry.admitted_at is None:
-                continue  # waits for its queue to admit it
             leases.append(self._lease(rec, worker_id, ttl, journal_now))
         return leases
 

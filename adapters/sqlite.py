@@ -516,9 +516,9 @@ class SQLiteJournal(JournalBase):
         def tx(conn: sqlite3.Connection) -> list[Lease]:
             if self._liveness is not None:
                 self._liveness.memo = {}  # one look at each worker per claim (writer thread)
-            rows = self._admit(conn, worker_id, ttl, limit, now)
-            params["limit"] = limit - len(rows)
-            rows += conn.execute(
+            admitted = self._admit(conn, worker_id, ttl, limit, now)
+            params["limit"] = limit - len(admitted)
+            rows = conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = :worker, "
                 f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, "
                 f"updated_at = {_NOW}, wake_at = NULL "
@@ -528,7 +528,8 @@ class SQLiteJournal(JournalBase):
             ).fetchall()
             rows.sort(key=lambda r: (r[3], r[0]))
             return [
-                Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
+                Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2])
+                for r in admitted + rows
             ]
 
         return await self._tx(tx)
