@@ -85,8 +85,7 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
             f"SELECT run_id FROM {s}.queue_runs WHERE queue = $1 AND dedup_key = $2 AND NOT done"
         )
         self.entry = (
-            "SELECT queue, priority, dedup_key, admitted_at IS NOT NULL "
-            f"FROM {s}.queue_runs WHERE run_id = $1"
+            f"SELECT queue, priority, dedup_key, admitted_at FROM {s}.queue_runs WHERE run_id = $1"
         )
 
     async def loads(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES
-from continuum_py.queues import Queue, QueueLoad
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = [
     "WAITING_ENTRY",
@@ -161,11 +161,10 @@ def mark_admitted(conn: sqlite3.Connection, run_ids: Sequence[str], now: float) 
     )
 
 
-def entry(conn: sqlite3.Connection, run_id: str) -> tuple[str, int, str | None, bool] | None:
+def entry(conn: sqlite3.Connection, run_id: str) -> QueueEntry | None:
     """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
     row = conn.execute(
-        "SELECT queue, priority, dedup_key, admitted_at IS NOT NULL FROM queue_runs "
-        "WHERE run_id = ?",
+        "SELECT queue, priority, dedup_key, admitted_at FROM queue_runs WHERE run_id = ?",
         (run_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1], row[2], bool(row[3]))
+    return None if row is None else QueueEntry(*row)

@@ -40,7 +40,7 @@ from continuum_py.journal import (
     StoredEvent,
     WholeRun,
 )
-from continuum_py.queues import Queue
+from continuum_py.queues import Queue, QueueEntry
 
 __all__ = ["MemoryJournal", "MemoryTransaction"]
 
@@ -406,12 +406,12 @@ class MemoryJournal(JournalBase):
         """Every stored queue's load now (engine clock ``now``, default the journal's)."""
         return self._loads(None, self._clock() if now is None else now, None, waiting_only=False)
 
-    async def queue_entry(self, run_id: str) -> tuple[str, int, str | None, bool] | None:
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
         """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
         e = self._entries.get(run_id)
         if e is None:
             return None
-        return e.queue, e.priority, e.dedup_key, e.admitted_at is not None
+        return QueueEntry(e.queue, e.priority, e.dedup_key, e.admitted_at)
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         now = self._clock()

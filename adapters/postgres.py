@@ -77,7 +77,7 @@ from continuum_py.journal import (
     list_runs_sql,
     record_from_row,
 )
-from continuum_py.queues import Queue, QueueLoad
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = ["MIGRATIONS", "Migration", "PostgresJournal", "PostgresTransaction", "StepConnection"]
 
@@ -365,10 +365,10 @@ class PostgresJournal(JournalBase):
 
         return await self._write("queue_loads", tx)
 
-    async def queue_entry(self, run_id: str) -> tuple[str, int, str | None, bool] | None:
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
         """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
         rows = await self._fetch("queue_entry", self._qsql.entry, run_id)
-        return None if not rows else (rows[0][0], rows[0][1], rows[0][2], bool(rows[0][3]))
+        return None if not rows else QueueEntry(*rows[0])
 
     async def put_runs(self, runs: Sequence[WholeRun]) -> None:
         """Create whole runs in one transaction; see :class:`~continuum_py.journal.JournalImport`."""

@@ -74,7 +74,7 @@ from continuum_py.journal import (
     list_runs_sql,
     record_from_row,
 )
-from continuum_py.queues import Queue, QueueLoad
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
@@ -597,7 +597,7 @@ class SQLiteJournal(JournalBase):
 
         return await self._tx(tx)
 
-    async def queue_entry(self, run_id: str) -> tuple[str, int, str | None, bool] | None:
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
         """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
         return await self._tx(lambda conn: _queues.entry(conn, run_id))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from continuum_py.errors import ConfigurationError
 from continuum_py.journal import Journal, QueueJournal
-from continuum_py.queues import Queue, QueueLoad, QueuePlace, QueueState, check_queue
+from continuum_py.queues import Queue, QueueEntry, QueueLoad, QueuePlace, QueueState, check_queue
 
 __all__ = ["check_queues", "check_start", "queue_journal", "queue_place", "queue_states"]
 
@@ -81,15 +81,19 @@ def queue_states(loads: Sequence[QueueLoad]) -> list[QueueState]:
     ]
 
 
-def queue_place(
-    entry: tuple[str, int, str | None, bool], run_id: str, loads: Sequence[QueueLoad]
-) -> QueuePlace:
+def queue_place(entry: QueueEntry, run_id: str, loads: Sequence[QueueLoad]) -> QueuePlace:
     """Where the queued run ``run_id`` (its ``entry``) stands among ``loads``."""
     from continuum_py.adapters._rules import why_waiting
 
-    name, priority, key, admitted = entry
-    place = QueuePlace(queue=name, priority=priority, dedup_key=key, admitted=admitted)
-    if admitted:
+    name, priority, key, admitted_at = entry
+    place = QueuePlace(
+        queue=name,
+        priority=priority,
+        dedup_key=key,
+        admitted=admitted_at is not None,
+        admitted_at=admitted_at,
+    )
+    if admitted_at is not None:
         return place
     load = next((ld for ld in loads if ld.queue.name == name), None)
     if load is None or run_id not in load.waiting:

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from continuum_py.errors import JournalError
-from continuum_py.queues import Queue, QueueLoad
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = [
     "INBOX_CHECKED_STATUSES",
@@ -728,6 +728,6 @@ class QueueJournal(Protocol):
         """Every stored queue's load at ``now`` (engine clock; default the journal's)."""
         ...
 
-    async def queue_entry(self, run_id: str) -> tuple[str, int, str | None, bool] | None:
-        """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
+        """A queued run's place (its admission time once admitted), or ``None``."""
         ...

@@ -17,7 +17,7 @@ import msgspec
 
 from continuum_py.errors import ConfigurationError
 
-__all__ = ["Queue", "QueueLoad", "QueuePlace", "QueueState", "check_queue"]
+__all__ = ["Queue", "QueueEntry", "QueueLoad", "QueuePlace", "QueueState", "check_queue"]
 
 
 class Queue(msgspec.Struct, frozen=True):
@@ -85,6 +85,15 @@ def check_queue(q: Any) -> Queue:
     return q
 
 
+class QueueEntry(NamedTuple):
+    """A queued run's row as a journal stores it (:meth:`QueueJournal.queue_entry`)."""
+
+    queue: str
+    priority: int
+    dedup_key: str | None
+    admitted_at: float | None
+
+
 class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     """How a queue stands (``engine.queues()``, ``continuum queues``).
 
@@ -111,6 +120,8 @@ class QueuePlace(msgspec.Struct, frozen=True, kw_only=True):
         admitted: whether it was admitted (it started, or will at once).
         position: 1-based place among the queue's waiting runs (0 once admitted).
         why: why it waits (``""`` once admitted).
+        admitted_at: when it was admitted (engine clock): its start, as the
+            queue's rate counts starts.
     """
 
     queue: str
@@ -119,6 +130,7 @@ class QueuePlace(msgspec.Struct, frozen=True, kw_only=True):
     admitted: bool
     position: int = 0
     why: str = ""
+    admitted_at: float | None = None
 
 
 class QueueLoad(NamedTuple):

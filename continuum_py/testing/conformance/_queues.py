@@ -172,5 +172,7 @@ class QueueTests(JournalCase):
         await _queued(j, Queue("q", concurrency=3), "r1")
         [load] = [x for x in await j.queue_loads(now=NOW) if x.queue.name == "q"]
         assert (load.holding, list(load.waiting)) == (0, ["r1"])
-        assert await j.queue_entry("r1") == ("q", 0, None, False)
+        assert await j.queue_entry("r1") == ("q", 0, None, None)
         assert await j.queue_entry("nope") is None
+        await _claim(j, now=NOW + 5)
+        assert await j.queue_entry("r1") == ("q", 0, None, NOW + 5)
