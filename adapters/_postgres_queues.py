@@ -95,11 +95,18 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
         worker_id: str | None,
         now: float,
         limit: int | None,
+        tidy: bool = False,
     ) -> list[QueueLoad]:
-        """The load of each of ``queues`` (locked by the caller when it admits)."""
+        """The load of each of ``queues`` (locked by the caller when it admits).
+
+        With ``tidy`` (an admission, which writes anyway), admitted runs seen
+        finished are marked done first; the counts join the runs' statuses, so
+        they are the same without it.
+        """
         out = []
         for q in queues:
-            await conn.execute(self.free_done, q.name)
+            if tidy:
+                await conn.execute(self.free_done, q.name)
             holding, mine = await conn.fetchrow(self.holding, q.name, worker_id)
             recent = 0
             if q.rate is not None:
@@ -125,7 +132,9 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
             rows = await conn.fetch(self.lock_waiting, None if served is None else sorted(served))
             if not rows:
                 return []
-            loads = await self.loads(conn, [queue_of(r) for r in rows], worker_id, now, limit)
+            loads = await self.loads(
+                conn, [queue_of(r) for r in rows], worker_id, now, limit, tidy=True
+            )
             run_ids = admit(loads, limit, turn)
             if not run_ids:
                 return []

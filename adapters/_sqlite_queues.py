@@ -107,10 +107,14 @@ def loads(
     *,
     waiting_only: bool,
     limit: int | None,
+    tidy: bool = False,
 ) -> list[QueueLoad]:
     """The load of each stored queue (of ``names``; with ``waiting_only``, those with waiting runs).
 
-    ``limit`` caps each queue's waiting list (a claim needs no more).
+    ``limit`` caps each queue's waiting list (a claim needs no more). With
+    ``tidy`` (a claim, which writes anyway), admitted runs seen finished are
+    marked done first, which keeps the slot count's index small; the counts
+    are the same without it (they join the runs' statuses).
     """
     out: list[QueueLoad] = []
     for q in stored(conn):
@@ -124,14 +128,8 @@ def loads(
             ).fetchone()
         ):
             continue
-        # Admitted runs seen finished give their slot (and dedup key) back.
-        conn.execute(
-            "UPDATE queue_runs SET done = 1 WHERE queue = ? AND admitted_at IS NOT NULL "
-            "AND done = 0 AND run_id IN (SELECT q.run_id FROM queue_runs q JOIN runs r "
-            "ON r.run_id = q.run_id WHERE q.queue = ? AND q.admitted_at IS NOT NULL "
-            f"AND q.done = 0 AND r.status IN ({_TERMINAL}))",
-            (q.name, q.name),
-        )
+        if tidy:
+            _tidy(conn, q.name)
         holding, mine = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(r.status = 'running' AND r.lease_owner = ?), 0) "
             "FROM queue_runs q JOIN runs r ON r.run_id = q.run_id "
@@ -152,6 +150,17 @@ def loads(
         ).fetchall()
         out.append(QueueLoad(q, holding, mine, recent, [w[0] for w in waiting]))
     return out
+
+
+def _tidy(conn: sqlite3.Connection, queue: str) -> None:
+    """Mark ``queue``'s admitted runs seen finished done: they left the slot index."""
+    conn.execute(
+        "UPDATE queue_runs SET done = 1 WHERE queue = ? AND admitted_at IS NOT NULL "
+        "AND done = 0 AND run_id IN (SELECT q.run_id FROM queue_runs q JOIN runs r "
+        "ON r.run_id = q.run_id WHERE q.queue = ? AND q.admitted_at IS NOT NULL "
+        f"AND q.done = 0 AND r.status IN ({_TERMINAL}))",
+        (queue, queue),
+    )
 
 
 def mark_admitted(conn: sqlite3.Connection, run_ids: Sequence[str], now: float) -> None:

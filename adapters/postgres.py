@@ -355,15 +355,16 @@ class PostgresJournal(JournalBase):
 
     async def queue_loads(self, *, now: float | None = None) -> list[QueueLoad]:
         """Every stored queue's load at ``now`` (default: the journal clock)."""
-
-        async def tx(conn: Any) -> list[QueueLoad]:
-            at = now
-            if at is None:
-                at = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
-            queues = [queue_of(r) for r in await conn.fetch(self._qsql.stored)]
-            return await self._qsql.loads(conn, queues, None, at, None)
-
-        return await self._write("queue_loads", tx)
+        with self._errors("queue_loads"):
+            async with (
+                self._p.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                at = now
+                if at is None:
+                    at = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+                queues = [queue_of(r) for r in await conn.fetch(self._qsql.stored)]
+                return await self._qsql.loads(conn, queues, None, at, None)
 
     async def queue_entry(self, run_id: str) -> QueueEntry | None:
         """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""

@@ -543,7 +543,7 @@ class SQLiteJournal(JournalBase):
             now = conn.execute(f"SELECT {_NOW}").fetchone()[0]
         assert now is not None
         loads = _queues.loads(
-            conn, worker_id, now, self.served_queues, waiting_only=True, limit=limit
+            conn, worker_id, now, self.served_queues, waiting_only=True, limit=limit, tidy=True
         )
         self._turn += 1
         run_ids = admit(loads, limit, self._turn)
@@ -566,7 +566,7 @@ class SQLiteJournal(JournalBase):
 
     async def stored_queues(self) -> list[Queue]:
         """Every stored queue definition, by name."""
-        return await self._tx(_queues.stored)
+        return await self._read_queues(_queues.stored, [])
 
     async def start_queued(
         self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
@@ -590,16 +590,24 @@ class SQLiteJournal(JournalBase):
     async def queue_loads(self, *, now: float | None = None) -> list[QueueLoad]:
         """Every stored queue's load at ``now`` (default: the journal clock)."""
 
-        def tx(conn: sqlite3.Connection) -> list[QueueLoad]:
-            _queues.begin(conn)
+        def read(conn: sqlite3.Connection) -> list[QueueLoad]:
             at = conn.execute(f"SELECT {_NOW}").fetchone()[0] if now is None else now
             return _queues.loads(conn, None, at, None, waiting_only=False, limit=None)
 
-        return await self._tx(tx)
+        return await self._read_queues(read, [])
 
     async def queue_entry(self, run_id: str) -> QueueEntry | None:
         """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
-        return await self._tx(lambda conn: _queues.entry(conn, run_id))
+        return await self._read_queues(lambda conn: _queues.entry(conn, run_id), None)
+
+    async def _read_queues(self, fn: Callable[[sqlite3.Connection], T], empty: T) -> T:
+        """``fn`` on the reader; ``empty`` from a file older than queues (a read-only open)."""
+        try:
+            return await self._rc.call(fn)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return empty
+            raise JournalUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         def tx(conn: sqlite3.Connection) -> list[Lease | None]:

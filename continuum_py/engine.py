@@ -72,6 +72,7 @@ from continuum_py.journal import (
     LivenessJournal,
     NewRun,
     NotifyingJournal,
+    QueueJournal,
     RunRecord,
     RunStatus,
 )
@@ -626,7 +627,9 @@ class Engine:
     async def queue_place(self, run_id: str) -> QueuePlace | None:
         """Where a queued run stands (position and why it waits), or ``None`` if not queued."""
         self._check_open()
-        qj = queue_journal(self._journal_obj)
+        qj = self._journal_obj
+        if not isinstance(qj, QueueJournal):
+            return None  # a journal without queues has no queued runs
         entry = await qj.queue_entry(run_id)
         if entry is None:
             return None
