@@ -48,24 +48,34 @@ class PostgresQueues:
             "WHERE w.queue = qq.name AND w.admitted_at IS NULL) "
             "AND ($1::text[] IS NULL OR qq.name = ANY($1::text[])) ORDER BY name FOR UPDATE"
         )
-        self.free_done = (
-            f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
-            f"AND q.admitted_at IS NOT NULL AND NOT q.done AND r.run_id = q.run_id "
-            f"AND r.status IN ({_TERMINAL})"
-        )
-        self.holding = (
-            "SELECT count(*), count(*) FILTER (WHERE r.status = 'running' AND r.lease_owner = $2) "
-            f"FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id WHERE q.queue = $1 "
-            f"AND q.admitted_at IS NOT NULL AND NOT q.done AND r.status IN ({_LIVE})"
-        )
-        self.recent = (
-            f"SELECT count(*) FROM {s}.queue_runs WHERE queue = $1 AND admitted_at > $2::float8"
-        )
-        self.waiting = (
-            f"SELECT q.run_id FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id "
-            "WHERE q.queue = $1 AND q.admitted_at IS NULL AND r.status = 'pending' "
-            "AND (r.wake_at IS NULL OR r.wake_at <= $2::float8) ORDER BY q.priority, q.seq LIMIT $3"
-        )
+        # One round trip per queue: the lock on its row is held for as short a time
+        # as can be. $1 queue, $2 worker, $3 rate window start (NULL: no rate),
+        # $4 now, $5 waiting runs wanted. load_tidy's UPDATE (admitted
+        # runs seen finished leave the slot index) does not change the counts,
+        # which join the runs' statuses.
+        tidy = f"""tidy AS (
+    UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r
+    WHERE q.queue = $1 AND q.admitted_at IS NOT NULL AND NOT q.done
+      AND r.run_id = q.run_id AND r.status IN ({_TERMINAL})
+),"""
+        load = f"""
+WITH {{tidy}}
+slots AS (
+    SELECT count(*) AS holding,
+           count(*) FILTER (WHERE r.status = 'running' AND r.lease_owner = $2::text) AS mine
+    FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id
+    WHERE q.queue = $1 AND q.admitted_at IS NOT NULL AND NOT q.done AND r.status IN ({_LIVE})
+)
+SELECT slots.holding, slots.mine,
+    CASE WHEN $3::float8 IS NULL THEN 0 ELSE (SELECT count(*) FROM {s}.queue_runs
+        WHERE queue = $1 AND admitted_at > $3::float8) END,
+    ARRAY(SELECT q.run_id FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id
+        WHERE q.queue = $1 AND q.admitted_at IS NULL AND r.status = 'pending'
+          AND (r.wake_at IS NULL OR r.wake_at <= $4::float8)
+        ORDER BY q.priority, q.seq LIMIT $5)
+FROM slots"""
+        self.load = load.format(tidy="")
+        self.load_tidy = load.format(tidy=tidy)
         self.lease = f"""
 WITH a AS (UPDATE {s}.queue_runs SET admitted_at = $4::float8 WHERE run_id = ANY($3::text[]))
 UPDATE {s}.runs SET status = 'running', lease_owner = $1, lease_token = lease_token + 1,
@@ -105,14 +115,11 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
         """
         out = []
         for q in queues:
-            if tidy:
-                await conn.execute(self.free_done, q.name)
-            holding, mine = await conn.fetchrow(self.holding, q.name, worker_id)
-            recent = 0
-            if q.rate is not None:
-                recent = await conn.fetchval(self.recent, q.name, rate_since(q, now))
-            waiting = await conn.fetch(self.waiting, q.name, now, limit)
-            out.append(QueueLoad(q, holding, mine, recent, [w[0] for w in waiting]))
+            since = rate_since(q, now) if q.rate is not None else None
+            holding, mine, recent, waiting = await conn.fetchrow(
+                self.load_tidy if tidy else self.load, q.name, worker_id, since, now, limit
+            )
+            out.append(QueueLoad(q, holding, mine, recent, list(waiting)))
         return out
 
     async def admit(
