@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from test_cli_inspect import continuum, one_line_error, reg, url  # noqa: F401 - fixtures
+from test_cli_inspect import SCRIPT, continuum, one_line_error, reg, url  # noqa: F401 - fixtures
 
 from continuum_py import Engine, Queue
 
@@ -58,3 +58,40 @@ def test_worker_refuses_an_unknown_queue_in_one_line(url, tmp_path: Path):  # no
     _queued(url)
     line = one_line_error(continuum("worker", "--url", url, "--queue", "nope", cwd=tmp_path))
     assert "unknown queue 'nope' for --queue (queues in the journal: mail, other)" in line
+
+
+def test_worker_with_queue_admits_only_from_that_queue(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    journal = f"sqlite:///{tmp_path}/j.db"
+    log = str(tmp_path / "effects.log")
+
+    async def start() -> None:
+        async with Engine(journal, registry=reg, worker=False) as client:
+            await client.start("mp_queued", log, 1, queue=Queue("mine"), run_id="mine-1")
+            await client.start("mp_queued", log, 2, queue=Queue("other"), run_id="other-1")
+
+    asyncio.run(start())
+    recovery = str(Path(__file__).resolve().parent / "recovery")
+    env = {**os.environ, "PYTHONPATH": recovery, "MP_WORKER_ID": "w"}
+    argv = [SCRIPT, "worker", "--url", journal]
+    argv += ["--import", "mp_flows", "--queue", "mine", "--poll-interval", "0.05"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    try:
+
+        async def statuses() -> dict[str, str]:
+            async with Engine(journal, registry=reg, worker=False) as client:
+                return {r.run_id: r.status.value for r in await client.list_runs()}
+
+        deadline = time.monotonic() + 30
+        while asyncio.run(statuses())["mine-1"] != "completed":
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)  # several claim-loop turns
+        assert asyncio.run(statuses())["other-1"] == "pending"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
