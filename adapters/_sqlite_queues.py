@@ -91,9 +91,11 @@ def insert_entry(
         ).fetchone()
         if row is not None:
             return str(row[0])
+    # seq: the line's order. MAX(rowid) is one look at the table's b-tree end;
+    # rows are never deleted, so it only grows.
     conn.execute(
         "INSERT INTO queue_runs (run_id, queue, priority, seq, dedup_key) "
-        "VALUES (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue_runs), ?)",
+        "VALUES (?, ?, ?, (SELECT COALESCE(MAX(rowid), 0) + 1 FROM queue_runs), ?)",
         (run_id, queue, priority, key),
     )
     return None
