@@ -11,23 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from continuum_py.adapters._rules import LIVE_STATUSES, admit, rate_since, sql_in
+from continuum_py.adapters._rules import LIVE_STATUSES, admit, queue_from_row, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
 
-__all__ = ["PostgresQueues", "Taken", "queue_of"]
+__all__ = ["PostgresQueues", "Taken"]
 
 _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
-
-
-def queue_of(row: Sequence[Any]) -> Queue:
-    name, conc, per, rate_n, rate_period = row
-    """A stored queue definition row as a :class:`Queue`."""
-    rate = (int(rate_n), float(rate_period)) if rate_n is not None else None
-    return Queue(str(name), conc, per, rate)
 
 
 class PostgresQueues:
@@ -140,7 +133,7 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
             if not rows:
                 return []
             loads = await self.loads(
-                conn, [queue_of(r) for r in rows], worker_id, now, limit, tidy=True
+                conn, [queue_from_row(r) for r in rows], worker_id, now, limit, tidy=True
             )
             run_ids = admit(loads, limit, turn)
             if not run_ids:

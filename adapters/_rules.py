@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 import msgspec
 
@@ -54,6 +54,7 @@ __all__ = [
     "lease_held",
     "lease_lost",
     "pending_migrations",
+    "queue_from_row",
     "queue_room",
     "rate_since",
     "readable_layout",
@@ -455,6 +456,13 @@ def why_waiting(load: QueueLoad) -> str:
     if q.rate is not None and load.recent >= q.rate[0]:
         return f"rate limit: {load.recent} of {q.rate[0]} starts in the last {q.rate[1]:g} s"
     return ""
+
+
+def queue_from_row(row: Sequence[Any]) -> Queue:
+    """A stored ``queues`` row ``(name, concurrency, per_worker, rate_n, rate_period)`` as a Queue."""
+    name, concurrency, per_worker, rate_n, rate_period = row
+    rate = (int(rate_n), float(rate_period)) if rate_n is not None else None
+    return Queue(str(name), concurrency, per_worker, rate)
 
 
 def rate_since(queue: Queue, now: float) -> float:

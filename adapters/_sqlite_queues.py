@@ -1,9 +1,10 @@
 """The SQLite journal's queues: storing definitions, queued starts, and admission in a claim.
 
-Every function here runs inside one write transaction on the writer thread
-(``BEGIN IMMEDIATE``): SQLite lets one writer in at a time across processes,
-so counting a queue's slots and leasing the runs it admits cannot interleave
-with another worker's claim.
+A claim and a queued start run these inside one write transaction on the
+writer thread (``BEGIN IMMEDIATE``, see :func:`begin`): SQLite lets one writer
+in at a time across processes, so counting a queue's slots and leasing the
+runs it admits cannot interleave with another worker's claim. Reports
+(``queue_loads``, ``queue_entry``) run the reads alone on the reader.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
+from continuum_py.adapters._rules import LIVE_STATUSES, queue_from_row, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES
 from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
@@ -41,18 +42,12 @@ def begin(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
 
 
-def _queue(row: Sequence[object]) -> Queue:
-    name, conc, per, rate_n, rate_period = row
-    rate = (int(rate_n), float(rate_period)) if rate_n is not None else None  # type: ignore[call-overload,arg-type]
-    return Queue(str(name), conc, per, rate)  # type: ignore[arg-type]
-
-
 def stored(conn: sqlite3.Connection) -> list[Queue]:
     """Every stored queue definition, by name."""
     rows = conn.execute(
         "SELECT name, concurrency, per_worker, rate_n, rate_period FROM queues ORDER BY name"
     ).fetchall()
-    return [_queue(r) for r in rows]
+    return [queue_from_row(r) for r in rows]
 
 
 def declare(conn: sqlite3.Connection, q: Queue) -> None:

@@ -35,7 +35,7 @@ from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
-from continuum_py.adapters._postgres_queues import PostgresQueues, Taken, queue_of
+from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Statements,
@@ -49,6 +49,7 @@ from continuum_py.adapters._rules import (
     RunFilter,
     bad_seqs,
     check_whole_runs,
+    queue_from_row,
     readable_layout,
     whole_record,
     why_refused,
@@ -334,7 +335,7 @@ class PostgresJournal(JournalBase):
     async def stored_queues(self) -> list[Queue]:
         """Every stored queue definition, by name."""
         rows = await self._fetch("stored_queues", self._qsql.stored)
-        return [queue_of(r) for r in rows]
+        return [queue_from_row(r) for r in rows]
 
     async def start_queued(
         self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
@@ -363,7 +364,7 @@ class PostgresJournal(JournalBase):
                 at = now
                 if at is None:
                     at = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
-                queues = [queue_of(r) for r in await conn.fetch(self._qsql.stored)]
+                queues = [queue_from_row(r) for r in await conn.fetch(self._qsql.stored)]
                 return await self._qsql.loads(conn, queues, None, at, None)
 
     async def queue_entry(self, run_id: str) -> QueueEntry | None:
