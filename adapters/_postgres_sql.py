@@ -121,6 +121,36 @@ CREATE TABLE {s}.workers (
 """,
     ),
     Migration(5, "schedules table", POSTGRES_SCHEDULES_TABLE),
+    Migration(
+        6,
+        "queues",
+        """
+-- Queue definitions; a claim locks the rows of the queues it admits from.
+CREATE TABLE {s}.queues (
+    name text PRIMARY KEY,
+    concurrency integer,
+    per_worker integer,
+    rate_n integer,
+    rate_period double precision
+);
+-- Each queued run's place. done: its run was seen finished (frees its slot and key).
+CREATE TABLE {s}.queue_runs (
+    run_id text PRIMARY KEY,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    dedup_key text,
+    admitted_at double precision,
+    done boolean NOT NULL DEFAULT false
+);
+CREATE INDEX queue_waiting ON {s}.queue_runs (queue, priority, seq) WHERE admitted_at IS NULL;
+CREATE INDEX queue_slots ON {s}.queue_runs (queue) WHERE admitted_at IS NOT NULL AND NOT done;
+CREATE INDEX queue_started ON {s}.queue_runs (queue, admitted_at) WHERE admitted_at IS NOT NULL;
+-- One unfinished run per (queue, dedup_key): racing starts get one run.
+CREATE UNIQUE INDEX queue_dedup ON {s}.queue_runs (queue, dedup_key)
+    WHERE dedup_key IS NOT NULL AND NOT done;
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -146,18 +176,21 @@ def _dead(s: str) -> str:
     )
 
 
-def _runnable(own: str, now: str) -> str:
+def _runnable(own: str, now: str, s: str) -> str:
     """The claim predicate; ``own``: SQL true when the lease holder may take its run back.
 
     A lease is free when nobody holds it, it expired, it is ours to take back, or
     its holder is in the CTE ``dead`` (:func:`_dead`), which the statement must define.
+    A queued run waiting for admission (in ``queue_runs`` of schema ``s``) is never runnable here.
     """
     dead = "lease_owner IN (SELECT worker_id FROM dead)"
     free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own} OR {dead})"
     due = f"COALESCE({now}::float8, {_NOW})"
     return (
         f"status IN ({sql_in(LIVE_STATUSES)}) AND ("
-        f"(status = 'pending' AND (wake_at IS NULL OR wake_at <= {due}) AND {free}) "
+        f"(status = 'pending' AND (wake_at IS NULL OR wake_at <= {due}) AND {free} "
+        f"AND NOT EXISTS (SELECT 1 FROM {s}.queue_runs qw WHERE qw.run_id = runs.run_id "
+        "AND qw.admitted_at IS NULL)) "
         f"OR (status = 'running' AND {free}) "
         f"OR (status = 'suspended' AND (wake_at <= {due} OR inbox_last > inbox_seen)))"
     )
@@ -308,7 +341,7 @@ RETURNING run_id"""
         self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
         self.claim = f"""
 WITH {_dead(s)}, c AS (
-    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
+    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5", s)}
     ORDER BY created_at, run_id LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
@@ -317,7 +350,7 @@ UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.leas
 FROM c WHERE r.run_id = c.run_id
 RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
         self.find_runnable = (
-            f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
+            f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2', s)} "
             "ORDER BY created_at, run_id LIMIT $1"
         )
         self.renew = f"""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 import msgspec
 
@@ -36,13 +36,16 @@ from continuum_py.journal import (
     StoredEvent,
     WholeRun,
 )
+from continuum_py.queues import Queue, QueueLoad
 
 __all__ = [
     "LIVE_STATUSES",
     "WAITING_STATUSES",
     "JournalBase",
     "Migration",
+    "QueueLoad",
     "RunFilter",
+    "admit",
     "after",
     "bad_seqs",
     "check_whole_runs",
@@ -51,12 +54,16 @@ __all__ = [
     "lease_held",
     "lease_lost",
     "pending_migrations",
+    "queue_from_row",
+    "queue_room",
+    "rate_since",
     "readable_layout",
     "refusal",
     "refuse_newer",
     "sql_in",
     "whole_record",
     "why_refused",
+    "why_waiting",
 ]
 
 WAITING_STATUSES: frozenset[RunStatus] = frozenset({RunStatus.PENDING, RunStatus.SUSPENDED})
@@ -399,3 +406,65 @@ class JournalBase:
                 newest_first=newest_first,
             )
         )
+
+
+# ---- queues ----
+
+
+def queue_room(load: QueueLoad) -> int:
+    """How many of ``load``'s waiting runs its limits let in now."""
+    q = load.queue
+    room = len(load.waiting)
+    if q.concurrency is not None:
+        room = min(room, q.concurrency - load.holding)
+    if q.per_worker is not None:
+        room = min(room, q.per_worker - load.mine)
+    if q.rate is not None:
+        room = min(room, q.rate[0] - load.recent)
+    return max(room, 0)
+
+
+def admit(loads: Sequence[QueueLoad], limit: int, turn: int) -> list[str]:
+    """The waiting runs a claim with room for ``limit`` admits, one queue at a time.
+
+    Round-robin: one run from each queue with room in turn, starting at queue
+    ``turn % len(loads)`` (a worker moves its start on every claim), so a long
+    queue cannot starve a short one. Within a queue, its ``waiting`` order.
+    Every journal counts the loads and leases the result in one transaction.
+    """
+    if not loads or limit <= 0:
+        return []
+    start = turn % len(loads)
+    order = list(loads[start:]) + list(loads[:start])
+    room = [queue_room(ld) for ld in order]
+    taken = [0] * len(order)
+    out: list[str] = []
+    while len(out) < limit and any(r > 0 for r in room):
+        for i, ld in enumerate(order):
+            if room[i] > 0 and len(out) < limit:
+                out.append(ld.waiting[taken[i]])
+                taken[i] += 1
+                room[i] -= 1
+    return out
+
+
+def why_waiting(load: QueueLoad) -> str:
+    """Why ``load``'s first waiting run is not admitted (``""``: it may be)."""
+    q = load.queue
+    if q.concurrency is not None and load.holding >= q.concurrency:
+        return f"concurrency limit: {load.holding} of {q.concurrency} slots held"
+    if q.rate is not None and load.recent >= q.rate[0]:
+        return f"rate limit: {load.recent} of {q.rate[0]} starts in the last {q.rate[1]:g} s"
+    return ""
+
+
+def queue_from_row(row: Sequence[Any]) -> Queue:
+    """A stored ``queues`` row ``(name, concurrency, per_worker, rate_n, rate_period)`` as a Queue."""
+    name, concurrency, per_worker, rate_n, rate_period = row
+    rate = (int(rate_n), float(rate_period)) if rate_n is not None else None
+    return Queue(str(name), concurrency, per_worker, rate)
+
+
+def rate_since(queue: Queue, now: float) -> float:
+    """Admissions after this time count towards ``queue``'s rate (``inf``: no rate)."""
+    return now - queue.rate[1] if queue.rate is not None else float("inf")

@@ -28,7 +28,7 @@ __all__ = [
     "version",
 ]
 
-STORAGE_VERSION = 5  # MIGRATIONS[-1].version, checked below
+STORAGE_VERSION = 6  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
@@ -36,6 +36,7 @@ parent_position, inbox_last, inbox_seen; indexes for waking runs.
 3: indexes for listing runs (all of them, or one workflow's) by creation time.
 4: runs gain forked_from (``engine.fork``), with an index to list a run's forks.
 5: schedules table (cron schedules shared by every worker).
+6: queues and queue_runs (``Queue``): definitions, and each queued run's place.
 """
 
 # The table layout's history, oldest first; a fresh file applies every step.
@@ -115,6 +116,35 @@ CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_i
 CREATE INDEX IF NOT EXISTS runs_forked ON runs (forked_from, created_at) WHERE forked_from IS NOT NULL""",
     ),
     Migration(5, "schedules table", SQLITE_SCHEDULES_TABLE),
+    Migration(
+        6,
+        "queues",
+        # queue_waiting: a queue's waiting runs in admission order. queue_slots:
+        # its admitted runs not yet seen finished (the slots a claim counts);
+        # queue_started: admissions by time (the rate window). queue_dedup: one
+        # unfinished run per (queue, dedup_key); done is set once its run is seen
+        # finished, which frees the key.
+        """CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    concurrency INTEGER,
+    per_worker INTEGER,
+    rate_n INTEGER,
+    rate_period REAL
+);
+CREATE TABLE IF NOT EXISTS queue_runs (
+    run_id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    dedup_key TEXT,
+    admitted_at REAL,
+    done INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_waiting ON queue_runs (queue, priority, seq) WHERE admitted_at IS NULL;
+CREATE INDEX IF NOT EXISTS queue_slots ON queue_runs (queue) WHERE admitted_at IS NOT NULL AND done = 0;
+CREATE INDEX IF NOT EXISTS queue_started ON queue_runs (queue, admitted_at) WHERE admitted_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS queue_dedup ON queue_runs (queue, dedup_key) WHERE dedup_key IS NOT NULL AND done = 0""",
+    ),
 )
 
 

@@ -10,15 +10,19 @@ from typing import Any
 import msgspec
 
 from continuum_py.adapters._rules import (
+    LIVE_STATUSES,
     WAITING_STATUSES,
     JournalBase,
+    QueueLoad,
     RunFilter,
+    admit,
     after,
     bad_seqs,
     check_whole_runs,
     lease_free,
     lease_held,
     lease_lost,
+    rate_since,
     refusal,
     whole_record,
 )
@@ -37,6 +41,7 @@ from continuum_py.journal import (
     StoredEvent,
     WholeRun,
 )
+from continuum_py.queues import Queue, QueueEntry
 
 __all__ = ["MemoryJournal", "MemoryTransaction"]
 
@@ -70,6 +75,16 @@ class MemoryTransaction:
         return None
 
 
+class _Entry(msgspec.Struct, kw_only=True):
+    """A queued run's place: the memory journal's ``queue_runs`` row."""
+
+    queue: str
+    priority: int
+    seq: int
+    dedup_key: str | None
+    admitted_at: float | None = None
+
+
 class MemoryJournal(MemorySchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` held in dictionaries.
 
@@ -88,6 +103,11 @@ class MemoryJournal(MemorySchedules, JournalBase):
         # worker's runs move at once only when an engine sharing this journal
         # lets go of its liveness (a test's stand-in for a process dying).
         self._live: dict[str, bool] = {}
+        self._queues: dict[str, Queue] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._entry_seq = 0
+        self._turn = 0
+        self.served_queues: frozenset[str] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> MemoryJournal:
@@ -277,6 +297,9 @@ class MemoryJournal(MemorySchedules, JournalBase):
         if rec.status == RunStatus.PENDING:
             if rec.wake_at is not None and rec.wake_at > now:
                 return False
+            entry = self._entries.get(rec.run_id)
+            if entry is not None and entry.admitted_at is None:
+                return False  # waits for its queue to admit it
         elif rec.status != RunStatus.RUNNING:
             return False
         return lease_free(rec, journal_now, worker_id, own, self._dead)
@@ -286,29 +309,110 @@ class MemoryJournal(MemorySchedules, JournalBase):
     ) -> list[Lease]:
         journal_now = self._clock()
         wake_now = journal_now if now is None else now
-        leases: list[Lease] = []
+        loads = self._loads(worker_id, wake_now, self.served_queues, waiting_only=True)
+        self._turn += 1
+        admitted = admit(loads, limit, self._turn)
+        for run_id in admitted:
+            self._entries[run_id].admitted_at = wake_now
+        leases = [self._lease(self._runs[r], worker_id, ttl, journal_now) for r in admitted]
         for rec in sorted(self._runs.values(), key=_order):
             if len(leases) >= limit:
                 break
             if not self._runnable(rec, wake_now, journal_now, worker_id, reclaim_own):
                 continue
-            lease = Lease(
-                run_id=rec.run_id,
-                worker_id=worker_id,
-                token=rec.lease_token + 1,
-                expires_at=journal_now + ttl,
-            )
-            self._runs[rec.run_id] = msgspec.structs.replace(
-                rec,
-                status=RunStatus.RUNNING,
-                lease_owner=worker_id,
-                lease_token=lease.token,
-                lease_expires_at=lease.expires_at,
-                updated_at=journal_now,
-                wake_at=None,
-            )
-            leases.append(lease)
+            leases.append(self._lease(rec, worker_id, ttl, journal_now))
         return leases
+
+    def _lease(self, rec: RunRecord, worker_id: str, ttl: float, journal_now: float) -> Lease:
+        lease = Lease(
+            run_id=rec.run_id,
+            worker_id=worker_id,
+            token=rec.lease_token + 1,
+            expires_at=journal_now + ttl,
+        )
+        self._runs[rec.run_id] = msgspec.structs.replace(
+            rec,
+            status=RunStatus.RUNNING,
+            lease_owner=worker_id,
+            lease_token=lease.token,
+            lease_expires_at=lease.expires_at,
+            updated_at=journal_now,
+            wake_at=None,
+        )
+        return lease
+
+    # ---- queues ----
+    async def declare_queue(self, queue: Queue) -> None:
+        """Store ``queue``'s definition (replacing one of the same name)."""
+        self._queues[queue.name] = queue
+
+    async def stored_queues(self) -> list[Queue]:
+        """Every stored queue definition, by name."""
+        return [self._queues[n] for n in sorted(self._queues)]
+
+    async def start_queued(
+        self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Create ``run`` waiting in ``queue``; see :class:`~continuum_py.journal.QueueJournal`."""
+        existing = self._runs.get(run.run_id)
+        if existing is not None:
+            return existing, False
+        if dedup_key is not None:
+            for run_id, e in self._entries.items():
+                if (
+                    e.queue == queue
+                    and e.dedup_key == dedup_key
+                    and not self._runs[run_id].status.terminal
+                ):
+                    return self._runs[run_id], False
+        rec, _, _ = await self.start_run(run)
+        self._entry_seq += 1
+        self._entries[run.run_id] = _Entry(
+            queue=queue, priority=priority, seq=self._entry_seq, dedup_key=dedup_key
+        )
+        return rec, True
+
+    def _loads(
+        self, worker_id: str | None, now: float, names: frozenset[str] | None, *, waiting_only: bool
+    ) -> list[QueueLoad]:
+        holding: dict[str, int] = {}
+        mine: dict[str, int] = {}
+        recent: dict[str, int] = {}
+        waiting: dict[str, list[tuple[int, int, str]]] = {}
+        for run_id, e in self._entries.items():
+            rec = self._runs[run_id]
+            if e.admitted_at is None:
+                if rec.status == RunStatus.PENDING and (rec.wake_at is None or rec.wake_at <= now):
+                    waiting.setdefault(e.queue, []).append((e.priority, e.seq, run_id))
+                continue
+            if e.admitted_at > rate_since(self._queues[e.queue], now):
+                recent[e.queue] = recent.get(e.queue, 0) + 1
+            if rec.status in LIVE_STATUSES:
+                holding[e.queue] = holding.get(e.queue, 0) + 1
+                if rec.status == RunStatus.RUNNING and rec.lease_owner == worker_id:
+                    mine[e.queue] = mine.get(e.queue, 0) + 1
+        return [
+            QueueLoad(
+                queue=q,
+                holding=holding.get(name, 0),
+                mine=mine.get(name, 0),
+                recent=recent.get(name, 0),
+                waiting=[r for _, _, r in sorted(waiting.get(name, []))],
+            )
+            for name, q in sorted(self._queues.items())
+            if (names is None or name in names) and (waiting.get(name) or not waiting_only)
+        ]
+
+    async def queue_loads(self, *, now: float | None = None) -> list[QueueLoad]:
+        """Every stored queue's load now (engine clock ``now``, default the journal's)."""
+        return self._loads(None, self._clock() if now is None else now, None, waiting_only=False)
+
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
+        """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
+        e = self._entries.get(run_id)
+        if e is None:
+            return None
+        return QueueEntry(e.queue, e.priority, e.dedup_key, e.admitted_at)
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         now = self._clock()

@@ -35,6 +35,7 @@ from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
+from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Statements,
@@ -48,6 +49,7 @@ from continuum_py.adapters._rules import (
     RunFilter,
     bad_seqs,
     check_whole_runs,
+    queue_from_row,
     readable_layout,
     whole_record,
     why_refused,
@@ -77,6 +79,7 @@ from continuum_py.journal import (
     list_runs_sql,
     record_from_row,
 )
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = ["MIGRATIONS", "Migration", "PostgresJournal", "PostgresTransaction", "StepConnection"]
 
@@ -151,6 +154,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self.channel = s.channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
+        self._qsql = PostgresQueues(self.schema)
+        self._turn = 0  # where this journal's claims start their round of queues
+        self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
         self._callbacks: list[Callable[[str], None]] = []
         self._listen_conn: Any = None
@@ -271,22 +277,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
     async def start_run(
         self, run: NewRun, *, claim_for: str | None = None, ttl: float = 30.0
     ) -> tuple[RunRecord, Lease | None, bool]:
-        ev = run.first_event
-        args = (
-            run.run_id,
-            run.workflow,
-            ev.seq,
-            claim_for,
-            float(ttl),
-            run.wake_at,
-            run.parent_run_id,
-            run.parent_position,
-            ev.seq,
-            ev.kind,
-            ev.schema,
-            ev.data,
-            self.channel,
-        )
+        args = self._start_args(run, claim_for, ttl)
 
         async def tx(conn: Any) -> tuple[RunRecord, Lease | None, bool]:
             row = await conn.fetchrow(self._sql.start_run, *args)
@@ -306,6 +297,81 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             return rec, lease, True
 
         return await self._write("start_run", tx)
+
+    def _start_args(self, run: NewRun, claim_for: str | None, ttl: float) -> tuple[Any, ...]:
+        ev = run.first_event
+        return (
+            run.run_id,
+            run.workflow,
+            ev.seq,
+            claim_for,
+            float(ttl),
+            run.wake_at,
+            run.parent_run_id,
+            run.parent_position,
+            ev.seq,
+            ev.kind,
+            ev.schema,
+            ev.data,
+            self.channel,
+        )
+
+    # ---- queues ----
+    async def declare_queue(self, queue: Queue) -> None:
+        """Store ``queue``'s definition (replacing one of the same name)."""
+        rate = queue.rate or (None, None)
+
+        async def tx(conn: Any) -> None:
+            await conn.execute(
+                self._qsql.declare,
+                queue.name,
+                queue.concurrency,
+                queue.per_worker,
+                rate[0],
+                None if rate[1] is None else float(rate[1]),
+            )
+
+        await self._write("declare_queue", tx)
+
+    async def stored_queues(self) -> list[Queue]:
+        """Every stored queue definition, by name."""
+        rows = await self._fetch("stored_queues", self._qsql.stored)
+        return [queue_from_row(r) for r in rows]
+
+    async def start_queued(
+        self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Create ``run`` waiting in ``queue``; see :class:`~continuum_py.journal.QueueJournal`."""
+        args = self._start_args(run, None, 0.0)
+
+        async def tx(conn: Any) -> tuple[Any, bool]:
+            return await self._qsql.start(
+                conn, run, queue, priority, dedup_key, self._sql.start_run, args, self._sql.get_run
+            )
+
+        try:
+            row, created = await self._write("start_queued", tx)
+        except Taken:
+            row, created = (await self._fetch("get_run", self._sql.get_run, run.run_id))[0], False
+        return record_from_row(row), created
+
+    async def queue_loads(self, *, now: float | None = None) -> list[QueueLoad]:
+        """Every stored queue's load at ``now`` (default: the journal clock)."""
+        with self._errors("queue_loads"):
+            async with (
+                self._p.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                at = now
+                if at is None:
+                    at = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+                queues = [queue_from_row(r) for r in await conn.fetch(self._qsql.stored)]
+                return await self._qsql.loads(conn, queues, None, at, None)
+
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
+        """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
+        rows = await self._fetch("queue_entry", self._qsql.entry, run_id)
+        return None if not rows else QueueEntry(*rows[0])
 
     async def put_runs(self, runs: Sequence[WholeRun]) -> None:
         """Create whole runs in one transaction; see :class:`~continuum_py.journal.JournalImport`."""
@@ -491,13 +557,28 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
 
-        async def tx(conn: Any) -> list[Any]:
-            return list(
-                await conn.fetch(self._sql.claim, worker_id, float(ttl), limit, reclaim_own, now)
+        self._turn += 1
+        turn = self._turn
+
+        async def admit(conn: Any) -> list[Lease]:
+            return await self._qsql.admit(
+                conn, worker_id, ttl, limit, now, self.served_queues, turn
             )
 
-        rows = sorted(await self._write("claim", tx), key=lambda r: (r[3], r[0]))
-        return [Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows]
+        admitted = await self._write("claim", admit)
+
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    self._sql.claim, worker_id, float(ttl), limit - len(admitted), reclaim_own, now
+                )
+            )
+
+        rows = [] if len(admitted) >= limit else await self._write("claim", tx)
+        rows.sort(key=lambda r: (r[3], r[0]))
+        return admitted + [
+            Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
+        ]
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         if not leases:

@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 import msgspec
 
 from continuum_py.adapters import _file_liveness as file_liveness
+from continuum_py.adapters import _sqlite_queues as _queues
 from continuum_py.adapters._file_liveness import FileLiveness
 from continuum_py.adapters._rules import (
     WAITING_STATUSES,
     JournalBase,
     RunFilter,
+    admit,
     bad_seqs,
     check_whole_runs,
     duplicate_row,
@@ -42,6 +44,7 @@ from continuum_py.adapters._sqlite_open import MODES, open_file
 from continuum_py.adapters._sqlite_open import URL_OPTIONS as URL_OPTIONS
 from continuum_py.adapters._sqlite_open import options_from_url as options_from_url
 from continuum_py.adapters._sqlite_open import path_from_url as path_from_url
+from continuum_py.adapters._sqlite_queues import WAITING_ENTRY
 from continuum_py.adapters._sqlite_schema import _MIGRATIONS as _MIGRATIONS
 from continuum_py.adapters._sqlite_schema import MIGRATIONS as MIGRATIONS
 from continuum_py.adapters._sqlite_schema import STORAGE_VERSION as STORAGE_VERSION
@@ -72,6 +75,7 @@ from continuum_py.journal import (
     list_runs_sql,
     record_from_row,
 )
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
@@ -97,10 +101,10 @@ _LEASE_FREE = (
 # run to find the few that are due or have mail.
 _RUNNABLE = f"""
 SELECT run_id, created_at FROM runs INDEXED BY runs_by_status
- WHERE status = 'pending' AND wake_at IS NULL AND {_LEASE_FREE}
+ WHERE status = 'pending' AND wake_at IS NULL AND {_LEASE_FREE} AND {WAITING_ENTRY}
 UNION
 SELECT run_id, created_at FROM runs INDEXED BY runs_by_wake
- WHERE status = 'pending' AND wake_at <= {_WAKE_NOW} AND {_LEASE_FREE}
+ WHERE status = 'pending' AND wake_at <= {_WAKE_NOW} AND {_LEASE_FREE} AND {WAITING_ENTRY}
 UNION
 SELECT run_id, created_at FROM runs INDEXED BY runs_by_status
  WHERE status = 'running' AND {_LEASE_FREE}
@@ -184,6 +188,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         # it. Queued on this lock they simply wait, in order, without polling.
         self._lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
+        self._turn = 0  # where this journal's claims start their round of queues
+        self.served_queues: frozenset[str] | None = None
         self._liveness = (
             FileLiveness(Path(f"{path}-workers"))
             if path != ":memory:" and FileLiveness.supported()
@@ -365,44 +371,25 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
     async def start_run(
         self, run: NewRun, *, claim_for: str | None = None, ttl: float = 30.0
     ) -> tuple[RunRecord, Lease | None, bool]:
-        ev = run.first_event
 
         def tx(conn: sqlite3.Connection) -> tuple[RunRecord | None, Lease | None, bool]:
-            cur = conn.execute(
-                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
-                "wake_at, parent_run_id, parent_position) "
-                f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                (
-                    run.run_id,
-                    run.workflow,
-                    ev.seq,
-                    run.wake_at,
-                    run.parent_run_id,
-                    run.parent_position,
-                ),
-            )
-            created = cur.rowcount == 1
+            created = _insert_run(conn, run)
             lease = None
-            if created:
-                conn.execute(
-                    "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
-                    (ev.run_id, ev.seq, ev.kind, ev.schema, ev.data),
-                )
-                if claim_for is not None:
-                    rows = conn.execute(
-                        "UPDATE runs SET status = 'running', lease_owner = ?, "
-                        f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
-                        f"wake_at = NULL WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
-                        "RETURNING lease_token, lease_expires_at",
-                        (claim_for, ttl, run.run_id),
-                    ).fetchall()
-                    if rows:
-                        lease = Lease(
-                            run_id=run.run_id,
-                            worker_id=claim_for,
-                            token=rows[0][0],
-                            expires_at=rows[0][1],
-                        )
+            if created and claim_for is not None:
+                rows = conn.execute(
+                    "UPDATE runs SET status = 'running', lease_owner = ?, "
+                    f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
+                    f"wake_at = NULL WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
+                    "RETURNING lease_token, lease_expires_at",
+                    (claim_for, ttl, run.run_id),
+                ).fetchall()
+                if rows:
+                    lease = Lease(
+                        run_id=run.run_id,
+                        worker_id=claim_for,
+                        token=rows[0][0],
+                        expires_at=rows[0][1],
+                    )
             return _get(conn, run.run_id), lease, created
 
         rec, lease, created = await self._tx(tx)
@@ -530,6 +517,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         def tx(conn: sqlite3.Connection) -> list[Lease]:
             if self._liveness is not None:
                 self._liveness.memo = {}  # one look at each worker per claim (writer thread)
+            admitted = self._admit(conn, worker_id, ttl, limit, now)
+            params["limit"] = limit - len(admitted)
             rows = conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = :worker, "
                 f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, "
@@ -540,10 +529,86 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             ).fetchall()
             rows.sort(key=lambda r: (r[3], r[0]))
             return [
-                Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
+                Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2])
+                for r in admitted + rows
             ]
 
         return await self._tx(tx)
+
+    def _admit(
+        self, conn: sqlite3.Connection, worker_id: str, ttl: float, limit: int, now: float | None
+    ) -> list[Any]:
+        """Admit and lease the queued runs the queues' limits let in (in the claim's transaction)."""
+        _queues.begin(conn)
+        if now is None:
+            now = conn.execute(f"SELECT {_NOW}").fetchone()[0]
+        assert now is not None
+        loads = _queues.loads(
+            conn, worker_id, now, self.served_queues, waiting_only=True, limit=limit, tidy=True
+        )
+        self._turn += 1
+        run_ids = admit(loads, limit, self._turn)
+        _queues.mark_admitted(conn, run_ids, now)
+        return [
+            conn.execute(
+                "UPDATE runs SET status = 'running', lease_owner = ?, "
+                f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
+                f"updated_at = {_NOW}, wake_at = NULL WHERE run_id = ? "
+                "RETURNING run_id, lease_token, lease_expires_at, created_at",
+                (worker_id, ttl, r),
+            ).fetchone()
+            for r in run_ids
+        ]
+
+    # ---- queues ----
+    async def declare_queue(self, queue: Queue) -> None:
+        """Store ``queue``'s definition (replacing one of the same name)."""
+        await self._tx(lambda conn: _queues.declare(conn, queue))
+
+    async def stored_queues(self) -> list[Queue]:
+        """Every stored queue definition, by name."""
+        return await self._read_queues(_queues.stored, [])
+
+    async def start_queued(
+        self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Create ``run`` waiting in ``queue``; see :class:`~continuum_py.journal.QueueJournal`."""
+
+        def tx(conn: sqlite3.Connection) -> tuple[RunRecord | None, bool]:
+            _queues.begin(conn)
+            existing = _get(conn, run.run_id)
+            if existing is not None:
+                return existing, False
+            holder = _queues.insert_entry(conn, run.run_id, queue, priority, dedup_key)
+            if holder is not None:
+                return _get(conn, holder), False
+            return _get(conn, run.run_id) if _insert_run(conn, run) else None, True
+
+        rec, created = await self._tx(tx)
+        assert rec is not None
+        return rec, created
+
+    async def queue_loads(self, *, now: float | None = None) -> list[QueueLoad]:
+        """Every stored queue's load at ``now`` (default: the journal clock)."""
+
+        def read(conn: sqlite3.Connection) -> list[QueueLoad]:
+            at = conn.execute(f"SELECT {_NOW}").fetchone()[0] if now is None else now
+            return _queues.loads(conn, None, at, None, waiting_only=False, limit=None)
+
+        return await self._read_queues(read, [])
+
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
+        """``(queue, priority, dedup_key, admitted)`` of a queued run, or ``None``."""
+        return await self._read_queues(lambda conn: _queues.entry(conn, run_id), None)
+
+    async def _read_queues(self, fn: Callable[[sqlite3.Connection], T], empty: T) -> T:
+        """``fn`` on the reader; ``empty`` from a file older than queues (a read-only open)."""
+        try:
+            return await self._rc.call(fn)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return empty
+            raise JournalUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         def tx(conn: sqlite3.Connection) -> list[Lease | None]:
@@ -833,6 +898,24 @@ def _forward_unseen(conn: sqlite3.Connection, run_id: str, target: str) -> None:
     ).fetchall()
     for kind, name, data in rows:
         _deliver(conn, target, kind, name, data)
+
+
+def _insert_run(conn: sqlite3.Connection, run: NewRun) -> bool:
+    """Insert ``run``'s row and first event unless its run_id is taken; whether it was."""
+    ev = run.first_event
+    cur = conn.execute(
+        "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
+        "wake_at, parent_run_id, parent_position) "
+        f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+        (run.run_id, run.workflow, ev.seq, run.wake_at, run.parent_run_id, run.parent_position),
+    )
+    if cur.rowcount != 1:
+        return False
+    conn.execute(
+        "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
+        (ev.run_id, ev.seq, ev.kind, ev.schema, ev.data),
+    )
+    return True
 
 
 def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:

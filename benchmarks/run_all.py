@@ -29,6 +29,7 @@ BENCHMARKS = [
     "failover",
     "workers",
     "plan",
+    "queues",
 ]
 
 
@@ -90,6 +91,8 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         }
     if "plan" in ok:
         out["plan_over_plain_step"] = ok["plan"]["results"]["targets"]
+    if "queues" in ok and "targets" in ok["queues"]:
+        out["queues_over_plain"] = ok["queues"]["targets"]
     return out
 
 

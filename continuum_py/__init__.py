@@ -44,6 +44,7 @@ from continuum_py.events import CompensationOutcome
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import RunRecord, RunStatus
 from continuum_py.plan import BranchStatus, Plan, PlanState, Retry
+from continuum_py.queues import Queue, QueuePlace, QueueState
 from continuum_py.workflow import (
     Context,
     Registry,
@@ -81,6 +82,9 @@ __all__ = [
     "PlanFailed",
     "PlanState",
     "PlanTimedOut",
+    "Queue",
+    "QueuePlace",
+    "QueueState",
     "Registry",
     "Retry",
     "RetryPolicy",

@@ -33,6 +33,7 @@ from continuum_py.events import (
 )
 from continuum_py.journal import RunRecord, RunStatus
 from continuum_py.plan import BranchStatus, branch_statuses
+from continuum_py.queues import QueuePlace
 
 
 class CommandError(Exception):
@@ -53,8 +54,10 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
         events = await engine.history(run_id)
         children = await _children(engine, run_id)
         forks = [{"run_id": r.run_id, "status": r.status.value} for r in await engine.forks(run_id)]
+        place = await engine.queue_place(run_id)
     info = _describe(rec, events, children)
     info["forks"] = forks
+    info["queue"] = None if place is None else msgspec.to_builtins(place)
     if as_json:
         out.write_json(info)
         return 0
@@ -92,12 +95,26 @@ async def show(url: str, run_id: str, as_json: bool) -> int:
         rows.append(
             ("branches", "\n".join(f"{b['branch']}: {b['status']}" for b in info["branches"]))
         )
+    if place is not None:
+        rows.append(("queue", _queue_text(place, rec.status)))
     if rec.lease_owner and rec.status == RunStatus.RUNNING:
         rows.append(("worker", f"{rec.lease_owner} (lease until {out.iso(rec.lease_expires_at)})"))
     out.fields(rows)
     if info["error"] is not None and info["error"]["traceback"]:
         out.text("\n" + info["error"]["traceback"])
     return 0
+
+
+def _queue_text(place: QueuePlace, status: RunStatus) -> str:
+    """A queued run's line: its queue and priority, and where it waits and why, or its start."""
+    head = f"{place.queue} (priority {place.priority}"
+    head += f", dedup key {place.dedup_key!r})" if place.dedup_key else ")"
+    if place.admitted:
+        return f"{head}, started {out.iso(place.admitted_at)}"
+    if status.terminal:
+        return f"{head}, ended before it was admitted"
+    where = f"waiting, position {place.position}: " if place.position else "waiting: "
+    return f"{head}, {where}{place.why}"
 
 
 async def _children(engine: Engine, run_id: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ import structlog
 from continuum_py import (
     _cli_diff,
     _cli_inspect,
+    _cli_queues,
     _cli_replay,
     _cli_runs,
     _cli_schedules,
@@ -73,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="on SIGTERM, seconds to let running steps finish before releasing runs",
     )
+    work.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="admit runs only from this queue (repeatable; default: every queue)",
+    )
+    _cli_queues.add_parser(sub, _add_url)
     _cli_runs.add_parser(sub, _add_url)
     show = sub.add_parser("show", help="one run: status, input, result or error, children, waits")
     show.add_argument("run_id")
@@ -152,6 +162,7 @@ async def _worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         lease_ttl=args.lease_ttl,
         poll_interval=args.poll_interval,
+        queues=await _cli_queues.served(args.url, args.queues),
     )
     # A child of the library's logger, so its level and handlers govern these lines too.
     log = structlog.get_logger(f"{LOGGER_NAME}.worker").bind(worker_id=engine.worker_id)

@@ -28,6 +28,13 @@ from continuum_py._handle import step_statuses as step_statuses
 from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
+from continuum_py._queueing import (
+    check_queues,
+    check_start,
+    queue_journal,
+    queue_place,
+    queue_states,
+)
 from continuum_py._runner import RunnerConfig
 from continuum_py._schedule_api import ScheduleMethods
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
@@ -59,12 +66,14 @@ from continuum_py.journal import (
     LivenessJournal,
     NewRun,
     NotifyingJournal,
+    QueueJournal,
     RunRecord,
     RunStatus,
 )
 from continuum_py.plan import (
     Plan,
 )
+from continuum_py.queues import Queue, QueuePlace, QueueState
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
@@ -110,6 +119,8 @@ class Engine(ScheduleMethods):
         interceptors: :class:`~continuum_py.Interceptor` objects wrapping every
             step attempt and seeing every run start and end, live only (the
             first given is the outermost).
+        queues: the :class:`~continuum_py.Queue` objects this worker admits
+            runs from (declared in the journal on open); ``None``: every queue.
 
     Raises:
         ConfigurationError: an argument of the wrong type or out of range (a
@@ -132,7 +143,10 @@ class Engine(ScheduleMethods):
         clock: Clock | None = None,
         hold: float = 2.0,
         interceptors: Sequence[Interceptor] = (),
+        queues: Sequence[Queue] | None = None,
     ) -> None:
+        self._queues = check_queues(queues)
+        self._declared: dict[str, Queue] = {}
         check_options(
             url=url,
             worker_id=worker_id,
@@ -222,6 +236,12 @@ class Engine(ScheduleMethods):
         if isinstance(self._journal_obj, Connectable):
             await self._journal_obj.connect()
         self._open = True
+        if self._queues is not None:
+            qj = queue_journal(self._journal_obj)
+            for q in self._queues:
+                await self._declare(q)
+            if self._worker is not None:
+                qj.served_queues = frozenset(q.name for q in self._queues)
         if self._worker is not None:
             notifying = isinstance(self._journal_obj, NotifyingJournal)
             if isinstance(self._journal_obj, NotifyingJournal):
@@ -263,6 +283,9 @@ class Engine(ScheduleMethods):
         start_at: dt.datetime | float | None = None,
         delay: float | dt.timedelta | None = None,
         timeout: float | dt.timedelta | None = None,
+        queue: Queue | None = None,
+        priority: int = 0,
+        dedup_key: str | None = None,
     ) -> RunHandle[R]:
         """Start a run of ``workflow`` with ``args``, or return the existing run of ``run_id``.
 
@@ -278,6 +301,13 @@ class Engine(ScheduleMethods):
                 was started: the workflow sees ``asyncio.CancelledError`` at
                 its next await and may clean up; ``handle.result()`` raises
                 ``RunTimedOut``.
+            queue: a :class:`~continuum_py.Queue`: the run waits until a
+                worker's claim admits it under the queue's limits (the queue's
+                definition is stored in the journal on its first use here).
+            priority: within its queue, lower runs first (FIFO within one).
+            dedup_key: while an unfinished run of the queue holds this key,
+                starting another returns that run's handle; free again once it
+                finished.
 
         Raises:
             WorkflowNotRegistered: ``workflow`` is a name no registry knows (a
@@ -286,8 +316,12 @@ class Engine(ScheduleMethods):
             EncodingError: an argument cannot be encoded; nothing is recorded.
             TypeError: the arguments do not fit the workflow's signature.
             RunAlreadyExists: ``run_id`` belongs to a run of another workflow.
+            ConfigurationError: a ``queue`` that is not a Queue, a ``priority``
+                that is not a whole number, a ``dedup_key`` that is not text,
+                or either without a queue; nothing is recorded.
         """
         self._check_open()
+        q = check_start(queue, priority, dedup_key)
         wf = self._resolve_for_start(workflow)
         if isinstance(wf, Plan):
             wf.check()
@@ -324,11 +358,18 @@ class Engine(ScheduleMethods):
             if self._worker is not None and self._worker.has_room and wake_at is None
             else None
         )
-        rec, lease, created = await self._client.start_run(
-            NewRun(run_id=rid, workflow=name, first_event=stored(rid, first), wake_at=wake_at),
-            claim_for=claim,
-            ttl=self.lease_ttl,
-        )
+        new = NewRun(run_id=rid, workflow=name, first_event=stored(rid, first), wake_at=wake_at)
+        lease = None
+        if q is not None:
+            await self._declare(q)
+            rec, created = await queue_journal(self._journal_obj).start_queued(
+                new, q.name, priority=priority, dedup_key=dedup_key
+            )
+            rid = rec.run_id  # the run holding dedup_key, if one does
+        else:
+            rec, lease, created = await self._client.start_run(
+                new, claim_for=claim, ttl=self.lease_ttl
+            )
         if not created and rec.workflow != name:
             raise RunAlreadyExists(rid, rec.workflow, name)
         if created:
@@ -338,6 +379,33 @@ class Engine(ScheduleMethods):
         elif created and self._worker is not None:
             self._worker.wake()
         return RunHandle(self, rid, name, wf.result_type if wf is not None else Any)
+
+    async def _declare(self, q: Queue) -> None:
+        """Store ``q``'s definition unless this engine already stored this very one."""
+        if self._declared.get(q.name) != q:
+            await queue_journal(self._journal_obj).declare_queue(q)
+            self._declared[q.name] = q
+
+    async def queues(self) -> list[QueueState]:
+        """How every queue stored in the journal stands: running, waiting, its limits.
+
+        Raises:
+            ConfigurationError: the journal keeps no queues.
+        """
+        self._check_open()
+        loads = await queue_journal(self._journal_obj).queue_loads(now=self.clock.now())
+        return queue_states(loads)
+
+    async def queue_place(self, run_id: str) -> QueuePlace | None:
+        """Where a queued run stands (position and why it waits), or ``None`` if not queued."""
+        self._check_open()
+        qj = self._journal_obj
+        if not isinstance(qj, QueueJournal):
+            return None  # a journal without queues has no queued runs
+        entry = await qj.queue_entry(run_id)
+        if entry is None:
+            return None
+        return queue_place(entry, run_id, await qj.queue_loads(now=self.clock.now()))
 
     async def get(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run; raises ``RunNotFound``."""

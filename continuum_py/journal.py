@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from continuum_py.errors import JournalError
+from continuum_py.queues import Queue, QueueEntry, QueueLoad
 
 __all__ = [
     "INBOX_CHECKED_STATUSES",
@@ -39,6 +40,7 @@ __all__ = [
     "LivenessJournal",
     "NewRun",
     "NotifyingJournal",
+    "QueueJournal",
     "RunRecord",
     "RunStatus",
     "ScheduleProgress",
@@ -794,4 +796,45 @@ class ScheduleStore(Protocol):
 
     async def delete_schedule(self, name: str) -> bool:
         """Remove ``name``; False if there is no such schedule."""
+
+
+@runtime_checkable
+class QueueJournal(Protocol):
+    """Optional: queues (:class:`~continuum_py.Queue`); every bundled journal has them.
+
+    A queued run is created pending and waits until a claim admits it: the
+    claim counts the queue's slots, rate window and the claiming worker's own
+    runs, and leases the runs its limits let in, in one transaction
+    (:func:`~continuum_py.adapters._rules.admit`). An ordinary claim never
+    takes a waiting queued run. ``served_queues`` (``None``: all) are the
+    queues this journal object's claims admit from.
+    """
+
+    served_queues: frozenset[str] | None
+
+    async def declare_queue(self, queue: Queue) -> None:
+        """Store ``queue``'s definition, replacing a stored one of the same name."""
+        ...
+
+    async def stored_queues(self) -> list[Queue]:
+        """Every stored queue definition, by name."""
+        ...
+
+    async def start_queued(
+        self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Create ``run`` waiting in ``queue``, or return the run that makes it unneeded.
+
+        That is the run of the same ``run_id``, or the unfinished run of
+        ``queue`` holding ``dedup_key`` (a unique constraint decides between
+        racing starts). Returns ``(record, created)``.
+        """
+        ...
+
+    async def queue_loads(self, *, now: float | None = None) -> list[QueueLoad]:
+        """Every stored queue's load at ``now`` (engine clock; default the journal's)."""
+        ...
+
+    async def queue_entry(self, run_id: str) -> QueueEntry | None:
+        """A queued run's place (its admission time once admitted), or ``None``."""
         ...

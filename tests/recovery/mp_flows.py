@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from continuum_py import Context, RetryPolicy, StepInfo, step, workflow
 
@@ -72,3 +73,21 @@ async def mp_gated(ctx: Context, log: str, x: int, steps: int) -> int:
     for k in range(1, steps + 1):
         x = await mp_gated_step(log, x, k)
     return x
+
+
+@step(retry=ONCE)
+async def mp_queued_step(log: str, i: int) -> int:
+    """Log ``S run worker time`` when the body starts and ``E run worker time`` when it ends."""
+    info = StepInfo.current()
+    assert info is not None
+    worker = os.environ.get("MP_WORKER_ID", "?")
+    _append_line(log, f"S {info.run_id} {worker} {time.time():.6f}\n")
+    await asyncio.sleep(0.15)
+    _append_line(log, f"E {info.run_id} {worker} {time.time():.6f}\n")
+    return i
+
+
+@workflow
+async def mp_queued(ctx: Context, log: str, i: int) -> int:
+    """One logged step: the queue tests measure how many of these overlap."""
+    return await mp_queued_step(log, i)

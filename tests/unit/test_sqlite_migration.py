@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from helpers import claim_run, new_run, step_events, suspend_batch
 
-from continuum_py.adapters.sqlite import _RUNNABLE, STORAGE_VERSION, SQLiteJournal
+from continuum_py.adapters.sqlite import _RUNNABLE, MIGRATIONS, STORAGE_VERSION, SQLiteJournal
 from continuum_py.errors import JournalCorrupt
 from continuum_py.journal import AppendBatch, RunStatus, Snapshot
 
@@ -125,7 +125,7 @@ async def test_v1_file_upgrades_in_place_keeping_every_run_and_event(tmp_path):
         snap, tail = await j.load_with_snapshot("mid")
         assert snap == Snapshot(run_id="mid", seq=2, schema=1, data=b"\xca\xfe")
         assert [e.seq for e in tail] == [3]
-    assert dump(path)["version"] == STORAGE_VERSION == 5
+    assert dump(path)["version"] == STORAGE_VERSION == MIGRATIONS[-1].version
 
 
 async def test_new_features_work_on_an_upgraded_file(tmp_path):
@@ -279,7 +279,7 @@ async def test_v2_file_gains_the_listing_indexes_keeping_every_run(tmp_path):
     async with SQLiteJournal(fresh):
         pass
     assert dump(old) == dump(fresh)
-    assert dump(old)["version"] == STORAGE_VERSION == 5
+    assert dump(old)["version"] == STORAGE_VERSION == MIGRATIONS[-1].version
     assert {name for name, _, _ in dump(old)["indexes"]} >= {"runs_by_created", "runs_by_workflow"}
 
 

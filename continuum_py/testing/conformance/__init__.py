@@ -33,6 +33,8 @@ from continuum_py.testing.conformance._inbox import InboxTests
 from continuum_py.testing.conformance._listing import ListingTests
 from continuum_py.testing.conformance._liveness import LivenessTests
 from continuum_py.testing.conformance._model import ModelTests
+from continuum_py.testing.conformance._queue_model import QueueModelTests
+from continuum_py.testing.conformance._queues import QueueTests
 from continuum_py.testing.conformance._schedules import ScheduleTests
 from continuum_py.testing.conformance._seize import SeizeTests
 from continuum_py.testing.conformance._transactions import TransactionTests
@@ -46,6 +48,8 @@ __all__ = [
     "ListingTests",
     "LivenessTests",
     "ModelTests",
+    "QueueModelTests",
+    "QueueTests",
     "ScheduleTests",
     "SeizeTests",
     "TransactionTests",
@@ -64,5 +68,7 @@ class JournalConformance(
     LivenessTests,
     ModelTests,
     ScheduleTests,
+    QueueTests,
+    QueueModelTests,
 ):
     """Every conformance check; a subclass defines ``make_journal``."""
