@@ -28,12 +28,11 @@ from continuum_py._handle import step_statuses as step_statuses
 from continuum_py._identity import take_slot
 from continuum_py._listing import RunPage, decode_cursor, encode_cursor, run_query
 from continuum_py._log import get_logger
+from continuum_py._queue_api import QueueMethods
 from continuum_py._queueing import (
     check_queues,
     check_start,
     queue_journal,
-    queue_place,
-    queue_states,
 )
 from continuum_py._runner import RunnerConfig
 from continuum_py._schedule_api import ScheduleMethods
@@ -66,14 +65,13 @@ from continuum_py.journal import (
     LivenessJournal,
     NewRun,
     NotifyingJournal,
-    QueueJournal,
     RunRecord,
     RunStatus,
 )
 from continuum_py.plan import (
     Plan,
 )
-from continuum_py.queues import Queue, QueuePlace, QueueState
+from continuum_py.queues import Queue
 from continuum_py.workflow import Registry, WorkflowDef, default_registry
 
 __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
@@ -81,7 +79,7 @@ __all__ = ["Engine", "RunHandle", "RunPage", "StepStatus"]
 R = TypeVar("R")
 
 
-class Engine(ScheduleMethods):
+class Engine(ScheduleMethods, QueueMethods):
     """The client for starting and watching runs, and an in-process worker.
 
     Use it as an async context manager::
@@ -379,33 +377,6 @@ class Engine(ScheduleMethods):
         elif created and self._worker is not None:
             self._worker.wake()
         return RunHandle(self, rid, name, wf.result_type if wf is not None else Any)
-
-    async def _declare(self, q: Queue) -> None:
-        """Store ``q``'s definition unless this engine already stored this very one."""
-        if self._declared.get(q.name) != q:
-            await queue_journal(self._journal_obj).declare_queue(q)
-            self._declared[q.name] = q
-
-    async def queues(self) -> list[QueueState]:
-        """How every queue stored in the journal stands: running, waiting, its limits.
-
-        Raises:
-            ConfigurationError: the journal keeps no queues.
-        """
-        self._check_open()
-        loads = await queue_journal(self._journal_obj).queue_loads(now=self.clock.now())
-        return queue_states(loads)
-
-    async def queue_place(self, run_id: str) -> QueuePlace | None:
-        """Where a queued run stands (position and why it waits), or ``None`` if not queued."""
-        self._check_open()
-        qj = self._journal_obj
-        if not isinstance(qj, QueueJournal):
-            return None  # a journal without queues has no queued runs
-        entry = await qj.queue_entry(run_id)
-        if entry is None:
-            return None
-        return queue_place(entry, run_id, await qj.queue_loads(now=self.clock.now()))
 
     async def get(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run; raises ``RunNotFound``."""
