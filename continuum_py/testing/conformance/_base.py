@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from hypothesis.stateful import RuleBasedStateMachine
 
 from continuum_py.journal import Connectable, Journal
 
@@ -61,3 +63,32 @@ def asyncio_tests(cls: _C) -> _C:
         if name.startswith("test") and inspect.iscoroutinefunction(value):
             setattr(cls, name, pytest.mark.asyncio(value))
     return cls
+
+
+class AsyncJournalMachine(RuleBasedStateMachine):
+    """A hypothesis state machine over the journal ``case`` makes, on an event loop of its own.
+
+    State machines are synchronous: the machine owns an ``asyncio.Runner``,
+    runs each journal call on it with :meth:`run`, and closes both in teardown.
+    """
+
+    def __init__(self, case: JournalCase) -> None:
+        super().__init__()
+        self.runner = asyncio.Runner()
+        self.journal: Any = self.runner.run(self._open(case))
+
+    @staticmethod
+    async def _open(case: JournalCase) -> Any:
+        journal = await case.make_journal()
+        if isinstance(journal, Connectable):
+            await journal.connect()
+        return journal
+
+    def teardown(self) -> None:
+        try:
+            self.runner.run(self.journal.aclose())
+        finally:
+            self.runner.close()
+
+    def run(self, coro: Any) -> Any:
+        return self.runner.run(coro)

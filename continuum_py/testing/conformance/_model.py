@@ -13,7 +13,6 @@ a run is runnable exactly when the model says so.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,7 +22,6 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     multiple,
@@ -45,14 +43,13 @@ from continuum_py.journal import (
     INBOX_CHECKED_STATUSES,
     NOTIFY_PARENT_STATUSES,
     AppendBatch,
-    Connectable,
     Lease,
     NewRun,
     RunStatus,
     Snapshot,
     StoredEvent,
 )
-from continuum_py.testing.conformance._base import JournalCase
+from continuum_py.testing.conformance._base import AsyncJournalMachine, JournalCase
 
 RUN_IDS = ["r1", "r2", "r3"]
 CHILD, PARENT, POSITION = "c1", "r1", 7  # c1 is a child run of r1 (which may not exist)
@@ -98,34 +95,16 @@ class ModelRun:
         return lease.token == self.token and self.owner is not None
 
 
-class JournalMachine(RuleBasedStateMachine):
+class JournalMachine(AsyncJournalMachine):
     """The journal made by ``case``, on a loop of its own, against a plain-Python model."""
 
     leases = Bundle("leases")
 
     def __init__(self, case: JournalCase) -> None:
-        super().__init__()
-        self.runner = asyncio.Runner()
-        self.journal = self.runner.run(self._open(case))
+        super().__init__(case)
         self.model: dict[str, ModelRun] = {}
         self.issued: list[Lease] = []
         self.counter = 0
-
-    @staticmethod
-    async def _open(case: JournalCase) -> Any:
-        journal = await case.make_journal()
-        if isinstance(journal, Connectable):
-            await journal.connect()
-        return journal
-
-    def teardown(self) -> None:
-        try:
-            self.runner.run(self.journal.aclose())
-        finally:
-            self.runner.close()
-
-    def run(self, coro: Any) -> Any:
-        return self.runner.run(coro)
 
     def data(self, run_id: str, seq: int) -> bytes:
         self.counter += 1

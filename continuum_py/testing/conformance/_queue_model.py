@@ -11,14 +11,12 @@ match the model's.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -26,10 +24,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from continuum_py.journal import AppendBatch, Connectable, Lease, QueueJournal, RunStatus
+from continuum_py.journal import AppendBatch, Lease, QueueJournal, RunStatus
 from continuum_py.queues import Queue
 from continuum_py.testing._journal_helpers import new_run
-from continuum_py.testing.conformance._base import JournalCase
+from continuum_py.testing.conformance._base import AsyncJournalMachine, JournalCase
 
 WORKERS = ["w1", "w2"]
 PERIOD = 10.0
@@ -45,32 +43,14 @@ class _Run:
     status: RunStatus = RunStatus.PENDING
 
 
-class QueueMachine(RuleBasedStateMachine):
+class QueueMachine(AsyncJournalMachine):
     """The journal made by ``case`` against a model of one queue's rules."""
 
     def __init__(self, case: JournalCase) -> None:
-        super().__init__()
-        self.runner = asyncio.Runner()
-        self.journal = self.runner.run(self._open(case))
+        super().__init__(case)
         self.runs: dict[str, _Run] = {}
         self.now = 1_000_000.0
         self.queue = Queue("q")
-
-    @staticmethod
-    async def _open(case: JournalCase) -> Any:
-        journal = await case.make_journal()
-        if isinstance(journal, Connectable):
-            await journal.connect()
-        return journal
-
-    def teardown(self) -> None:
-        try:
-            self.runner.run(self.journal.aclose())
-        finally:
-            self.runner.close()
-
-    def run(self, coro: Any) -> Any:
-        return self.runner.run(coro)
 
     # ---- the model ----
     def holding(self, worker: str | None = None) -> int:
