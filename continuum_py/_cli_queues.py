@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,9 @@ async def _queues(args: argparse.Namespace) -> int:
         states = await engine.queues()
     if args.json:
         out.write_json({"queues": [queue_json(s) for s in states]})
+        return 0
+    if not states:
+        sys.stdout.write("no queues\n")  # as `continuum schedules` says it
         return 0
     out.table(
         ["queue", "running", "waiting", "limit", "rate window"],

@@ -43,6 +43,18 @@ def test_queues_lists_running_waiting_limit_and_rate_window(url, tmp_path: Path)
     assert "mail" in table.stdout and "1/10 per 60s" in table.stdout
 
 
+def test_queues_on_a_journal_without_any_says_so(url, tmp_path: Path):  # noqa: F811
+    async def make() -> None:
+        async with Engine(url, registry=reg, worker=False):
+            pass
+
+    asyncio.run(make())
+    out = continuum("queues", "--url", url, cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, "no queues\n"), out.stderr
+    listed = continuum("queues", "--url", url, "--json", cwd=tmp_path)
+    assert json.loads(listed.stdout) == {"queues": []}
+
+
 def test_show_gives_a_waiting_runs_position_and_why(url, tmp_path: Path):  # noqa: F811
     _queued(url)
     out = continuum("show", "m2", "--url", url, cwd=tmp_path)
