@@ -63,7 +63,6 @@ __all__ = [
     "sql_in",
     "whole_record",
     "why_refused",
-    "why_waiting",
 ]
 
 WAITING_STATUSES: frozenset[RunStatus] = frozenset({RunStatus.PENDING, RunStatus.SUSPENDED})
@@ -446,16 +445,6 @@ def admit(loads: Sequence[QueueLoad], limit: int, turn: int) -> list[str]:
                 taken[i] += 1
                 room[i] -= 1
     return out
-
-
-def why_waiting(load: QueueLoad) -> str:
-    """Why ``load``'s first waiting run is not admitted (``""``: it may be)."""
-    q = load.queue
-    if q.concurrency is not None and load.holding >= q.concurrency:
-        return f"concurrency limit: {load.holding} of {q.concurrency} slots held"
-    if q.rate is not None and load.recent >= q.rate[0]:
-        return f"rate limit: {load.recent} of {q.rate[0]} starts in the last {q.rate[1]:g} s"
-    return ""
 
 
 def queue_from_row(row: Sequence[Any]) -> Queue:

@@ -83,8 +83,6 @@ def queue_states(loads: Sequence[QueueLoad]) -> list[QueueState]:
 
 def queue_place(entry: QueueEntry, run_id: str, loads: Sequence[QueueLoad]) -> QueuePlace:
     """Where the queued run ``run_id`` (its ``entry``) stands among ``loads``."""
-    from continuum_py.adapters._rules import why_waiting
-
     name, priority, key, admitted_at = entry
     place = QueuePlace(
         queue=name,
@@ -112,3 +110,13 @@ def queue_place(entry: QueueEntry, run_id: str, loads: Sequence[QueueLoad]) -> Q
     return QueuePlace(
         queue=name, priority=priority, dedup_key=key, admitted=False, position=position, why=why
     )
+
+
+def why_waiting(load: QueueLoad) -> str:
+    """Why ``load``'s first waiting run is not admitted (``""``: it may be)."""
+    q = load.queue
+    if q.concurrency is not None and load.holding >= q.concurrency:
+        return f"concurrency limit: {load.holding} of {q.concurrency} slots held"
+    if q.rate is not None and load.recent >= q.rate[0]:
+        return f"rate limit: {load.recent} of {q.rate[0]} starts in the last {q.rate[1]:g} s"
+    return ""
