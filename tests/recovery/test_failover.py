@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -135,13 +134,6 @@ async def failover(url: str, tmp: Path) -> None:
         after_a = seq[seq.count("a") :]
         assert seq[: seq.count("a")] == ["a"] * seq.count("a"), seq
         assert len(set(after_a)) == 1 and after_a[0] in SURVIVORS, seq
-
-
-@pytest.fixture
-def pg_url(pg_schema):
-    dsn, base = pg_schema
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}schema={base}_fo_{uuid.uuid4().hex[:6]}"
 
 
 @pytest.mark.slow

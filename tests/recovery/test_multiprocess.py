@@ -18,12 +18,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 from helpers import wait_until
 
@@ -229,23 +227,6 @@ async def kill_one_mid_work(url: str, tmp: Path, *, workers: int, runs: int) -> 
             assert len(seq) == 1, (run_id, seq)
     print(f"  steps run twice after the kill: {len(repeated)}")
     assert repeated, "no kill landed between a step's side effect and its record"
-
-
-@pytest.fixture
-def pg_url(pg_schema):
-    dsn, base = pg_schema
-    schema = f"{base}_mp_{uuid.uuid4().hex[:6]}"
-    sep = "&" if "?" in dsn else "?"
-    yield f"{dsn}{sep}schema={schema}"
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 @pytest.mark.slow

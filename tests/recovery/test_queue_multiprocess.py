@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 from helpers import wait_until
 from test_multiprocess import Workers
@@ -97,23 +95,6 @@ async def limit_through_a_kill(url: str, tmp: Path) -> None:
 
 async def test_sqlite_three_workers_never_run_more_than_the_limit(tmp_path):
     await limit_through_a_kill(f"sqlite:///{tmp_path}/journal.db", tmp_path)
-
-
-@pytest.fixture
-def pg_url(pg_schema):
-    dsn, base = pg_schema
-    schema = f"{base}_mpq_{uuid.uuid4().hex[:6]}"
-    sep = "&" if "?" in dsn else "?"
-    yield f"{dsn}{sep}schema={schema}"
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 @pytest.mark.postgres
