@@ -58,6 +58,9 @@ class StepCall(Call):
     """For a compensation, the position of the step it undoes."""
     result: Any = None
     """The decoded result, once completed (a compensation receives it)."""
+    live_result: tuple[Any] | None = None
+    """A result this process decoded as the step returned, for its StepCompleted
+    to hand over instead of decoding the same bytes again (``(value,)``)."""
     settled: asyncio.Future[None] | None = None
     """Made by whoever must wait for the outcome to be recorded, awaited or not."""
 

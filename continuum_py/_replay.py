@@ -600,8 +600,13 @@ class ReplayCore:
             self.loop.run_ready()
             return
         if isinstance(event, StepCompleted):
+            live, call.live_result = call.live_result, None
             try:
-                call.result = _codec.decode_value(event.result, call.step.return_type)
+                call.result = (
+                    live[0]
+                    if live is not None
+                    else _codec.decode_value(event.result, call.step.return_type)
+                )
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise NonDeterminismError(
                     self.run_id,
@@ -688,6 +693,11 @@ class ReplayCore:
         """Recorded calls the workflow still waits on (steps in flight, timers, waits, children)."""
         return [c for c in self.calls.values() if c.recorded and not c.done and not c.future.done()]
 
+    @property
+    def has_children(self) -> bool:
+        """Whether :meth:`open_children` may hold any (cheap; no list is made)."""
+        return bool(self._children)
+
     def open_children(self) -> list[ChildCall]:
         """Child runs asked for whose outcome history does not hold yet."""
         self._children = [c for c in self._children if not c.done]
@@ -696,6 +706,8 @@ class ReplayCore:
     def awaits_messages(self) -> bool:
         """Whether the code waits on a signal or a child run: a message could move it on."""
         waits = self._message_waits
+        if not waits:
+            return False
         for position in [p for p, c in waits.items() if c.future.done()]:
             del waits[position]
         return bool(waits)

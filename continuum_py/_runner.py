@@ -415,8 +415,8 @@ class RunDriver:
         # A workflow that has returned (or raised) needs no more attempts: a
         # retry still due, or a step it called but never awaited, is not scheduled.
         self._to_start = [] if core.finished else self._schedule(core)
-        self._due(core)
-        if not core.finished:
+        if self._due(core) and not core.finished:
+            # What came due may have moved the code on: record what it asked for.
             self._to_start += self._schedule(core)
         status = outcome = end = None
         if core.finished:
@@ -505,15 +505,23 @@ class RunDriver:
                 refed.add(call.position)
         self._reattempt = [c for c in self._reattempt if c.position not in refed]
 
-    def _due(self, core: ReplayCore) -> None:
-        """Record whatever has come due: timers, the deadline; queue due retries."""
+    def _due(self, core: ReplayCore) -> bool:
+        """Record whatever has come due: timers, the deadline; queue due retries.
+
+        Returns whether anything came due (the code may have new calls).
+        """
+        if self.agenda.empty:
+            return False
         now = self.clock.now()
+        came = False
         for position in self.agenda.due_timers(now):
+            came = True
             call = core.calls[position]
             if call.done or call.future.done():
                 continue  # answered by a signal, or no longer awaited
             self._recorder().timer_fired(position)
         for position in self.agenda.due_retries(now):
+            came = True
             step_call = core.calls[position]
             assert isinstance(step_call, StepCall)
             if not step_call.future.done():
@@ -521,6 +529,8 @@ class RunDriver:
         if not core.finished and self.agenda.deadline_passed(now):
             self.log.warning("run.deadline_passed", seq=self._recorder().next_seq())
             self._recorder().deadline_passed()
+            came = True
+        return came
 
     async def _pull_inbox(self, core: ReplayCore) -> None:
         """Record messages sent to the run (signals, cancellation, child outcomes)."""
@@ -555,7 +565,7 @@ class RunDriver:
             if core.calls[position].future.cancelled():
                 task.cancel()
         # Child runs only (not every call: this runs each turn of a long history).
-        for call in core.open_children():
+        for call in core.open_children() if core.has_children else ():
             if (
                 call.recorded
                 and call.future.cancelled()
@@ -717,6 +727,7 @@ class RunDriver:
                 attempt=out.attempt,
                 seq=rec.next_seq(),
             )
+            call.live_result = out.decoded
             rec.step_completed(call, out.attempt, out.value)
             return
         exc = out.value

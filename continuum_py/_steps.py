@@ -58,6 +58,8 @@ class Outcome:
     retryable: bool = True
     tx: OpenTransaction | None = None
     """A transactional step's open transaction: its completion commits in it."""
+    decoded: tuple[Any] | None = None
+    """``(value,)``: the encoded result decoded again (what replay will give)."""
 
 
 async def _attempt(call: StepCall) -> Any:
@@ -104,7 +106,8 @@ class StepExecutor:
         self.run_id = run_id
         self._journal = journal
         self._interceptors = interceptors
-        self._inline: asyncio.Timeout | None = None
+        self._inline: asyncio.Task[Any] | None = None
+        self._interrupted = False
 
     @property
     def running_inline(self) -> bool:
@@ -113,20 +116,33 @@ class StepExecutor:
 
     def interrupt(self) -> None:
         """Cancel the step running inline now (a cancellation reached its run)."""
-        if self._inline is not None and not self._inline.expired():
-            self._inline.reschedule(asyncio.get_running_loop().time())
+        if self._inline is not None and not self._interrupted:
+            self._interrupted = True
+            self._inline.cancel()
 
     async def run_inline(self, call: StepCall, attempt: int) -> Outcome:
-        """Run a step in the caller's task, interruptible by :meth:`interrupt`."""
+        """Run a step in the caller's task, interruptible by :meth:`interrupt`.
+
+        The interruption is a cancellation of the caller's task that this
+        method takes back (``uncancel``), as ``asyncio.timeout`` does, without
+        a timeout's handle per step; a cancellation from elsewhere propagates.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        before = task.cancelling()
+        self._inline, self._interrupted = task, False
         try:
-            async with asyncio.timeout(None) as cm:
-                self._inline = cm
-                try:
-                    return await self.run(call, attempt)
-                finally:
-                    self._inline = None
-        except TimeoutError:
-            return Outcome(call, attempt, False, cancelled(call), retryable=False)
+            out = await self.run(call, attempt)
+        except asyncio.CancelledError:
+            if self._interrupted and task.uncancel() <= before:
+                return Outcome(call, attempt, False, cancelled(call), retryable=False)
+            raise
+        finally:
+            self._inline = None
+        if self._interrupted:
+            # The body swallowed the interruption and returned: take it back.
+            task.uncancel()
+        return out
 
     async def run(self, call: StepCall, attempt: int) -> Outcome:
         """Run one attempt of ``call``'s step."""
@@ -182,7 +198,10 @@ class StepExecutor:
         )
         with running_step(info):
             try:
-                value = await self._intercepted(info, functools.partial(_attempt, call))
+                if self._interceptors:
+                    value = await self._intercepted(info, functools.partial(_attempt, call))
+                else:
+                    value = await _attempt(call)
             except Exception as exc:
                 return Outcome(call, attempt, False, exc)
             return self._encoded(call, attempt, value)
@@ -198,8 +217,9 @@ class StepExecutor:
         step = call.step
         try:
             raw = _codec.encode_value(value, what=step.name)
-            # Decode now, so a result that would not replay fails at record time.
-            _codec.decode_value(raw, step.return_type)
+            # Decode now, so a result that would not replay fails at record time;
+            # the workflow gets this decoded copy, as a replay would give it.
+            decoded = _codec.decode_value(raw, step.return_type)
         except EncodingError as exc:
             return Outcome(call, attempt, False, exc, retryable=False)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -209,4 +229,4 @@ class StepExecutor:
                 f"does not match the return annotation: {exc}",
             )
             return Outcome(call, attempt, False, enc, retryable=False)
-        return Outcome(call, attempt, True, raw)
+        return Outcome(call, attempt, True, raw, decoded=(decoded,))
