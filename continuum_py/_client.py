@@ -230,12 +230,44 @@ class SnapshotState(msgspec.Struct, frozen=True, kw_only=True):
     failures: dict[int, int] = {}
 
 
+class _EncodedSnapshotState(msgspec.Struct, frozen=True, kw_only=True):
+    """:class:`SnapshotState` with its events already encoded (the same JSON)."""
+
+    events: list[msgspec.Raw]
+    failures: dict[int, int] = {}
+
+
 _snap_encoder = msgspec.json.Encoder()
 _snap_decoder = msgspec.json.Decoder(SnapshotState)
 
 
-def encode_snapshot(state: SnapshotState) -> bytes:
-    return _snap_encoder.encode(state)
+class SnapshotEncoder:
+    """Encodes the snapshots of one pass over a run, each fed event only once.
+
+    A snapshot holds every event fed so far (``ReplayCore.fed``, which only
+    grows), so encoding it whole made each snapshot cost the whole history;
+    here the events encoded for earlier snapshots are reused as they are.
+    """
+
+    def __init__(self) -> None:
+        self._raw: list[msgspec.Raw] = []
+        self._schema = 0
+
+    def encode(
+        self, fed: list[AnyEvent], in_flight: list[AnyEvent], failures: dict[int, int]
+    ) -> tuple[int, bytes]:
+        """``(schema, data)`` of the snapshot of ``fed`` then ``in_flight``.
+
+        ``fed`` must be the list given before, grown at its end; the schema is
+        that of the newest kind of event the snapshot holds.
+        """
+        raw = self._raw
+        for event in fed[len(raw) :]:
+            raw.append(msgspec.Raw(_snap_encoder.encode(event)))
+            self._schema = max(self._schema, schema_of(event))
+        schema = max([self._schema, *map(schema_of, in_flight)])
+        events = raw + [msgspec.Raw(_snap_encoder.encode(e)) for e in in_flight]
+        return schema, _snap_encoder.encode(_EncodedSnapshotState(events=events, failures=failures))
 
 
 def decode_snapshot(snap: Snapshot) -> SnapshotState:

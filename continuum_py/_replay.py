@@ -723,7 +723,11 @@ class ReplayCore:
         Everything fed but step schedules and retryable failures, then the newest
         schedule (and failure) of each step still in flight.
         """
-        out = list(self.fed)
+        return [*self.fed, *self.in_flight_events()]
+
+    def in_flight_events(self) -> list[AnyEvent]:
+        """The end of :meth:`snapshot_events`: what rebuilds the steps still in flight."""
+        out: list[AnyEvent] = []
         for call in self.unfinished_steps():
             out.append(
                 StepScheduled(

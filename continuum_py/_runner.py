@@ -24,10 +24,9 @@ from continuum_py._agenda import Agenda
 from continuum_py._calls import Call, ChildCall, StepCall, SyncCall, TimerCall, WaitCall
 from continuum_py._client import (
     JournalClient,
-    SnapshotState,
+    SnapshotEncoder,
     decode_all,
     decode_snapshot,
-    encode_snapshot,
     stored,
 )
 from continuum_py._clock import Clock, SystemClock
@@ -53,7 +52,6 @@ from continuum_py.events import (
     ContinuedAsNew,
     RunStarted,
     RunSuspended,
-    schema_of,
 )
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import (
@@ -120,6 +118,7 @@ class RunDriver:
         self.rec: Recorder | None = None
         """The run's new events until they are appended (made once its history is loaded)."""
         self._snap_seq = 0
+        self._snap_encoder = SnapshotEncoder()
         self._tasks: dict[int, tuple[asyncio.Task[Outcome], int]] = {}
         self.agenda = Agenda()
         self._reattempt: list[StepCall] = []
@@ -353,7 +352,9 @@ class RunDriver:
                 # workflow before that step's (cancelled) outcome does.
                 self._poke.clear()
                 await self._pull_inbox(core)
-            for out in sorted(outcomes, key=lambda o: o.call.position):
+            if len(outcomes) > 1:
+                outcomes.sort(key=lambda o: o.call.position)
+            for out in outcomes:
                 self._tx = out.tx
                 self._step_ended(core, out)
                 if self._tx is not None:
@@ -426,7 +427,8 @@ class RunDriver:
         snapshot = self._maybe_snapshot(core) if status is None else None
         # Before the run can end: a crash after this re-sends on resume, while a
         # cancel sent after the final append could be lost with the process.
-        await self._drop_abandoned(core)
+        if self._tasks or core.has_children:
+            await self._drop_abandoned(core)
         if self._pending() or status is not None:
             await self._append(
                 end=end,
@@ -462,8 +464,9 @@ class RunDriver:
         to_start, self._to_start = self._to_start, []
         # A transactional step runs alone: while its transaction is open (on
         # SQLite it holds the write lock) nothing else of this run may append.
-        self._tx_queue += [(c, a) for c, a in to_start if c.step.transactional]
-        to_start = [(c, a) for c, a in to_start if not c.step.transactional]
+        if len(to_start) != 1 or to_start[0][0].step.transactional:
+            self._tx_queue += [(c, a) for c, a in to_start if c.step.transactional]
+            to_start = [(c, a) for c, a in to_start if not c.step.transactional]
         if self._tx_queue and not to_start and not self._tasks:
             call, attempt = self._tx_queue.pop(0)
             return [await self.steps.run_inline(call, attempt)]
@@ -785,14 +788,15 @@ class RunDriver:
     def _maybe_snapshot(self, core: ReplayCore, *, extra: int = 0) -> Snapshot | None:
         """A snapshot as of the pending events (and ``extra`` more), if one is due."""
         every = self.cfg.snapshot_every
-        last = self._recorder().next_seq() - 1 + extra
+        rec = self._recorder()
+        last = rec.durable_seq + len(rec.events) + extra
         if every <= 0 or last - self._snap_seq < every:
             return None
-        state = SnapshotState(events=core.snapshot_events(), failures=core.failure_counts())
+        schema, data = self._snap_encoder.encode(
+            core.fed, core.in_flight_events(), core.failure_counts()
+        )
         self._snap_seq = last
-        # The snapshot is as new as the newest kind of event it holds (RunStarted, at least).
-        schema = max(map(schema_of, state.events))
-        return Snapshot(run_id=self.run_id, seq=last, schema=schema, data=encode_snapshot(state))
+        return Snapshot(run_id=self.run_id, seq=last, schema=schema, data=data)
 
 
 _MAX_PASSES = 50

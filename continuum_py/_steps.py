@@ -23,7 +23,7 @@ from continuum_py._calls import StepCall
 from continuum_py.errors import ConfigurationError, EncodingError, JournalError
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import AppendBatch, Journal, JournalTransaction, TransactionalJournal
-from continuum_py.workflow import StepInfo, in_transaction, running_step
+from continuum_py.workflow import CURRENT_STEP, StepInfo, in_transaction
 
 
 class OpenTransaction:
@@ -132,7 +132,11 @@ class StepExecutor:
         before = task.cancelling()
         self._inline, self._interrupted = task, False
         try:
-            out = await self.run(call, attempt)
+            out = await (
+                self._run_in_transaction(call, attempt)
+                if call.step.transactional
+                else self._run_body(call, attempt)
+            )
         except asyncio.CancelledError:
             if self._interrupted and task.uncancel() <= before:
                 return Outcome(call, attempt, False, cancelled(call), retryable=False)
@@ -196,15 +200,19 @@ class StepExecutor:
             idempotency_key=f"{self.run_id}:{call.position}",
             step=step.name,
         )
-        with running_step(info):
-            try:
-                if self._interceptors:
-                    value = await self._intercepted(info, functools.partial(_attempt, call))
-                else:
-                    value = await _attempt(call)
-            except Exception as exc:
-                return Outcome(call, attempt, False, exc)
-            return self._encoded(call, attempt, value)
+        token = CURRENT_STEP.set(info)
+        try:
+            if self._interceptors:
+                value = await self._intercepted(info, functools.partial(_attempt, call))
+            elif step.timeout is None:
+                value = await step.fn(*call.args, **call.kwargs)
+            else:
+                value = await _attempt(call)
+        except Exception as exc:
+            return Outcome(call, attempt, False, exc)
+        finally:
+            CURRENT_STEP.reset(token)
+        return self._encoded(call, attempt, value)
 
     def _intercepted(self, info: StepInfo, attempt: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
         # The first interceptor given is the outermost.

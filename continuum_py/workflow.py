@@ -103,9 +103,10 @@ class _Bound(Generic[T]):
         self._var.reset(self._token)
 
 
-def running_step(info: StepInfo) -> AbstractContextManager[None]:
-    """For the runner: run a step body inside this so ``StepInfo.current()`` is ``info``."""
-    return _Bound(_current_step, info)
+CURRENT_STEP = _current_step
+"""For the runner: set it to a step's :class:`StepInfo` while its body runs, so
+``StepInfo.current()`` is that info (set/reset in a ``try``/``finally``: this
+runs once per step attempt, and a context manager costs more)."""
 
 
 def in_transaction(tx: JournalTransaction) -> AbstractContextManager[None]:
