@@ -108,6 +108,8 @@ class ReplayCore:
         self.started: RunStarted | None = None
         self.calls: dict[int, Call] = {}
         self._next_position = 1
+        self._settled_to = 1
+        """Every call at a lower position is settled (see :meth:`unfinished_steps`)."""
         self._unrecorded: dict[int, Call] = {}
         self._main: asyncio.Task[Any] | None = None
         self.history_end: AnyEvent | None = None
@@ -756,9 +758,21 @@ class ReplayCore:
 
         Also those the workflow stopped waiting for: their outcome may still come.
         """
-        return [
-            c for c in self.calls.values() if isinstance(c, StepCall) and c.recorded and not c.done
-        ]
+        # Calls before _settled_to are settled for good (a step's outcome, or not
+        # a step): each snapshot looks only from there, not at the whole history.
+        calls, start, end = self.calls, self._settled_to, self._next_position
+        while start < end:
+            c = calls.get(start)
+            if isinstance(c, StepCall) and not c.done:
+                break
+            start += 1
+        self._settled_to = start
+        out = []
+        for position in range(start, end):
+            c = calls.get(position)
+            if isinstance(c, StepCall) and c.recorded and not c.done:
+                out.append(c)
+        return out
 
     def failure_counts(self) -> dict[int, int]:
         return {c.position: c.failures for c in self.unfinished_steps() if c.failures}
