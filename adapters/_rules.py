@@ -125,9 +125,11 @@ def lease_lost(row: _Fenced | None, lease: Lease) -> LeaseLost | None:
 
 def bad_seqs(batch: AppendBatch) -> JournalConflict | None:
     """A ``JournalConflict`` if the batch's events are not its run's, numbered on from its tail."""
-    for i, e in enumerate(batch.events):
-        if e.seq != batch.expected_seq + 1 + i or e.run_id != batch.lease.run_id:
-            return JournalConflict(batch.lease.run_id, batch.expected_seq + i, e.seq - 1)
+    seq, run_id = batch.expected_seq, batch.lease.run_id
+    for e in batch.events:
+        seq += 1
+        if e.seq != seq or e.run_id != run_id:
+            return JournalConflict(run_id, seq - 1, e.seq - 1)
     return None
 
 
@@ -162,6 +164,11 @@ def why_refused(batch: AppendBatch, rec: RunRecord | None) -> JournalError:
 
 def after(rec: RunRecord, batch: AppendBatch, now: float) -> RunRecord:
     """The run's row once ``batch`` has landed on ``rec`` at time ``now``."""
+    if batch.status is None and batch.inbox_seen is None:
+        # Most appends: a step's events, nothing else about the run changes.
+        return msgspec.structs.replace(
+            rec, last_seq=batch.expected_seq + len(batch.events), updated_at=now
+        )
     changes: dict[str, object] = {
         "last_seq": batch.expected_seq + len(batch.events),
         "updated_at": now,
