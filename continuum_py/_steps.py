@@ -108,6 +108,7 @@ class StepExecutor:
         self._interceptors = interceptors
         self._inline: asyncio.Task[Any] | None = None
         self._interrupted = False
+        self._driver: asyncio.Task[Any] | None = None
 
     @property
     def running_inline(self) -> bool:
@@ -127,8 +128,11 @@ class StepExecutor:
         method takes back (``uncancel``), as ``asyncio.timeout`` does, without
         a timeout's handle per step; a cancellation from elsewhere propagates.
         """
-        task = asyncio.current_task()
-        assert task is not None
+        task = self._driver
+        if task is None:
+            # Always the run's driver task (a run's executor lives in one pass of it).
+            task = self._driver = asyncio.current_task()
+            assert task is not None
         before = task.cancelling()
         self._inline, self._interrupted = task, False
         try:
