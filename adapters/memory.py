@@ -50,6 +50,25 @@ def _order(rec: RunRecord) -> tuple[float, str]:
     return (rec.created_at, rec.run_id)
 
 
+class _Runs(dict[str, RunRecord]):
+    """The runs by id, and which of them are unfinished (kept as rows are set).
+
+    Claims and timer looks read only :attr:`unfinished`: scanning every run
+    ever made made each claim slower the longer an engine had been running.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unfinished: dict[str, RunRecord] = {}
+
+    def __setitem__(self, run_id: str, rec: RunRecord) -> None:
+        super().__setitem__(run_id, rec)
+        if rec.status.terminal:
+            self.unfinished.pop(run_id, None)
+        else:
+            self.unfinished[run_id] = rec
+
+
 class MemoryTransaction:
     """A :class:`~continuum_py.journal.JournalTransaction` of the memory journal.
 
@@ -94,7 +113,7 @@ class MemoryJournal(MemorySchedules, JournalBase):
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._runs: dict[str, RunRecord] = {}
+        self._runs = _Runs()
         self._events: dict[str, list[StoredEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._parent_position: dict[str, int] = {}
@@ -277,7 +296,7 @@ class MemoryJournal(MemorySchedules, JournalBase):
         dead = {w for w, held in self._live.items() if not held}
         leasing = {
             r.lease_owner
-            for r in self._runs.values()
+            for r in self._runs.unfinished.values()
             if r.status == RunStatus.RUNNING and r.lease_owner in dead
         }
         for w in dead - leasing:
@@ -315,7 +334,7 @@ class MemoryJournal(MemorySchedules, JournalBase):
         for run_id in admitted:
             self._entries[run_id].admitted_at = wake_now
         leases = [self._lease(self._runs[r], worker_id, ttl, journal_now) for r in admitted]
-        for rec in sorted(self._runs.values(), key=_order):
+        for rec in sorted(self._runs.unfinished.values(), key=_order):
             if len(leases) >= limit:
                 break
             if not self._runnable(rec, wake_now, journal_now, worker_id, reclaim_own):
@@ -462,7 +481,7 @@ class MemoryJournal(MemorySchedules, JournalBase):
     async def find_runnable(self, *, limit: int = 100, now: float | None = None) -> list[str]:
         journal_now = self._clock()
         wake_now = journal_now if now is None else now
-        runs = sorted(self._runs.values(), key=_order)
+        runs = sorted(self._runs.unfinished.values(), key=_order)
         return [r.run_id for r in runs if self._runnable(r, wake_now, journal_now, None, False)][
             :limit
         ]
@@ -520,7 +539,7 @@ class MemoryJournal(MemorySchedules, JournalBase):
     async def next_wake_at(self) -> float | None:
         wakes = [
             r.wake_at
-            for r in self._runs.values()
+            for r in self._runs.unfinished.values()
             if r.status in WAITING_STATUSES and r.wake_at is not None
         ]
         return min(wakes, default=None)
