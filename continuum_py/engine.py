@@ -331,8 +331,7 @@ class Engine(ScheduleMethods, QueueMethods):
         else:
             name = wf.name
             try:
-                # The signature is read once per workflow: it cost ~5% of a busy start loop.
-                wf.signature.bind(None, *args)
+                wf.check_args(args)
             except TypeError as exc:
                 raise TypeError(f"workflow {wf.name!r}: {exc}") from None
             raw = _codec.encode_args(args, what=wf.name, kind="workflow")

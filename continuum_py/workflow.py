@@ -292,6 +292,32 @@ async def _plain(fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwarg
     return await fn(*args, **kwargs)
 
 
+def _arity(sig: inspect.Signature) -> tuple[float, float]:
+    """How many positional arguments after ``ctx`` surely fit ``sig``: ``(low, high)``.
+
+    ``(1, 0)`` (nothing fits by count) when a keyword-only parameter has no
+    default: then ``Signature.bind`` decides.
+    """
+    params = list(sig.parameters.values())
+    if not params or params[0].kind not in (
+        params[0].POSITIONAL_ONLY,
+        params[0].POSITIONAL_OR_KEYWORD,
+    ):
+        return (1, 0)  # no plain first parameter for ctx: let bind() decide
+    low, high = 0, 0.0
+    for p in params[1:]:
+        if p.kind is p.VAR_POSITIONAL:
+            high = float("inf")
+        elif p.kind is p.KEYWORD_ONLY or p.kind is p.VAR_KEYWORD:
+            if p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+                return (1, 0)
+        else:
+            high += 1
+            if p.default is p.empty:
+                low += 1
+    return (low, high)
+
+
 def _hint(fn: Callable[..., Any], key: str) -> Any:
     try:
         return typing.get_type_hints(fn).get(key, Any)
@@ -377,6 +403,7 @@ class WorkflowDef(Generic[P, R]):
         self._arg_types: list[Any] | None = None
         self._result_type: Any = None
         self._signature: inspect.Signature | None = None
+        self._arity: tuple[float, float] | None = None
         functools.update_wrapper(self, fn)
 
     @property
@@ -385,6 +412,18 @@ class WorkflowDef(Generic[P, R]):
         if self._signature is None:
             self._signature = inspect.signature(self.fn)
         return self._signature
+
+    def check_args(self, args: tuple[Any, ...]) -> None:
+        """Raise ``TypeError`` unless ``args`` (after ``ctx``) fit the signature.
+
+        Counting is enough for most signatures; ``Signature.bind`` (about a
+        tenth of a busy start loop) only runs for the others, and for the error.
+        """
+        if self._arity is None:
+            self._arity = _arity(self.signature)
+        low, high = self._arity
+        if not low <= len(args) <= high:
+            self.signature.bind(None, *args)
 
     @property
     def result_type(self) -> Any:
