@@ -100,17 +100,18 @@ async def test_result_takes_the_end_of_a_run_that_ended_here_without_reading_it_
     async with Engine(journal_url, registry=reg, worker_id="w") as engine:
         handle = await engine.start(held_flow)
         read = engine._record
-        reads = 0
+        seen: list[bool] = []
 
         async def counted(run_id: str) -> Any:
-            nonlocal reads
-            reads += 1
             rec = await read(run_id)
+            seen.append(rec.status.terminal)
             _gate["open"].set()  # the run may end once result() has looked
             return rec
 
         monkeypatch.setattr(engine, "_record", counted)
         assert await handle.result(timeout=30) == 8
-        # One read found the run going; its end came from the driver that wrote it.
-        assert reads == 1
+        # Every read found the run going (a slow commit on a loaded machine may
+        # outlast result()'s first wait, so there may be more than one): its end
+        # came from the driver that wrote it, never from reading the run again.
+        assert seen and not any(seen)
         assert engine._waiters == {}
