@@ -48,6 +48,7 @@ from continuum_py._calls import (
 )
 from continuum_py._compensation import Saga, compensate, run_workflow
 from continuum_py._log import WorkflowLogger
+from continuum_py._replay_batch import Batch, await_step, feed_all
 from continuum_py._workflow_loop import WorkflowLoop
 from continuum_py.errors import (
     ChildRunFailed,
@@ -83,6 +84,9 @@ from continuum_py.events import (
 )
 from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef, set_runtime
 
+_UNDECODED: Any = object()
+"""No decoded result given: :meth:`ReplayCore._on_outcome` decodes the event's."""
+
 
 class ReplayCore:
     """Drives one run's workflow code deterministically from its events.
@@ -114,7 +118,9 @@ class ReplayCore:
         # Every event but step schedules and retryable failures, in the order fed:
         # with RunStarted, this is everything a snapshot needs to rebuild the state.
         self.fed: list[AnyEvent] = []
-        self._restoring = False
+        self.restoring = False
+        # The list of events being fed, while apply_all or restore runs.
+        self.batch: Batch | None = None
         # What history holds at each position, known before the code asks: sync
         # calls (now, patched, ...) must answer at once, not when the event is fed.
         self.ahead: dict[int, AnyEvent] = {}
@@ -163,7 +169,7 @@ class ReplayCore:
         call = StepCall(self._take(), fut, step=step, args=args, kwargs=kwargs)
         call.compensates = compensates
         self._new(call)
-        return _await(fut)
+        return await_step(self, call)
 
     @property
     def last_position(self) -> int:
@@ -302,6 +308,14 @@ class ReplayCore:
         if self.nd_error is not None:
             raise self.nd_error
         self.last_seq = event.seq
+
+    def apply_all(self, events: list[AnyEvent]) -> None:
+        """Apply history events (in seq order), as :meth:`apply` one by one would, faster.
+
+        Steps whose outcome comes next are handed to the code at its await
+        (:mod:`continuum_py._replay_batch`), with the same checks and errors.
+        """
+        feed_all(self, events, self.apply)
 
     # ---- one handler per event kind; each keeps in `fed` what a snapshot needs ----
     def _on_step_failed(self, event: StepFailed) -> None:
@@ -548,7 +562,7 @@ class ReplayCore:
 
     def _recorded(self, position: int, what: str, kind: type[_C]) -> _C:
         call = self.calls.get(position)
-        if not isinstance(call, kind) or not (call.recorded or self._restoring):
+        if not isinstance(call, kind) or not (call.recorded or self.restoring):
             raise NonDeterminismError(self.run_id, position, what, self._asked_at(position))
         return call
 
@@ -574,20 +588,20 @@ class ReplayCore:
         call.last_failure = None
         self._unrecorded.pop(event.position, None)
 
-    def _on_outcome(self, event: StepCompleted | StepFailed) -> None:
-        kind = type(event).__name__
-        call = self._recorded(event.position, f"{kind}({event.step})", StepCall)
-        if call.step.name != event.step:
-            raise NonDeterminismError(
-                self.run_id, event.position, f"{kind}({event.step})", describe(call)
-            )
-        if call.done:
-            raise NonDeterminismError(
-                self.run_id,
-                event.position,
-                f"a second {kind}({event.step})",
-                "one outcome per step",
-            )
+    def apply_outcome(self, event: StepCompleted, result: Any) -> None:
+        """Apply a step's completion whose result is already decoded (see :func:`await_step`)."""
+        self._on_outcome(event, result)
+        self.last_seq = event.seq
+
+    def _on_outcome(self, event: StepCompleted | StepFailed, result: Any = _UNDECODED) -> None:
+        call = self.calls.get(event.position)
+        if (
+            not isinstance(call, StepCall)
+            or not (call.recorded or self.restoring)
+            or call.step.name != event.step
+            or call.done
+        ):
+            self._outcome_mismatch(event)
         call.done = True
         call.recorded = True
         self._unrecorded.pop(event.position, None)
@@ -601,7 +615,11 @@ class ReplayCore:
             return
         if isinstance(event, StepCompleted):
             try:
-                call.result = _codec.decode_value(event.result, call.step.return_type)
+                call.result = (
+                    _codec.decode_value(event.result, call.step.return_type)
+                    if result is _UNDECODED
+                    else result
+                )
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise NonDeterminismError(
                     self.run_id,
@@ -623,6 +641,20 @@ class ReplayCore:
                 )
             )
         self.loop.run_ready()
+
+    def _outcome_mismatch(self, event: StepCompleted | StepFailed) -> NoReturn:
+        kind = type(event).__name__
+        call = self._recorded(event.position, f"{kind}({event.step})", StepCall)
+        if call.step.name != event.step:
+            raise NonDeterminismError(
+                self.run_id, event.position, f"{kind}({event.step})", describe(call)
+            )
+        raise NonDeterminismError(
+            self.run_id,
+            event.position,
+            f"a second {kind}({event.step})",
+            "one outcome per step",
+        )
 
     def _on_end(self, event: AnyEvent) -> None:
         self.history_end = event
@@ -749,23 +781,25 @@ class ReplayCore:
 
     def restore(self, events: list[AnyEvent], failures: dict[int, int], last_seq: int) -> None:
         """Rebuild from :meth:`snapshot_events` output."""
-        self._restoring = True
+        self.restoring = True
         try:
-            for ev in events:
-                if isinstance(ev, StepScheduled):
-                    self._on_scheduled(ev)
-                    call = self.calls[ev.position]
-                    assert isinstance(call, StepCall)
-                    call.encoded_args = ev.args
-                else:
-                    self.apply(ev)
+            feed_all(self, events, self._restore_one)
         finally:
-            self._restoring = False
+            self.restoring = False
         for position, n in failures.items():
             step_call = self.calls.get(position)
             if isinstance(step_call, StepCall):
                 step_call.failures = n
         self.last_seq = last_seq
+
+    def _restore_one(self, ev: AnyEvent) -> None:
+        if isinstance(ev, StepScheduled):
+            self._on_scheduled(ev)
+            call = self.calls[ev.position]
+            assert isinstance(call, StepCall)
+            call.encoded_args = ev.args
+        else:
+            self.apply(ev)
 
     def close(self) -> None:
         """Drop the workflow's coroutines without running more workflow code."""

@@ -1,0 +1,110 @@
+"""Replaying a list of history events at once, without a loop pass per step.
+
+Fed one event at a time (:meth:`ReplayCore.apply`), each completed step costs a
+suspension of the code awaiting it, a wakeup callback and a pass of the
+workflow loop. Fed a list (:meth:`ReplayCore.apply_all`, :meth:`ReplayCore.restore`),
+the core knows what comes next: when the code awaits a step whose schedule and
+completion are the next events, and nothing else is ready to run, it applies
+them right at the await and the code carries on without suspending.
+
+That is the same replay, in the same order: had the code suspended, the loop
+would have had nothing else to run, the same handlers would have applied the
+same events, and the same task would have resumed with the same result. The
+shortcut is only taken when no handler can fail on those events, so a history
+that does not fit raises the same :class:`NonDeterminismError` at the same event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from continuum_py import _codec
+from continuum_py._calls import StepCall
+from continuum_py.events import AnyEvent, StepCompleted, StepScheduled
+
+if TYPE_CHECKING:
+    from continuum_py._replay import ReplayCore
+
+
+class Batch:
+    """The events being fed, the next one's index, and how each is fed."""
+
+    __slots__ = ("events", "feed", "next")
+
+    def __init__(self, events: list[AnyEvent], feed: Callable[[AnyEvent], None]) -> None:
+        self.events = events
+        self.next = 0
+        self.feed = feed
+
+
+def feed_all(core: ReplayCore, events: list[AnyEvent], feed: Callable[[AnyEvent], None]) -> None:
+    """Feed ``events`` in order with ``feed`` (one event each), letting awaits take theirs."""
+    outer_batch = core.batch
+    batch = core.batch = Batch(events, feed)
+    # One switch of the running loop for the whole list, not one per event.
+    loop = core.loop
+    entering = not loop.entered
+    outer = loop.enter() if entering else None
+    try:
+        n = len(events)
+        while batch.next < n:
+            i = batch.next
+            batch.next += 1
+            feed(events[i])
+            if batch.next > i + 1:
+                # Awaits took the events after it: feeding it set an older seq.
+                core.last_seq = events[batch.next - 1].seq
+    finally:
+        core.batch = outer_batch
+        if entering:
+            loop.leave(outer)
+
+
+async def await_step(core: ReplayCore, call: StepCall) -> Any:
+    """What the code awaits for a step call: its recorded result (or error)."""
+    if core.batch is not None and not call.future.done():
+        _take_outcome(core, call, core.batch)
+    return await call.future
+
+
+def _take_outcome(core: ReplayCore, call: StepCall, batch: Batch) -> None:
+    """Apply the step's schedule and completion now if they come next and cannot fail."""
+    if (
+        core.nd_error is not None
+        or core.loop.has_ready()
+        or call.settled is not None
+        or call.done
+        # Cancelled while running (by itself): it must see that at this await.
+        or getattr(asyncio.current_task(core.loop), "_must_cancel", True)
+    ):
+        return
+    events = batch.events
+    i = batch.next
+    n = len(events)
+    position = call.position
+    name = call.step.name
+    scheduled = None
+    ev = events[i] if i < n else None
+    if type(ev) is StepScheduled:
+        if ev.position != position or ev.step != name:
+            return
+        scheduled = ev
+        i += 1
+        ev = events[i] if i < n else None
+    if type(ev) is not StepCompleted or ev.position != position or ev.step != name:
+        return
+    if scheduled is None and not (call.recorded or core.restoring):
+        return
+    try:
+        result = _codec.decode_value(ev.result, call.step.return_type)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return  # the ordinary path reports it, at that event
+    if scheduled is not None:
+        batch.next += 1
+        batch.feed(scheduled)
+    batch.next += 1
+    core.apply_outcome(ev, result)
