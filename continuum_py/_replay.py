@@ -84,9 +84,6 @@ from continuum_py.events import (
 )
 from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef, set_runtime
 
-_UNDECODED: Any = object()
-"""No decoded result given: :meth:`ReplayCore._on_outcome` decodes the event's."""
-
 
 class ReplayCore:
     """Drives one run's workflow code deterministically from its events.
@@ -588,12 +585,22 @@ class ReplayCore:
         call.last_failure = None
         self._unrecorded.pop(event.position, None)
 
-    def apply_outcome(self, event: StepCompleted, result: Any) -> None:
-        """Apply a step's completion whose result is already decoded (see :func:`await_step`)."""
-        self._on_outcome(event, result)
-        self.last_seq = event.seq
+    def take_completion(self, call: StepCall, event: StepCompleted, result: Any) -> None:
+        """Apply ``event``, the completion of ``call``, as the code awaits it (:func:`await_step`).
 
-    def _on_outcome(self, event: StepCompleted | StepFailed, result: Any = _UNDECODED) -> None:
+        What :meth:`_on_outcome` does for it, less what cannot apply: the caller
+        made its checks and decoded ``result``; no compensation waits for the
+        call to settle and nothing awaits its future yet, so no code runs.
+        """
+        call.done = call.recorded = True
+        self._unrecorded.pop(call.position, None)
+        self.fed.append(event)
+        call.result = result
+        if call.step.compensate is not None:
+            self.saga.completed(call)
+        call.future.set_result(result)
+
+    def _on_outcome(self, event: StepCompleted | StepFailed) -> None:
         call = self.calls.get(event.position)
         if (
             not isinstance(call, StepCall)
@@ -615,11 +622,7 @@ class ReplayCore:
             return
         if isinstance(event, StepCompleted):
             try:
-                call.result = (
-                    _codec.decode_value(event.result, call.step.return_type)
-                    if result is _UNDECODED
-                    else result
-                )
+                call.result = _codec.decode_value(event.result, call.step.return_type)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise NonDeterminismError(
                     self.run_id,

@@ -66,45 +66,52 @@ def feed_all(core: ReplayCore, events: list[AnyEvent], feed: Callable[[AnyEvent]
 
 async def await_step(core: ReplayCore, call: StepCall) -> Any:
     """What the code awaits for a step call: its recorded result (or error)."""
-    if core.batch is not None and not call.future.done():
-        _take_outcome(core, call, core.batch)
+    batch = core.batch
+    if batch is not None and not call.future.done() and _take_outcome(core, call, batch):
+        return call.result
     return await call.future
 
 
-def _take_outcome(core: ReplayCore, call: StepCall, batch: Batch) -> None:
-    """Apply the step's schedule and completion now if they come next and cannot fail."""
+def _take_outcome(core: ReplayCore, call: StepCall, batch: Batch) -> bool:
+    """Apply the step's schedule and completion now if they come next and cannot fail.
+
+    Returns whether it did (the call's result is then set).
+    """
     if (
+        # A divergence found in the code (and swallowed there) ends the replay first.
         core.nd_error is not None
-        or core.loop.has_ready()
+        or core.loop.ready
         or call.settled is not None
         or call.done
         # Cancelled while running (by itself): it must see that at this await.
         or getattr(asyncio.current_task(core.loop), "_must_cancel", True)
     ):
-        return
+        return False
     events = batch.events
     i = batch.next
     n = len(events)
     position = call.position
-    name = call.step.name
+    step = call.step
+    name = step.name
     scheduled = None
     ev = events[i] if i < n else None
     if type(ev) is StepScheduled:
         if ev.position != position or ev.step != name:
-            return
+            return False
         scheduled = ev
         i += 1
         ev = events[i] if i < n else None
     if type(ev) is not StepCompleted or ev.position != position or ev.step != name:
-        return
+        return False
     if scheduled is None and not (call.recorded or core.restoring):
-        return
+        return False
     try:
-        result = _codec.decode_value(ev.result, call.step.return_type)
+        result = _codec.decode_value(ev.result, step.return_type)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        return  # the ordinary path reports it, at that event
+        return False  # the ordinary path reports it, at that event
     if scheduled is not None:
         batch.next += 1
         batch.feed(scheduled)
     batch.next += 1
-    core.apply_outcome(ev, result)
+    core.take_completion(call, ev, result)
+    return True

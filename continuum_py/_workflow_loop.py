@@ -24,7 +24,8 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def __init__(self) -> None:
         self.on_task: Callable[[asyncio.Task[Any], Coroutine[Any, Any, Any]], None] | None = None
         """Called with each new task and its coroutine (the core watches signal waits)."""
-        self._ready: deque[asyncio.Handle] = deque()
+        self.ready: deque[asyncio.Handle] = deque()
+        """Callbacks waiting to run, in order."""
         self._closed = False
         self.entered = False
         """Whether this is the running loop, between :meth:`enter` and :meth:`leave`."""
@@ -40,7 +41,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
-        self._ready.append(handle)
+        self.ready.append(handle)
         return handle
 
     def create_future(self) -> asyncio.Future[Any]:
@@ -143,15 +144,11 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
             self.leave(outer)
 
     def _run_all(self) -> None:
-        ready = self._ready
+        ready = self.ready
         while ready:
             handle = ready.popleft()
             if not handle.cancelled():
                 handle._run()
-
-    def has_ready(self) -> bool:
-        """Whether a callback waits to run."""
-        return bool(self._ready)
 
     def enter(self) -> asyncio.AbstractEventLoop | None:
         """Be the running loop until :meth:`leave` is given what this returns.
@@ -172,4 +169,4 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
 
     def close(self) -> None:
         self._closed = True
-        self._ready.clear()
+        self.ready.clear()
