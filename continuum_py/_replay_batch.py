@@ -25,6 +25,7 @@ import msgspec
 from continuum_py import _codec
 from continuum_py._calls import StepCall
 from continuum_py.events import AnyEvent, StepCompleted, StepScheduled
+from continuum_py.workflow import StepDef
 
 if TYPE_CHECKING:
     from continuum_py._replay import ReplayCore
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
 class Batch:
     """The events being fed, the next one's index, and how each is fed."""
 
-    __slots__ = ("events", "feed", "next")
+    __slots__ = ("decoders", "events", "feed", "next")
 
     def __init__(self, events: list[AnyEvent], feed: Callable[[AnyEvent], None]) -> None:
         self.events = events
         self.next = 0
         self.feed = feed
+        self.decoders: dict[StepDef[Any, Any], Callable[[msgspec.Raw | bytes], Any]] = {}
+        """Each step's result decoder, looked up once per list."""
 
 
 def feed_all(core: ReplayCore, events: list[AnyEvent], feed: Callable[[AnyEvent], None]) -> None:
@@ -47,8 +50,7 @@ def feed_all(core: ReplayCore, events: list[AnyEvent], feed: Callable[[AnyEvent]
     batch = core.batch = Batch(events, feed)
     # One switch of the running loop for the whole list, not one per event.
     loop = core.loop
-    entering = not loop.entered
-    outer = loop.enter() if entering else None
+    outer = None if loop.entered else loop.enter()
     try:
         n = len(events)
         while batch.next < n:
@@ -60,7 +62,7 @@ def feed_all(core: ReplayCore, events: list[AnyEvent], feed: Callable[[AnyEvent]
                 core.last_seq = events[batch.next - 1].seq
     finally:
         core.batch = outer_batch
-        if entering:
+        if outer is not None:
             loop.leave(outer)
 
 
@@ -105,8 +107,11 @@ def _take_outcome(core: ReplayCore, call: StepCall, batch: Batch) -> bool:
         return False
     if scheduled is None and not (call.recorded or core.restoring):
         return False
+    decode = batch.decoders.get(step)
+    if decode is None:
+        decode = batch.decoders[step] = _codec.value_decoder(step.return_type)
     try:
-        result = _codec.decode_value(ev.result, step.return_type)
+        result = decode(ev.result)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return False  # the ordinary path reports it, at that event
     if scheduled is not None:

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+
+class _Entered(threading.local):
+    loop: WorkflowLoop | None = None
+
+
+ENTERED = _Entered()
+"""``ENTERED.loop``: the workflow loop entered in this thread, hence its running loop, or None.
+
+Cheaper to read than ``asyncio._get_running_loop()``, which makes a ``getpid()``
+system call, and workflow code asks once per call it makes.
+"""
 
 
 class WorkflowLoop(asyncio.AbstractEventLoop):
@@ -150,22 +163,24 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
             if not handle.cancelled():
                 handle._run()
 
-    def enter(self) -> asyncio.AbstractEventLoop | None:
+    def enter(self) -> tuple[asyncio.AbstractEventLoop | None, WorkflowLoop | None]:
         """Be the running loop until :meth:`leave` is given what this returns.
 
         Switching the running loop costs about as much as running a callback:
         the replay core switches once for a whole list of events, and each
         :meth:`run_ready` meanwhile skips it.
         """
-        outer = asyncio._get_running_loop()
+        outer = asyncio._get_running_loop(), ENTERED.loop
         asyncio._set_running_loop(self)
+        ENTERED.loop = self
         self.entered = True
         return outer
 
-    def leave(self, outer: asyncio.AbstractEventLoop | None) -> None:
+    def leave(self, outer: tuple[asyncio.AbstractEventLoop | None, WorkflowLoop | None]) -> None:
         """Give the running loop back to ``outer`` (what :meth:`enter` returned)."""
         self.entered = False
-        asyncio._set_running_loop(outer)
+        asyncio._set_running_loop(outer[0])
+        ENTERED.loop = outer[1]
 
     def close(self) -> None:
         self._closed = True
