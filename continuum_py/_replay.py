@@ -601,14 +601,19 @@ class ReplayCore:
         call.future.set_result(result)
 
     def _on_outcome(self, event: StepCompleted | StepFailed) -> None:
-        call = self.calls.get(event.position)
-        if (
-            not isinstance(call, StepCall)
-            or not (call.recorded or self.restoring)
-            or call.step.name != event.step
-            or call.done
-        ):
-            self._outcome_mismatch(event)
+        kind = type(event).__name__
+        call = self._recorded(event.position, f"{kind}({event.step})", StepCall)
+        if call.step.name != event.step:
+            raise NonDeterminismError(
+                self.run_id, event.position, f"{kind}({event.step})", describe(call)
+            )
+        if call.done:
+            raise NonDeterminismError(
+                self.run_id,
+                event.position,
+                f"a second {kind}({event.step})",
+                "one outcome per step",
+            )
         call.done = True
         call.recorded = True
         self._unrecorded.pop(event.position, None)
@@ -644,20 +649,6 @@ class ReplayCore:
                 )
             )
         self.loop.run_ready()
-
-    def _outcome_mismatch(self, event: StepCompleted | StepFailed) -> NoReturn:
-        kind = type(event).__name__
-        call = self._recorded(event.position, f"{kind}({event.step})", StepCall)
-        if call.step.name != event.step:
-            raise NonDeterminismError(
-                self.run_id, event.position, f"{kind}({event.step})", describe(call)
-            )
-        raise NonDeterminismError(
-            self.run_id,
-            event.position,
-            f"a second {kind}({event.step})",
-            "one outcome per step",
-        )
 
     def _on_end(self, event: AnyEvent) -> None:
         self.history_end = event
