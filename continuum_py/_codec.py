@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -103,6 +105,19 @@ def decode_value(raw: msgspec.Raw | bytes, type_: Any = Any) -> Any:
     if dec is None:
         dec = _decoders[type_] = msgspec.json.Decoder(type_)
     return dec.decode(raw)
+
+
+def value_decoder(type_: Any) -> Callable[[msgspec.Raw | bytes], Any]:
+    """A function that decodes as :func:`decode_value` with ``type_`` does, to keep for many values."""
+    if type_ is Any:
+        return _any_decoder.decode
+    try:
+        dec = _decoders.get(type_)
+    except TypeError:  # an unhashable annotation
+        return functools.partial(decode_value, type_=type_)
+    if dec is None:
+        dec = _decoders[type_] = msgspec.json.Decoder(type_)
+    return dec.decode
 
 
 def decode_args(raw: msgspec.Raw | bytes, types: list[Any]) -> list[Any]:

@@ -48,6 +48,7 @@ from continuum_py._calls import (
 )
 from continuum_py._compensation import Saga, compensate, run_workflow
 from continuum_py._log import WorkflowLogger
+from continuum_py._replay_batch import Batch, await_step, feed_all
 from continuum_py._workflow_loop import WorkflowLoop
 from continuum_py.errors import (
     ChildRunFailed,
@@ -116,7 +117,9 @@ class ReplayCore:
         # Every event but step schedules and retryable failures, in the order fed:
         # with RunStarted, this is everything a snapshot needs to rebuild the state.
         self.fed: list[AnyEvent] = []
-        self._restoring = False
+        self.restoring = False
+        # The list of events being fed, while apply_all or restore runs.
+        self.batch: Batch | None = None
         # What history holds at each position, known before the code asks: sync
         # calls (now, patched, ...) must answer at once, not when the event is fed.
         self.ahead: dict[int, AnyEvent] = {}
@@ -165,7 +168,7 @@ class ReplayCore:
         call = StepCall(self._take(), fut, step=step, args=args, kwargs=kwargs)
         call.compensates = compensates
         self._new(call)
-        return _await(fut)
+        return await_step(self, call)
 
     @property
     def last_position(self) -> int:
@@ -304,6 +307,14 @@ class ReplayCore:
         if self.nd_error is not None:
             raise self.nd_error
         self.last_seq = event.seq
+
+    def apply_all(self, events: list[AnyEvent]) -> None:
+        """Apply history events (in seq order), as :meth:`apply` one by one would, faster.
+
+        Steps whose outcome comes next are handed to the code at its await
+        (:mod:`continuum_py._replay_batch`), with the same checks and errors.
+        """
+        feed_all(self, events, self.apply)
 
     # ---- one handler per event kind; each keeps in `fed` what a snapshot needs ----
     def _on_step_failed(self, event: StepFailed) -> None:
@@ -550,7 +561,7 @@ class ReplayCore:
 
     def _recorded(self, position: int, what: str, kind: type[_C]) -> _C:
         call = self.calls.get(position)
-        if not isinstance(call, kind) or not (call.recorded or self._restoring):
+        if not isinstance(call, kind) or not (call.recorded or self.restoring):
             raise NonDeterminismError(self.run_id, position, what, self._asked_at(position))
         return call
 
@@ -575,6 +586,21 @@ class ReplayCore:
         call.attempt = event.attempt
         call.last_failure = None
         self._unrecorded.pop(event.position, None)
+
+    def take_completion(self, call: StepCall, event: StepCompleted, result: Any) -> None:
+        """Apply ``event``, the completion of ``call``, as the code awaits it (:func:`await_step`).
+
+        What :meth:`_on_outcome` does for it, less what cannot apply: the caller
+        made its checks and decoded ``result``; no compensation waits for the
+        call to settle and nothing awaits its future yet, so no code runs.
+        """
+        call.done = call.recorded = True
+        self._unrecorded.pop(call.position, None)
+        self.fed.append(event)
+        call.result = result
+        if call.step.compensate is not None:
+            self.saga.completed(call)
+        call.future.set_result(result)
 
     def _on_outcome(self, event: StepCompleted | StepFailed) -> None:
         kind = type(event).__name__
@@ -779,23 +805,25 @@ class ReplayCore:
 
     def restore(self, events: list[AnyEvent], failures: dict[int, int], last_seq: int) -> None:
         """Rebuild from :meth:`snapshot_events` output."""
-        self._restoring = True
+        self.restoring = True
         try:
-            for ev in events:
-                if isinstance(ev, StepScheduled):
-                    self._on_scheduled(ev)
-                    call = self.calls[ev.position]
-                    assert isinstance(call, StepCall)
-                    call.encoded_args = ev.args
-                else:
-                    self.apply(ev)
+            feed_all(self, events, self._restore_one)
         finally:
-            self._restoring = False
+            self.restoring = False
         for position, n in failures.items():
             step_call = self.calls.get(position)
             if isinstance(step_call, StepCall):
                 step_call.failures = n
         self.last_seq = last_seq
+
+    def _restore_one(self, ev: AnyEvent) -> None:
+        if isinstance(ev, StepScheduled):
+            self._on_scheduled(ev)
+            call = self.calls[ev.position]
+            assert isinstance(call, StepCall)
+            call.encoded_args = ev.args
+        else:
+            self.apply(ev)
 
     def close(self) -> None:
         """Drop the workflow's coroutines without running more workflow code."""

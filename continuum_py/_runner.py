@@ -315,8 +315,7 @@ class RunDriver:
             self._snap_seq = snap.seq
         else:
             core.index(tail)
-        for ev in tail:
-            core.apply(ev)
+        core.apply_all(tail)
         core.replaying = False
         self.log.info(
             "run.resumed" if self.seq > 1 else "run.started",

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+
+class _Entered(threading.local):
+    loop: WorkflowLoop | None = None
+
+
+ENTERED = _Entered()
+"""``ENTERED.loop``: the workflow loop entered in this thread, hence its running loop, or None.
+
+Cheaper to read than ``asyncio._get_running_loop()``, which makes a ``getpid()``
+system call, and workflow code asks once per call it makes.
+"""
 
 
 class WorkflowLoop(asyncio.AbstractEventLoop):
@@ -24,8 +37,11 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def __init__(self) -> None:
         self.on_task: Callable[[asyncio.Task[Any], Coroutine[Any, Any, Any]], None] | None = None
         """Called with each new task and its coroutine (the core watches signal waits)."""
-        self._ready: deque[asyncio.Handle] = deque()
+        self.ready: deque[asyncio.Handle] = deque()
+        """Callbacks waiting to run, in order."""
         self._closed = False
+        self.entered = False
+        """Whether this is the running loop, between :meth:`enter` and :meth:`leave`."""
         self.errors: list[dict[str, Any]] = []
         # The workflow's tasks, so close() need not walk every task in the process.
         self.tasks: list[asyncio.Task[Any]] = []
@@ -38,7 +54,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
-        self._ready.append(handle)
+        self.ready.append(handle)
         return handle
 
     def create_future(self) -> asyncio.Future[Any]:
@@ -131,17 +147,41 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
 
     def run_ready(self) -> None:
         """Run callbacks until none is left, with this loop as the running loop."""
-        outer = asyncio._get_running_loop()
-        asyncio._set_running_loop(self)
+        if self.entered:
+            self._run_all()
+            return
+        outer = self.enter()
         try:
-            ready = self._ready
-            while ready:
-                handle = ready.popleft()
-                if not handle.cancelled():
-                    handle._run()
+            self._run_all()
         finally:
-            asyncio._set_running_loop(outer)
+            self.leave(outer)
+
+    def _run_all(self) -> None:
+        ready = self.ready
+        while ready:
+            handle = ready.popleft()
+            if not handle.cancelled():
+                handle._run()
+
+    def enter(self) -> tuple[asyncio.AbstractEventLoop | None, WorkflowLoop | None]:
+        """Be the running loop until :meth:`leave` is given what this returns.
+
+        Switching the running loop costs about as much as running a callback:
+        the replay core switches once for a whole list of events, and each
+        :meth:`run_ready` meanwhile skips it.
+        """
+        outer = asyncio._get_running_loop(), ENTERED.loop
+        asyncio._set_running_loop(self)
+        ENTERED.loop = self
+        self.entered = True
+        return outer
+
+    def leave(self, outer: tuple[asyncio.AbstractEventLoop | None, WorkflowLoop | None]) -> None:
+        """Give the running loop back to ``outer`` (what :meth:`enter` returned)."""
+        self.entered = False
+        asyncio._set_running_loop(outer[0])
+        ENTERED.loop = outer[1]
 
     def close(self) -> None:
         self._closed = True
-        self._ready.clear()
+        self.ready.clear()

@@ -21,6 +21,7 @@ from continuum_py._codec import (
     encode_event,
     encode_value,
     error_info,
+    value_decoder,
 )
 from continuum_py.events import (
     SCHEMA_VERSION,
@@ -183,6 +184,33 @@ def test_typed_values_decode_to_their_annotated_types():
     assert decode_value(b"[1, 2]", tuple[int, int]) == (1, 2)
     with pytest.raises(msgspec.ValidationError):
         decode_value(b'"five"', int)
+
+
+# An annotation msgspec reads but that cannot be a dict key: Annotated with a list in it.
+UNHASHABLE = typing.Annotated[int, ["note"]]
+
+
+@pytest.mark.parametrize(
+    ("type_", "raw"),
+    [
+        (typing.Any, b'{"a": [1, 2.5, null]}'),
+        (int, b"7"),
+        (int, b'"seven"'),
+        (list[Line], b'[{"sku": "a", "qty": 2}]'),
+        (Receipt, b'{"id": "r1"}'),
+        (UNHASHABLE, b"3"),
+        (UNHASHABLE, b"3.5"),
+        (str, b"[1,"),
+    ],
+)
+def test_a_kept_value_decoder_decodes_and_refuses_as_decode_value(type_, raw):
+    def outcome(decode):
+        try:
+            return ("value", decode(raw))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return (type(exc).__name__, str(exc))
+
+    assert outcome(value_decoder(type_)) == outcome(lambda r: decode_value(r, type_))
 
 
 def test_arguments_decode_by_position_and_extra_ones_stay_untyped():
