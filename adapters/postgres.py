@@ -424,6 +424,14 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         results, rounds = _plan(batches)
         if not rounds:
             return results
+        if len(rounds) == 1 and len(rounds[0]) == 1 and _one_statement(batches[rounds[0][0]]):
+            i = rounds[0][0]
+
+            async def one(conn: Any) -> JournalError | None:
+                return await self._append_one(conn, batches[i])
+
+            results[i] = await self._write("append", one)
+            return results
         # One statement is one transaction; a second statement (a later round for
         # the same run, or a child's outcome sent to its parent) needs a real one.
         needs_tx = len(rounds) > 1 or any(
@@ -441,6 +449,36 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             return out
 
         return await self._write("append", tx)
+
+    async def _append_one(self, conn: Any, b: AppendBatch) -> JournalError | None:
+        """Write one batch with one statement (see :func:`_one_statement`); why it was refused."""
+        evs = b.events  # their run_ids and seqs were checked by _plan
+        args: tuple[Any, ...] = (
+            b.lease.run_id,
+            b.lease.token,
+            b.expected_seq,
+            b.expected_seq + len(evs),
+            None if b.status is None else b.status.value,
+            b.outcome,
+            b.reason,
+            b.wake_at,
+            b.inbox_seen,
+            [e.seq for e in evs],
+            [e.kind for e in evs],
+            [e.schema for e in evs],
+            [e.data for e in evs],
+            self.channel,
+        )
+        sn = b.snapshot
+        if sn is not None:
+            args += (sn.seq, sn.schema, sn.data)
+        ending = b.status in NOTIFY_PARENT_STATUSES
+        # fetch, not fetchrow: a portal stopped after one row would leave the
+        # statement's other inserts for whenever the portal is dropped.
+        if await conn.fetch(self._sql.append_one[(sn is not None, ending)], *args):
+            return None
+        row = await conn.fetchrow(self._sql.get_run, b.lease.run_id)
+        return why_refused(b, None if row is None else record_from_row(row))
 
     async def _append_rounds(
         self,
@@ -869,7 +907,10 @@ class PostgresTransaction:
         """Write ``batch`` (fenced) inside this transaction; nothing is durable before commit."""
         results, rounds = _plan([batch])
         with self._journal._errors("append"):
-            await self._journal._append_rounds(self._conn, [batch], rounds, results)
+            if results[0] is None and _one_statement(batch):
+                results[0] = await self._journal._append_one(self._conn, batch)
+            else:
+                await self._journal._append_rounds(self._conn, [batch], rounds, results)
         if results[0] is not None:
             self.refused = True
         return results[0]
@@ -877,6 +918,14 @@ class PostgresTransaction:
 
 def _event_row(e: StoredEvent) -> tuple[str, int, str, int, bytes]:
     return (e.run_id, e.seq, e.kind, e.schema, e.data)
+
+
+def _one_statement(batch: AppendBatch) -> bool:
+    """Whether :meth:`PostgresJournal._append_one` writes ``batch`` whole, in one statement.
+
+    A continue-as-new also moves the old run's unread messages: a second statement.
+    """
+    return batch.continued_to is None
 
 
 def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:
