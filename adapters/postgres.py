@@ -34,6 +34,7 @@ import msgspec
 from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
+from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
@@ -93,6 +94,8 @@ log = get_logger()
 # Raise it with a migration that adds a column or table the reads use
 # (layout 3 adds forked_from, which every read of a run's row selects).
 _OLDEST_READABLE = 3
+
+_NOT_CONNECTED = "PostgresJournal is not connected; use `async with` or connect()"
 
 
 # ---- the journal ----
@@ -158,6 +161,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
+        self._lender: Lender | None = None
         self._callbacks: list[Callable[[str], None]] = []
         self._listen_conn: Any = None
         self._listen_lost: asyncio.Event | None = None
@@ -218,6 +222,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             pool.terminate()
             raise
         self._pool = pool
+        self._lender = Lender(pool, keep=self.pool_size > 1)
 
     async def _check_readable(self, conn: Any) -> None:
         """A read-only open: the schema must hold a layout it can read (nothing is created)."""
@@ -244,10 +249,14 @@ class PostgresJournal(PostgresSchedules, JournalBase):
     @property
     def _p(self) -> Any:
         if self._pool is None:
-            raise ConfigurationError(
-                "PostgresJournal is not connected; use `async with` or connect()"
-            )
+            raise ConfigurationError(_NOT_CONNECTED)
         return self._pool
+
+    @property
+    def _lend(self) -> Lender:
+        if self._lender is None:
+            raise ConfigurationError(_NOT_CONNECTED)
+        return self._lender
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Translate driver errors: a lost connection is ``JournalUnavailable``."""
@@ -255,19 +264,17 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         with self._errors(what):
-            return list(await self._p.fetch(sql, *args))
+            return list(await self._lend.run(lambda conn: conn.fetch(sql, *args)))
 
     async def _write(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(connection)``; a deadlock rolled it back whole, so try again."""
         self._writable()
         for _ in range(3):
             with contextlib.suppress(*RETRY), self._errors(what):
-                async with self._p.acquire() as conn:
-                    return await fn(conn)
+                return await self._lend.run(fn)
         try:
             with self._errors(what):
-                async with self._p.acquire() as conn:
-                    return await fn(conn)
+                return await self._lend.run(fn)
         except RETRY as exc:
             raise JournalUnavailable(
                 f"Postgres journal at {self.where}: {what} kept deadlocking: {exc}"
@@ -881,6 +888,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         conn, self._listen_conn = self._listen_conn, None
         await close(conn, 5)
         await self._liveness.aclose()
+        lender, self._lender = self._lender, None
+        if lender is not None:
+            with contextlib.suppress(Exception):  # closing the pool ends it anyway
+                await lender.aclose()
         pool, self._pool = self._pool, None
         await close(pool, 10)
 

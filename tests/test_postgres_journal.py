@@ -447,6 +447,43 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
             assert (msg.kind, msg.name, msg.data) == ("child", "4", b"out")
 
 
+@pytest.mark.parametrize("pool_size", [1, 2])
+async def test_an_append_cancelled_while_it_waits_lands_nothing_and_calls_go_on(pg, pool_size):
+    # The journal keeps one pooled connection for calls that come one after
+    # another (pool_size 2); a cancelled call must not leave it unusable.
+    async with pg.journal(pool_size=pool_size) as j:
+        _, lease, _ = await j.start_run(new_run("r1"), claim_for="w1", ttl=300)
+        batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
+        blocker = await asyncpg.connect(pg.dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(
+                    f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', "r1"
+                )
+                task = asyncio.create_task(j.append([batch]))
+
+                async def waiting() -> bool:
+                    rows = await pg.sql(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 "
+                        "AND wait_event_type = 'Lock'",
+                        pg.app(),
+                    )
+                    return bool(rows)
+
+                await wait_until(waiting)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await blocker.close()
+        assert [e.seq for e in await j.load("r1")] == [1]
+        # Calls one after another, then at once, all answer.
+        assert await j.append([batch]) == [None]
+        assert (await j.get_run("r1")).last_seq == 3
+        got = await asyncio.gather(*(j.get_run("r1") for _ in range(5)))
+        assert {rec.last_seq for rec in got} == {3}
+
+
 async def test_appends_under_repeated_backend_kills_land_whole_batches(pg):
     async with pg.journal(pool_size=4) as j:
         run_ids = [f"r{i}" for i in range(6)]
