@@ -274,48 +274,70 @@ SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
 FROM u"""
 
 
-def _append_one(s: str, *, snapshot: bool, ending: bool) -> str:
+SCALAR_EVENTS = 2
+"""A batch of at most this many events passes them as scalars (a step's two, a run's end)."""
+
+
+def _append_one(s: str, *, snapshot: bool, ending: bool, events: int | None) -> str:
     """One batch's append, with scalar parameters; a fifth cheaper than :func:`_append_many`.
 
-    ``$1``..``$9`` the batch, ``$10``..``$13`` its events' columns as arrays,
-    ``$14`` the channel, ``$15``..``$17`` the snapshot (``snapshot`` only).
-    ``ending``: the batch ends the run (a status of ``NOTIFY_PARENT_STATUSES``),
-    and the outcome a child owes its parent (an inbox message, a notification)
-    goes in the same statement. With one batch the parent's row is never the
-    batch's own, and one statement is one transaction: no BEGIN and COMMIT
-    round trips around it.
+    Parameters: ``$1``..``$9`` the batch, ``$10`` the channel, then the
+    snapshot's seq, schema and data (``snapshot`` only), then the events:
+    ``events`` of them as (seq, kind, schema, data) scalars each, or with
+    ``events=None`` four arrays of any length. ``ending``: the batch ends the
+    run (a status of ``NOTIFY_PARENT_STATUSES``), and the outcome a child owes
+    its parent (an inbox message, a notification) goes in the same statement.
+    With one batch the parent's row is never the batch's own, and one
+    statement is one transaction: no BEGIN and COMMIT round trips around it.
     """
-    update = _fenced_update(s, {name: f"${i}::{t}" for i, (name, t) in enumerate(_BATCH_FIELDS, 1)})
-    snap = f"""
-sn AS (
+    n = len(_BATCH_FIELDS) + 2  # the next parameter's number
+    ctes = [
+        f"u AS ({_fenced_update(s, {k: f'${i}::{t}' for i, (k, t) in enumerate(_BATCH_FIELDS, 1)})})"
+    ]
+    if snapshot:
+        ctes.append(f"""sn AS (
     INSERT INTO {s}.snapshots (run_id, seq, schema, data)
-    SELECT u.run_id, $15::bigint, $16::int, $17::bytea FROM u
+    SELECT u.run_id, ${n}::bigint, ${n + 1}::int, ${n + 2}::bytea FROM u
     ON CONFLICT (run_id) DO UPDATE
         SET seq = excluded.seq, schema = excluded.schema, data = excluded.data
-),"""
-    parent = f"""
-p AS (
+)""")
+        n += 3
+    if events is None:
+        rows = f"unnest(${n}::bigint[], ${n + 1}::text[], ${n + 2}::int[], ${n + 3}::bytea[])"
+    else:
+        rows = (
+            "(VALUES "
+            + ", ".join(
+                f"(${i}::bigint, ${i + 1}::text, ${i + 2}::int, ${i + 3}::bytea)"
+                for i in range(n, n + 4 * events, 4)
+            )
+            + ")"
+        )
+    if events != 0:
+        ctes.append(f"""e AS (
+    INSERT INTO {s}.events (run_id, seq, kind, schema, data)
+    SELECT u.run_id, x.seq, x.kind, x.schema, x.data
+    FROM u, {rows} AS x(seq, kind, schema, data)
+)""")
+    if ending:
+        ctes.append(f"""p AS (
     UPDATE {s}.runs pr SET inbox_last = pr.inbox_last + 1, updated_at = {_NOW}
     FROM u WHERE pr.run_id = u.parent_run_id AND u.status IN ({_NOTIFY_PARENT})
     RETURNING pr.run_id, pr.inbox_last, u.parent_position
-),
-i AS (
+)""")
+        ctes.append(f"""i AS (
     INSERT INTO {s}.inbox (run_id, id, kind, name, data, at)
     SELECT p.run_id, p.inbox_last, 'child', p.parent_position::text,
         COALESCE($6::bytea, ''::bytea), {_NOW}
     FROM p RETURNING run_id
-),"""
-    tell_parent = "(SELECT pg_notify($14, i.run_id) FROM i)" if ending else "NULL"
+)""")
+    tell_parent = "(SELECT pg_notify($10, i.run_id) FROM i)" if ending else "NULL"
+    with_ = ",\n".join(ctes)
     return f"""
-WITH u AS ({update}),{snap if snapshot else ""}{parent if ending else ""}
-e AS (
-    INSERT INTO {s}.events (run_id, seq, kind, schema, data)
-    SELECT u.run_id, x.seq, x.kind, x.schema, x.data
-    FROM u, unnest($10::bigint[], $11::text[], $12::int[], $13::bytea[]) AS x(seq, kind, schema, data)
-)
+WITH {with_}
 SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
     CASE WHEN u.status = 'suspended' AND u.wake_at IS NOT NULL
-         THEN pg_notify($14, u.run_id) END,
+         THEN pg_notify($10, u.run_id) END,
     {tell_parent}
 FROM u"""
 
@@ -364,11 +386,12 @@ SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FRO
         # Its WHERE, ORDER BY and LIMIT come from journal.list_runs_sql.
         self.list_runs = f"SELECT {COLS} FROM {s}.runs"
         self.append = _append_many(s)
-        # By (snapshot, ending): each leaves out what it does not need.
+        # By (snapshot, ending, events): each leaves out what it does not need.
         self.append_one = {
-            (snap, end): _append_one(s, snapshot=snap, ending=end)
+            (snap, end, k): _append_one(s, snapshot=snap, ending=end, events=k)
             for snap in (False, True)
             for end in (False, True)
+            for k in (*range(SCALAR_EVENTS + 1), None)
         }
         self.why = f"SELECT {COLS} FROM {s}.runs WHERE run_id = ANY($1::text[])"
         self.notify_parent = f"""

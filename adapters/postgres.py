@@ -39,6 +39,7 @@ from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
+    SCALAR_EVENTS,
     Statements,
     current_version,
     migrate,
@@ -460,7 +461,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
     async def _append_one(self, conn: Any, b: AppendBatch) -> JournalError | None:
         """Write one batch with one statement (see :func:`_one_statement`); why it was refused."""
         evs = b.events  # their run_ids and seqs were checked by _plan
-        args: tuple[Any, ...] = (
+        args: list[Any] = [
             b.lease.run_id,
             b.lease.token,
             b.expected_seq,
@@ -470,19 +471,27 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             b.reason,
             b.wake_at,
             b.inbox_seen,
-            [e.seq for e in evs],
-            [e.kind for e in evs],
-            [e.schema for e in evs],
-            [e.data for e in evs],
             self.channel,
-        )
+        ]
         sn = b.snapshot
         if sn is not None:
             args += (sn.seq, sn.schema, sn.data)
-        ending = b.status in NOTIFY_PARENT_STATUSES
+        if len(evs) <= SCALAR_EVENTS:
+            shape: int | None = len(evs)
+            for e in evs:
+                args += (e.seq, e.kind, e.schema, e.data)
+        else:
+            shape = None
+            args += (
+                [e.seq for e in evs],
+                [e.kind for e in evs],
+                [e.schema for e in evs],
+                [e.data for e in evs],
+            )
+        sql = self._sql.append_one[(sn is not None, b.status in NOTIFY_PARENT_STATUSES, shape)]
         # fetch, not fetchrow: a portal stopped after one row would leave the
         # statement's other inserts for whenever the portal is dropped.
-        if await conn.fetch(self._sql.append_one[(sn is not None, ending)], *args):
+        if await conn.fetch(sql, *args):
             return None
         row = await conn.fetchrow(self._sql.get_run, b.lease.run_id)
         return why_refused(b, None if row is None else record_from_row(row))

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import msgspec
 import pytest
 import structlog
 from helpers import new_run, step_events, wait_until
@@ -18,9 +19,10 @@ from continuum_py.adapters.postgres import MIGRATIONS, Migration, PostgresJourna
 from continuum_py.errors import (
     ConfigurationError,
     JournalUnavailable,
+    LeaseLost,
     SchemaTooNew,
 )
-from continuum_py.journal import AppendBatch, NewRun, RunStatus
+from continuum_py.journal import AppendBatch, Lease, NewRun, RunStatus, Snapshot
 
 pytestmark = pytest.mark.postgres
 
@@ -445,6 +447,48 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
         if path == "transaction":
             [msg] = await j.inbox("parent")
             assert (msg.kind, msg.name, msg.data) == ("child", "4", b"out")
+
+
+@pytest.mark.parametrize("n_events", [0, 1, 2, 3])
+@pytest.mark.parametrize("snapshot", [False, True])
+@pytest.mark.parametrize("ending", [False, True])
+async def test_a_batch_of_any_shape_lands_whole_or_is_refused_whole(pg, n_events, snapshot, ending):
+    # One batch is one statement, shaped by its events, snapshot and end.
+    async with pg.journal() as j:
+        await j.start_run(new_run("parent"))
+        child = NewRun(
+            run_id="c1",
+            workflow="wf",
+            first_event=new_run("c1").first_event,
+            parent_run_id="parent",
+            parent_position=3,
+        )
+        _, lease, _ = await j.start_run(child, claim_for="w1", ttl=300)
+        events = [e for pos in range(2) for e in step_events("c1", 2 + 2 * pos, pos + 1)]
+        batch = AppendBatch(
+            lease=lease,
+            expected_seq=1,
+            events=events[:n_events],
+            snapshot=Snapshot(run_id="c1", seq=1, schema=1, data=b"snap") if snapshot else None,
+            status=RunStatus.COMPLETED if ending else None,
+            outcome=b"out" if ending else None,
+        )
+        stale = Lease(run_id="c1", worker_id="w1", token=lease.token + 1, expires_at=0.0)
+        [refused] = await j.append([msgspec.structs.replace(batch, lease=stale)])
+        assert isinstance(refused, LeaseLost)
+        assert [e.seq for e in await j.load("c1")] == [1]
+        assert await j.inbox("parent") == []
+        assert await j.append([batch]) == [None]
+        assert [e.seq for e in await j.load("c1")] == list(range(1, 2 + n_events))
+        rec = await j.get_run("c1")
+        assert rec.last_seq == 1 + n_events
+        assert rec.status == (RunStatus.COMPLETED if ending else RunStatus.RUNNING)
+        snap, _ = await j.load_with_snapshot("c1")
+        assert (snap is not None and snap.data) == (b"snap" if snapshot else False)
+        msgs = await j.inbox("parent")
+        assert [(m.kind, m.name, m.data) for m in msgs] == (
+            [("child", "3", b"out")] if ending else []
+        )
 
 
 @pytest.mark.parametrize("pool_size", [1, 2])
