@@ -398,18 +398,25 @@ async def test_killed_idle_connections_are_replaced(pg):
         assert await _retry(lambda: j.send("r1", "signal", "s", b"1")) == 1
 
 
+async def _claimed_child(j: PostgresJournal, run_id: str, position: int) -> Lease:
+    """Start run "parent" and its child ``run_id`` (at ``position``), claimed by w1."""
+    await j.start_run(new_run("parent"))
+    child = NewRun(
+        run_id=run_id,
+        workflow="wf",
+        first_event=new_run(run_id).first_event,
+        parent_run_id="parent",
+        parent_position=position,
+    )
+    _, lease, _ = await j.start_run(child, claim_for="w1", ttl=300)
+    assert lease is not None
+    return lease
+
+
 @pytest.mark.parametrize("path", ["one statement", "transaction"])
 async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(pg, path):
     async with pg.journal() as j:
-        await j.start_run(new_run("parent"))
-        child = NewRun(
-            run_id="r1",
-            workflow="wf",
-            first_event=new_run("r1").first_event,
-            parent_run_id="parent",
-            parent_position=4,
-        )
-        _, lease, _ = await j.start_run(child, claim_for="w1", ttl=300)
+        lease = await _claimed_child(j, "r1", 4)
         if path == "one statement":
             batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
             locked = "r1"
@@ -455,15 +462,7 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
 async def test_a_batch_of_any_shape_lands_whole_or_is_refused_whole(pg, n_events, snapshot, ending):
     # One batch is one statement, shaped by its events, snapshot and end.
     async with pg.journal() as j:
-        await j.start_run(new_run("parent"))
-        child = NewRun(
-            run_id="c1",
-            workflow="wf",
-            first_event=new_run("c1").first_event,
-            parent_run_id="parent",
-            parent_position=3,
-        )
-        _, lease, _ = await j.start_run(child, claim_for="w1", ttl=300)
+        lease = await _claimed_child(j, "c1", 3)
         events = [e for pos in range(2) for e in step_events("c1", 2 + 2 * pos, pos + 1)]
         batch = AppendBatch(
             lease=lease,
