@@ -220,7 +220,7 @@ _FENCED_UPDATE = """UPDATE {s}.runs r SET
     {source}WHERE r.run_id = {run_id} AND r.lease_token = {token} AND r.lease_owner IS NOT NULL
         AND r.last_seq = {expected}
         AND ({status} IS NULL OR {status} NOT IN ({ends})
-             OR r.inbox_last <= COALESCE({inbox_seen}, r.inbox_seen))
+             OR r.inbox_last <= COALESCE({inbox_seen}, r.inbox_seen)){extra}
     RETURNING r.run_id, r.status, r.wake_at, r.parent_run_id, r.parent_position"""
 
 _BATCH_FIELDS = (
@@ -237,19 +237,28 @@ _BATCH_FIELDS = (
 """An append's per-batch parameters, in order: ``$1`` to ``$9``."""
 
 
-def _fenced_update(s: str, values: dict[str, str], source: str = "") -> str:
-    return _FENCED_UPDATE.format(s=s, now=_NOW, ends=_ENDS, source=source, **values)
+def _fenced_update(s: str, values: dict[str, str], source: str = "", extra: str = "") -> str:
+    return _FENCED_UPDATE.format(s=s, now=_NOW, ends=_ENDS, source=source, extra=extra, **values)
 
 
 def _append_many(s: str) -> str:
     """One statement per group commit (batches of distinct runs, as arrays).
 
     The fenced UPDATE decides which batches land, and the event and snapshot
-    inserts keep only those runs' rows.
+    inserts keep only those runs' rows. A batch that ends a child run is held
+    back (it does not land): written on its own by :func:`_append_one`, it
+    tells its parent in the same statement, which one statement for many runs
+    cannot do safely (the parent's row may be one of the batches' own).
     """
     cols = ", ".join(name for name, _ in _BATCH_FIELDS)
     arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_BATCH_FIELDS, 1))
-    update = _fenced_update(s, {name: f"b.{name}" for name, _ in _BATCH_FIELDS}, "FROM b\n    ")
+    update = _fenced_update(
+        s,
+        {name: f"b.{name}" for name, _ in _BATCH_FIELDS},
+        "FROM b\n    ",
+        f"\n        AND (b.status IS NULL OR b.status NOT IN ({_NOTIFY_PARENT})"
+        " OR r.parent_run_id IS NULL)",
+    )
     return f"""
 WITH b AS (SELECT * FROM unnest({arrays}) AS b({cols})),
 u AS ({update}),
@@ -394,16 +403,6 @@ SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FRO
             for k in (*range(SCALAR_EVENTS + 1), None)
         }
         self.why = f"SELECT {COLS} FROM {s}.runs WHERE run_id = ANY($1::text[])"
-        self.notify_parent = f"""
-WITH p AS (
-    UPDATE {s}.runs SET inbox_last = inbox_last + 1, updated_at = {_NOW}
-    WHERE run_id = $1 RETURNING run_id, inbox_last
-),
-i AS (
-    INSERT INTO {s}.inbox (run_id, id, kind, name, data, at)
-    SELECT run_id, inbox_last, 'child', $2::text, $3::bytea, {_NOW} FROM p RETURNING run_id
-)
-SELECT pg_notify($4, run_id) FROM i"""
         # Continue-as-new: the old run's unrecorded messages move to the new run.
         self.forward_unseen = f"""
 WITH m AS (

@@ -440,12 +440,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
             results[i] = await self._write("append", one)
             return results
-        # One statement is one transaction; a second statement (a later round for
-        # the same run, or a child's outcome sent to its parent) needs a real one.
-        needs_tx = len(rounds) > 1 or any(
-            batches[i].status in NOTIFY_PARENT_STATUSES or batches[i].continued_to is not None
-            for i in rounds[0]
-        )
+        # One statement is one transaction; a later round for the same run, or a
+        # continue-as-new moving messages, needs a real one. (A child's end held
+        # back by the group's statement is a statement of its own, whole by itself.)
+        needs_tx = len(rounds) > 1 or not all(_one_statement(batches[i]) for i in rounds[0])
 
         async def tx(conn: Any) -> list[JournalError | None]:
             out = list(results)
@@ -503,7 +501,6 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         rounds: list[list[int]],
         out: list[JournalError | None],
     ) -> None:
-        parents: list[tuple[str, str, bytes, str]] = []
         forwards: list[tuple[str, str, str]] = []
         for idxs in rounds:
             bs = [batches[i] for i in idxs]
@@ -532,7 +529,15 @@ class PostgresJournal(PostgresSchedules, JournalBase):
                 self.channel,
             )
             landed = {r[0]: r for r in rows}
-            refused = [i for i in idxs if batches[i].lease.run_id not in landed]
+            refused = []
+            for i in idxs:
+                if batches[i].lease.run_id in landed:
+                    continue
+                if batches[i].status in NOTIFY_PARENT_STATUSES:
+                    # Held back if the run has a parent (or refused): on its own.
+                    out[i] = await self._append_one(conn, batches[i])
+                else:
+                    refused.append(i)
             if refused:
                 why = {
                     r[0]: r
@@ -545,17 +550,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
                     out[i] = why_refused(batches[i], None if row is None else record_from_row(row))
             for i in idxs:
                 row = landed.get(batches[i].lease.run_id)
-                if (
-                    row is not None
-                    and row[2] is not None
-                    and RunStatus(row[1]) in NOTIFY_PARENT_STATUSES
-                ):
-                    parents.append((row[2], str(row[3]), batches[i].outcome or b"", self.channel))
                 target = batches[i].continued_to
                 if row is not None and target is not None and row[1] == RunStatus.CONTINUED.value:
                     forwards.append((row[0], target, self.channel))
-        if parents:
-            await conn.executemany(self._sql.notify_parent, parents)
         for args in forwards:
             await conn.fetch(self._sql.forward_unseen, *args)
 

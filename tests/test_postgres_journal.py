@@ -490,6 +490,36 @@ async def test_a_batch_of_any_shape_lands_whole_or_is_refused_whole(pg, n_events
         )
 
 
+async def test_a_group_commit_with_a_child_end_and_its_parents_batch_lands_both(pg):
+    # One statement writes the group; the child's end, held back from it, tells
+    # its parent in a statement of its own.
+    async with pg.journal() as j:
+        clease = await _claimed_child(j, "c1", 2)
+        [please] = await j.claim("w1", ttl=300, limit=1)
+        assert please.run_id == "parent"
+        _, olease, _ = await j.start_run(new_run("other"), claim_for="w1", ttl=300)
+        ends = {"status": RunStatus.COMPLETED, "outcome": b"done"}
+        got = await j.append(
+            [
+                AppendBatch(lease=please, expected_seq=1, events=step_events("parent", 2, 1)),
+                AppendBatch(lease=clease, expected_seq=1, events=step_events("c1", 2, 1), **ends),
+                AppendBatch(lease=olease, expected_seq=1, events=[], **ends),
+            ]
+        )
+        assert got == [None, None, None]
+        assert [(m.kind, m.name, m.data) for m in await j.inbox("parent")] == [
+            ("child", "2", b"done")
+        ]
+        runs = {r: await j.get_run(r) for r in ("parent", "c1", "other")}
+        assert {r: (rec.status, rec.last_seq) for r, rec in runs.items()} == {
+            "parent": (RunStatus.RUNNING, 3),
+            "c1": (RunStatus.COMPLETED, 3),
+            "other": (RunStatus.COMPLETED, 1),
+        }
+        assert runs["parent"].inbox_last == 1
+        assert await j.inbox("other") == []
+
+
 @pytest.mark.parametrize("pool_size", [1, 2])
 async def test_an_append_cancelled_while_it_waits_lands_whole_or_not_and_calls_go_on(pg, pool_size):
     # The journal keeps one pooled connection for calls that come one after
