@@ -202,10 +202,10 @@ def _runnable(own: str, now: str, s: str) -> str:
     )
 
 
-# The fenced UPDATE of an append, over one batch's values ``v`` (SQL expressions by
-# name): it lands only for the lease's holder at the expected tail, and a run ends
-# only with every message recorded (a column of the row itself, so a concurrent
-# send's row lock orders the two).
+# The fenced UPDATE of an append, over one batch's values (an SQL expression for
+# each of _BATCH_FIELDS): it lands only for the lease's holder at the expected
+# tail, and a run ends only with every message recorded (a column of the row
+# itself, so a concurrent send's row lock orders the two).
 _FENCED_UPDATE = """UPDATE {s}.runs r SET
         last_seq = {new_last},
         updated_at = {now},

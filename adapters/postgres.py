@@ -3,8 +3,9 @@
 Every write is one statement or one transaction, and its fencing check (lease
 token, lease held, expected tail) is the ``WHERE`` clause of the ``UPDATE`` on
 the run's row in that same statement, so a stale writer's events never land.
-:meth:`PostgresJournal.append` writes a whole group commit with one statement:
-batches and events travel as arrays and are expanded with ``unnest``.
+:meth:`PostgresJournal.append` writes one batch with one statement of scalar
+parameters, and a whole group commit with one statement whose batches and events
+travel as arrays and are expanded with ``unnest`` (``_postgres_append``).
 Claims use ``FOR UPDATE SKIP LOCKED``, so concurrent workers never get the same
 run, and every lease and timestamp comes from the database clock.
 
@@ -32,6 +33,7 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
 from continuum_py._log import get_logger
+from continuum_py.adapters._postgres_append import Appender, one_statement, plan
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_lend import Lender
@@ -39,7 +41,6 @@ from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
-    SCALAR_EVENTS,
     Statements,
     current_version,
     migrate,
@@ -49,12 +50,10 @@ from continuum_py.adapters._rules import (
     JournalBase,
     Migration,
     RunFilter,
-    bad_seqs,
     check_whole_runs,
     queue_from_row,
     readable_layout,
     whole_record,
-    why_refused,
 )
 from continuum_py.adapters._schedules import PostgresSchedules
 from continuum_py.errors import (
@@ -67,7 +66,6 @@ from continuum_py.errors import (
     RunNotFound,
 )
 from continuum_py.journal import (
-    NOTIFY_PARENT_STATUSES,
     RUN_COLUMNS,
     AppendBatch,
     InboxMessage,
@@ -158,6 +156,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self.channel = s.channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
+        self._appender = Appender(self._sql, self.channel)
         self._qsql = PostgresQueues(self.schema)
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
@@ -429,132 +428,32 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
-        results, rounds = _plan(batches)
+        results, rounds = plan(batches)
         if not rounds:
             return results
-        if len(rounds) == 1 and len(rounds[0]) == 1 and _one_statement(batches[rounds[0][0]]):
+        if len(rounds) == 1 and len(rounds[0]) == 1 and one_statement(batches[rounds[0][0]]):
             i = rounds[0][0]
 
             async def one(conn: Any) -> JournalError | None:
-                return await self._append_one(conn, batches[i])
+                return await self._appender.one(conn, batches[i])
 
             results[i] = await self._write("append", one)
             return results
         # One statement is one transaction; a later round for the same run, or a
         # continue-as-new moving messages, needs a real one. (A child's end held
         # back by the group's statement is a statement of its own, whole by itself.)
-        needs_tx = len(rounds) > 1 or not all(_one_statement(batches[i]) for i in rounds[0])
+        needs_tx = len(rounds) > 1 or not all(one_statement(batches[i]) for i in rounds[0])
 
         async def tx(conn: Any) -> list[JournalError | None]:
             out = list(results)
             if needs_tx:
                 async with conn.transaction():
-                    await self._append_rounds(conn, batches, rounds, out)
+                    await self._appender.rounds(conn, batches, rounds, out)
             else:
-                await self._append_rounds(conn, batches, rounds, out)
+                await self._appender.rounds(conn, batches, rounds, out)
             return out
 
         return await self._write("append", tx)
-
-    async def _append_one(self, conn: Any, b: AppendBatch) -> JournalError | None:
-        """Write one batch with one statement (see :func:`_one_statement`); why it was refused."""
-        evs = b.events  # their run_ids and seqs were checked by _plan
-        args: list[Any] = [
-            b.lease.run_id,
-            b.lease.token,
-            b.expected_seq,
-            b.expected_seq + len(evs),
-            None if b.status is None else b.status.value,
-            b.outcome,
-            b.reason,
-            b.wake_at,
-            b.inbox_seen,
-            self.channel,
-        ]
-        sn = b.snapshot
-        if sn is not None:
-            args += (sn.seq, sn.schema, sn.data)
-        if len(evs) <= SCALAR_EVENTS:
-            shape: int | None = len(evs)
-            for e in evs:
-                args += (e.seq, e.kind, e.schema, e.data)
-        else:
-            shape = None
-            args += (
-                [e.seq for e in evs],
-                [e.kind for e in evs],
-                [e.schema for e in evs],
-                [e.data for e in evs],
-            )
-        sql = self._sql.append_one[(sn is not None, b.status in NOTIFY_PARENT_STATUSES, shape)]
-        # fetch, not fetchrow: a portal stopped after one row would leave the
-        # statement's other inserts for whenever the portal is dropped.
-        if await conn.fetch(sql, *args):
-            return None
-        row = await conn.fetchrow(self._sql.get_run, b.lease.run_id)
-        return why_refused(b, None if row is None else record_from_row(row))
-
-    async def _append_rounds(
-        self,
-        conn: Any,
-        batches: Sequence[AppendBatch],
-        rounds: list[list[int]],
-        out: list[JournalError | None],
-    ) -> None:
-        forwards: list[tuple[str, str, str]] = []
-        for idxs in rounds:
-            bs = [batches[i] for i in idxs]
-            evs = [e for b in bs for e in b.events]  # their run_ids were checked by _plan
-            snaps = [(b.lease.run_id, b.snapshot) for b in bs if b.snapshot is not None]
-            rows = await conn.fetch(
-                self._sql.append,
-                [b.lease.run_id for b in bs],
-                [b.lease.token for b in bs],
-                [b.expected_seq for b in bs],
-                [b.expected_seq + len(b.events) for b in bs],
-                [b.status.value if b.status is not None else None for b in bs],
-                [b.outcome for b in bs],
-                [b.reason for b in bs],
-                [b.wake_at for b in bs],
-                [b.inbox_seen for b in bs],
-                [e.run_id for e in evs],
-                [e.seq for e in evs],
-                [e.kind for e in evs],
-                [e.schema for e in evs],
-                [e.data for e in evs],
-                [run_id for run_id, _ in snaps],
-                [sn.seq for _, sn in snaps],
-                [sn.schema for _, sn in snaps],
-                [sn.data for _, sn in snaps],
-                self.channel,
-            )
-            landed = {r[0]: r for r in rows}
-            refused = []
-            for i in idxs:
-                if batches[i].lease.run_id in landed:
-                    continue
-                if batches[i].status in NOTIFY_PARENT_STATUSES:
-                    # Held back if the run has a parent (or refused): on its own.
-                    out[i] = await self._append_one(conn, batches[i])
-                else:
-                    refused.append(i)
-            if refused:
-                why = {
-                    r[0]: r
-                    for r in await conn.fetch(
-                        self._sql.why, [batches[i].lease.run_id for i in refused]
-                    )
-                }
-                for i in refused:
-                    row = why.get(batches[i].lease.run_id)
-                    out[i] = why_refused(batches[i], None if row is None else record_from_row(row))
-            for i in idxs:
-                row = landed.get(batches[i].lease.run_id)
-                target = batches[i].continued_to
-                if row is not None and target is not None and row[1] == RunStatus.CONTINUED.value:
-                    forwards.append((row[0], target, self.channel))
-        for args in forwards:
-            await conn.fetch(self._sql.forward_unseen, *args)
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         rows = await self._fetch("load", self._sql.load, run_id, after_seq)
@@ -922,12 +821,12 @@ class PostgresTransaction:
 
     async def append(self, batch: AppendBatch) -> JournalError | None:
         """Write ``batch`` (fenced) inside this transaction; nothing is durable before commit."""
-        results, rounds = _plan([batch])
+        results, rounds = plan([batch])
         with self._journal._errors("append"):
-            if results[0] is None and _one_statement(batch):
-                results[0] = await self._journal._append_one(self._conn, batch)
+            if results[0] is None and one_statement(batch):
+                results[0] = await self._journal._appender.one(self._conn, batch)
             else:
-                await self._journal._append_rounds(self._conn, [batch], rounds, results)
+                await self._journal._appender.rounds(self._conn, [batch], rounds, results)
         if results[0] is not None:
             self.refused = True
         return results[0]
@@ -935,33 +834,3 @@ class PostgresTransaction:
 
 def _event_row(e: StoredEvent) -> tuple[str, int, str, int, bytes]:
     return (e.run_id, e.seq, e.kind, e.schema, e.data)
-
-
-def _one_statement(batch: AppendBatch) -> bool:
-    """Whether :meth:`PostgresJournal._append_one` writes ``batch`` whole, in one statement.
-
-    A continue-as-new also moves the old run's unread messages: a second statement.
-    """
-    return batch.continued_to is None
-
-
-def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:
-    """Results so far (bad seqs refused up front) and rounds of batch indexes.
-
-    A round holds at most one batch per run, so one statement can write it;
-    a run's later batches go in later rounds, checked against what landed before.
-    """
-    results: list[JournalError | None] = [None] * len(batches)
-    rounds: list[list[int]] = []
-    depth: dict[str, int] = {}
-    for i, b in enumerate(batches):
-        bad = bad_seqs(b)
-        if bad is not None:
-            results[i] = bad
-            continue
-        k = depth.get(b.lease.run_id, 0)
-        depth[b.lease.run_id] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(i)
-    return results, rounds
