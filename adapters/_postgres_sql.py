@@ -28,6 +28,7 @@ from continuum_py.journal import (
 __all__ = [
     "COLS",
     "MIGRATIONS",
+    "SCALAR_EVENTS",
     "VERSION_TABLE",
     "Migration",
     "Statements",

@@ -421,7 +421,7 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
             batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
             locked = "r1"
         else:
-            # The child's row is written first, then the parent's inbox, in one transaction.
+            # The child's row is written first, then the parent's inbox: one statement, one transaction.
             batch = AppendBatch(
                 lease=lease,
                 expected_seq=1,
