@@ -113,7 +113,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             configure the journal (the keyword arguments win); the rest go to asyncpg.
         schema: the schema holding the tables (default ``continuum``); created if
             missing, so several apps can share one database.
-        pool_size: most connections in the pool (at least 1 is kept open).
+        pool_size: most connections in the pool (at least 1 is kept open). With
+            2 or more, one of them is kept for the journal's own calls that come
+            one after another, and transactional steps share the others.
         application_name: shown in ``pg_stat_activity`` (default ``continuum_py``).
         statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer.
         connect_timeout: seconds to wait for a new connection.
