@@ -3,8 +3,9 @@
 Every write is one statement or one transaction, and its fencing check (lease
 token, lease held, expected tail) is the ``WHERE`` clause of the ``UPDATE`` on
 the run's row in that same statement, so a stale writer's events never land.
-:meth:`PostgresJournal.append` writes a whole group commit with one statement:
-batches and events travel as arrays and are expanded with ``unnest``.
+:meth:`PostgresJournal.append` writes one batch with one statement of scalar
+parameters, and a whole group commit with one statement whose batches and events
+travel as arrays and are expanded with ``unnest`` (``_postgres_append``).
 Claims use ``FOR UPDATE SKIP LOCKED``, so concurrent workers never get the same
 run, and every lease and timestamp comes from the database clock.
 
@@ -32,8 +33,10 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
 from continuum_py._log import get_logger
+from continuum_py.adapters._postgres_append import Appender, one_statement, plan
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
+from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
@@ -47,12 +50,10 @@ from continuum_py.adapters._rules import (
     JournalBase,
     Migration,
     RunFilter,
-    bad_seqs,
     check_whole_runs,
     queue_from_row,
     readable_layout,
     whole_record,
-    why_refused,
 )
 from continuum_py.adapters._schedules import PostgresSchedules
 from continuum_py.errors import (
@@ -65,7 +66,6 @@ from continuum_py.errors import (
     RunNotFound,
 )
 from continuum_py.journal import (
-    NOTIFY_PARENT_STATUSES,
     RUN_COLUMNS,
     AppendBatch,
     InboxMessage,
@@ -94,6 +94,8 @@ log = get_logger()
 # (layout 3 adds forked_from, which every read of a run's row selects).
 _OLDEST_READABLE = 3
 
+_NOT_CONNECTED = "PostgresJournal is not connected; use `async with` or connect()"
+
 
 # ---- the journal ----
 
@@ -111,7 +113,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             configure the journal (the keyword arguments win); the rest go to asyncpg.
         schema: the schema holding the tables (default ``continuum``); created if
             missing, so several apps can share one database.
-        pool_size: most connections in the pool (at least 1 is kept open).
+        pool_size: most connections in the pool (at least 1 is kept open). With
+            2 or more, one of them is kept for the journal's own calls that come
+            one after another, and transactional steps share the others.
         application_name: shown in ``pg_stat_activity`` (default ``continuum_py``).
         statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer.
         connect_timeout: seconds to wait for a new connection.
@@ -154,10 +158,12 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self.channel = s.channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
+        self._appender = Appender(self._sql, self.channel)
         self._qsql = PostgresQueues(self.schema)
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
+        self._lender: Lender | None = None
         self._callbacks: list[Callable[[str], None]] = []
         self._listen_conn: Any = None
         self._listen_lost: asyncio.Event | None = None
@@ -218,6 +224,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             pool.terminate()
             raise
         self._pool = pool
+        self._lender = Lender(pool, keep=self.pool_size > 1)
 
     async def _check_readable(self, conn: Any) -> None:
         """A read-only open: the schema must hold a layout it can read (nothing is created)."""
@@ -244,10 +251,14 @@ class PostgresJournal(PostgresSchedules, JournalBase):
     @property
     def _p(self) -> Any:
         if self._pool is None:
-            raise ConfigurationError(
-                "PostgresJournal is not connected; use `async with` or connect()"
-            )
+            raise ConfigurationError(_NOT_CONNECTED)
         return self._pool
+
+    @property
+    def _lend(self) -> Lender:
+        if self._lender is None:
+            raise ConfigurationError(_NOT_CONNECTED)
+        return self._lender
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Translate driver errors: a lost connection is ``JournalUnavailable``."""
@@ -255,19 +266,17 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         with self._errors(what):
-            return list(await self._p.fetch(sql, *args))
+            return list(await self._lend.run(lambda conn: conn.fetch(sql, *args)))
 
     async def _write(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(connection)``; a deadlock rolled it back whole, so try again."""
         self._writable()
         for _ in range(3):
             with contextlib.suppress(*RETRY), self._errors(what):
-                async with self._p.acquire() as conn:
-                    return await fn(conn)
+                return await self._lend.run(fn)
         try:
             with self._errors(what):
-                async with self._p.acquire() as conn:
-                    return await fn(conn)
+                return await self._lend.run(fn)
         except RETRY as exc:
             raise JournalUnavailable(
                 f"Postgres journal at {self.where}: {what} kept deadlocking: {exc}"
@@ -421,89 +430,32 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
-        results, rounds = _plan(batches)
+        results, rounds = plan(batches)
         if not rounds:
             return results
-        # One statement is one transaction; a second statement (a later round for
-        # the same run, or a child's outcome sent to its parent) needs a real one.
-        needs_tx = len(rounds) > 1 or any(
-            batches[i].status in NOTIFY_PARENT_STATUSES or batches[i].continued_to is not None
-            for i in rounds[0]
-        )
+        if len(rounds) == 1 and len(rounds[0]) == 1 and one_statement(batches[rounds[0][0]]):
+            i = rounds[0][0]
+
+            async def one(conn: Any) -> JournalError | None:
+                return await self._appender.one(conn, batches[i])
+
+            results[i] = await self._write("append", one)
+            return results
+        # One statement is one transaction; a later round for the same run, or a
+        # continue-as-new moving messages, needs a real one. (A child's end held
+        # back by the group's statement is a statement of its own, whole by itself.)
+        needs_tx = len(rounds) > 1 or not all(one_statement(batches[i]) for i in rounds[0])
 
         async def tx(conn: Any) -> list[JournalError | None]:
             out = list(results)
             if needs_tx:
                 async with conn.transaction():
-                    await self._append_rounds(conn, batches, rounds, out)
+                    await self._appender.rounds(conn, batches, rounds, out)
             else:
-                await self._append_rounds(conn, batches, rounds, out)
+                await self._appender.rounds(conn, batches, rounds, out)
             return out
 
         return await self._write("append", tx)
-
-    async def _append_rounds(
-        self,
-        conn: Any,
-        batches: Sequence[AppendBatch],
-        rounds: list[list[int]],
-        out: list[JournalError | None],
-    ) -> None:
-        parents: list[tuple[str, str, bytes, str]] = []
-        forwards: list[tuple[str, str, str]] = []
-        for idxs in rounds:
-            bs = [batches[i] for i in idxs]
-            evs = [e for b in bs for e in b.events]  # their run_ids were checked by _plan
-            snaps = [(b.lease.run_id, b.snapshot) for b in bs if b.snapshot is not None]
-            rows = await conn.fetch(
-                self._sql.append,
-                [b.lease.run_id for b in bs],
-                [b.lease.token for b in bs],
-                [b.expected_seq for b in bs],
-                [b.expected_seq + len(b.events) for b in bs],
-                [b.status.value if b.status is not None else None for b in bs],
-                [b.outcome for b in bs],
-                [b.reason for b in bs],
-                [b.wake_at for b in bs],
-                [b.inbox_seen for b in bs],
-                [e.run_id for e in evs],
-                [e.seq for e in evs],
-                [e.kind for e in evs],
-                [e.schema for e in evs],
-                [e.data for e in evs],
-                [run_id for run_id, _ in snaps],
-                [sn.seq for _, sn in snaps],
-                [sn.schema for _, sn in snaps],
-                [sn.data for _, sn in snaps],
-                self.channel,
-            )
-            landed = {r[0]: r for r in rows}
-            refused = [i for i in idxs if batches[i].lease.run_id not in landed]
-            if refused:
-                why = {
-                    r[0]: r
-                    for r in await conn.fetch(
-                        self._sql.why, [batches[i].lease.run_id for i in refused]
-                    )
-                }
-                for i in refused:
-                    row = why.get(batches[i].lease.run_id)
-                    out[i] = why_refused(batches[i], None if row is None else record_from_row(row))
-            for i in idxs:
-                row = landed.get(batches[i].lease.run_id)
-                if (
-                    row is not None
-                    and row[2] is not None
-                    and RunStatus(row[1]) in NOTIFY_PARENT_STATUSES
-                ):
-                    parents.append((row[2], str(row[3]), batches[i].outcome or b"", self.channel))
-                target = batches[i].continued_to
-                if row is not None and target is not None and row[1] == RunStatus.CONTINUED.value:
-                    forwards.append((row[0], target, self.channel))
-        if parents:
-            await conn.executemany(self._sql.notify_parent, parents)
-        for args in forwards:
-            await conn.fetch(self._sql.forward_unseen, *args)
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         rows = await self._fetch("load", self._sql.load, run_id, after_seq)
@@ -843,6 +795,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         conn, self._listen_conn = self._listen_conn, None
         await close(conn, 5)
         await self._liveness.aclose()
+        lender, self._lender = self._lender, None
+        if lender is not None:
+            with contextlib.suppress(Exception):  # closing the pool ends it anyway
+                await lender.aclose()
         pool, self._pool = self._pool, None
         await close(pool, 10)
 
@@ -867,9 +823,12 @@ class PostgresTransaction:
 
     async def append(self, batch: AppendBatch) -> JournalError | None:
         """Write ``batch`` (fenced) inside this transaction; nothing is durable before commit."""
-        results, rounds = _plan([batch])
+        results, rounds = plan([batch])
         with self._journal._errors("append"):
-            await self._journal._append_rounds(self._conn, [batch], rounds, results)
+            if results[0] is None and one_statement(batch):
+                results[0] = await self._journal._appender.one(self._conn, batch)
+            else:
+                await self._journal._appender.rounds(self._conn, [batch], rounds, results)
         if results[0] is not None:
             self.refused = True
         return results[0]
@@ -877,25 +836,3 @@ class PostgresTransaction:
 
 def _event_row(e: StoredEvent) -> tuple[str, int, str, int, bytes]:
     return (e.run_id, e.seq, e.kind, e.schema, e.data)
-
-
-def _plan(batches: Sequence[AppendBatch]) -> tuple[list[JournalError | None], list[list[int]]]:
-    """Results so far (bad seqs refused up front) and rounds of batch indexes.
-
-    A round holds at most one batch per run, so one statement can write it;
-    a run's later batches go in later rounds, checked against what landed before.
-    """
-    results: list[JournalError | None] = [None] * len(batches)
-    rounds: list[list[int]] = []
-    depth: dict[str, int] = {}
-    for i, b in enumerate(batches):
-        bad = bad_seqs(b)
-        if bad is not None:
-            results[i] = bad
-            continue
-        k = depth.get(b.lease.run_id, 0)
-        depth[b.lease.run_id] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(i)
-    return results, rounds

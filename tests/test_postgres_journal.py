@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import msgspec
 import pytest
 import structlog
 from helpers import new_run, step_events, wait_until
@@ -18,9 +19,10 @@ from continuum_py.adapters.postgres import MIGRATIONS, Migration, PostgresJourna
 from continuum_py.errors import (
     ConfigurationError,
     JournalUnavailable,
+    LeaseLost,
     SchemaTooNew,
 )
-from continuum_py.journal import AppendBatch, NewRun, RunStatus
+from continuum_py.journal import AppendBatch, Lease, NewRun, RunStatus, Snapshot
 
 pytestmark = pytest.mark.postgres
 
@@ -56,6 +58,15 @@ class Pg:
             return await conn.fetch(query, *args)
         finally:
             await conn.close()
+
+    async def lock_waiters(self, app: str = "main") -> int:
+        """How many of the app's connections wait for a lock."""
+        rows = await self.sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
+            "AND wait_event_type = 'Lock'",
+            self.app(app),
+        )
+        return len(rows)
 
     async def terminate(self, app: str = "main", where: str = "true") -> int:
         rows = await self.sql(
@@ -387,23 +398,30 @@ async def test_killed_idle_connections_are_replaced(pg):
         assert await _retry(lambda: j.send("r1", "signal", "s", b"1")) == 1
 
 
+async def _claimed_child(j: PostgresJournal, run_id: str, position: int) -> Lease:
+    """Start run "parent" and its child ``run_id`` (at ``position``), claimed by w1."""
+    await j.start_run(new_run("parent"))
+    child = NewRun(
+        run_id=run_id,
+        workflow="wf",
+        first_event=new_run(run_id).first_event,
+        parent_run_id="parent",
+        parent_position=position,
+    )
+    _, lease, _ = await j.start_run(child, claim_for="w1", ttl=300)
+    assert lease is not None
+    return lease
+
+
 @pytest.mark.parametrize("path", ["one statement", "transaction"])
 async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(pg, path):
     async with pg.journal() as j:
-        await j.start_run(new_run("parent"))
-        child = NewRun(
-            run_id="r1",
-            workflow="wf",
-            first_event=new_run("r1").first_event,
-            parent_run_id="parent",
-            parent_position=4,
-        )
-        _, lease, _ = await j.start_run(child, claim_for="w1", ttl=300)
+        lease = await _claimed_child(j, "r1", 4)
         if path == "one statement":
             batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
             locked = "r1"
         else:
-            # The child's row is written first, then the parent's inbox, in one transaction.
+            # The child's row is written first, then the parent's inbox: one statement, one transaction.
             batch = AppendBatch(
                 lease=lease,
                 expected_seq=1,
@@ -420,16 +438,7 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
                 f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', locked
             )
             task = asyncio.create_task(j.append([batch]))
-
-            async def waiting() -> int:
-                rows = await pg.sql(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
-                    "AND wait_event_type = 'Lock'",
-                    pg.app(),
-                )
-                return len(rows)
-
-            await wait_until(waiting)
+            await wait_until(pg.lock_waiters)
             assert await pg.terminate(where="wait_event_type = 'Lock'") == 1
             with pytest.raises(JournalUnavailable, match="append"):
                 await task
@@ -445,6 +454,102 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
         if path == "transaction":
             [msg] = await j.inbox("parent")
             assert (msg.kind, msg.name, msg.data) == ("child", "4", b"out")
+
+
+@pytest.mark.parametrize("n_events", [0, 1, 2, 3])
+@pytest.mark.parametrize("snapshot", [False, True])
+@pytest.mark.parametrize("ending", [False, True])
+async def test_a_batch_of_any_shape_lands_whole_or_is_refused_whole(pg, n_events, snapshot, ending):
+    # One batch is one statement, shaped by its events, snapshot and end.
+    async with pg.journal() as j:
+        lease = await _claimed_child(j, "c1", 3)
+        events = [e for pos in range(2) for e in step_events("c1", 2 + 2 * pos, pos + 1)]
+        batch = AppendBatch(
+            lease=lease,
+            expected_seq=1,
+            events=events[:n_events],
+            snapshot=Snapshot(run_id="c1", seq=1, schema=1, data=b"snap") if snapshot else None,
+            status=RunStatus.COMPLETED if ending else None,
+            outcome=b"out" if ending else None,
+        )
+        stale = Lease(run_id="c1", worker_id="w1", token=lease.token + 1, expires_at=0.0)
+        [refused] = await j.append([msgspec.structs.replace(batch, lease=stale)])
+        assert isinstance(refused, LeaseLost)
+        assert [e.seq for e in await j.load("c1")] == [1]
+        assert await j.inbox("parent") == []
+        assert await j.append([batch]) == [None]
+        assert [e.seq for e in await j.load("c1")] == list(range(1, 2 + n_events))
+        rec = await j.get_run("c1")
+        assert rec.last_seq == 1 + n_events
+        assert rec.status == (RunStatus.COMPLETED if ending else RunStatus.RUNNING)
+        snap, _ = await j.load_with_snapshot("c1")
+        assert (snap is not None and snap.data) == (b"snap" if snapshot else False)
+        msgs = await j.inbox("parent")
+        assert [(m.kind, m.name, m.data) for m in msgs] == (
+            [("child", "3", b"out")] if ending else []
+        )
+
+
+async def test_a_group_commit_with_a_child_end_and_its_parents_batch_lands_both(pg):
+    # One statement writes the group; the child's end, held back from it, tells
+    # its parent in a statement of its own.
+    async with pg.journal() as j:
+        clease = await _claimed_child(j, "c1", 2)
+        [please] = await j.claim("w1", ttl=300, limit=1)
+        assert please.run_id == "parent"
+        _, olease, _ = await j.start_run(new_run("other"), claim_for="w1", ttl=300)
+        ends = {"status": RunStatus.COMPLETED, "outcome": b"done"}
+        got = await j.append(
+            [
+                AppendBatch(lease=please, expected_seq=1, events=step_events("parent", 2, 1)),
+                AppendBatch(lease=clease, expected_seq=1, events=step_events("c1", 2, 1), **ends),
+                AppendBatch(lease=olease, expected_seq=1, events=[], **ends),
+            ]
+        )
+        assert got == [None, None, None]
+        assert [(m.kind, m.name, m.data) for m in await j.inbox("parent")] == [
+            ("child", "2", b"done")
+        ]
+        runs = {r: await j.get_run(r) for r in ("parent", "c1", "other")}
+        assert {r: (rec.status, rec.last_seq) for r, rec in runs.items()} == {
+            "parent": (RunStatus.RUNNING, 3),
+            "c1": (RunStatus.COMPLETED, 3),
+            "other": (RunStatus.COMPLETED, 1),
+        }
+        assert runs["parent"].inbox_last == 1
+        assert await j.inbox("other") == []
+
+
+@pytest.mark.parametrize("pool_size", [1, 2])
+async def test_an_append_cancelled_while_it_waits_lands_whole_or_not_and_calls_go_on(pg, pool_size):
+    # The journal keeps one pooled connection for calls that come one after
+    # another (pool_size 2); a cancelled call must not leave it unusable.
+    async with pg.journal(pool_size=pool_size) as j:
+        _, lease, _ = await j.start_run(new_run("r1"), claim_for="w1", ttl=300)
+        batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
+        blocker = await asyncpg.connect(pg.dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(
+                    f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', "r1"
+                )
+                task = asyncio.create_task(j.append([batch]))
+                await wait_until(pg.lock_waiters)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await blocker.close()
+        # The server may still run the statement once the lock is free (the
+        # cancel request races it), but a batch lands whole or not at all.
+        seqs = [e.seq for e in await j.load("r1")]
+        assert seqs in ([1], [1, 2, 3])
+        # Calls one after another, then at once, all answer.
+        tail = seqs[-1]
+        after = AppendBatch(lease=lease, expected_seq=tail, events=step_events("r1", tail + 1, 2))
+        assert await j.append([after]) == [None]
+        got = await asyncio.gather(*(j.get_run("r1") for _ in range(5)))
+        assert {rec.last_seq for rec in got} == {tail + 2}
 
 
 async def test_appends_under_repeated_backend_kills_land_whole_batches(pg):

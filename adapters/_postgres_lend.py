@@ -1,0 +1,75 @@
+"""Lending the Postgres journal's pooled connections, one call at a time.
+
+asyncpg's pool takes a connection back through a task of its own
+(``asyncio.shield``): two more turns of the event loop on every call. A
+journal whose calls mostly come one after another (a workflow's steps, each
+one append) paid that on every step. The lender keeps one of the pool's
+connections aside and lends it to whichever call finds it free; a call that
+finds it busy takes one from the pool, as every call did before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = ["Lender"]
+
+T = TypeVar("T")
+
+
+class Lender:
+    """Runs calls on the pool's connections, the kept one first.
+
+    Args:
+        pool: an open ``asyncpg`` pool.
+        keep: whether to keep a connection aside; not with a pool of one, whose
+            only connection would then be out of reach of the pool's other users.
+    """
+
+    def __init__(self, pool: Any, *, keep: bool) -> None:
+        self.pool = pool
+        self._keep = keep
+        self._kept: Any = None
+        self._free = False
+        self._taking = False  # a call is taking the kept connection from the pool
+        self._closing = False
+
+    async def run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``fn(connection)`` on the kept connection if it is free, else on a pooled one."""
+        if self._kept is None and self._keep and not self._taking and not self._closing:
+            await self._take()
+        conn = self._kept
+        if conn is None or not self._free:
+            async with self.pool.acquire() as pooled:
+                return await fn(pooled)
+        self._free = False
+        try:
+            return await fn(conn)
+        finally:
+            if self._closing or conn.is_closed() or conn.is_in_transaction():
+                # The pool rolls back what a failed call left open, or replaces
+                # a lost connection; a later call takes another.
+                self._kept = None
+                await self.pool.release(conn)
+            else:
+                self._free = True
+
+    async def _take(self) -> None:
+        self._taking = True
+        try:
+            conn = await self.pool.acquire()
+        finally:
+            self._taking = False
+        if self._closing:
+            await self.pool.release(conn)
+            return
+        self._kept, self._free = conn, True
+
+    async def aclose(self) -> None:
+        """Give the kept connection back to the pool (a call using it gives it back when done)."""
+        self._closing = True
+        conn = self._kept
+        if conn is not None and self._free:
+            self._kept = None
+            await self.pool.release(conn)
