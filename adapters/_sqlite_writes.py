@@ -138,11 +138,21 @@ class WriteGroups:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` as (part of) a write transaction; its result once committed."""
         writer, reader = self._connections()
-        if self._drainer is None and not self.lock.locked() and alone(writer, reader):
+        if self._drainer is None and not self.lock.locked():
+            # No write in flight: this one goes at once (on this thread if
+            # alone), and writes made meanwhile queue for the next group.
             async with self.lock:  # free: taken without yielding to the loop
-                done, out = self._run_here(writer, fn)
-            if done:
-                return cast(T, out)
+                if alone(writer, reader):
+                    done, out = self._run_here(writer, fn)
+                    if done:
+                        return cast(T, out)
+                try:
+                    [(ok, value)] = await writer.call(lambda raw: _run_group(raw, [fn]))
+                except Exception as exc:
+                    raise translate(exc) from exc
+            if ok:
+                return cast(T, value)
+            raise translate(value)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         job: _Job = (fn, fut)
