@@ -6,7 +6,7 @@ costs about as much as the fsync itself). Calls run one at a time, in the
 order they were made, so a call queued before another always runs first.
 
 :meth:`SQLiteThread.run_here` runs a call on the caller's thread instead, for a
-journal that knows nothing else waits (see ``SQLiteJournal._tx``); it is only
+journal that knows nothing else waits (see ``_sqlite_writes``); it is only
 allowed while no call is queued or running on the thread (:attr:`pending`).
 """
 

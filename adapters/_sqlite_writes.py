@@ -149,7 +149,7 @@ class WriteGroups:
                 try:
                     [(ok, value)] = await writer.call(lambda raw: _run_group(raw, [fn]))
                 except Exception as exc:
-                    raise translate(exc) from exc
+                    raise translate(exc)  # noqa: B904 - translate() sets the cause
             if ok:
                 return cast(T, value)
             raise translate(value)
@@ -197,7 +197,7 @@ class WriteGroups:
         try:
             return writer.run_here(run)
         except Exception as exc:
-            raise translate(exc) from exc
+            raise translate(exc)  # noqa: B904 - translate() sets the cause
 
     async def _drain(self) -> None:
         try:
