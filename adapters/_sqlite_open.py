@@ -154,9 +154,19 @@ def _open_error(path: str, read_only: bool, exc: sqlite3.Error) -> ContinuumErro
 async def _open(
     target: str, name: str, *, uri: bool, isolation_level: Literal["IMMEDIATE"] | None
 ) -> SQLiteThread:
-    """A connection to ``target`` (with ``uri``, a ``file:`` URI) on a thread of its own."""
+    """A connection to ``target`` (with ``uri``, a ``file:`` URI) on a thread of its own.
+
+    The writer (``isolation_level="IMMEDIATE"``) may also be used from the
+    event loop's thread (:meth:`SQLiteThread.run_here`), never at the same
+    time as from its own: the journal's write lock orders every use.
+    """
     conn = SQLiteThread(name)
-    await conn.open(lambda: sqlite3.connect(target, uri=uri, isolation_level=isolation_level))
+    shared = isolation_level is not None
+    await conn.open(
+        lambda: sqlite3.connect(
+            target, uri=uri, isolation_level=isolation_level, check_same_thread=not shared
+        )
+    )
     return conn
 
 

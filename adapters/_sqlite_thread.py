@@ -4,6 +4,10 @@ The SQLite journal hands each write transaction to this thread as one
 callable: one hop across threads per commit, not one per statement (each hop
 costs about as much as the fsync itself). Calls run one at a time, in the
 order they were made, so a call queued before another always runs first.
+
+:meth:`SQLiteThread.run_here` runs a call on the caller's thread instead, for a
+journal that knows nothing else waits (see ``_sqlite_writes``); it is only
+allowed while no call is queued or running on the thread (:attr:`pending`).
 """
 
 from __future__ import annotations
@@ -23,25 +27,21 @@ T = TypeVar("T")
 _Job = tuple[Callable[[Any], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.cancelled():
-        return  # the caller stopped waiting; the call itself has run
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
-
-
 class SQLiteThread:
     """One connection, opened, used and closed on one thread.
 
     Args:
         name: the thread's name, shown in debuggers and ``top -H``.
+
+    Attributes:
+        pending: the calls made and not yet settled: queued, running, or
+            finished with their result still on its way to the event loop.
     """
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
+        self.pending = 0
         # A daemon: a journal dropped without aclose() must not keep the
         # process from exiting (SQLite's commits are durable as they return).
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
@@ -55,8 +55,18 @@ class SQLiteThread:
                 result, ok = exc, False
             # A closed loop raises RuntimeError: nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, fut, ok, result)
+                loop.call_soon_threadsafe(self._settle, fut, ok, result)
             del job, fn, fut, result
+
+    def _settle(self, fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        # On the event loop: the call has run, so it no longer counts as pending.
+        self.pending -= 1
+        if fut.cancelled():
+            return  # the caller stopped waiting; the call itself has run
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
     async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
         """Start the thread and open its connection there with ``connect()``."""
@@ -82,7 +92,23 @@ class SQLiteThread:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, fut, loop))
+        self.pending += 1
         return await fut
+
+    def run_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the calling thread, blocking it until ``fn`` returns.
+
+        No hop: the caller saves the two thread wake-ups of :meth:`call`, but
+        its thread (the event loop's) waits for ``fn``, fsync included. The
+        connection must have been opened with ``check_same_thread=False``.
+
+        Raises:
+            RuntimeError: a call is pending on the thread (the connection is
+                in use there), or the connection is not open.
+        """
+        if self.pending or self._conn is None:
+            raise RuntimeError("the connection is busy on its thread, or not open")
+        return fn(self._conn)
 
     async def close(self) -> None:
         """Close the connection and end the thread."""

@@ -1,9 +1,11 @@
 """The embedded default journal: one SQLite file, WAL mode, ``synchronous=FULL``.
 
-Writes go through one connection guarded by a lock, each append in one
-``BEGIN IMMEDIATE`` transaction: the fencing check (lease token and expected
-tail) is an ``UPDATE ... WHERE`` inside that transaction, so a stale writer's
-events never land. Reads use a second connection; WAL lets them run beside
+Writes go through one connection guarded by a lock, in ``BEGIN IMMEDIATE``
+transactions: the fencing check (lease token and expected tail) is an
+``UPDATE ... WHERE`` inside the transaction, so a stale writer's events never
+land. Writes made while one is in flight share the next transaction, and a
+write made while nothing else waits runs on the event loop's own thread (see
+:mod:`._sqlite_writes`). Reads use a second connection; WAL lets them run beside
 a writer. Several processes may share one file: SQLite's write lock
 serialises them and ``busy_timeout`` makes them wait their turn.
 
@@ -50,6 +52,8 @@ from continuum_py.adapters._sqlite_schema import MIGRATIONS as MIGRATIONS
 from continuum_py.adapters._sqlite_schema import STORAGE_VERSION as STORAGE_VERSION
 from continuum_py.adapters._sqlite_step import TransactionConnection
 from continuum_py.adapters._sqlite_thread import SQLiteThread
+from continuum_py.adapters._sqlite_writes import WriteGroups
+from continuum_py.adapters._sqlite_writes import begin as _begin
 from continuum_py.errors import (
     ConfigurationError,
     JournalError,
@@ -187,6 +191,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         # on a thread each and fail with SQLITE_BUSY if a step's SQL outlasted
         # it. Queued on this lock they simply wait, in order, without polling.
         self._lock = asyncio.Lock()
+        self._writes = WriteGroups(self._connections, self._lock, self._busy_ms)
         self._tx_task: asyncio.Task[Any] | None = None
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
@@ -296,27 +301,16 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             raise JournalUnavailable(f"SQLite write failed: {exc}") from exc
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` as one write transaction."""
+        """Run ``fn`` as (part of) one write transaction: see :mod:`._sqlite_writes`."""
         if self._tx_task is not None and self._tx_task is asyncio.current_task():
             raise RuntimeError(
                 "this task holds an open SQLiteJournal.transaction(); write through its "
                 "append() instead (the journal's own writes wait for the transaction to end)"
             )
+        return await self._writes.run(fn)
 
-        def run(raw: sqlite3.Connection) -> T:
-            try:
-                if raw.in_transaction:
-                    # Only an abandoned transaction() can leave one open here.
-                    raw.rollback()
-                out = fn(raw)
-                raw.commit()
-                return out
-            except BaseException:
-                raw.rollback()
-                raise
-
-        async with self._lock:
-            return await self._call(run)
+    def _connections(self) -> tuple[SQLiteThread, SQLiteThread | None]:
+        return self._wc, self._r
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
@@ -786,13 +780,6 @@ _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (run_id, seq, schema, data) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema, data = excluded.data"
 )
-
-
-def _begin(raw: sqlite3.Connection) -> None:
-    if raw.in_transaction:
-        # Only an abandoned transaction() can leave one open here.
-        raw.rollback()
-    raw.execute("BEGIN IMMEDIATE")
 
 
 def _write_batches(

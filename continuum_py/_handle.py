@@ -221,14 +221,17 @@ class RunHandle(Generic[R]):
         # Take the waiter before the read: a run that ends during the read sets it
         # (taken after, it would miss that and wait out the delay).
         waiter = self._engine._waiter(run_id)
-        try:
-            rec = await self._engine._record(run_id)
-        except BaseException:
-            self._engine._drop_waiter(run_id, waiter)
-            raise
-        if rec.status.terminal and rec.outcome is not None:
-            self._engine._drop_waiter(run_id, waiter)
-            return rec.outcome
+        # A run this process drives sets the waiter whenever its driver stops
+        # (handing over the final event if it ended): no read needed to know.
+        if not self._engine._driving(run_id):
+            try:
+                rec = await self._engine._record(run_id)
+            except BaseException:
+                self._engine._drop_waiter(run_id, waiter)
+                raise
+            if rec.status.terminal and rec.outcome is not None:
+                self._engine._drop_waiter(run_id, waiter)
+                return rec.outcome
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await waiter.wait()

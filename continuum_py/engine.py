@@ -757,6 +757,10 @@ class Engine(ScheduleMethods, QueueMethods):
             raise RunNotFound(run_id)
         return rec
 
+    def _driving(self, run_id: str) -> bool:
+        """Whether this process's worker drives ``run_id`` now (its end will set the waiter)."""
+        return self._worker is not None and run_id in self._worker.drivers
+
     def _waiter(self, run_id: str) -> RunWaiter:
         ev = self._waiters.get(run_id)
         if ev is None:

@@ -1,0 +1,241 @@
+"""The SQLite journal's write transactions: grouped, and run where they cost least.
+
+Every write of :class:`~continuum_py.adapters.sqlite.SQLiteJournal` but a
+transactional step's goes through :class:`WriteGroups`:
+
+- **Alone, on the event loop's thread.** A write made while nothing else waits
+  (no other write queued, no call pending on either connection's thread, no
+  other callback ready to run on the loop) runs at once on the loop's own
+  thread. A hop to the writer's thread and back wakes two sleeping threads,
+  which on a small VM costs about as much as the fsync itself; blocking the
+  loop for the commit delays nobody, as nothing else was ready to run.
+- **Otherwise, grouped on the writer's thread.** Writes made while one is in
+  flight queue up, and the next transaction runs them all, each in a savepoint
+  of its own, with one commit and one fsync: a write that fails rolls back to
+  its savepoint and fails alone; a commit that fails fails them all. Each
+  caller learns its own write's result only once the commit is on disk, so a
+  write counts as done exactly when it is durable, as before.
+
+A write of a group sees the writes of those before it in the same group, as
+it would had they committed one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from continuum_py.adapters._rules import duplicate_row
+from continuum_py.adapters._sqlite_thread import SQLiteThread
+from continuum_py.errors import JournalUnavailable
+
+__all__ = ["WriteGroups"]
+
+T = TypeVar("T")
+
+_Write = Callable[[sqlite3.Connection], Any]
+_Connections = Callable[[], tuple[SQLiteThread, SQLiteThread | None]]
+_Job = tuple[_Write, "asyncio.Future[Any]"]
+
+
+def translate(exc: BaseException) -> BaseException:
+    """What a driver error raised by a write becomes for its caller (caused by it)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        out: BaseException = duplicate_row(exc)
+    elif isinstance(exc, sqlite3.OperationalError):
+        out = JournalUnavailable(f"SQLite write failed: {exc}")
+    else:
+        return exc
+    out.__cause__ = exc
+    return out
+
+
+def begin(raw: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, after rolling back what an abandoned transaction() left open."""
+    if raw.in_transaction:
+        raw.rollback()
+    raw.execute("BEGIN IMMEDIATE")
+
+
+def _run_group(raw: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
+    """Run ``writes`` in one transaction; each one's ``(ok, result or exception)``.
+
+    Raises what ends the whole transaction (a failed ``BEGIN`` or ``COMMIT``, or
+    an error that rolled the transaction back): then no write of the group landed.
+    """
+    begin(raw)
+    try:
+        if len(writes) == 1:
+            try:
+                out = [(True, writes[0](raw))]
+            except Exception as exc:
+                out = [(False, exc)]
+                raw.rollback()
+                return out
+        else:
+            out = []
+            for write in writes:
+                raw.execute("SAVEPOINT continuum_write")
+                try:
+                    out.append((True, write(raw)))
+                except Exception as exc:
+                    if not raw.in_transaction:
+                        raise  # the error ended the transaction: no write of it landed
+                    raw.execute("ROLLBACK TO continuum_write")
+                    out.append((False, exc))
+                raw.execute("RELEASE continuum_write")
+        raw.commit()
+    except BaseException:
+        if raw.in_transaction:
+            raw.rollback()
+        raise
+    return out
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return  # its caller was cancelled: the write itself has run
+    if isinstance(value, asyncio.CancelledError):
+        fut.cancel()
+    elif ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(translate(value))
+
+
+def alone(writer: SQLiteThread, reader: SQLiteThread | None) -> bool:
+    """Whether nothing else waits: no call pending on either thread, no other callback ready."""
+    if writer.pending or (reader is not None and reader.pending):
+        return False
+    # asyncio's own loop keeps the callbacks ready to run in _ready; another
+    # loop (uvloop) does not say, and then every write goes to the thread.
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is not None and not ready
+
+
+class WriteGroups:
+    """The write transactions of one journal (see the module's docstring).
+
+    Args:
+        connections: the journal's writer and reader connections (the reader
+            ``None`` if it has none); raises if the journal is closed.
+        lock: held while a write transaction is open on the writer connection;
+            the journal's transactional steps take it too.
+        busy_ms: the writer connection's ``busy_timeout``, restored after a
+            write on the loop's thread, which does not wait for another process.
+    """
+
+    def __init__(self, connections: _Connections, lock: asyncio.Lock, busy_ms: int) -> None:
+        self._connections = connections
+        self.lock = lock
+        self._busy_ms = busy_ms
+        self._queue: list[_Job] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` as (part of) a write transaction; its result once committed."""
+        writer, reader = self._connections()
+        if self._drainer is None and not self.lock.locked():
+            # No write in flight: this one goes at once (on this thread if
+            # alone), and writes made meanwhile queue for the next group.
+            async with self.lock:  # free: taken without yielding to the loop
+                if alone(writer, reader):
+                    done, out = self._run_here(writer, fn)
+                    if done:
+                        return cast(T, out)
+                try:
+                    [(ok, value)] = await writer.call(lambda raw: _run_group(raw, [fn]))
+                except Exception as exc:
+                    raise translate(exc)  # noqa: B904 - translate() sets the cause
+            if ok:
+                return cast(T, value)
+            raise translate(value)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        job: _Job = (fn, fut)
+        self._queue.append(job)
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # Not taken into a transaction yet: it never runs.
+            if any(j is job for j in self._queue):
+                self._queue = [j for j in self._queue if j is not job]
+            raise
+
+    def _run_here(
+        self, writer: SQLiteThread, fn: Callable[[sqlite3.Connection], T]
+    ) -> tuple[bool, T | None]:
+        """``fn`` as one transaction on this thread: ``(True, result)``.
+
+        ``(False, None)`` when another process holds the file's write lock:
+        waiting for it (``busy_timeout``) here would block the event loop, so
+        the write waits on the writer's thread instead.
+        """
+
+        def run(raw: sqlite3.Connection) -> tuple[bool, T | None]:
+            raw.execute("PRAGMA busy_timeout = 0")
+            try:
+                begin(raw)
+            except sqlite3.OperationalError:
+                return False, None
+            finally:
+                raw.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            try:
+                out = fn(raw)
+                raw.commit()
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+            return True, out
+
+        try:
+            return writer.run_here(run)
+        except Exception as exc:
+            raise translate(exc)  # noqa: B904 - translate() sets the cause
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                async with self.lock:
+                    group, self._queue = self._queue, []
+                    group = [j for j in group if not j[1].done()]
+                    if group:
+                        # Failures reach the group's callers; the next group still runs.
+                        with contextlib.suppress(Exception):
+                            await self._commit(group)
+        finally:
+            self._drainer = None
+
+    async def _commit(self, group: list[_Job]) -> None:
+        """Run ``group`` (holding the lock) and settle each caller's future."""
+        try:
+            writer, reader = self._connections()
+        except Exception as exc:  # closed meanwhile
+            for _, fut in group:
+                _settle(fut, False, exc)
+            return
+        if len(group) == 1 and alone(writer, reader):
+            fn, fut = group[0]
+            try:
+                done, out = self._run_here(writer, fn)
+            except Exception as exc:
+                _settle(fut, False, exc)
+                return
+            if done:
+                _settle(fut, True, out)
+                return
+        writes = [fn for fn, _ in group]
+        try:
+            results = await writer.call(lambda raw: _run_group(raw, writes))
+        except BaseException as exc:
+            for _, fut in group:
+                _settle(fut, False, exc)
+            raise
+        for (_, fut), (ok, value) in zip(group, results, strict=True):
+            _settle(fut, ok, value)
