@@ -35,13 +35,16 @@ from continuum_py.journal import (
 
 
 def stored(run_id: str, event: Event) -> StoredEvent:
+    kind = _KINDS.get(type(event))
+    if kind is None:
+        kind = _KINDS[type(event)] = (type(event).__name__, schema_of(event))
     return StoredEvent(
-        run_id=run_id,
-        seq=event.seq,
-        kind=type(event).__name__,
-        schema=schema_of(event),
-        data=_codec.encode_event(event),
+        run_id=run_id, seq=event.seq, kind=kind[0], schema=kind[1], data=_codec.encode_event(event)
     )
+
+
+_KINDS: dict[type[Event], tuple[str, int]] = {}
+"""Each event class's stored kind and schema (both fixed per class), looked up once."""
 
 
 def decode_all(events: Sequence[StoredEvent]) -> list[AnyEvent]:

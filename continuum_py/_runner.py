@@ -659,8 +659,9 @@ class RunDriver:
         rec = self._recorder()
         to_start: list[tuple[StepCall, int]] = []
         while True:
-            calls: list[Call] = [*self._reattempt, *core.new_calls()]
-            self._reattempt = []
+            calls: list[Call] = core.new_calls()
+            if self._reattempt:
+                calls[:0], self._reattempt = self._reattempt, []
             if answered_only:
                 # What the finished code did that needs no work: synchronous
                 # calls, and signal waits answered from the buffer.
