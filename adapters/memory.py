@@ -68,6 +68,11 @@ class _Runs(dict[str, RunRecord]):
         else:
             self.unfinished[run_id] = rec
 
+    def same_status(self, run_id: str, rec: RunRecord) -> None:
+        """Set an unfinished run's row whose status did not change (most appends)."""
+        dict.__setitem__(self, run_id, rec)
+        self.unfinished[run_id] = rec
+
 
 class MemoryTransaction:
     """A :class:`~continuum_py.journal.JournalTransaction` of the memory journal.
@@ -207,7 +212,11 @@ class MemoryJournal(MemorySchedules, JournalBase):
             return err
         assert rec is not None
         self._events[run_id].extend(batch.events)
-        self._runs[run_id] = after(rec, batch, now)
+        if batch.status is None:
+            # A fenced append without a status is to a leased, hence unfinished, run.
+            self._runs.same_status(run_id, after(rec, batch, now))
+        else:
+            self._runs[run_id] = after(rec, batch, now)
         if batch.snapshot is not None:
             self._snapshots[run_id] = batch.snapshot
         target = batch.continued_to
