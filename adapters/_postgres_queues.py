@@ -1,9 +1,12 @@
 """The Postgres journal's queues: definitions, queued starts, and admission in a claim.
 
-Admission runs in one transaction that first locks the rows (``FOR UPDATE``,
-in name order) of the queues with waiting runs: a second worker's admission
-for the same queue waits there, then counts the slots the first one filled.
-The count and the leases it decides are one transaction, never count-then-claim.
+Admission is one statement (one transaction): it locks the rows of the queues
+with waiting runs (``FOR UPDATE SKIP LOCKED``), counts their slots, picks and
+leases the runs their limits let in, and marks those queues' rows admitted
+from. The count and the leases it decides are one transaction, never
+count-then-claim; no client round trip falls while the locks are held. A
+queue whose row another claim holds is skipped, and that claim wakes the
+workers if it leaves runs it had no room for.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from continuum_py.adapters._rules import LIVE_STATUSES, admit, queue_from_row, rate_since, sql_in
+from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
 
@@ -21,6 +24,7 @@ _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
+_TRIES = 3  # admission statements per claim when other claims keep admitting in between
 
 
 class PostgresQueues:
@@ -36,24 +40,10 @@ class PostgresQueues:
             "rate_period = excluded.rate_period"
         )
         self.stored = f"SELECT {_QCOLS} FROM {s}.queues ORDER BY name"
-        self.lock_waiting = (
-            f"SELECT {_QCOLS} FROM {s}.queues qq WHERE EXISTS (SELECT 1 FROM {s}.queue_runs w "
-            "WHERE w.queue = qq.name AND w.admitted_at IS NULL) "
-            "AND ($1::text[] IS NULL OR qq.name = ANY($1::text[])) ORDER BY name FOR UPDATE"
-        )
-        # One round trip per queue: the lock on its row is held for as short a time
-        # as can be. $1 queue, $2 worker, $3 rate window start (NULL: no rate),
-        # $4 now, $5 waiting runs wanted. load_tidy's UPDATE (admitted
-        # runs seen finished leave the slot index) does not change the counts,
-        # which join the runs' statuses.
-        tidy = f"""tidy AS (
-    UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r
-    WHERE q.queue = $1 AND q.admitted_at IS NOT NULL AND NOT q.done
-      AND r.run_id = q.run_id AND r.status IN ({_TERMINAL})
-),"""
-        load = f"""
-WITH {{tidy}}
-slots AS (
+        # A queue's load, for reports (queue_loads): $1 queue, $2 worker,
+        # $3 rate window start (NULL: no rate), $4 now, $5 waiting runs wanted.
+        self.load = f"""
+WITH slots AS (
     SELECT count(*) AS holding,
            count(*) FILTER (WHERE r.status = 'running' AND r.lease_owner = $2::text) AS mine
     FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id
@@ -67,14 +57,93 @@ SELECT slots.holding, slots.mine,
           AND (r.wake_at IS NULL OR r.wake_at <= $4::float8)
         ORDER BY q.priority, q.seq LIMIT $5)
 FROM slots"""
-        self.load = load.format(tidy="")
-        self.load_tidy = load.format(tidy=tidy)
-        self.lease = f"""
-WITH a AS (UPDATE {s}.queue_runs SET admitted_at = $4::float8 WHERE run_id = ANY($3::text[]))
-UPDATE {s}.runs SET status = 'running', lease_owner = $1, lease_token = lease_token + 1,
-    lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-WHERE run_id = ANY($3::text[])
-RETURNING run_id, lease_token, lease_expires_at, created_at"""
+        # Admission in one statement, so no client round trip falls inside the
+        # queue row locks. SKIP LOCKED: a queue another claim is admitting from
+        # is left to it (it wakes the others, see notify below, if it leaves
+        # runs it could not take). A queue row whose newest version is not the
+        # one this statement's snapshot sees was admitted from by a claim that
+        # committed in between: its counts here would be stale, so it is left
+        # out and reported (the caller runs the statement again). Every
+        # admission bumps its queues' ``admissions`` to make that visible.
+        # $1 worker, $2 ttl, $3 limit, $4 now (NULL: the journal clock),
+        # $5 served queues (NULL: all), $6 turn, $7 notify channel.
+        # The pick is _rules.admit's round-robin spelled in SQL: the k-th
+        # waiting run of each queue with room for k, queues in turn order.
+        self.admission = f"""
+WITH t AS MATERIALIZED (SELECT COALESCE($4::float8, {_NOW}) AS now),
+lk AS MATERIALIZED (
+    SELECT {_QCOLS}, admissions FROM {s}.queues qq
+    WHERE EXISTS (SELECT 1 FROM {s}.queue_runs w WHERE w.queue = qq.name AND w.admitted_at IS NULL)
+      AND ($5::text[] IS NULL OR qq.name = ANY($5::text[]))
+    ORDER BY name FOR UPDATE SKIP LOCKED
+),
+fresh AS MATERIALIZED (
+    SELECT lk.*, (row_number() OVER (ORDER BY lk.name) - 1 - $6::bigint % count(*) OVER ()
+        + count(*) OVER ()) % count(*) OVER () AS turn_pos
+    FROM lk JOIN {s}.queues snap ON snap.name = lk.name AND snap.admissions = lk.admissions
+),
+slots AS MATERIALIZED (
+    -- The queues' slots (admitted, not seen finished), each with its run's state
+    -- (one index look, whatever the planner thinks of the table sizes):
+    -- 0 finished, 1 live, 2 live and running here, 3 parked.
+    SELECT q.queue, q.run_id, (SELECT CASE WHEN r.status IN ({_TERMINAL}) THEN 0
+            WHEN r.status NOT IN ({_LIVE}) THEN 3
+            WHEN r.status = 'running' AND r.lease_owner = $1::text THEN 2 ELSE 1 END
+        FROM {s}.runs r WHERE r.run_id = q.run_id) AS st
+    FROM fresh f JOIN {s}.queue_runs q
+        ON q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done
+),
+room AS MATERIALIZED (
+    SELECT f.name, f.turn_pos, LEAST($3::int,
+        f.concurrency - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)),
+        f.per_worker - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2),
+        f.rate_n - (SELECT count(*) FROM {s}.queue_runs
+            WHERE queue = f.name AND admitted_at > t.now - f.rate_period)) AS room
+    FROM fresh f CROSS JOIN t
+),
+elig AS MATERIALIZED (
+    SELECT w.run_id, rm.name AS queue, w.k, rm.turn_pos
+    FROM room rm CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT q.run_id, row_number() OVER (ORDER BY q.priority, q.seq) AS k
+        FROM {s}.queue_runs q
+        WHERE q.queue = rm.name AND q.admitted_at IS NULL
+          AND (SELECT r.status = 'pending' AND (r.wake_at IS NULL OR r.wake_at <= t.now)
+               FROM {s}.runs r WHERE r.run_id = q.run_id)
+        ORDER BY q.priority, q.seq LIMIT $3::int + 1) w
+    WHERE w.k <= rm.room
+),
+pick AS MATERIALIZED (
+    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
+    FROM elig ORDER BY k, turn_pos LIMIT $3::int
+),
+tidy AS (
+    UPDATE {s}.queue_runs SET done = true
+    WHERE run_id = ANY(ARRAY(SELECT run_id FROM slots WHERE st = 0))
+),
+marked AS (
+    UPDATE {s}.queue_runs SET admitted_at = t.now FROM t
+    WHERE run_id = ANY(ARRAY(SELECT run_id FROM pick))
+),
+bumped AS (
+    UPDATE {s}.queues SET admissions = admissions + 1
+    WHERE name = ANY(ARRAY(SELECT DISTINCT queue FROM pick))
+),
+leased AS (
+    UPDATE {s}.runs SET status = 'running', lease_owner = $1, lease_token = lease_token + 1,
+        lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
+        queued_waiting = false
+    WHERE run_id = ANY(ARRAY(SELECT run_id FROM pick)) AND status = 'pending'
+    RETURNING run_id, lease_token, lease_expires_at
+),
+woken AS MATERIALIZED (
+    SELECT pg_notify($7, '') FROM (SELECT 1) one
+    WHERE (SELECT count(*) FROM elig) > (SELECT count(*) FROM pick)
+)
+SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord FROM leased l JOIN pick p USING (run_id)
+UNION ALL
+SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
+    -(SELECT count(*) FROM woken)
+ORDER BY 4"""
         self.free_key = (
             f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
             f"AND q.dedup_key = $2 AND NOT q.done AND r.run_id = q.run_id "
@@ -98,19 +167,13 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
         worker_id: str | None,
         now: float,
         limit: int | None,
-        tidy: bool = False,
     ) -> list[QueueLoad]:
-        """The load of each of ``queues`` (locked by the caller when it admits).
-
-        With ``tidy`` (an admission, which writes anyway), admitted runs seen
-        finished are marked done first; the counts join the runs' statuses, so
-        they are the same without it.
-        """
+        """The load of each of ``queues``, for a report."""
         out = []
         for q in queues:
             since = rate_since(q, now) if q.rate is not None else None
             holding, mine, recent, waiting = await conn.fetchrow(
-                self.load_tidy if tidy else self.load, q.name, worker_id, since, now, limit
+                self.load, q.name, worker_id, since, now, limit
             )
             out.append(QueueLoad(q, holding, mine, recent, list(waiting)))
         return out
@@ -124,27 +187,35 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
         now: float | None,
         served: frozenset[str] | None,
         turn: int,
+        channel: str,
     ) -> list[Lease]:
-        """Admit and lease what the queues' limits let in, in one transaction."""
-        async with conn.transaction():
-            if now is None:
-                now = float(await conn.fetchval(f"SELECT {_NOW}"))
-            rows = await conn.fetch(self.lock_waiting, None if served is None else sorted(served))
-            if not rows:
-                return []
-            loads = await self.loads(
-                conn, [queue_from_row(r) for r in rows], worker_id, now, limit, tidy=True
+        """Admit and lease what the queues' limits let in (one statement, one transaction).
+
+        A queue left out because another claim admitted from it after this
+        statement's snapshot is tried again at once, with the room left.
+        """
+        names = None if served is None else sorted(served)
+        leases: list[Lease] = []
+        for _ in range(_TRIES):
+            rows = await conn.fetch(
+                self.admission,
+                worker_id,
+                float(ttl),
+                limit - len(leases),
+                now,
+                names,
+                turn,
+                channel,
             )
-            run_ids = admit(loads, limit, turn)
-            if not run_ids:
-                return []
-            got = await conn.fetch(self.lease, worker_id, float(ttl), run_ids, now)
-        by_id = {r[0]: r for r in got}
-        return [
-            Lease(run_id=r, worker_id=worker_id, token=by_id[r][1], expires_at=by_id[r][2])
-            for r in run_ids
-            if r in by_id
-        ]
+            leases += [
+                Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2])
+                for r in rows
+                if r[0] is not None
+            ]
+            stale = next(r[1] for r in rows if r[0] is None)
+            if not stale or len(leases) >= limit:
+                break
+        return leases
 
     async def start(
         self,

@@ -298,7 +298,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
         return await self._write("start_run", tx)
 
-    def _start_args(self, run: NewRun, claim_for: str | None, ttl: float) -> tuple[Any, ...]:
+    def _start_args(
+        self, run: NewRun, claim_for: str | None, ttl: float, *, queued: bool = False
+    ) -> tuple[Any, ...]:
         ev = run.first_event
         return (
             run.run_id,
@@ -314,6 +316,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             ev.schema,
             ev.data,
             self.channel,
+            queued,
         )
 
     # ---- queues ----
@@ -342,7 +345,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
     ) -> tuple[RunRecord, bool]:
         """Create ``run`` waiting in ``queue``; see :class:`~continuum_py.journal.QueueJournal`."""
-        args = self._start_args(run, None, 0.0)
+        args = self._start_args(run, None, 0.0, queued=True)
 
         async def tx(conn: Any) -> tuple[Any, bool]:
             return await self._qsql.start(
@@ -562,7 +565,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
         async def admit(conn: Any) -> list[Lease]:
             return await self._qsql.admit(
-                conn, worker_id, ttl, limit, now, self.served_queues, turn
+                conn, worker_id, ttl, limit, now, self.served_queues, turn, self.channel
             )
 
         admitted = await self._write("claim", admit)
