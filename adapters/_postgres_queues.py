@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+
+from continuum_py.adapters._postgres_sql import start_run_sql
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
@@ -144,6 +147,30 @@ UNION ALL
 SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
     -(SELECT count(*) FROM woken)
 ORDER BY 4"""
+        # A queued start in one statement, for the usual case: no run of that id,
+        # and the dedup key (if any) free or held by a finished run (freed first:
+        # the entry's insert reads ``freed``, so it runs after). $15 queue,
+        # $16 priority, $17 key. It returns nothing when the entry is not
+        # inserted (the run exists, or the key is held), and fails whole if a run
+        # of that id appears meanwhile: :meth:`start` then takes the long way.
+        self.start_queued = start_run_sql(
+            s,
+            before=f"""freed AS (
+    UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r
+    WHERE $17::text IS NOT NULL AND q.queue = $15 AND q.dedup_key = $17 AND NOT q.done
+      AND r.run_id = q.run_id AND r.status IN ({_TERMINAL})
+    RETURNING q.run_id
+),
+entry AS (
+    INSERT INTO {s}.queue_runs (run_id, queue, priority, dedup_key)
+    SELECT $1::text, $15::text, $16::int, $17::text FROM (SELECT count(*) FROM freed) f
+    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
+    ON CONFLICT DO NOTHING RETURNING run_id
+),
+""",
+            source="c, entry",
+            on_conflict=False,
+        )
         self.free_key = (
             f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
             f"AND q.dedup_key = $2 AND NOT q.done AND r.run_id = q.run_id "
@@ -229,6 +256,12 @@ ORDER BY 4"""
         get_run: str,
     ) -> tuple[Any, bool]:
         """Create ``run`` waiting in ``queue`` (one transaction); ``(row, created)``."""
+        try:
+            row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
+        except asyncpg.UniqueViolationError:
+            row = None  # a run of that id was created meanwhile: nothing was written
+        if row is not None:
+            return row, True
         async with conn.transaction():
             row = await conn.fetchrow(get_run, run.run_id)
             if row is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "Statements",
     "current_version",
     "migrate",
+    "start_run_sql",
 ]
 
 log = get_logger()
@@ -212,26 +213,30 @@ def _runnable(own: str, now: str) -> str:
     )
 
 
-class Statements:
-    """Every statement, with the schema spelled in."""
+def start_run_sql(s: str, *, before: str = "", source: str = "c", on_conflict: bool = True) -> str:
+    """The statement creating a run and its first event; it returns the run's row.
 
-    def __init__(self, schema: str) -> None:
-        s = f'"{schema}"'
-        self.start_run = f"""
-WITH t AS (SELECT {_NOW} AS now),
+    $1..$14: :meth:`PostgresJournal._start_args`. ``before``: CTEs to put first;
+    ``source``: what the insert selects from (``c`` joined with a CTE of
+    ``before`` gates it); without ``on_conflict`` a taken run id is an error
+    that undoes the whole statement.
+    """
+    conflict = "ON CONFLICT (run_id) DO NOTHING" if on_conflict else ""
+    return f"""
+WITH {before}t AS (SELECT {_NOW} AS now),
 c AS (SELECT t.now, $4::text IS NOT NULL AND ($6::float8 IS NULL OR $6::float8 <= t.now) AS claim
       FROM t),
 ins AS (
     INSERT INTO {s}.runs (run_id, workflow, status, created_at, updated_at, last_seq,
         lease_owner, lease_token, lease_expires_at, wake_at, parent_run_id, parent_position,
-    queued_waiting)
+        queued_waiting)
     SELECT $1::text, $2::text, CASE WHEN c.claim THEN 'running' ELSE 'pending' END, c.now, c.now,
         $3::bigint,
         CASE WHEN c.claim THEN $4::text END, CASE WHEN c.claim THEN 1 ELSE 0 END,
         CASE WHEN c.claim THEN c.now + $5::float8 END,
         CASE WHEN c.claim THEN NULL ELSE $6::float8 END, $7::text, $8::int, $14::boolean
-    FROM c
-    ON CONFLICT (run_id) DO NOTHING
+    FROM {source}
+    {conflict}
     RETURNING {COLS}
 ),
 ev AS (
@@ -239,6 +244,14 @@ ev AS (
     SELECT run_id, $9::bigint, $10::text, $11::int, $12::bytea FROM ins
 )
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
+
+
+class Statements:
+    """Every statement, with the schema spelled in."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{schema}"'
+        self.start_run = start_run_sql(s)
         self.get_run = f"SELECT {COLS} FROM {s}.runs WHERE run_id = $1"
         n = len(RUN_COLUMNS)
         self.put_run = (
