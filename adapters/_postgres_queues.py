@@ -97,7 +97,7 @@ slots AS MATERIALIZED (
         ON q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done
 ),
 room AS MATERIALIZED (
-    SELECT f.name, f.turn_pos, LEAST($3::int,
+    SELECT f.name, f.turn_pos, LEAST($3::int + 1,
         f.concurrency - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)),
         f.per_worker - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2),
         f.rate_n - (SELECT count(*) FROM {s}.queue_runs
