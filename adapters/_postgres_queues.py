@@ -61,29 +61,29 @@ SELECT slots.holding, slots.mine,
         ORDER BY q.priority, q.seq LIMIT $5)
 FROM slots"""
         # Admission in one statement, so no client round trip falls inside the
-        # queue row locks. SKIP LOCKED: a queue another claim is admitting from
-        # is left to it (it wakes the others, see notify below, if it leaves
-        # runs it could not take). A queue row whose newest version is not the
-        # one this statement's snapshot sees was admitted from by a claim that
-        # committed in between: its counts here would be stale, so it is left
-        # out and reported (the caller runs the statement again). Every
-        # admission bumps its queues' ``admissions`` to make that visible.
+        # queue row locks. It counts each queue's slots in its snapshot, then
+        # locks (SKIP LOCKED) the rows of the queues with room: a queue another
+        # claim is admitting from is left to it (which wakes the workers if it
+        # leaves runs it had no room for), and a claim that finds every queue
+        # full locks and writes nothing. A locked row whose newest version is not
+        # the one the snapshot saw was admitted from by a claim that committed in
+        # between (every admission bumps its queues' ``admissions``): its counts
+        # are stale, so it is left out and reported, and the caller runs the
+        # statement again. Otherwise no admission can have happened since the
+        # snapshot, and none until this one commits: the counts hold.
         # $1 worker, $2 ttl, $3 limit, $4 now (NULL: the journal clock),
         # $5 served queues (NULL: all), $6 turn, $7 notify channel.
         # The pick is _rules.admit's round-robin spelled in SQL: the k-th
         # waiting run of each queue with room for k, queues in turn order.
         self.admission = f"""
 WITH t AS MATERIALIZED (SELECT COALESCE($4::float8, {_NOW}) AS now),
-lk AS MATERIALIZED (
+cand AS MATERIALIZED (
     SELECT {_QCOLS}, admissions FROM {s}.queues qq
-    WHERE EXISTS (SELECT 1 FROM {s}.queue_runs w WHERE w.queue = qq.name AND w.admitted_at IS NULL)
+    -- A scalar subquery, not EXISTS: one index look per queue, never a scan of
+    -- every waiting run.
+    WHERE (SELECT true FROM {s}.queue_runs w
+           WHERE w.queue = qq.name AND w.admitted_at IS NULL LIMIT 1)
       AND ($5::text[] IS NULL OR qq.name = ANY($5::text[]))
-    ORDER BY name FOR UPDATE SKIP LOCKED
-),
-fresh AS MATERIALIZED (
-    SELECT lk.*, (row_number() OVER (ORDER BY lk.name) - 1 - $6::bigint % count(*) OVER ()
-        + count(*) OVER ()) % count(*) OVER () AS turn_pos
-    FROM lk JOIN {s}.queues snap ON snap.name = lk.name AND snap.admissions = lk.admissions
 ),
 slots AS MATERIALIZED (
     -- The queues' slots (admitted, not seen finished), each with its run's state
@@ -93,20 +93,31 @@ slots AS MATERIALIZED (
             WHEN r.status NOT IN ({_LIVE}) THEN 3
             WHEN r.status = 'running' AND r.lease_owner = $1::text THEN 2 ELSE 1 END
         FROM {s}.runs r WHERE r.run_id = q.run_id) AS st
-    FROM fresh f JOIN {s}.queue_runs q
+    FROM cand f JOIN {s}.queue_runs q
         ON q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done
 ),
 room AS MATERIALIZED (
-    SELECT f.name, f.turn_pos, LEAST($3::int + 1,
+    SELECT f.name, f.admissions, LEAST($3::int + 1,
         f.concurrency - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)),
         f.per_worker - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2),
         f.rate_n - (SELECT count(*) FROM {s}.queue_runs
             WHERE queue = f.name AND admitted_at > t.now - f.rate_period)) AS room
-    FROM fresh f CROSS JOIN t
+    FROM cand f CROSS JOIN t
+),
+lk AS MATERIALIZED (
+    SELECT name, admissions FROM {s}.queues
+    WHERE name IN (SELECT name FROM room WHERE room > 0)
+    ORDER BY name FOR UPDATE SKIP LOCKED
+),
+fresh AS MATERIALIZED (
+    SELECT rm.name, rm.room,
+        (row_number() OVER (ORDER BY rm.name) - 1 - $6::bigint % count(*) OVER ()
+         + count(*) OVER ()) % count(*) OVER () AS turn_pos
+    FROM lk JOIN room rm ON rm.name = lk.name AND rm.admissions = lk.admissions
 ),
 elig AS MATERIALIZED (
     SELECT w.run_id, rm.name AS queue, w.k, rm.turn_pos
-    FROM room rm CROSS JOIN t CROSS JOIN LATERAL (
+    FROM fresh rm CROSS JOIN t CROSS JOIN LATERAL (
         SELECT q.run_id, row_number() OVER (ORDER BY q.priority, q.seq) AS k
         FROM {s}.queue_runs q
         WHERE q.queue = rm.name AND q.admitted_at IS NULL
@@ -120,23 +131,22 @@ pick AS MATERIALIZED (
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
 tidy AS (
-    UPDATE {s}.queue_runs SET done = true
-    WHERE run_id = ANY(ARRAY(SELECT run_id FROM slots WHERE st = 0))
+    UPDATE {s}.queue_runs q SET done = true FROM slots sl
+    WHERE q.run_id = sl.run_id AND sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
 ),
 marked AS (
-    UPDATE {s}.queue_runs SET admitted_at = t.now FROM t
-    WHERE run_id = ANY(ARRAY(SELECT run_id FROM pick))
+    UPDATE {s}.queue_runs q SET admitted_at = t.now FROM pick p, t WHERE q.run_id = p.run_id
 ),
 bumped AS (
     UPDATE {s}.queues SET admissions = admissions + 1
     WHERE name = ANY(ARRAY(SELECT DISTINCT queue FROM pick))
 ),
 leased AS (
-    UPDATE {s}.runs SET status = 'running', lease_owner = $1, lease_token = lease_token + 1,
+    UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
         queued_waiting = false
-    WHERE run_id = ANY(ARRAY(SELECT run_id FROM pick)) AND status = 'pending'
-    RETURNING run_id, lease_token, lease_expires_at
+    FROM pick p WHERE r.run_id = p.run_id AND r.status = 'pending'
+    RETURNING r.run_id, r.lease_token, r.lease_expires_at
 ),
 woken AS MATERIALIZED (
     SELECT pg_notify($7, '') FROM (SELECT 1) one
