@@ -61,16 +61,17 @@ SELECT slots.holding, slots.mine,
         ORDER BY q.priority, q.seq LIMIT $5)
 FROM slots"""
         # Admission in one statement, so no client round trip falls inside the
-        # queue row locks. It counts each queue's slots in its snapshot, then
-        # locks (SKIP LOCKED) the rows of the queues with room: a queue another
-        # claim is admitting from is left to it (which wakes the workers if it
-        # leaves runs it had no room for), and a claim that finds every queue
-        # full locks and writes nothing. A locked row whose newest version is not
-        # the one the snapshot saw was admitted from by a claim that committed in
-        # between (every admission bumps its queues' ``admissions``): its counts
-        # are stale, so it is left out and reported, and the caller runs the
-        # statement again. Otherwise no admission can have happened since the
-        # snapshot, and none until this one commits: the counts hold.
+        # queue row locks. It counts each queue's slots and finds the waiting
+        # runs it has room for in its snapshot, then locks (SKIP LOCKED) the
+        # rows of those queues only: a claim that finds nothing to admit locks
+        # and writes nothing, and a queue another claim is admitting from is
+        # left to it (which wakes the workers if it leaves runs it had no room
+        # for). A locked row whose newest version is not the one the snapshot
+        # saw was admitted from by a claim that committed in between (every
+        # admission bumps its queues' ``admissions``): its counts are stale, so
+        # it is left out and reported, and the caller runs the statement again.
+        # Otherwise no admission happened since the snapshot, and none can
+        # until this one commits: the counts hold.
         # $1 worker, $2 ttl, $3 limit, $4 now (NULL: the journal clock),
         # $5 served queues (NULL: all), $6 turn, $7 notify channel.
         # The pick is _rules.admit's round-robin spelled in SQL: the k-th
@@ -104,20 +105,10 @@ room AS MATERIALIZED (
             WHERE queue = f.name AND admitted_at > t.now - f.rate_period)) AS room
     FROM cand f CROSS JOIN t
 ),
-lk AS MATERIALIZED (
-    SELECT name, admissions FROM {s}.queues
-    WHERE name IN (SELECT name FROM room WHERE room > 0)
-    ORDER BY name FOR UPDATE SKIP LOCKED
-),
-fresh AS MATERIALIZED (
-    SELECT rm.name, rm.room,
-        (row_number() OVER (ORDER BY rm.name) - 1 - $6::bigint % count(*) OVER ()
-         + count(*) OVER ()) % count(*) OVER () AS turn_pos
-    FROM lk JOIN room rm ON rm.name = lk.name AND rm.admissions = lk.admissions
-),
-elig AS MATERIALIZED (
-    SELECT w.run_id, rm.name AS queue, w.k, rm.turn_pos
-    FROM fresh rm CROSS JOIN t CROSS JOIN LATERAL (
+due AS MATERIALIZED (
+    -- The waiting runs each queue has room for (and one more: is any left?).
+    SELECT w.run_id, rm.name AS queue, w.k
+    FROM room rm CROSS JOIN t CROSS JOIN LATERAL (
         SELECT q.run_id, row_number() OVER (ORDER BY q.priority, q.seq) AS k
         FROM {s}.queue_runs q
         WHERE q.queue = rm.name AND q.admitted_at IS NULL
@@ -125,6 +116,20 @@ elig AS MATERIALIZED (
                FROM {s}.runs r WHERE r.run_id = q.run_id)
         ORDER BY q.priority, q.seq LIMIT $3::int + 1) w
     WHERE w.k <= rm.room
+),
+lk AS MATERIALIZED (
+    SELECT name, admissions FROM {s}.queues
+    WHERE name IN (SELECT queue FROM due)
+    ORDER BY name FOR UPDATE SKIP LOCKED
+),
+fresh AS MATERIALIZED (
+    SELECT rm.name,
+        (row_number() OVER (ORDER BY rm.name) - 1 - $6::bigint % count(*) OVER ()
+         + count(*) OVER ()) % count(*) OVER () AS turn_pos
+    FROM lk JOIN room rm ON rm.name = lk.name AND rm.admissions = lk.admissions
+),
+elig AS MATERIALIZED (
+    SELECT d.run_id, d.queue, d.k, f.turn_pos FROM due d JOIN fresh f ON f.name = d.queue
 ),
 pick AS MATERIALIZED (
     SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord

@@ -374,11 +374,19 @@ WITH {_dead(s)}, c AS (
     SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
     ORDER BY created_at, run_id LIMIT $3
     FOR UPDATE SKIP LOCKED
+),
+u AS (
+    UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
+        lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
+    FROM c WHERE r.run_id = c.run_id
+    RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at
 )
-UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
-    lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-FROM c WHERE r.run_id = c.run_id
-RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
+SELECT run_id, lease_token, lease_expires_at, created_at FROM u
+UNION ALL
+-- A row of NULLs: queued runs wait in the queues $6 (NULL: any), so the next
+-- claim runs the admission first (one index look).
+SELECT NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM {s}.queue_runs
+    WHERE admitted_at IS NULL AND ($6::text[] IS NULL OR queue = ANY($6::text[])))"""
         self.find_runnable = (
             f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
             "ORDER BY created_at, run_id LIMIT $1"

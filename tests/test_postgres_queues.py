@@ -168,3 +168,17 @@ async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_st
         assert await _claimed(new, "w1", 10) == []
         rec = await new.get_run("wait2")
         assert rec is not None and rec.status == RunStatus.PENDING
+
+
+async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_at_once(schema):
+    """A claim skips the admission while the last one saw no queued run waiting."""
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_run(new_run("plain1"))
+        assert await _claimed(j, "w1", 10) == ["plain1"]  # nothing queued: seen so
+        await j.start_queued(new_run("queued"), "q")
+        await j.start_run(new_run("plain2"))
+        assert sorted(await _claimed(j, "w1", 10)) == ["plain2", "queued"]
+        await j.start_queued(new_run("queued2"), "q")
+        assert await _claimed(j, "w1", 10) == ["queued2"]
