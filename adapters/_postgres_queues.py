@@ -11,12 +11,12 @@ workers if it leaves runs it had no room for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from continuum_py.adapters._postgres_sql import start_run_sql
+from continuum_py.adapters._postgres_sql import claim_ctes, start_run_sql
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
@@ -36,6 +36,7 @@ class PostgresQueues:
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         self.s = s
+        self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
             f"INSERT INTO {s}.queues ({_QCOLS}) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, "
@@ -73,7 +74,7 @@ FROM slots"""
         # Otherwise no admission happened since the snapshot, and none can
         # until this one commits: the counts hold.
         # $1 worker, $2 ttl, $3 limit, $4 now (NULL: the journal clock),
-        # $5 served queues (NULL: all), $6 turn, $7 notify channel.
+        # $5 served queues (NULL: all), $6 turn, $7 notify channel, $8 reclaim_own.
         # The pick is _rules.admit's round-robin spelled in SQL: the k-th
         # waiting run of each queue with room for k, queues in turn order.
         self.admission = f"""
@@ -156,12 +157,26 @@ leased AS (
 woken AS MATERIALIZED (
     SELECT pg_notify($7, '') FROM (SELECT 1) one
     WHERE (SELECT count(*) FROM elig) > (SELECT count(*) FROM pick)
-)
-SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord FROM leased l JOIN pick p USING (run_id)
+),
+-- Then the plain claim with the room left ($8: reclaim_own); the runs
+-- admitted above were waiting in this snapshot, so it cannot take them.
+{
+            claim_ctes(
+                s,
+                own="($8 AND lease_owner = $1)",
+                now="$4",
+                limit="GREATEST($3::int - (SELECT count(*) FROM pick), 0)",
+            )
+        }
+-- part 1: admitted (k: their order), 2: plain (k: created_at), 0: a summary row
+-- (token: queues left out as stale; k: whether queued runs wait in them).
+SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord::float8 AS k, 1 AS part
+FROM leased l JOIN pick p USING (run_id)
+UNION ALL
+SELECT run_id, lease_token, lease_expires_at, created_at, 2 FROM u
 UNION ALL
 SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
-    -(SELECT count(*) FROM woken)
-ORDER BY 4"""
+    (SELECT count(*) FROM cand)::float8, 0 - (SELECT count(*) FROM woken)::int"""
         # A queued start in one statement, for the usual case: no run of that id,
         # and the dedup key (if any) free or held by a finished run (freed first:
         # the entry's insert reads ``freed``, so it runs after). $15 queue,
@@ -220,44 +235,107 @@ entry AS (
             out.append(QueueLoad(q, holding, mine, recent, list(waiting)))
         return out
 
-    async def admit(
+    async def claim_runs(
         self,
-        conn: Any,
+        write: Callable[[str, Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        plain_claim: str,
         worker_id: str,
         ttl: float,
         limit: int,
+        reclaim_own: bool,
         now: float | None,
         served: frozenset[str] | None,
         turn: int,
         channel: str,
     ) -> list[Lease]:
-        """Admit and lease what the queues' limits let in (one statement, one transaction).
+        """A claim: queued runs admitted first, then plain runs (``write``: the journal's).
 
-        A queue left out because another claim admitted from it after this
-        statement's snapshot is tried again at once, with the room left.
+        While the last claim saw queued runs waiting, one statement admits and
+        claims; otherwise the plain claim alone (``plain_claim``), which also
+        looks whether some wait now, and if so admits them in this claim.
+        """
+
+        async def admit_and_claim(room: int) -> tuple[list[Lease], list[Lease], bool]:
+            async def tx(conn: Any) -> tuple[list[Lease], list[Lease], bool]:
+                return await self.claim(
+                    conn, worker_id, ttl, room, reclaim_own, now, served, turn, channel
+                )
+
+            result: tuple[list[Lease], list[Lease], bool] = await write("claim", tx)
+            return result
+
+        if self.waiting:
+            admitted, plain, self.waiting = await admit_and_claim(limit)
+            return admitted + plain
+        names = None if served is None else sorted(served)
+
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(plain_claim, worker_id, float(ttl), limit, reclaim_own, now, names)
+            )
+
+        rows = await write("claim", tx)
+        waiting = any(r[0] is None for r in rows)
+        rows = sorted((r for r in rows if r[0] is not None), key=lambda r: (r[3], r[0]))
+        plain = [Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows]
+        if not (waiting and len(plain) < limit):
+            self.waiting = waiting
+            return plain
+        # They came since the last look: admit them in this claim.
+        late, more, self.waiting = await admit_and_claim(limit - len(plain))
+        return late + plain + more
+
+    async def claim(
+        self,
+        conn: Any,
+        worker_id: str,
+        ttl: float,
+        limit: int,
+        reclaim_own: bool,
+        now: float | None,
+        served: frozenset[str] | None,
+        turn: int,
+        channel: str,
+    ) -> tuple[list[Lease], list[Lease], bool]:
+        """Admit what the queues let in, then claim plain runs: ``(admitted, plain, waiting)``.
+
+        Each statement is one transaction. A queue left out because another
+        claim admitted from it after the statement's snapshot is tried again at
+        once, with the room left. ``waiting``: queued runs wait in the queues
+        served (so the next claim admits first).
         """
         names = None if served is None else sorted(served)
-        leases: list[Lease] = []
+        admitted: list[Lease] = []
+        plain: list[Any] = []
+        waiting = True
         for _ in range(_TRIES):
+            room = limit - len(admitted) - len(plain)
             rows = await conn.fetch(
                 self.admission,
                 worker_id,
                 float(ttl),
-                limit - len(leases),
+                room,
                 now,
                 names,
                 turn,
                 channel,
+                reclaim_own,
             )
-            leases += [
+            admitted += [
                 Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2])
-                for r in rows
-                if r[0] is not None
+                for r in sorted((r for r in rows if r[4] == 1), key=lambda r: r[3])
             ]
-            stale = next(r[1] for r in rows if r[0] is None)
-            if not stale or len(leases) >= limit:
+            plain += [r for r in rows if r[4] == 2]
+            stale, queued = next((r[1], r[3]) for r in rows if r[0] is None)
+            waiting = queued > 0
+            if not stale or len(admitted) + len(plain) >= limit:
                 break
-        return leases
+        plain.sort(key=lambda r: (r[3], r[0]))
+        return (
+            admitted,
+            [Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in plain],
+            waiting,
+        )
 
     async def start(
         self,

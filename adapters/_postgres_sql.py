@@ -26,6 +26,7 @@ __all__ = [
     "VERSION_TABLE",
     "Migration",
     "Statements",
+    "claim_ctes",
     "current_version",
     "migrate",
     "start_run_sql",
@@ -246,6 +247,25 @@ ev AS (
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
 
 
+def claim_ctes(s: str, *, own: str, now: str, limit: str) -> str:
+    """CTEs ``dead``, ``c`` and ``u`` of a claim: ``u`` returns the runs it leased.
+
+    ``own``, ``now``: see :func:`_runnable`; the parameters ``$1`` (worker) and
+    ``$2`` (ttl) are the statement's; ``limit``: SQL for how many to take.
+    """
+    return f"""{_dead(s)}, c AS (
+    SELECT run_id FROM {s}.runs WHERE {_runnable(own, now)}
+    ORDER BY created_at, run_id LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+u AS (
+    UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
+        lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
+    FROM c WHERE r.run_id = c.run_id
+    RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at
+)"""
+
+
 class Statements:
     """Every statement, with the schema spelled in."""
 
@@ -370,17 +390,7 @@ ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema,
 RETURNING run_id"""
         self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
         self.claim = f"""
-WITH {_dead(s)}, c AS (
-    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5")}
-    ORDER BY created_at, run_id LIMIT $3
-    FOR UPDATE SKIP LOCKED
-),
-u AS (
-    UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
-        lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-    FROM c WHERE r.run_id = c.run_id
-    RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at
-)
+WITH {claim_ctes(s, own="($4 AND lease_owner = $1)", now="$5", limit="$3")}
 SELECT run_id, lease_token, lease_expires_at, created_at FROM u
 UNION ALL
 -- A row of NULLs: queued runs wait in the queues $6 (NULL: any), so the next

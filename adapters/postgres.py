@@ -156,7 +156,6 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self._sql = Statements(self.schema)
         self._qsql = PostgresQueues(self.schema)
         self._turn = 0  # where this journal's claims start their round of queues
-        self._queued_waiting = True  # whether the last claim saw queued runs waiting
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
         self._callbacks: list[Callable[[str], None]] = []
@@ -560,48 +559,19 @@ class PostgresJournal(PostgresSchedules, JournalBase):
     async def _claim(
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
-
         self._turn += 1
-        turn = self._turn
-
-        async def admit(room: int) -> list[Lease]:
-            async def tx(conn: Any) -> list[Lease]:
-                return await self._qsql.admit(
-                    conn, worker_id, ttl, room, now, self.served_queues, turn, self.channel
-                )
-
-            return await self._write("claim", tx)
-
-        # The admission runs only while queued runs wait (as the last claim saw):
-        # with none, a claim is the plain claim's one statement.
-        admitted = await admit(limit) if self._queued_waiting else []
-        rows: list[Any] = []
-        if len(admitted) < limit:
-            served = None if self.served_queues is None else sorted(self.served_queues)
-
-            async def tx(conn: Any) -> list[Any]:
-                return list(
-                    await conn.fetch(
-                        self._sql.claim,
-                        worker_id,
-                        float(ttl),
-                        limit - len(admitted),
-                        reclaim_own,
-                        now,
-                        served,
-                    )
-                )
-
-            rows = await self._write("claim", tx)
-            waiting = any(r[0] is None for r in rows)
-            rows = [r for r in rows if r[0] is not None]
-            if waiting and not self._queued_waiting and len(rows) < limit:
-                admitted = await admit(limit - len(rows))  # they came since the last look
-            self._queued_waiting = waiting
-        rows.sort(key=lambda r: (r[3], r[0]))
-        return admitted + [
-            Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
-        ]
+        return await self._qsql.claim_runs(
+            self._write,
+            self._sql.claim,
+            worker_id,
+            ttl,
+            limit,
+            reclaim_own,
+            now,
+            self.served_queues,
+            self._turn,
+            self.channel,
+        )
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         if not leases:
