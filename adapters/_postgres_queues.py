@@ -12,7 +12,7 @@ workers if it leaves runs it had no room for.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -21,7 +21,7 @@ from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
 
-__all__ = ["PostgresQueues", "Taken"]
+__all__ = ["ClaimArgs", "PostgresQueues", "Taken"]
 
 _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
@@ -239,14 +239,8 @@ entry AS (
         self,
         write: Callable[[str, Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
         plain_claim: str,
-        worker_id: str,
-        ttl: float,
+        a: ClaimArgs,
         limit: int,
-        reclaim_own: bool,
-        now: float | None,
-        served: frozenset[str] | None,
-        turn: int,
-        channel: str,
     ) -> list[Lease]:
         """A claim: queued runs admitted first, then plain runs (``write``: the journal's).
 
@@ -257,9 +251,7 @@ entry AS (
 
         async def admit_and_claim(room: int) -> tuple[list[Lease], list[Lease], bool]:
             async def tx(conn: Any) -> tuple[list[Lease], list[Lease], bool]:
-                return await self.claim(
-                    conn, worker_id, ttl, room, reclaim_own, now, served, turn, channel
-                )
+                return await self.claim(conn, a, room)
 
             result: tuple[list[Lease], list[Lease], bool] = await write("claim", tx)
             return result
@@ -267,17 +259,20 @@ entry AS (
         if self.waiting:
             admitted, plain, self.waiting = await admit_and_claim(limit)
             return admitted + plain
-        names = None if served is None else sorted(served)
 
         async def tx(conn: Any) -> list[Any]:
             return list(
-                await conn.fetch(plain_claim, worker_id, float(ttl), limit, reclaim_own, now, names)
+                await conn.fetch(
+                    plain_claim, a.worker_id, a.ttl, limit, a.reclaim_own, a.now, a.served
+                )
             )
 
         rows = await write("claim", tx)
         waiting = any(r[0] is None for r in rows)
         rows = sorted((r for r in rows if r[0] is not None), key=lambda r: (r[3], r[0]))
-        plain = [Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows]
+        plain = [
+            Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in rows
+        ]
         if not (waiting and len(plain) < limit):
             self.waiting = waiting
             return plain
@@ -286,16 +281,7 @@ entry AS (
         return late + plain + more
 
     async def claim(
-        self,
-        conn: Any,
-        worker_id: str,
-        ttl: float,
-        limit: int,
-        reclaim_own: bool,
-        now: float | None,
-        served: frozenset[str] | None,
-        turn: int,
-        channel: str,
+        self, conn: Any, a: ClaimArgs, limit: int
     ) -> tuple[list[Lease], list[Lease], bool]:
         """Admit what the queues let in, then claim plain runs: ``(admitted, plain, waiting)``.
 
@@ -304,7 +290,6 @@ entry AS (
         once, with the room left. ``waiting``: queued runs wait in the queues
         served (so the next claim admits first).
         """
-        names = None if served is None else sorted(served)
         admitted: list[Lease] = []
         plain: list[Any] = []
         waiting = True
@@ -312,17 +297,17 @@ entry AS (
             room = limit - len(admitted) - len(plain)
             rows = await conn.fetch(
                 self.admission,
-                worker_id,
-                float(ttl),
+                a.worker_id,
+                a.ttl,
                 room,
-                now,
-                names,
-                turn,
-                channel,
-                reclaim_own,
+                a.now,
+                a.served,
+                a.turn,
+                a.channel,
+                a.reclaim_own,
             )
             admitted += [
-                Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2])
+                Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2])
                 for r in sorted((r for r in rows if r[4] == 1), key=lambda r: r[3])
             ]
             plain += [r for r in rows if r[4] == 2]
@@ -333,7 +318,7 @@ entry AS (
         plain.sort(key=lambda r: (r[3], r[0]))
         return (
             admitted,
-            [Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in plain],
+            [Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in plain],
             waiting,
         )
 
@@ -368,6 +353,18 @@ entry AS (
             if row is None:
                 raise Taken
             return row, True
+
+
+class ClaimArgs(NamedTuple):
+    """What a claim is asked: see :meth:`~continuum_py.journal.Journal.claim`."""
+
+    worker_id: str
+    ttl: float
+    reclaim_own: bool
+    now: float | None
+    served: list[str] | None  # the queues the journal serves, by name (None: all)
+    turn: int  # where its round of queues starts
+    channel: str  # the journal's notification channel
 
 
 class Taken(Exception):

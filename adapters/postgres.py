@@ -35,7 +35,7 @@ from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
-from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
+from continuum_py.adapters._postgres_queues import ClaimArgs, PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Statements,
@@ -560,18 +560,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
         self._turn += 1
-        return await self._qsql.claim_runs(
-            self._write,
-            self._sql.claim,
-            worker_id,
-            ttl,
-            limit,
-            reclaim_own,
-            now,
-            self.served_queues,
-            self._turn,
-            self.channel,
-        )
+        served = None if self.served_queues is None else sorted(self.served_queues)
+        args = ClaimArgs(worker_id, float(ttl), reclaim_own, now, served, self._turn, self.channel)
+        return await self._qsql.claim_runs(self._write, self._sql.claim, args, limit)
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         if not leases:
