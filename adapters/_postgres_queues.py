@@ -1,26 +1,33 @@
 """The Postgres journal's queues: definitions, queued starts, and admission in a claim.
 
-Admission runs in one transaction that first locks the rows (``FOR UPDATE``,
-in name order) of the queues with waiting runs: a second worker's admission
-for the same queue waits there, then counts the slots the first one filled.
-The count and the leases it decides are one transaction, never count-then-claim.
+Admission is one statement (one transaction): it locks the rows of the queues
+with waiting runs (``FOR UPDATE SKIP LOCKED``), counts their slots, picks and
+leases the runs their limits let in, and marks those queues' rows admitted
+from. The count and the leases it decides are one transaction, never
+count-then-claim; no client round trip falls while the locks are held. A
+queue whose row another claim holds is skipped, and that claim wakes the
+workers if it leaves runs it had no room for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
 
-from continuum_py.adapters._rules import LIVE_STATUSES, admit, queue_from_row, rate_since, sql_in
+import asyncpg  # type: ignore[import-untyped]
+
+from continuum_py.adapters._postgres_sql import claim_ctes, start_run_sql
+from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
 
-__all__ = ["PostgresQueues", "Taken"]
+__all__ = ["ClaimArgs", "PostgresQueues", "Taken"]
 
 _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
+_TRIES = 3  # admission statements per claim when other claims keep admitting in between
 
 
 class PostgresQueues:
@@ -29,6 +36,7 @@ class PostgresQueues:
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         self.s = s
+        self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
             f"INSERT INTO {s}.queues ({_QCOLS}) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, "
@@ -36,33 +44,10 @@ class PostgresQueues:
             "rate_period = excluded.rate_period"
         )
         self.stored = f"SELECT {_QCOLS} FROM {s}.queues ORDER BY name"
-        # Whether any run waits for admission (in one of the queues $1, NULL: any);
-        # a superset of lock_waiting's queues, from the queue_waiting index.
-        self.any_waiting = (
-            f"SELECT EXISTS (SELECT 1 FROM {s}.queue_runs WHERE admitted_at IS NULL "
-            "AND ($1::text[] IS NULL OR queue = ANY($1::text[])))"
-        )
-        # The last admission found runs waiting: the next one goes straight to its
-        # transaction; else it looks first (one round trip instead of three).
-        self.waiting_seen = True
-        self.lock_waiting = (
-            f"SELECT {_QCOLS} FROM {s}.queues qq WHERE EXISTS (SELECT 1 FROM {s}.queue_runs w "
-            "WHERE w.queue = qq.name AND w.admitted_at IS NULL) "
-            "AND ($1::text[] IS NULL OR qq.name = ANY($1::text[])) ORDER BY name FOR UPDATE"
-        )
-        # One round trip per queue: the lock on its row is held for as short a time
-        # as can be. $1 queue, $2 worker, $3 rate window start (NULL: no rate),
-        # $4 now, $5 waiting runs wanted. load_tidy's UPDATE (admitted
-        # runs seen finished leave the slot index) does not change the counts,
-        # which join the runs' statuses.
-        tidy = f"""tidy AS (
-    UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r
-    WHERE q.queue = $1 AND q.admitted_at IS NOT NULL AND NOT q.done
-      AND r.run_id = q.run_id AND r.status IN ({_TERMINAL})
-),"""
-        load = f"""
-WITH {{tidy}}
-slots AS (
+        # A queue's load, for reports (queue_loads): $1 queue, $2 worker,
+        # $3 rate window start (NULL: no rate), $4 now, $5 waiting runs wanted.
+        self.load = f"""
+WITH slots AS (
     SELECT count(*) AS holding,
            count(*) FILTER (WHERE r.status = 'running' AND r.lease_owner = $2::text) AS mine
     FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id
@@ -76,14 +61,146 @@ SELECT slots.holding, slots.mine,
           AND (r.wake_at IS NULL OR r.wake_at <= $4::float8)
         ORDER BY q.priority, q.seq LIMIT $5)
 FROM slots"""
-        self.load = load.format(tidy="")
-        self.load_tidy = load.format(tidy=tidy)
-        self.lease = f"""
-WITH a AS (UPDATE {s}.queue_runs SET admitted_at = $4::float8 WHERE run_id = ANY($3::text[]))
-UPDATE {s}.runs SET status = 'running', lease_owner = $1, lease_token = lease_token + 1,
-    lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-WHERE run_id = ANY($3::text[])
-RETURNING run_id, lease_token, lease_expires_at, created_at"""
+        # Admission in one statement, so no client round trip falls inside the
+        # queue row locks. It counts each queue's slots and finds the waiting
+        # runs it has room for in its snapshot, then locks (SKIP LOCKED) the
+        # rows of those queues only: a claim that finds nothing to admit locks
+        # and writes nothing, and a queue another claim is admitting from is
+        # left to it (which wakes the workers if it leaves runs it had no room
+        # for). A locked row whose newest version is not the one the snapshot
+        # saw was admitted from by a claim that committed in between (every
+        # admission bumps its queues' ``admissions``): its counts are stale, so
+        # it is left out and reported, and the caller runs the statement again.
+        # Otherwise no admission happened since the snapshot, and none can
+        # until this one commits: the counts hold.
+        # $1 worker, $2 ttl, $3 limit, $4 now (NULL: the journal clock),
+        # $5 served queues (NULL: all), $6 turn, $7 notify channel, $8 reclaim_own.
+        # The pick is _rules.admit's round-robin spelled in SQL: the k-th
+        # waiting run of each queue with room for k, queues in turn order.
+        self.admission = f"""
+WITH t AS MATERIALIZED (SELECT COALESCE($4::float8, {_NOW}) AS now),
+cand AS MATERIALIZED (
+    SELECT {_QCOLS}, admissions FROM {s}.queues qq
+    -- A scalar subquery, not EXISTS: one index look per queue, never a scan of
+    -- every waiting run.
+    WHERE (SELECT true FROM {s}.queue_runs w
+           WHERE w.queue = qq.name AND w.admitted_at IS NULL LIMIT 1)
+      AND ($5::text[] IS NULL OR qq.name = ANY($5::text[]))
+),
+slots AS MATERIALIZED (
+    -- The queues' slots (admitted, not seen finished), each with its run's state
+    -- (one index look, whatever the planner thinks of the table sizes):
+    -- 0 finished, 1 live, 2 live and running here, 3 parked.
+    SELECT q.queue, q.run_id, (SELECT CASE WHEN r.status IN ({_TERMINAL}) THEN 0
+            WHEN r.status NOT IN ({_LIVE}) THEN 3
+            WHEN r.status = 'running' AND r.lease_owner = $1::text THEN 2 ELSE 1 END
+        FROM {s}.runs r WHERE r.run_id = q.run_id) AS st
+    FROM cand f JOIN {s}.queue_runs q
+        ON q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done
+),
+room AS MATERIALIZED (
+    SELECT f.name, f.admissions, LEAST($3::int + 1,
+        f.concurrency - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)),
+        f.per_worker - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2),
+        f.rate_n - (SELECT count(*) FROM {s}.queue_runs
+            WHERE queue = f.name AND admitted_at > t.now - f.rate_period)) AS room
+    FROM cand f CROSS JOIN t
+),
+due AS MATERIALIZED (
+    -- The waiting runs each queue has room for (and one more: is any left?).
+    SELECT w.run_id, rm.name AS queue, w.k
+    FROM room rm CROSS JOIN t CROSS JOIN LATERAL (
+        SELECT q.run_id, row_number() OVER (ORDER BY q.priority, q.seq) AS k
+        FROM {s}.queue_runs q
+        WHERE q.queue = rm.name AND q.admitted_at IS NULL
+          AND (SELECT r.status = 'pending' AND (r.wake_at IS NULL OR r.wake_at <= t.now)
+               FROM {s}.runs r WHERE r.run_id = q.run_id)
+        ORDER BY q.priority, q.seq LIMIT $3::int + 1) w
+    WHERE w.k <= rm.room
+),
+lk AS MATERIALIZED (
+    SELECT name, admissions FROM {s}.queues
+    WHERE name IN (SELECT queue FROM due)
+    ORDER BY name FOR UPDATE SKIP LOCKED
+),
+fresh AS MATERIALIZED (
+    SELECT rm.name,
+        (row_number() OVER (ORDER BY rm.name) - 1 - $6::bigint % count(*) OVER ()
+         + count(*) OVER ()) % count(*) OVER () AS turn_pos
+    FROM lk JOIN room rm ON rm.name = lk.name AND rm.admissions = lk.admissions
+),
+elig AS MATERIALIZED (
+    SELECT d.run_id, d.queue, d.k, f.turn_pos FROM due d JOIN fresh f ON f.name = d.queue
+),
+pick AS MATERIALIZED (
+    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
+    FROM elig ORDER BY k, turn_pos LIMIT $3::int
+),
+tidy AS (
+    UPDATE {s}.queue_runs q SET done = true FROM slots sl
+    WHERE q.run_id = sl.run_id AND sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
+),
+marked AS (
+    UPDATE {s}.queue_runs q SET admitted_at = t.now FROM pick p, t WHERE q.run_id = p.run_id
+),
+bumped AS (
+    UPDATE {s}.queues SET admissions = admissions + 1
+    WHERE name = ANY(ARRAY(SELECT DISTINCT queue FROM pick))
+),
+leased AS (
+    UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
+        lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
+        queued_waiting = false
+    FROM pick p WHERE r.run_id = p.run_id AND r.status = 'pending'
+    RETURNING r.run_id, r.lease_token, r.lease_expires_at
+),
+woken AS MATERIALIZED (
+    SELECT pg_notify($7, '') FROM (SELECT 1) one
+    WHERE (SELECT count(*) FROM elig) > (SELECT count(*) FROM pick)
+),
+-- Then the plain claim with the room left ($8: reclaim_own); the runs
+-- admitted above were waiting in this snapshot, so it cannot take them.
+{
+            claim_ctes(
+                s,
+                own="($8 AND lease_owner = $1)",
+                now="$4",
+                limit="GREATEST($3::int - (SELECT count(*) FROM pick), 0)",
+            )
+        }
+-- part 1: admitted (k: their order), 2: plain (k: created_at), 0: a summary row
+-- (token: queues left out as stale; k: whether queued runs wait in them).
+SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord::float8 AS k, 1 AS part
+FROM leased l JOIN pick p USING (run_id)
+UNION ALL
+SELECT run_id, lease_token, lease_expires_at, created_at, 2 FROM u
+UNION ALL
+SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
+    (SELECT count(*) FROM cand)::float8, 0 - (SELECT count(*) FROM woken)::int"""
+        # A queued start in one statement, for the usual case: no run of that id,
+        # and the dedup key (if any) free or held by a finished run (freed first:
+        # the entry's insert reads ``freed``, so it runs after). $15 queue,
+        # $16 priority, $17 key. It returns nothing when the entry is not
+        # inserted (the run exists, or the key is held), and fails whole if a run
+        # of that id appears meanwhile: :meth:`start` then takes the long way.
+        self.start_queued = start_run_sql(
+            s,
+            before=f"""freed AS (
+    UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r
+    WHERE $17::text IS NOT NULL AND q.queue = $15 AND q.dedup_key = $17 AND NOT q.done
+      AND r.run_id = q.run_id AND r.status IN ({_TERMINAL})
+    RETURNING q.run_id
+),
+entry AS (
+    INSERT INTO {s}.queue_runs (run_id, queue, priority, dedup_key)
+    SELECT $1::text, $15::text, $16::int, $17::text FROM (SELECT count(*) FROM freed) f
+    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
+    ON CONFLICT DO NOTHING RETURNING run_id
+),
+""",
+            source="c, entry",
+            on_conflict=False,
+        )
         self.free_key = (
             f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
             f"AND q.dedup_key = $2 AND NOT q.done AND r.run_id = q.run_id "
@@ -107,57 +224,103 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
         worker_id: str | None,
         now: float,
         limit: int | None,
-        tidy: bool = False,
     ) -> list[QueueLoad]:
-        """The load of each of ``queues`` (locked by the caller when it admits).
-
-        With ``tidy`` (an admission, which writes anyway), admitted runs seen
-        finished are marked done first; the counts join the runs' statuses, so
-        they are the same without it.
-        """
+        """The load of each of ``queues``, for a report."""
         out = []
         for q in queues:
             since = rate_since(q, now) if q.rate is not None else None
             holding, mine, recent, waiting = await conn.fetchrow(
-                self.load_tidy if tidy else self.load, q.name, worker_id, since, now, limit
+                self.load, q.name, worker_id, since, now, limit
             )
             out.append(QueueLoad(q, holding, mine, recent, list(waiting)))
         return out
 
-    async def admit(
+    async def claim_runs(
         self,
-        conn: Any,
-        worker_id: str,
-        ttl: float,
+        write: Callable[[str, Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        plain_claim: str,
+        a: ClaimArgs,
         limit: int,
-        now: float | None,
-        served: frozenset[str] | None,
-        turn: int,
     ) -> list[Lease]:
-        """Admit and lease what the queues' limits let in, in one transaction."""
-        names = None if served is None else sorted(served)
-        if not self.waiting_seen and not await conn.fetchval(self.any_waiting, names):
-            return []
-        async with conn.transaction():
-            if now is None:
-                now = float(await conn.fetchval(f"SELECT {_NOW}"))
-            rows = await conn.fetch(self.lock_waiting, names)
-            self.waiting_seen = bool(rows)
-            if not rows:
-                return []
-            loads = await self.loads(
-                conn, [queue_from_row(r) for r in rows], worker_id, now, limit, tidy=True
+        """A claim: queued runs admitted first, then plain runs (``write``: the journal's).
+
+        While the last claim saw queued runs waiting, one statement admits and
+        claims; otherwise the plain claim alone (``plain_claim``), which also
+        looks whether some wait now, and if so admits them in this claim.
+        """
+
+        async def admit_and_claim(room: int) -> tuple[list[Lease], list[Lease], bool]:
+            async def tx(conn: Any) -> tuple[list[Lease], list[Lease], bool]:
+                return await self.claim(conn, a, room)
+
+            result: tuple[list[Lease], list[Lease], bool] = await write("claim", tx)
+            return result
+
+        if self.waiting:
+            admitted, plain, self.waiting = await admit_and_claim(limit)
+            return admitted + plain
+
+        async def tx(conn: Any) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    plain_claim, a.worker_id, a.ttl, limit, a.reclaim_own, a.now, a.served
+                )
             )
-            run_ids = admit(loads, limit, turn)
-            if not run_ids:
-                return []
-            got = await conn.fetch(self.lease, worker_id, float(ttl), run_ids, now)
-        by_id = {r[0]: r for r in got}
-        return [
-            Lease(run_id=r, worker_id=worker_id, token=by_id[r][1], expires_at=by_id[r][2])
-            for r in run_ids
-            if r in by_id
+
+        rows = await write("claim", tx)
+        waiting = any(r[0] is None for r in rows)
+        rows = sorted((r for r in rows if r[0] is not None), key=lambda r: (r[3], r[0]))
+        plain = [
+            Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in rows
         ]
+        if not (waiting and len(plain) < limit):
+            self.waiting = waiting
+            return plain
+        # They came since the last look: admit them in this claim.
+        late, more, self.waiting = await admit_and_claim(limit - len(plain))
+        return late + plain + more
+
+    async def claim(
+        self, conn: Any, a: ClaimArgs, limit: int
+    ) -> tuple[list[Lease], list[Lease], bool]:
+        """Admit what the queues let in, then claim plain runs: ``(admitted, plain, waiting)``.
+
+        Each statement is one transaction. A queue left out because another
+        claim admitted from it after the statement's snapshot is tried again at
+        once, with the room left. ``waiting``: queued runs wait in the queues
+        served (so the next claim admits first).
+        """
+        admitted: list[Lease] = []
+        plain: list[Any] = []
+        waiting = True
+        for _ in range(_TRIES):
+            room = limit - len(admitted) - len(plain)
+            rows = await conn.fetch(
+                self.admission,
+                a.worker_id,
+                a.ttl,
+                room,
+                a.now,
+                a.served,
+                a.turn,
+                a.channel,
+                a.reclaim_own,
+            )
+            admitted += [
+                Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2])
+                for r in sorted((r for r in rows if r[4] == 1), key=lambda r: r[3])
+            ]
+            plain += [r for r in rows if r[4] == 2]
+            stale, queued = next((r[1], r[3]) for r in rows if r[0] is None)
+            waiting = queued > 0
+            if not stale or len(admitted) + len(plain) >= limit:
+                break
+        plain.sort(key=lambda r: (r[3], r[0]))
+        return (
+            admitted,
+            [Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in plain],
+            waiting,
+        )
 
     async def start(
         self,
@@ -171,6 +334,12 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
         get_run: str,
     ) -> tuple[Any, bool]:
         """Create ``run`` waiting in ``queue`` (one transaction); ``(row, created)``."""
+        try:
+            row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
+        except asyncpg.UniqueViolationError:
+            row = None  # a run of that id was created meanwhile: nothing was written
+        if row is not None:
+            return row, True
         async with conn.transaction():
             row = await conn.fetchrow(get_run, run.run_id)
             if row is not None:
@@ -184,6 +353,18 @@ RETURNING run_id, lease_token, lease_expires_at, created_at"""
             if row is None:
                 raise Taken
             return row, True
+
+
+class ClaimArgs(NamedTuple):
+    """What a claim is asked: see :meth:`~continuum_py.journal.Journal.claim`."""
+
+    worker_id: str
+    ttl: float
+    reclaim_own: bool
+    now: float | None
+    served: list[str] | None  # the queues the journal serves, by name (None: all)
+    turn: int  # where its round of queues starts
+    channel: str  # the journal's notification channel
 
 
 class Taken(Exception):

@@ -32,8 +32,10 @@ __all__ = [
     "VERSION_TABLE",
     "Migration",
     "Statements",
+    "claim_ctes",
     "current_version",
     "migrate",
+    "start_run_sql",
 ]
 
 log = get_logger()
@@ -157,6 +159,23 @@ CREATE UNIQUE INDEX queue_dedup ON {s}.queue_runs (queue, dedup_key)
     WHERE dedup_key IS NOT NULL AND NOT done;
 """,
     ),
+    Migration(
+        7,
+        "runs waiting for admission stay out of the claim's scan",
+        """
+-- queued_waiting: a queued run not yet admitted (its queue_runs row has no
+-- admitted_at). A claim scans runs_claimable, which leaves those out: with
+-- thousands waiting, each claim would otherwise step over all of them.
+ALTER TABLE {s}.runs ADD COLUMN queued_waiting boolean NOT NULL DEFAULT false;
+UPDATE {s}.runs r SET queued_waiting = true FROM {s}.queue_runs q
+    WHERE q.run_id = r.run_id AND q.admitted_at IS NULL;
+CREATE INDEX runs_claimable ON {s}.runs (created_at, run_id)
+    WHERE status IN ('pending', 'running', 'suspended') AND NOT queued_waiting;
+-- Each admission bumps its queues' rows: a claim whose snapshot predates
+-- another's admission sees the bump on the row it locks, and counts again.
+ALTER TABLE {s}.queues ADD COLUMN admissions bigint NOT NULL DEFAULT 0;
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -183,21 +202,20 @@ def _dead(s: str) -> str:
     )
 
 
-def _runnable(own: str, now: str, s: str) -> str:
+def _runnable(own: str, now: str) -> str:
     """The claim predicate; ``own``: SQL true when the lease holder may take its run back.
 
     A lease is free when nobody holds it, it expired, it is ours to take back, or
     its holder is in the CTE ``dead`` (:func:`_dead`), which the statement must define.
-    A queued run waiting for admission (in ``queue_runs`` of schema ``s``) is never runnable here.
+    A queued run waiting for admission (``queued_waiting``) is never runnable here: the
+    ``runs_claimable`` index leaves those out, so a claim does not scan them.
     """
     dead = "lease_owner IN (SELECT worker_id FROM dead)"
     free = f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR {own} OR {dead})"
     due = f"COALESCE({now}::float8, {_NOW})"
     return (
-        f"status IN ({sql_in(LIVE_STATUSES)}) AND ("
-        f"(status = 'pending' AND (wake_at IS NULL OR wake_at <= {due}) AND {free} "
-        f"AND NOT EXISTS (SELECT 1 FROM {s}.queue_runs qw WHERE qw.run_id = runs.run_id "
-        "AND qw.admitted_at IS NULL)) "
+        f"status IN ({sql_in(LIVE_STATUSES)}) AND NOT queued_waiting AND ("
+        f"(status = 'pending' AND (wake_at IS NULL OR wake_at <= {due}) AND {free}) "
         f"OR (status = 'running' AND {free}) "
         f"OR (status = 'suspended' AND (wake_at <= {due} OR inbox_last > inbox_seen)))"
     )
@@ -352,25 +370,30 @@ SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
 FROM u"""
 
 
-class Statements:
-    """Every statement, with the schema spelled in."""
+def start_run_sql(s: str, *, before: str = "", source: str = "c", on_conflict: bool = True) -> str:
+    """The statement creating a run and its first event; it returns the run's row.
 
-    def __init__(self, schema: str) -> None:
-        s = f'"{schema}"'
-        self.start_run = f"""
-WITH t AS (SELECT {_NOW} AS now),
+    $1..$14: :meth:`PostgresJournal._start_args`. ``before``: CTEs to put first;
+    ``source``: what the insert selects from (``c`` joined with a CTE of
+    ``before`` gates it); without ``on_conflict`` a taken run id is an error
+    that undoes the whole statement.
+    """
+    conflict = "ON CONFLICT (run_id) DO NOTHING" if on_conflict else ""
+    return f"""
+WITH {before}t AS (SELECT {_NOW} AS now),
 c AS (SELECT t.now, $4::text IS NOT NULL AND ($6::float8 IS NULL OR $6::float8 <= t.now) AS claim
       FROM t),
 ins AS (
     INSERT INTO {s}.runs (run_id, workflow, status, created_at, updated_at, last_seq,
-        lease_owner, lease_token, lease_expires_at, wake_at, parent_run_id, parent_position)
+        lease_owner, lease_token, lease_expires_at, wake_at, parent_run_id, parent_position,
+        queued_waiting)
     SELECT $1::text, $2::text, CASE WHEN c.claim THEN 'running' ELSE 'pending' END, c.now, c.now,
         $3::bigint,
         CASE WHEN c.claim THEN $4::text END, CASE WHEN c.claim THEN 1 ELSE 0 END,
         CASE WHEN c.claim THEN c.now + $5::float8 END,
-        CASE WHEN c.claim THEN NULL ELSE $6::float8 END, $7::text, $8::int
-    FROM c
-    ON CONFLICT (run_id) DO NOTHING
+        CASE WHEN c.claim THEN NULL ELSE $6::float8 END, $7::text, $8::int, $14::boolean
+    FROM {source}
+    {conflict}
     RETURNING {COLS}
 ),
 ev AS (
@@ -378,6 +401,33 @@ ev AS (
     SELECT run_id, $9::bigint, $10::text, $11::int, $12::bytea FROM ins
 )
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
+
+
+def claim_ctes(s: str, *, own: str, now: str, limit: str) -> str:
+    """CTEs ``dead``, ``c`` and ``u`` of a claim: ``u`` returns the runs it leased.
+
+    ``own``, ``now``: see :func:`_runnable`; the parameters ``$1`` (worker) and
+    ``$2`` (ttl) are the statement's; ``limit``: SQL for how many to take.
+    """
+    return f"""{_dead(s)}, c AS (
+    SELECT run_id FROM {s}.runs WHERE {_runnable(own, now)}
+    ORDER BY created_at, run_id LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+),
+u AS (
+    UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
+        lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
+    FROM c WHERE r.run_id = c.run_id
+    RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at
+)"""
+
+
+class Statements:
+    """Every statement, with the schema spelled in."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{schema}"'
+        self.start_run = start_run_sql(s)
         self.get_run = f"SELECT {COLS} FROM {s}.runs WHERE run_id = $1"
         n = len(RUN_COLUMNS)
         self.put_run = (
@@ -446,17 +496,15 @@ ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema,
 RETURNING run_id"""
         self.token = f"SELECT lease_token FROM {s}.runs WHERE run_id = $1"
         self.claim = f"""
-WITH {_dead(s)}, c AS (
-    SELECT run_id FROM {s}.runs WHERE {_runnable("($4 AND lease_owner = $1)", "$5", s)}
-    ORDER BY created_at, run_id LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
-    lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-FROM c WHERE r.run_id = c.run_id
-RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at"""
+WITH {claim_ctes(s, own="($4 AND lease_owner = $1)", now="$5", limit="$3")}
+SELECT run_id, lease_token, lease_expires_at, created_at FROM u
+UNION ALL
+-- A row of NULLs: queued runs wait in the queues $6 (NULL: any), so the next
+-- claim runs the admission first (one index look).
+SELECT NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM {s}.queue_runs
+    WHERE admitted_at IS NULL AND ($6::text[] IS NULL OR queue = ANY($6::text[])))"""
         self.find_runnable = (
-            f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2', s)} "
+            f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
             "ORDER BY created_at, run_id LIMIT $1"
         )
         self.renew = f"""

@@ -30,10 +30,14 @@ __all__ = [
 _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
 
-WAITING_ENTRY = (
-    "NOT EXISTS (SELECT 1 FROM queue_runs q WHERE q.run_id = runs.run_id AND q.admitted_at IS NULL)"
-)
-"""SQL true for a run an ordinary claim may take: not a queued run waiting for admission."""
+WAITING_ENTRY = "queued_waiting = 0"
+"""SQL true for a run an ordinary claim may take: not a queued run waiting for admission.
+
+``runs.queued_waiting`` is set by a queued start and cleared by the admission
+(both in one transaction with the ``queue_runs`` row), so a claim neither
+probes ``queue_runs`` for each pending run nor, through the ``runs_claimable``
+index, steps over the waiting ones.
+"""
 
 
 def begin(conn: sqlite3.Connection) -> None:

@@ -28,7 +28,7 @@ __all__ = [
     "version",
 ]
 
-STORAGE_VERSION = 6  # MIGRATIONS[-1].version, checked below
+STORAGE_VERSION = 7  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
@@ -37,6 +37,8 @@ parent_position, inbox_last, inbox_seen; indexes for waking runs.
 4: runs gain forked_from (``engine.fork``), with an index to list a run's forks.
 5: schedules table (cron schedules shared by every worker).
 6: queues and queue_runs (``Queue``): definitions, and each queued run's place.
+7: runs gain queued_waiting (a queued run not yet admitted), with an index a
+claim reads pending runs from that leaves those out.
 """
 
 # The table layout's history, oldest first; a fresh file applies every step.
@@ -144,6 +146,17 @@ CREATE INDEX IF NOT EXISTS queue_waiting ON queue_runs (queue, priority, seq) WH
 CREATE INDEX IF NOT EXISTS queue_slots ON queue_runs (queue) WHERE admitted_at IS NOT NULL AND done = 0;
 CREATE INDEX IF NOT EXISTS queue_started ON queue_runs (queue, admitted_at) WHERE admitted_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS queue_dedup ON queue_runs (queue, dedup_key) WHERE dedup_key IS NOT NULL AND done = 0""",
+    ),
+    Migration(
+        7,
+        "runs waiting for admission stay out of the claim's scan",
+        # queued_waiting: a queued run whose queue_runs row has no admitted_at.
+        # A claim reads pending runs from runs_claimable, which leaves those out:
+        # with thousands waiting, each claim would otherwise step over all of them.
+        """ALTER TABLE runs ADD COLUMN queued_waiting INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET queued_waiting = 1
+    WHERE run_id IN (SELECT run_id FROM queue_runs WHERE admitted_at IS NULL);
+CREATE INDEX IF NOT EXISTS runs_claimable ON runs (status, created_at) WHERE queued_waiting = 0""",
     ),
 )
 

@@ -38,7 +38,7 @@ from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_re
 from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
-from continuum_py.adapters._postgres_queues import PostgresQueues, Taken
+from continuum_py.adapters._postgres_queues import ClaimArgs, PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
     MIGRATIONS,
     Statements,
@@ -307,7 +307,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
         return await self._write("start_run", tx)
 
-    def _start_args(self, run: NewRun, claim_for: str | None, ttl: float) -> tuple[Any, ...]:
+    def _start_args(
+        self, run: NewRun, claim_for: str | None, ttl: float, *, queued: bool = False
+    ) -> tuple[Any, ...]:
         ev = run.first_event
         return (
             run.run_id,
@@ -323,6 +325,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             ev.schema,
             ev.data,
             self.channel,
+            queued,
         )
 
     # ---- queues ----
@@ -351,7 +354,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self, run: NewRun, queue: str, *, priority: int = 0, dedup_key: str | None = None
     ) -> tuple[RunRecord, bool]:
         """Create ``run`` waiting in ``queue``; see :class:`~continuum_py.journal.QueueJournal`."""
-        args = self._start_args(run, None, 0.0)
+        args = self._start_args(run, None, 0.0, queued=True)
 
         async def tx(conn: Any) -> tuple[Any, bool]:
             return await self._qsql.start(
@@ -508,29 +511,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
     async def _claim(
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
-
         self._turn += 1
-        turn = self._turn
-
-        async def admit(conn: Any) -> list[Lease]:
-            return await self._qsql.admit(
-                conn, worker_id, ttl, limit, now, self.served_queues, turn
-            )
-
-        admitted = await self._write("claim", admit)
-
-        async def tx(conn: Any) -> list[Any]:
-            return list(
-                await conn.fetch(
-                    self._sql.claim, worker_id, float(ttl), limit - len(admitted), reclaim_own, now
-                )
-            )
-
-        rows = [] if len(admitted) >= limit else await self._write("claim", tx)
-        rows.sort(key=lambda r: (r[3], r[0]))
-        return admitted + [
-            Lease(run_id=r[0], worker_id=worker_id, token=r[1], expires_at=r[2]) for r in rows
-        ]
+        served = None if self.served_queues is None else sorted(self.served_queues)
+        args = ClaimArgs(worker_id, float(ttl), reclaim_own, now, served, self._turn, self.channel)
+        return await self._qsql.claim_runs(self._write, self._sql.claim, args, limit)
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         if not leases:

@@ -104,7 +104,7 @@ _LEASE_FREE = (
 # runs_by_status (it yields created_at order) and then reads every suspended
 # run to find the few that are due or have mail.
 _RUNNABLE = f"""
-SELECT run_id, created_at FROM runs INDEXED BY runs_by_status
+SELECT run_id, created_at FROM runs INDEXED BY runs_claimable
  WHERE status = 'pending' AND wake_at IS NULL AND {_LEASE_FREE} AND {WAITING_ENTRY}
 UNION
 SELECT run_id, created_at FROM runs INDEXED BY runs_by_wake
@@ -547,7 +547,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = ?, "
                 f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
-                f"updated_at = {_NOW}, wake_at = NULL WHERE run_id = ? "
+                f"updated_at = {_NOW}, wake_at = NULL, queued_waiting = 0 WHERE run_id = ? "
                 "RETURNING run_id, lease_token, lease_expires_at, created_at",
                 (worker_id, ttl, r),
             ).fetchone()
@@ -576,7 +576,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             holder = _queues.insert_entry(conn, run.run_id, queue, priority, dedup_key)
             if holder is not None:
                 return _get(conn, holder), False
-            return _get(conn, run.run_id) if _insert_run(conn, run) else None, True
+            return _get(conn, run.run_id) if _insert_run(conn, run, queued=True) else None, True
 
         rec, created = await self._tx(tx)
         assert rec is not None
@@ -887,14 +887,25 @@ def _forward_unseen(conn: sqlite3.Connection, run_id: str, target: str) -> None:
         _deliver(conn, target, kind, name, data)
 
 
-def _insert_run(conn: sqlite3.Connection, run: NewRun) -> bool:
-    """Insert ``run``'s row and first event unless its run_id is taken; whether it was."""
+def _insert_run(conn: sqlite3.Connection, run: NewRun, *, queued: bool = False) -> bool:
+    """Insert ``run``'s row and first event unless its run_id is taken; whether it was.
+
+    ``queued``: it waits for admission in a queue (a claim leaves it alone).
+    """
     ev = run.first_event
     cur = conn.execute(
         "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
-        "wake_at, parent_run_id, parent_position) "
-        f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-        (run.run_id, run.workflow, ev.seq, run.wake_at, run.parent_run_id, run.parent_position),
+        "wake_at, parent_run_id, parent_position, queued_waiting) "
+        f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+        (
+            run.run_id,
+            run.workflow,
+            ev.seq,
+            run.wake_at,
+            run.parent_run_id,
+            run.parent_position,
+            int(queued),
+        ),
     )
     if cur.rowcount != 1:
         return False

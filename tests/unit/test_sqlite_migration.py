@@ -338,3 +338,55 @@ async def test_a_run_id_prefix_is_a_range_on_the_primary_key(tmp_path):
         pass
     plan = _list_plan(path, run_id_prefix="order-")
     assert "SEARCH runs USING INDEX sqlite_autoindex_runs_1 (run_id>? AND run_id<?)" in plan, plan
+
+
+def _make_v6_file(path: str) -> None:
+    """A file as storage version 6 left it: a queue, one admitted run, two waiting, one plain."""
+    conn = sqlite3.connect(path)
+    try:
+        for m in MIGRATIONS[:6]:
+            for statement in m.sql.split(";\n"):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 6")
+        conn.execute("INSERT INTO queues (name, concurrency) VALUES ('q', 2)")
+        for run_id, status, owner in [
+            ("held", "running", "w0"),
+            ("wait1", "pending", None),
+            ("wait2", "pending", None),
+            ("plain", "pending", None),
+        ]:
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
+                "lease_owner, lease_token, lease_expires_at) VALUES (?, 'wf', ?, 1.0, 1.0, 1, ?, ?, ?)",
+                (run_id, status, owner, 1 if owner else 0, 4e9 if owner else None),
+            )
+        conn.executemany(
+            "INSERT INTO queue_runs (run_id, queue, priority, seq, admitted_at) "
+            "VALUES (?, 'q', 0, ?, ?)",
+            [("held", 1, 0.5), ("wait1", 2, None), ("wait2", 3, None)],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_v6_file_marks_its_waiting_queued_runs_and_they_still_wait(tmp_path):
+    old, fresh = str(tmp_path / "v6.db"), str(tmp_path / "fresh.db")
+    _make_v6_file(old)
+    async with SQLiteJournal(old) as j:
+        conn = sqlite3.connect(old)
+        try:
+            flags = dict(conn.execute("SELECT run_id, queued_waiting FROM runs").fetchall())
+        finally:
+            conn.close()
+        assert flags == {"held": 0, "wait1": 1, "wait2": 1, "plain": 0}
+        # The plain run is claimed; one waiting run is admitted (the held one has
+        # the other slot of two); the last one still waits.
+        leases = await j.claim("w1", ttl=30.0, limit=10, now=2.0)
+        assert sorted(x.run_id for x in leases) == ["plain", "wait1"]
+        assert await j.claim("w1", ttl=30.0, limit=10, now=2.0) == []
+        rec = await j.get_run("wait2")
+        assert rec is not None and rec.status == RunStatus.PENDING
+    async with SQLiteJournal(fresh):
+        pass
+    assert dump(old) == dump(fresh)

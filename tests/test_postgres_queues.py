@@ -1,0 +1,184 @@
+"""What only the Postgres journal's queues do: admission in one statement that skips
+a queue another claim is admitting from, counts again when another claim admitted
+after its snapshot, wakes the workers when it leaves runs, and the upgrade of a
+schema made before waiting runs were marked on their row. The shared behaviour is
+in the conformance suite (continuum_py.testing.conformance._queues)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
+from continuum_py.journal import RunStatus
+from continuum_py.queues import Queue
+from continuum_py.testing._journal_helpers import new_run
+
+pytestmark = pytest.mark.postgres
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+async def schema(pg_schema):
+    """(dsn, a fresh schema name), the schema dropped after the test."""
+    dsn, base = pg_schema
+    name = f"{base}_q{uuid.uuid4().hex[:8]}"
+    yield dsn, name
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def _claimed(journal: PostgresJournal, worker: str, limit: int) -> list[str]:
+    return [x.run_id for x in await journal.claim(worker, ttl=30.0, limit=limit, now=NOW)]
+
+
+async def test_a_claim_whose_snapshot_predates_another_admission_counts_again(schema):
+    """The second claim looked at the queue before the first admitted, and locks after."""
+    dsn, name = schema
+    async with (
+        PostgresJournal(dsn, schema=name) as first,
+        PostgresJournal(dsn, schema=name) as late,
+    ):
+        await first.declare_queue(Queue("q", concurrency=2))
+        for r in ("a", "b"):
+            await first.start_queued(new_run(r), "q")
+        # The late claim's statement pauses after taking its snapshot and before it
+        # locks the queue's row. Meanwhile two runs ahead of a and b in line are
+        # started and admitted: the late claim's snapshot sees neither them nor
+        # their slots.
+        marker = "AND ($5::text[] IS NULL"
+        assert marker in late._qsql.admission
+        late._qsql.admission = late._qsql.admission.replace(
+            marker, "AND pg_sleep(0.5) IS NOT NULL " + marker, 1
+        )
+        late_claim = asyncio.create_task(_claimed(late, "w2", 2))
+        await asyncio.sleep(0.2)
+        for r in ("u1", "u2"):
+            await first.start_queued(new_run(r), "q", priority=-1)
+        assert await _claimed(first, "w1", 2) == ["u1", "u2"]
+        assert await late_claim == []  # the queue is full: it counted the first's admissions
+        waiting = [r.run_id for r in await first.list_runs(status=RunStatus.PENDING)]
+        assert sorted(waiting) == ["a", "b"]
+
+
+async def test_a_claim_skips_a_queue_another_claim_has_locked(schema):
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("busy", concurrency=5))
+        await j.declare_queue(Queue("free", concurrency=5))
+        await j.start_queued(new_run("b1"), "busy")
+        await j.start_queued(new_run("f1"), "free")
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    f'SELECT 1 FROM "{name}".queues WHERE name = $1 FOR UPDATE', "busy"
+                )
+                # No wait on the locked queue: the other one is admitted at once.
+                got = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
+            assert got == ["f1"]
+        finally:
+            await conn.close()
+        assert await _claimed(j, "w1", 10) == ["b1"]
+
+
+async def test_a_claim_that_leaves_runs_it_had_no_room_for_wakes_the_workers(schema):
+    dsn, name = schema
+    async with (
+        PostgresJournal(dsn, schema=name) as j,
+        PostgresJournal(dsn, schema=name) as other,
+    ):
+        heard: list[str] = []
+        await other.listen(heard.append)
+        await j.declare_queue(Queue("q", concurrency=5))
+        for r in ("a", "b", "c"):
+            await j.start_queued(new_run(r), "q")
+        await asyncio.sleep(0.3)  # the starts' notifications
+        heard.clear()
+        assert await _claimed(j, "w1", 1) == ["a"]
+        for _ in range(50):
+            if "" in heard:
+                break
+            await asyncio.sleep(0.05)
+        assert "" in heard
+        heard.clear()
+        assert await _claimed(j, "w1", 5) == ["b", "c"]  # took all it could: nobody to wake
+        await asyncio.sleep(0.3)
+        assert "" not in heard
+
+
+async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_still_wait(schema):
+    dsn, name = schema
+    assert MIGRATIONS[6].version == 7
+    old = PostgresJournal(dsn, schema=name)
+    old.migrations = MIGRATIONS[:6]
+    async with old:
+        pass
+    s = f'"{name}"'
+    conn = await asyncpg.connect(dsn)
+    try:
+        # What the previous version wrote: a queue, one admitted run holding a
+        # slot, two waiting, and a plain run.
+        await conn.execute(f"INSERT INTO {s}.queues (name, concurrency) VALUES ('q', 2)")
+        for run_id, status, owner in [
+            ("held", "running", "w0"),
+            ("wait1", "pending", None),
+            ("wait2", "pending", None),
+            ("plain", "pending", None),
+        ]:
+            await conn.execute(
+                f"INSERT INTO {s}.runs (run_id, workflow, status, created_at, updated_at, "
+                "last_seq, lease_owner, lease_token, lease_expires_at) "
+                "VALUES ($1, 'wf', $2, $3, $3, 1, $4, $5, $6)",
+                run_id,
+                status,
+                NOW - 10,
+                owner,
+                1 if owner else 0,
+                4e9 if owner else None,  # far ahead of the journal clock
+            )
+        for i, (run_id, admitted) in enumerate(
+            [("held", NOW - 5), ("wait1", None), ("wait2", None)]
+        ):
+            await conn.execute(
+                f"INSERT INTO {s}.queue_runs (run_id, queue, priority, admitted_at) "
+                "VALUES ($1, 'q', $2, $3)",
+                run_id,
+                i,
+                admitted,
+            )
+    finally:
+        await conn.close()
+    async with PostgresJournal(dsn, schema=name) as new:
+        flags = {
+            r[0]: r[1]
+            for r in await new._fetch("t", f"SELECT run_id, queued_waiting FROM {s}.runs")
+        }
+        assert flags == {"held": False, "wait1": True, "wait2": True, "plain": False}
+        # A plain claim takes the plain run only; admission lets one waiting run in
+        # (the held one fills the other slot of two).
+        assert await _claimed(new, "w1", 10) == ["wait1", "plain"]
+        assert await _claimed(new, "w1", 10) == []
+        rec = await new.get_run("wait2")
+        assert rec is not None and rec.status == RunStatus.PENDING
+
+
+async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_at_once(schema):
+    """A claim skips the admission while the last one saw no queued run waiting."""
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_run(new_run("plain1"))
+        assert await _claimed(j, "w1", 10) == ["plain1"]  # nothing queued: seen so
+        await j.start_queued(new_run("queued"), "q")
+        await j.start_run(new_run("plain2"))
+        assert sorted(await _claimed(j, "w1", 10)) == ["plain2", "queued"]
+        await j.start_queued(new_run("queued2"), "q")
+        assert await _claimed(j, "w1", 10) == ["queued2"]
