@@ -197,16 +197,12 @@ class StepExecutor:
 
     async def _run_body(self, call: StepCall, attempt: int) -> Outcome:
         step = call.step
-        info = StepInfo(
-            run_id=self.run_id,
-            position=call.position,
-            attempt=attempt,
-            idempotency_key=f"{self.run_id}:{call.position}",
-            step=step.name,
-        )
-        token = CURRENT_STEP.set(info)
+        key = (self.run_id, call.position, attempt, step.name)
+        token = CURRENT_STEP.set(key)
         try:
             if self._interceptors:
+                info = StepInfo.current()
+                assert info is not None
                 value = await self._intercepted(info, functools.partial(_attempt, call))
             elif step.timeout is None:
                 value = await step.fn(*call.args, **call.kwargs)

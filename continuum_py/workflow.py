@@ -73,10 +73,24 @@ class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
     @staticmethod
     def current() -> StepInfo | None:
         """The info of the step running in this task, or ``None`` outside a step."""
-        return _current_step.get()
+        held = _current_step.get()
+        if held is None or isinstance(held, StepInfo):
+            return held
+        run_id, position, attempt, step = held
+        return StepInfo(
+            run_id=run_id,
+            position=position,
+            attempt=attempt,
+            idempotency_key=f"{run_id}:{position}",
+            step=step,
+        )
 
 
-_current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+StepKey = tuple[str, int, int, str]
+"""What :data:`CURRENT_STEP` may hold instead of a :class:`StepInfo`: ``(run_id,
+position, attempt, step)``; ``StepInfo.current()`` builds the info from it."""
+
+_current_step: contextvars.ContextVar[StepInfo | StepKey | None] = contextvars.ContextVar(
     "continuum_step", default=None
 )
 _current_tx: contextvars.ContextVar[JournalTransaction | None] = contextvars.ContextVar(
@@ -105,7 +119,8 @@ class _Bound(Generic[T]):
 
 
 CURRENT_STEP = _current_step
-"""For the runner: set it to a step's :class:`StepInfo` while its body runs, so
+"""For the runner: set it to a step's :class:`StepInfo` (or its :data:`StepKey`,
+built into one only if the step asks) while its body runs, so
 ``StepInfo.current()`` is that info (set/reset in a ``try``/``finally``: this
 runs once per step attempt, and a context manager costs more)."""
 
