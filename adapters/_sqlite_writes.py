@@ -173,36 +173,55 @@ class WriteGroups:
         self._drainer: asyncio.Task[None] | None = None
         self._every = CHECKPOINT_EVERY if checkpoints else 0
         self._commits = 0  # since the last checkpoint was queued
-        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoint: asyncio.Future[int] | None = None  # queued on the writer's thread
 
     def committed(self) -> None:
-        """Count a commit on the writer; queue a checkpoint every :data:`CHECKPOINT_EVERY`."""
+        """Count a commit on the writer, the write lock still held; checkpoint when due.
+
+        The checkpoint is queued on the writer's thread at once, before any
+        later call there, so it starts while the event loop goes on with the
+        caller's work; the next write waits for it (:meth:`_after_checkpoint`).
+        """
         if not self._every:
             return
         self._commits += 1
-        if self._commits >= self._every and self._checkpointer is None:
-            self._commits = 0
-            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint())
-
-    async def _checkpoint(self) -> None:
-        """A passive checkpoint on the writer's thread, between two write transactions."""
+        if self._commits < self._every or self._checkpoint is not None:
+            return
+        self._commits = 0
         try:
-            async with self.lock:
-                writer, _ = self._connections()
-                pages = await writer.call(_passive_checkpoint)
-            if pages > 0:  # the WAL's size: set the count of commits to the next one
-                self._every = min(max(self._every * CHECKPOINT_PAGES // pages, 8), 1024)
-        except Exception as exc:
+            writer, _ = self._connections()
+        except Exception:
+            return  # closed meanwhile
+        self._checkpoint = writer.submit(_passive_checkpoint)
+        self._checkpoint.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, fut: asyncio.Future[int]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
             # The commits are durable in the WAL; SQLite's own autocheckpoint
             # remains the backstop, and the next checkpoint is tried again later.
             log.warning("journal.checkpoint_failed", error=str(exc))
-        finally:
-            self._checkpointer = None
+            return
+        pages = fut.result()
+        if pages > 0:  # the WAL's size: set the count of commits to the next one
+            self._every = min(max(self._every * CHECKPOINT_PAGES // pages, 8), 1024)
+
+    async def _after_checkpoint(self) -> None:
+        """Wait (holding the lock) for a checkpoint still running on the writer's thread."""
+        ckpt = self._checkpoint
+        if ckpt is not None:
+            if not ckpt.done():
+                # wait() neither raises the checkpoint's error (logged by
+                # _checkpointed) nor cancels it if this caller is cancelled.
+                await asyncio.wait([ckpt])
+            if self._checkpoint is ckpt:
+                self._checkpoint = None
 
     def close(self) -> None:
-        """Stop a checkpoint still waiting for the lock (one already queued on the thread runs)."""
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
+        """Forget a checkpoint in flight: it still runs, before the connection closes."""
+        self._checkpoint = None
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` as (part of) a write transaction; its result once committed."""
@@ -211,6 +230,7 @@ class WriteGroups:
             # No write in flight: this one goes at once (on this thread if
             # alone), and writes made meanwhile queue for the next group.
             async with self.lock:  # free: taken without yielding to the loop
+                await self._after_checkpoint()
                 if alone(writer, reader):
                     done, out = self._run_here(writer, fn)
                     if done:
@@ -291,6 +311,7 @@ class WriteGroups:
             for _, fut in group:
                 _settle(fut, False, exc)
             return
+        await self._after_checkpoint()
         if len(group) == 1 and alone(writer, reader):
             fn, fut = group[0]
             try:
