@@ -20,9 +20,11 @@ A write of a group sees the writes of those before it in the same group, as
 it would had they committed one after another.
 
 **Checkpoints on the writer's thread.** When the WAL holds about
-:data:`CHECKPOINT_PAGES` pages, a ``PRAGMA wal_checkpoint(PASSIVE)`` runs on the
-writer's thread, holding the write lock (writes made meanwhile queue for the
-next group), never on the event loop's. SQLite then writes the WAL again from
+:data:`CHECKPOINT_PAGES` pages, a ``PRAGMA wal_checkpoint(PASSIVE)`` is queued on
+the writer's thread right after a commit, the write lock still held, and runs
+there while the event loop goes on; the next write waits for it (writes made
+meanwhile queue for the next group). It never runs on the event loop's thread,
+and no transaction is open on the writer while it runs. SQLite then writes the WAL again from
 its start, so the WAL stays small and commits overwrite blocks the file already
 has: on ext4 an ``fdatasync`` after an append also syncs the file's new size,
 and costs about 1.6 times as much as after an overwrite. The journal counts
@@ -185,8 +187,10 @@ class WriteGroups:
         if not self._every:
             return
         self._commits += 1
-        if self._commits < self._every or self._checkpoint is not None:
+        if self._commits < self._every:
             return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return  # still running: count on
         self._commits = 0
         try:
             writer, _ = self._connections()
@@ -230,7 +234,9 @@ class WriteGroups:
             # No write in flight: this one goes at once (on this thread if
             # alone), and writes made meanwhile queue for the next group.
             async with self.lock:  # free: taken without yielding to the loop
-                await self._after_checkpoint()
+                if self._checkpoint is not None:
+                    await self._after_checkpoint()
+                    writer, reader = self._connections()  # raises if closed meanwhile
                 if alone(writer, reader):
                     done, out = self._run_here(writer, fn)
                     if done:
@@ -305,13 +311,13 @@ class WriteGroups:
 
     async def _commit(self, group: list[_Job]) -> None:
         """Run ``group`` (holding the lock) and settle each caller's future."""
+        await self._after_checkpoint()
         try:
             writer, reader = self._connections()
         except Exception as exc:  # closed meanwhile
             for _, fut in group:
                 _settle(fut, False, exc)
             return
-        await self._after_checkpoint()
         if len(group) == 1 and alone(writer, reader):
             fn, fut = group[0]
             try:
