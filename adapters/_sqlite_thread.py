@@ -89,11 +89,19 @@ class SQLiteThread:
         Cancelling the caller does not stop ``fn`` once queued: it still runs,
         in order.
         """
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[Any], T]) -> asyncio.Future[T]:
+        """Queue ``fn(connection)`` on the thread now; a future of its result.
+
+        As :meth:`call`, but the call is queued before this returns, so it runs
+        before any call made after it.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, fut, loop))
         self.pending += 1
-        return await fut
+        return fut
 
     def run_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the calling thread, blocking it until ``fn`` returns.

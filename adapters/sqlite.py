@@ -191,7 +191,9 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         # on a thread each and fail with SQLITE_BUSY if a step's SQL outlasted
         # it. Queued on this lock they simply wait, in order, without polling.
         self._lock = asyncio.Lock()
-        self._writes = WriteGroups(self._connections, self._lock, self._busy_ms)
+        self._writes = WriteGroups(
+            self._connections, self._lock, self._busy_ms, checkpoints=path != ":memory:"
+        )
         self._tx_task: asyncio.Task[Any] | None = None
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
@@ -360,6 +362,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         # queued on the connection's thread (which runs calls in order) before
         # the lock lets the next writer in.
         await asyncio.shield(self._call(end))
+        if commit:
+            self._writes.committed()
 
     # ---- runs ----
     async def start_run(
@@ -766,6 +770,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         return await file_liveness.dead_workers(self._liveness, leasing)
 
     async def aclose(self) -> None:
+        self._writes.close()
         if self._liveness is not None:
             self._liveness.release_all()
         for attr in ("_r", "_w"):

@@ -4,6 +4,9 @@
 flight at a time (so their transactions group), plus one at a time between the
 waves (so some commit on the event loop's thread), and prints each run's id on
 stdout the moment its start returned. The parent kills it with SIGKILL.
+``python group_writer.py DB PREFIX EVERY`` also has the journal checkpoint its WAL
+after the first EVERY commits (instead of the default count), so kills land
+around checkpoints too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from continuum_py.adapters import _sqlite_writes
 from continuum_py.adapters.sqlite import SQLiteJournal
 from continuum_py.journal import NewRun, StoredEvent
 
@@ -37,4 +41,6 @@ async def main(path: str, prefix: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3:
+        _sqlite_writes.CHECKPOINT_EVERY = int(sys.argv[3])
     asyncio.run(main(sys.argv[1], sys.argv[2]))

@@ -5,6 +5,8 @@ group into one commit, and one at a time between waves, so some commit on the
 event loop's own thread. It prints each run's id once its start returned. The
 parent SIGKILLs it at seeded moments; every run the child acknowledged must be
 in the journal, whole (its row and its first event), and nothing half-written.
+A second round has the child checkpoint its WAL every few commits, so kills
+also land during checkpoints; the file must then pass SQLite's integrity check.
 """
 
 from __future__ import annotations
@@ -13,20 +15,26 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from continuum_py.adapters.sqlite import SQLiteJournal
 
 CHILD = Path(__file__).with_name("group_writer.py")
 
 
-def _run_until_killed(db: Path, prefix: str, acks: int, delay: float) -> set[str]:
+def _run_until_killed(
+    db: Path, prefix: str, acks: int, delay: float, every: int | None
+) -> set[str]:
     """Start the child, SIGKILL it ``delay`` s after its ``acks``-th acknowledgement."""
+    extra = [] if every is None else [str(every)]
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(db), prefix], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(CHILD), str(db), prefix, *extra], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     seen: set[str] = set()
@@ -45,6 +53,8 @@ def _run_until_killed(db: Path, prefix: str, acks: int, delay: float) -> set[str
 
 
 async def _check(db: Path, acked: set[str]) -> None:
+    with sqlite3.connect(db) as raw:  # recovers the WAL left behind, then checks the pages
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     async with SQLiteJournal(str(db)) as j:
         runs = {r.run_id for r in await j.list_runs(limit=100_000)}
         assert acked <= runs, f"acknowledged but lost: {sorted(acked - runs)[:5]}"
@@ -52,10 +62,14 @@ async def _check(db: Path, acked: set[str]) -> None:
             assert [e.seq for e in await j.load(run_id)] == [1]
 
 
-def test_acknowledged_grouped_writes_survive_sigkill(tmp_path: Path) -> None:
+# None: the journal's own checkpoint schedule; 2: a checkpoint after every other
+# commit at first (then every 8 or more), so the kills also hit checkpoints.
+@pytest.mark.parametrize("every", [None, 2])
+def test_acknowledged_grouped_writes_survive_sigkill(tmp_path: Path, every: int | None) -> None:
     rng = random.Random(20261207)
     db = tmp_path / "j.db"
     acked: set[str] = set()
     for i in range(4):
-        acked |= _run_until_killed(db, f"k{i}-", rng.randint(20, 400), rng.uniform(0, 0.02))
+        acks, delay = rng.randint(20, 400), rng.uniform(0, 0.02)
+        acked |= _run_until_killed(db, f"k{i}-", acks, delay, every)
         asyncio.run(_check(db, acked))
