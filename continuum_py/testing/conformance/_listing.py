@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -21,9 +22,15 @@ def key(r: RunRecord) -> tuple[float, str]:
 
 
 async def start_many(journal: Any, specs: Any) -> list[RunRecord]:
-    """Start runs ``(run_id, workflow)``; their records, oldest first as the journal orders them."""
+    """Start runs ``(run_id, workflow)``; their records, oldest first as the journal orders them.
+
+    Each start comes 2 ms after the one before, so no two share a creation time
+    (SQLite's clock counts milliseconds, and a start can commit in less): the
+    tests take time windows from these records.
+    """
     for run_id, wf in specs:
         await journal.start_run(new_run(run_id, workflow=wf))
+        await asyncio.sleep(0.002)
     return sorted([await journal.get_run(run_id) for run_id, _ in specs], key=key)
 
 
