@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,11 +136,7 @@ class StepExecutor:
         before = task.cancelling()
         self._inline, self._interrupted = task, False
         try:
-            out = await (
-                self._run_in_transaction(call, attempt)
-                if call.step.transactional
-                else self._run_body(call, attempt)
-            )
+            out = await self.run(call, attempt)
         except asyncio.CancelledError:
             if self._interrupted and task.uncancel() <= before:
                 return Outcome(call, attempt, False, cancelled(call), retryable=False)
@@ -152,11 +148,11 @@ class StepExecutor:
             task.uncancel()
         return out
 
-    async def run(self, call: StepCall, attempt: int) -> Outcome:
-        """Run one attempt of ``call``'s step."""
+    def run(self, call: StepCall, attempt: int) -> Coroutine[Any, Any, Outcome]:
+        """Run one attempt of ``call``'s step (the coroutine that does: no frame of its own)."""
         if call.step.transactional:
-            return await self._run_in_transaction(call, attempt)
-        return await self._run_body(call, attempt)
+            return self._run_in_transaction(call, attempt)
+        return self._run_body(call, attempt)
 
     async def _run_in_transaction(self, call: StepCall, attempt: int) -> Outcome:
         journal = self._journal
