@@ -112,6 +112,39 @@ async def count(client: Engine, status: RunStatus) -> int:
     return len(await client.list_runs(status=status, limit=10_000))
 
 
+async def freeze_mid_step(
+    client: Engine, pool: Workers, ids: list[str], log: Path
+) -> tuple[str, set[str]]:
+    """SIGSTOP the worker holding the most runs at a moment it is inside a step body.
+
+    Frozen, it is hung but alive: it keeps its liveness lock and its runs, so
+    what it holds now is what it holds when it dies (once dead, the others take
+    its runs at once). A step is inside its body when the log has its line and
+    the journal has no completion for it. If the frozen worker has none, it is
+    thawed and tried again, so the kill always lands between a side effect and
+    its record.
+    """
+    for _ in range(200):
+        holding = Counter(r.lease_owner for r in await client.list_runs(status="running"))
+        victim = max(ids, key=lambda w: holding[w])
+        pool.procs[victim].send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.05)  # a statement it sent before the stop lands first
+        held = {
+            r.run_id for r in await client.list_runs(status="running") if r.lease_owner == victim
+        }
+        for line in read_log(log):
+            if line.worker != victim or line.run_id not in held:
+                continue
+            history = await client.history(line.run_id)
+            if not any(
+                isinstance(e, StepCompleted) and e.position == line.position for e in history
+            ):
+                return victim, held
+        pool.procs[victim].send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.02)
+    raise AssertionError("no worker was ever frozen inside a step body")
+
+
 async def kill_one_mid_work(url: str, tmp: Path, *, workers: int, runs: int) -> None:
     """The whole scenario; asserts everything at the end."""
     log = tmp / "effects.log"
@@ -137,17 +170,7 @@ async def kill_one_mid_work(url: str, tmp: Path, *, workers: int, runs: int) -> 
                 return await count(client, RunStatus.COMPLETED) >= runs // 3
 
             await wait_until(a_third_done, timeout=60, interval=0.01)
-            holding = Counter(r.lease_owner for r in await client.list_runs(status="running"))
-            victim = max(ids, key=lambda w: holding[w])
-            # Frozen first: hung but alive, it keeps its liveness lock and its runs,
-            # so what it holds now is what it holds when it dies (once dead, the
-            # others take its runs at once).
-            pool.procs[victim].send_signal(signal.SIGSTOP)
-            held = {
-                r.run_id
-                for r in await client.list_runs(status="running")
-                if r.lease_owner == victim
-            }
+            victim, held = await freeze_mid_step(client, pool, ids, log)
             pool.procs[victim].kill()
             assert await asyncio.to_thread(pool.procs[victim].wait, 10) == -signal.SIGKILL
             done_at_kill = await count(client, RunStatus.COMPLETED)
