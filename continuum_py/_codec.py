@@ -38,8 +38,9 @@ def encode_value(
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise EncodingError(what, _offending_type(value, exc), str(exc), kind=kind) from exc
     # A non-finite float is written as null, so only an output holding "null"
-    # needs the walk; values without None or NaN pay one bytes search.
-    if b"null" in data:
+    # needs the walk; values without None or NaN pay one bytes search (find:
+    # `b"null" in data` first tries the needle as an int, raising a TypeError).
+    if data.find(b"null") != -1:
         where = _non_finite(value, root)
         if where is not None:
             path, number = where

@@ -14,6 +14,7 @@ is bound (a run's logger is bound when a worker picks the run up):
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -180,6 +181,22 @@ class _LazyLogger:
 
     def critical(self, event: str, **kw: Any) -> None:
         self._emit("critical", event, kw, 2)
+
+
+def level_check(log: Logger, method: Level) -> Callable[[], bool]:
+    """Whether ``log`` emits at level ``method`` now, as one cheap call, for a hot path's line.
+
+    Asked before the line's fields are built, a line filtered out costs this call
+    only; a logger that cannot say is asked to emit, and filters the line itself.
+    """
+    level = _LEVELS[method]
+    if isinstance(log, _StdlibLogger):
+        return functools.partial(_stdlib.isEnabledFor, level)
+    for name in ("is_enabled_for", "isEnabledFor"):  # structlog's filtering and stdlib loggers
+        check = getattr(log, name, None)
+        if callable(check):
+            return functools.partial(check, level)
+    return functools.partial(bool, True)
 
 
 def get_logger(**bound: Any) -> Logger:

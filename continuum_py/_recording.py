@@ -77,7 +77,7 @@ class Recorder:
         """An attempt of ``call`` is about to start (``args`` None: they could not be encoded)."""
         self.add(
             StepScheduled(
-                seq=self.next_seq(),
+                seq=self.durable_seq + len(self.events) + 1,  # next_seq(), once per step
                 at=self.clock.now(),
                 position=call.position,
                 step=call.step.name,
@@ -114,7 +114,7 @@ class Recorder:
         """An attempt of ``call`` returned ``result`` (encoded)."""
         self.add(
             StepCompleted(
-                seq=self.next_seq(),
+                seq=self.durable_seq + len(self.events) + 1,  # next_seq(), once per step
                 at=self.clock.now(),
                 position=call.position,
                 step=call.step.name,

@@ -164,10 +164,10 @@ class ReplayCore:
         *,
         compensates: int | None = None,
     ) -> Coroutine[Any, Any, Any]:
-        fut = self.loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.Future(loop=self.loop)  # create_future(), in line
         call = StepCall(self._take(), fut, step=step, args=args, kwargs=kwargs)
         call.compensates = compensates
-        self._new(call)
+        self.calls[call.position] = self._unrecorded[call.position] = call  # _new(), in line
         return await_step(self, call)
 
     @property
@@ -603,19 +603,11 @@ class ReplayCore:
         call.future.set_result(result)
 
     def _on_outcome(self, event: StepCompleted | StepFailed) -> None:
-        kind = type(event).__name__
-        call = self._recorded(event.position, f"{kind}({event.step})", StepCall)
-        if call.step.name != event.step:
-            raise NonDeterminismError(
-                self.run_id, event.position, f"{kind}({event.step})", describe(call)
-            )
-        if call.done:
-            raise NonDeterminismError(
-                self.run_id,
-                event.position,
-                f"a second {kind}({event.step})",
-                "one outcome per step",
-            )
+        call = self.calls.get(event.position)  # checked here; the error is built only if one fails
+        if not isinstance(call, StepCall) or call.done or call.step.name != event.step:
+            self._misfit_outcome(event)
+        if not (call.recorded or self.restoring):
+            self._misfit_outcome(event)
         call.done = True
         call.recorded = True
         self._unrecorded.pop(event.position, None)
@@ -642,8 +634,8 @@ class ReplayCore:
                     f"StepCompleted({event.step}) with result {bytes(event.result)[:200]!r}",
                     f"a result of the step's return type ({exc})",
                 ) from exc
-            # Completed, even if the code stopped waiting: its compensation is owed.
-            self.saga.completed(call)
+            if owed:  # completed, even if the code stopped waiting: its compensation is owed
+                self.saga.completed(call)
             if call.future.done():
                 self.loop.run_ready()
                 return
@@ -656,6 +648,14 @@ class ReplayCore:
                 )
             )
         self.loop.run_ready()
+
+    def _misfit_outcome(self, event: StepCompleted | StepFailed) -> NoReturn:
+        what = f"{type(event).__name__}({event.step})"
+        call = self._recorded(event.position, what, StepCall)
+        if call.step.name != event.step:
+            raise NonDeterminismError(self.run_id, event.position, what, describe(call))
+        second = f"a second {what}"
+        raise NonDeterminismError(self.run_id, event.position, second, "one outcome per step")
 
     def _on_end(self, event: AnyEvent) -> None:
         self.history_end = event

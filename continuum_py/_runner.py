@@ -31,7 +31,7 @@ from continuum_py._client import (
 )
 from continuum_py._clock import Clock, SystemClock
 from continuum_py._ending import END_STATUS, close_open_steps, continuation, end_event
-from continuum_py._log import get_logger
+from continuum_py._log import get_logger, level_check
 from continuum_py._recording import Recorder
 from continuum_py._replay import ReplayCore
 from continuum_py._steps import OpenTransaction, Outcome, StepExecutor, cancelled
@@ -100,6 +100,7 @@ class RunDriver:
         self.run_id = lease.run_id
         self.on_done = on_done
         self.log = get_logger(run_id=self.run_id, worker_id=cfg.worker_id)
+        self._debug = level_check(self.log, "debug")
         self._poke = asyncio.Event()
         self._stopping = False
         self._cancelled_children: set[int] = set()
@@ -183,6 +184,7 @@ class RunDriver:
         structlog.contextvars.bind_contextvars(run_id=self.run_id)
         # Resolve the lazy logger once per run, not on every step's log call.
         self.log = self.log.bind()
+        self._debug = level_check(self.log, "debug")
         try:
             refeed: list[Outcome] = []
             for passes in range(1, _MAX_PASSES + 1):
@@ -415,7 +417,7 @@ class RunDriver:
         # A workflow that has returned (or raised) needs no more attempts: a
         # retry still due, or a step it called but never awaited, is not scheduled.
         self._to_start = [] if core.finished else self._schedule(core)
-        if self._due(core) and not core.finished:
+        if not self.agenda.empty and self._due(core) and not core.finished:
             # What came due may have moved the code on: record what it asked for.
             self._to_start += self._schedule(core)
         status = outcome = end = None
@@ -428,7 +430,7 @@ class RunDriver:
         # cancel sent after the final append could be lost with the process.
         if self._tasks or core.has_children:
             await self._drop_abandoned(core)
-        if self._pending() or status is not None:
+        if self.rec.events or status is not None:  # type: ignore[union-attr]  # loaded
             await self._append(
                 end=end,
                 status=status,
@@ -512,8 +514,6 @@ class RunDriver:
 
         Returns whether anything came due (the code may have new calls).
         """
-        if self.agenda.empty:
-            return False
         now = self.clock.now()
         came = False
         for position in self.agenda.due_timers(now):
@@ -674,7 +674,7 @@ class RunDriver:
                 return to_start
             for call in calls:
                 if isinstance(call, StepCall):
-                    attempt = self._schedule_step(call)
+                    attempt = self._schedule_step(call, rec)
                     if attempt is not None:
                         to_start.append((call, attempt))
                 elif isinstance(call, TimerCall):
@@ -691,9 +691,8 @@ class RunDriver:
                 elif isinstance(call, SyncCall):
                     rec.sync_call(call)
 
-    def _schedule_step(self, call: StepCall) -> int | None:
+    def _schedule_step(self, call: StepCall, rec: Recorder) -> int | None:
         """Record the next attempt of ``call``; its number, or None if it must not run."""
-        rec = self._recorder()
         attempt = call.attempt + 1
         if call.future.done():
             # The workflow gave up on it before it started (it lost a race, or the
@@ -723,13 +722,14 @@ class RunDriver:
         call = out.call
         self._unsaved.append(out)
         if out.ok:
-            self.log.debug(
-                "step.completed",
-                step=call.step.name,
-                position=call.position,
-                attempt=out.attempt,
-                seq=rec.next_seq(),
-            )
+            if self._debug():  # filtered out (the usual case), the line costs this call only
+                self.log.debug(
+                    "step.completed",
+                    step=call.step.name,
+                    position=call.position,
+                    attempt=out.attempt,
+                    seq=rec.next_seq(),
+                )
             call.live_result = out.decoded
             rec.step_completed(call, out.attempt, out.value)
             return

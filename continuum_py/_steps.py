@@ -23,7 +23,10 @@ from continuum_py._calls import StepCall
 from continuum_py.errors import ConfigurationError, EncodingError, JournalError
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import AppendBatch, Journal, JournalTransaction, TransactionalJournal
-from continuum_py.workflow import CURRENT_STEP, StepInfo, in_transaction
+from continuum_py.workflow import CURRENT_STEP, StepDef, StepInfo, in_transaction
+
+_DECODERS: dict[StepDef[Any, Any], Callable[[msgspec.Raw], Any]] = {}
+"""Each step's result decoder, looked up once per step, not per attempt (bounded: cleared when full)."""
 
 
 class OpenTransaction:
@@ -208,22 +211,16 @@ class StepExecutor:
             return Outcome(call, attempt, False, exc)
         finally:
             CURRENT_STEP.reset(token)
-        return self._encoded(call, attempt, value)
-
-    def _intercepted(self, info: StepInfo, attempt: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-        # The first interceptor given is the outermost.
-        for interceptor in reversed(self._interceptors):
-            attempt = functools.partial(interceptor.step, info, attempt)
-        return attempt()
-
-    @staticmethod
-    def _encoded(call: StepCall, attempt: int, value: Any) -> Outcome:
-        step = call.step
+        decode = _DECODERS.get(step)
+        if decode is None:
+            if len(_DECODERS) >= 1024:
+                _DECODERS.clear()
+            decode = _DECODERS[step] = _codec.value_decoder(step.return_type)
         try:
             raw = _codec.encode_value(value, what=step.name)
             # Decode now, so a result that would not replay fails at record time;
             # the workflow gets this decoded copy, as a replay would give it.
-            decoded = _codec.decode_value(raw, step.return_type)
+            return Outcome(call, attempt, True, raw, decoded=(decode(raw),))
         except EncodingError as exc:
             return Outcome(call, attempt, False, exc, retryable=False)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -233,4 +230,9 @@ class StepExecutor:
                 f"does not match the return annotation: {exc}",
             )
             return Outcome(call, attempt, False, enc, retryable=False)
-        return Outcome(call, attempt, True, raw, decoded=(decoded,))
+
+    def _intercepted(self, info: StepInfo, attempt: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        # The first interceptor given is the outermost.
+        for interceptor in reversed(self._interceptors):
+            attempt = functools.partial(interceptor.step, info, attempt)
+        return attempt()

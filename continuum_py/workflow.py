@@ -242,7 +242,6 @@ def set_runtime(loop: asyncio.AbstractEventLoop, runtime: WorkflowRuntime) -> No
 
 
 def _runtime() -> WorkflowRuntime | None:
-    # A workflow loop entered in this thread is the running loop, and is quicker to read.
     loop = ENTERED.loop or asyncio._get_running_loop()
     runtime: WorkflowRuntime | None = getattr(loop, _RUNTIME, None)
     return runtime
@@ -297,7 +296,8 @@ class StepDef(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the step: recorded inside a workflow, a plain call anywhere else."""
-        runtime = _runtime()
+        loop = ENTERED.loop or asyncio._get_running_loop()  # _runtime(), in line: a hot path
+        runtime: WorkflowRuntime | None = getattr(loop, _RUNTIME, None)
         if runtime is None:
             return _plain(self.fn, *args, **kwargs)
         return runtime.call_step(self, args, kwargs)
