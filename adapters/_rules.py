@@ -164,7 +164,7 @@ def why_refused(batch: AppendBatch, rec: RunRecord | None) -> JournalError:
 
 def after(rec: RunRecord, batch: AppendBatch, now: float) -> RunRecord:
     """The run's row once ``batch`` has landed on ``rec`` at time ``now``."""
-    if batch.status is None and batch.inbox_seen is None:
+    if batch.status is None and batch.inbox_seen in (None, rec.inbox_seen):
         # Most appends: a step's events, nothing else about the run changes.
         return msgspec.structs.replace(
             rec, last_seq=batch.expected_seq + len(batch.events), updated_at=now

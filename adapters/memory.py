@@ -207,7 +207,7 @@ class MemoryJournal(MemorySchedules, JournalBase):
     def _write(self, batch: AppendBatch, now: float) -> JournalError | None:
         run_id = batch.lease.run_id
         rec = self._runs.get(run_id)
-        err = self._check(rec, batch)
+        err = bad_seqs(batch) or refusal(batch, rec)  # _check(), in line: once per step
         if err is not None:
             return err
         assert rec is not None
@@ -233,6 +233,8 @@ class MemoryJournal(MemorySchedules, JournalBase):
 
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
         now = self._clock()
+        if len(batches) == 1:  # a sequential step's append: no comprehension's frame
+            return [self._write(batches[0], now)]
         return [self._write(batch, now) for batch in batches]
 
     @asynccontextmanager

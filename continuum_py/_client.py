@@ -74,7 +74,12 @@ class JournalClient:
         else:
             self._busy = True
             try:
-                err = (await self._write([batch]))[0]
+                try:  # _write(), in line: once per step
+                    err = (await self.journal.append([batch]))[0]
+                except ContinuumError:
+                    raise
+                except (OSError, ConnectionError) as exc:
+                    raise JournalUnavailable(f"journal write failed: {exc}") from exc
             finally:
                 if self._queue:
                     # Keep a reference: the loop holds tasks only weakly.

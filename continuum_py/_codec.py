@@ -130,8 +130,8 @@ def decode_args(raw: msgspec.Raw | bytes, types: list[Any]) -> list[Any]:
     return out
 
 
-def encode_event(event: Event) -> bytes:
-    return _encoder.encode(event)
+encode_event: Callable[[Event], bytes] = _encoder.encode
+"""Encode one event (the encoder's own method: no Python frame, events are encoded per step)."""
 
 
 def decode_event(run_id: str, seq: int | None, schema: int, data: bytes) -> AnyEvent:
