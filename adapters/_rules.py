@@ -118,8 +118,8 @@ def lease_held(row: _Fenced | None, lease: Lease) -> bool:
 
 def lease_lost(row: _Fenced | None, lease: Lease) -> LeaseLost | None:
     """``LeaseLost`` unless ``lease`` is still the run's lease (``row``: the run's row)."""
-    if lease_held(row, lease):
-        return None
+    if row is not None and row.lease_owner is not None and row.lease_token == lease.token:
+        return None  # lease_held(), in line: every append asks
     return LeaseLost(lease.run_id, lease.token, row.lease_token if row is not None else None)
 
 

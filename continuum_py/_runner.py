@@ -260,7 +260,7 @@ class RunDriver:
         events = [*(rec.events if rec is not None and pending else []), *([end] if end else [])]
         batch = AppendBatch(
             lease=self.lease,
-            expected_seq=self.seq,
+            expected_seq=rec.durable_seq if rec is not None else 0,  # self.seq, in line
             events=[stored(self.run_id, e) for e in events],
             status=status,
             outcome=outcome,
@@ -297,7 +297,7 @@ class RunDriver:
     async def _load(self) -> ReplayCore:
         snap, rows = await self.cfg.client.load_with_snapshot(self.run_id)
         core = ReplayCore(self.run_id, self.cfg.registry)
-        core.clock = self.clock.now
+        core.clock, core.loop.host = self.clock.now, asyncio.get_running_loop()
         self.core = core
         # The stored tail, known before decoding: if decoding or replay fails
         # (corrupt row, unknown workflow), parking must still append at this seq.

@@ -42,6 +42,11 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self.entered = False
         """Whether this is the running loop, between :meth:`enter` and :meth:`leave`."""
+        self.host: asyncio.AbstractEventLoop | None = None
+        """The loop running whoever drives this one, if it is always the same (a runner's).
+
+        Entering then need not ask for the running loop (a ``getpid()`` system call).
+        """
         self.errors: list[dict[str, Any]] = []
         # The workflow's tasks, so close() need not walk every task in the process.
         self.tasks: list[asyncio.Task[Any]] = []
@@ -152,7 +157,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         # and leave are written out in line (each a Python call otherwise).
         outer = None
         if not self.entered:
-            outer = asyncio._get_running_loop(), ENTERED.loop
+            outer = ENTERED.loop or self.host or asyncio._get_running_loop(), ENTERED.loop
             asyncio._set_running_loop(self)
             ENTERED.loop = self
             self.entered = True
@@ -175,7 +180,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         the replay core switches once for a whole list of events, and each
         :meth:`run_ready` meanwhile skips it.
         """
-        outer = asyncio._get_running_loop(), ENTERED.loop
+        outer = ENTERED.loop or self.host or asyncio._get_running_loop(), ENTERED.loop
         asyncio._set_running_loop(self)
         ENTERED.loop = self
         self.entered = True
