@@ -88,7 +88,7 @@ def _offending_type(value: Any, exc: BaseException) -> str:
 def encode_args(
     args: tuple[Any, ...], *, what: str | None, kind: OwnerKind = "step"
 ) -> msgspec.Raw:
-    return encode_value(list(args), what=what, kind=kind, root="args")
+    return encode_value(args, what=what, kind=kind, root="args")  # a tuple is a JSON list too
 
 
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
