@@ -29,6 +29,13 @@ _DECODERS: dict[StepDef[Any, Any], Callable[[msgspec.Raw], Any]] = {}
 """Each step's result decoder, looked up once per step, not per attempt (bounded: cleared when full)."""
 
 
+def _decoder(step: StepDef[Any, Any]) -> Callable[[msgspec.Raw], Any]:
+    if len(_DECODERS) >= 1024:
+        _DECODERS.clear()
+    decode = _DECODERS[step] = _codec.value_decoder(step.return_type)
+    return decode
+
+
 class OpenTransaction:
     """A transactional step's journal transaction, open until its completion is written."""
 
@@ -211,15 +218,11 @@ class StepExecutor:
             return Outcome(call, attempt, False, exc)
         finally:
             CURRENT_STEP.reset(token)
-        decode = _DECODERS.get(step)
-        if decode is None:
-            if len(_DECODERS) >= 1024:
-                _DECODERS.clear()
-            decode = _DECODERS[step] = _codec.value_decoder(step.return_type)
         try:
             raw = _codec.encode_value(value, what=step.name)
             # Decode now, so a result that would not replay fails at record time;
             # the workflow gets this decoded copy, as a replay would give it.
+            decode = _DECODERS.get(step) or _decoder(step)
             return Outcome(call, attempt, True, raw, decoded=(decode(raw),))
         except EncodingError as exc:
             return Outcome(call, attempt, False, exc, retryable=False)
