@@ -91,19 +91,24 @@ slots AS MATERIALIZED (
     -- The queues' slots (admitted, not seen finished), each with its run's state
     -- (one index look, whatever the planner thinks of the table sizes):
     -- 0 finished, 1 live, 2 live and running here, 3 parked.
+    -- Per queue from its index (OFFSET 0: not flattened into a join that scans
+    -- every admitted run), so with no candidate queue nothing is read.
     SELECT q.queue, q.run_id, (SELECT CASE WHEN r.status IN ({_TERMINAL}) THEN 0
             WHEN r.status NOT IN ({_LIVE}) THEN 3
             WHEN r.status = 'running' AND r.lease_owner = $1::text THEN 2 ELSE 1 END
         FROM {s}.runs r WHERE r.run_id = q.run_id) AS st
-    FROM cand f JOIN {s}.queue_runs q
-        ON q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done
+    FROM cand f CROSS JOIN LATERAL (SELECT q.queue, q.run_id FROM {s}.queue_runs q
+        WHERE q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done OFFSET 0) q
 ),
 room AS MATERIALIZED (
+    -- A limit not set counts nothing (LEAST skips NULLs; CASE skips the count).
     SELECT f.name, f.admissions, LEAST($3::int + 1,
-        f.concurrency - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)),
-        f.per_worker - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2),
-        f.rate_n - (SELECT count(*) FROM {s}.queue_runs
-            WHERE queue = f.name AND admitted_at > t.now - f.rate_period)) AS room
+        CASE WHEN f.concurrency IS NOT NULL THEN f.concurrency
+            - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)) END,
+        CASE WHEN f.per_worker IS NOT NULL THEN f.per_worker
+            - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2) END,
+        CASE WHEN f.rate_n IS NOT NULL THEN f.rate_n - (SELECT count(*) FROM {s}.queue_runs
+            WHERE queue = f.name AND admitted_at > t.now - f.rate_period) END) AS room
     FROM cand f CROSS JOIN t
 ),
 due AS MATERIALIZED (
@@ -116,7 +121,7 @@ due AS MATERIALIZED (
           AND (SELECT r.status = 'pending' AND (r.wake_at IS NULL OR r.wake_at <= t.now)
                FROM {s}.runs r WHERE r.run_id = q.run_id)
         ORDER BY q.priority, q.seq LIMIT $3::int + 1) w
-    WHERE w.k <= rm.room
+    WHERE rm.room > 0 AND w.k <= rm.room
 ),
 lk AS MATERIALIZED (
     SELECT name, admissions FROM {s}.queues
@@ -169,14 +174,18 @@ woken AS MATERIALIZED (
             )
         }
 -- part 1: admitted (k: their order), 2: plain (k: created_at), 0: a summary row
--- (token: queues left out as stale; k: whether queued runs wait in them).
+-- (token: queues left out as stale; k: how many queues still hold runs waiting
+-- besides those admitted here: none, and the next claim need not admit first).
 SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord::float8 AS k, 1 AS part
 FROM leased l JOIN pick p USING (run_id)
 UNION ALL
 SELECT run_id, lease_token, lease_expires_at, created_at, 2 FROM u
 UNION ALL
 SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
-    (SELECT count(*) FROM cand)::float8, 0 - (SELECT count(*) FROM woken)::int"""
+    (SELECT count(*) FROM cand f WHERE EXISTS (SELECT 1 FROM {s}.queue_runs w
+        WHERE w.queue = f.name AND w.admitted_at IS NULL
+          AND w.run_id NOT IN (SELECT run_id FROM pick)))::float8,
+    0 - (SELECT count(*) FROM woken)::int"""
         # A queued start in one statement, for the usual case: no run of that id,
         # and the dedup key (if any) free or held by a finished run (freed first:
         # the entry's insert reads ``freed``, so it runs after). $15 queue,
