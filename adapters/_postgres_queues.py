@@ -11,6 +11,7 @@ workers if it leaves runs it had no room for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -21,13 +22,17 @@ from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
 
-__all__ = ["ClaimArgs", "PostgresQueues", "Taken"]
+__all__ = ["Admitted", "ClaimArgs", "PostgresQueues", "Taken"]
 
 _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
 _TRIES = 3  # admission statements per claim when other claims keep admitting in between
+# The class (first key) of the advisory locks an admission takes per queue (a
+# two-key lock: never one of the liveness locks, which take one 64-bit key).
+_LOCK_CLASS = 0x636F6E71
+_CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admission held
 
 
 class PostgresQueues:
@@ -36,6 +41,8 @@ class PostgresQueues:
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         self.s = s
+        # The admission hint lock's key: the schema's and the queue's names.
+        lock_key = "'" + schema.replace("'", "''") + ".' || waits.name"
         self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
             f"INSERT INTO {s}.queues ({_QCOLS}) VALUES ($1, $2, $3, $4, $5) "
@@ -79,13 +86,20 @@ FROM slots"""
         # waiting run of each queue with room for k, queues in turn order.
         self.admission = f"""
 WITH t AS MATERIALIZED (SELECT COALESCE($4::float8, {_NOW}) AS now),
-cand AS MATERIALIZED (
+waits AS MATERIALIZED (
     SELECT {_QCOLS}, admissions FROM {s}.queues qq
     -- A scalar subquery, not EXISTS: one index look per queue, never a scan of
     -- every waiting run.
     WHERE (SELECT true FROM {s}.queue_runs w
            WHERE w.queue = qq.name AND w.admitted_at IS NULL LIMIT 1)
       AND ($5::text[] IS NULL OR qq.name = ANY($5::text[]))
+),
+cand AS MATERIALIZED (
+    -- A queue another admission is working on right now (it holds this lock
+    -- until its statement ends) is left to it before anything is counted: the
+    -- caller looks again a moment later (``contended``). Only a hint: the row
+    -- lock and the admissions counter below keep the counts right.
+    SELECT * FROM waits WHERE pg_try_advisory_xact_lock({_LOCK_CLASS}, hashtext({lock_key}))
 ),
 slots AS MATERIALIZED (
     -- The queues' slots (admitted, not seen finished), each with its run's state
@@ -174,17 +188,17 @@ woken AS MATERIALIZED (
             )
         }
 -- part 1: admitted (k: their order), 2: plain (k: created_at), 0: a summary row
--- (token: queues left out as stale; k: how many queues still hold runs waiting
--- besides those admitted here: none, and the next claim need not admit first).
+-- (token: queues left out as stale; expiry: queues left to another admission;
+-- k: queues with runs waiting: none, and the next claim need not admit first;
+-- some, and more may come (a queue in use), so it admits first).
 SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord::float8 AS k, 1 AS part
 FROM leased l JOIN pick p USING (run_id)
 UNION ALL
 SELECT run_id, lease_token, lease_expires_at, created_at, 2 FROM u
 UNION ALL
-SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
-    (SELECT count(*) FROM cand f WHERE EXISTS (SELECT 1 FROM {s}.queue_runs w
-        WHERE w.queue = f.name AND w.admitted_at IS NULL
-          AND w.run_id NOT IN (SELECT run_id FROM pick)))::float8,
+SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
+    ((SELECT count(*) FROM waits) - (SELECT count(*) FROM cand))::float8,
+    (SELECT count(*) FROM waits)::float8,
     0 - (SELECT count(*) FROM woken)::int"""
         # A queued start in one statement, for the usual case: no run of that id,
         # and the dedup key (if any) free or held by a finished run (freed first:
@@ -259,11 +273,26 @@ entry AS (
         """
 
         async def admit_and_claim(room: int) -> tuple[list[Lease], list[Lease], bool]:
-            async def tx(conn: Any) -> tuple[list[Lease], list[Lease], bool]:
-                return await self.claim(conn, a, room)
+            admitted: list[Lease] = []
+            plain: list[Lease] = []
+            waiting = True
+            for attempt in range(_TRIES):
 
-            result: tuple[list[Lease], list[Lease], bool] = await write("claim", tx)
-            return result
+                async def tx(conn: Any, left: int = room - len(admitted) - len(plain)) -> Admitted:
+                    return await self.claim(conn, a, left)
+
+                got: Admitted = await write("claim", tx)
+                admitted += got.admitted
+                plain += got.plain
+                waiting = got.waiting
+                if not got.contended or len(admitted) + len(plain) >= room:
+                    break
+                # Another admission held a queue with runs waiting: it may not
+                # have seen runs started after its snapshot, and may have no
+                # room for them; look again once it is done.
+                if attempt < _TRIES - 1:
+                    await asyncio.sleep(_CONTENDED_WAIT)
+            return admitted, plain, waiting
 
         if self.waiting:
             admitted, plain, self.waiting = await admit_and_claim(limit)
@@ -289,19 +318,17 @@ entry AS (
         late, more, self.waiting = await admit_and_claim(limit - len(plain))
         return late + plain + more
 
-    async def claim(
-        self, conn: Any, a: ClaimArgs, limit: int
-    ) -> tuple[list[Lease], list[Lease], bool]:
-        """Admit what the queues let in, then claim plain runs: ``(admitted, plain, waiting)``.
+    async def claim(self, conn: Any, a: ClaimArgs, limit: int) -> Admitted:
+        """Admit what the queues let in, then claim plain runs.
 
         Each statement is one transaction. A queue left out because another
         claim admitted from it after the statement's snapshot is tried again at
-        once, with the room left. ``waiting``: queued runs wait in the queues
-        served (so the next claim admits first).
+        once, with the room left.
         """
         admitted: list[Lease] = []
         plain: list[Any] = []
         waiting = True
+        contended = False
         for _ in range(_TRIES):
             room = limit - len(admitted) - len(plain)
             rows = await conn.fetch(
@@ -320,15 +347,17 @@ entry AS (
                 for r in sorted((r for r in rows if r[4] == 1), key=lambda r: r[3])
             ]
             plain += [r for r in rows if r[4] == 2]
-            stale, queued = next((r[1], r[3]) for r in rows if r[0] is None)
+            stale, held, queued = next((r[1], r[2], r[3]) for r in rows if r[0] is None)
             waiting = queued > 0
+            contended = held > 0
             if not stale or len(admitted) + len(plain) >= limit:
                 break
         plain.sort(key=lambda r: (r[3], r[0]))
-        return (
+        return Admitted(
             admitted,
             [Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in plain],
             waiting,
+            contended,
         )
 
     async def start(
@@ -362,6 +391,15 @@ entry AS (
             if row is None:
                 raise Taken
             return row, True
+
+
+class Admitted(NamedTuple):
+    """What one admission statement (and the plain claim in it) leased."""
+
+    admitted: list[Lease]  # queued runs, in admission order
+    plain: list[Lease]  # plain runs, oldest first
+    waiting: bool  # runs waited in the queues served: the next claim admits first
+    contended: bool  # a queue with runs waiting was left to another admission
 
 
 class ClaimArgs(NamedTuple):
