@@ -155,12 +155,17 @@ pick AS MATERIALIZED (
     SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
-tidy AS (
-    UPDATE {s}.queue_runs q SET done = true FROM slots sl
-    WHERE q.run_id = sl.run_id AND sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
-),
+-- One update of queue_runs (each modifying CTE costs its start-up, opening
+-- every index of its table): the picked runs are admitted, the finished slots
+-- of the queues locked here are marked done (the two sets never share a run).
 marked AS (
-    UPDATE {s}.queue_runs q SET admitted_at = t.now FROM pick p, t WHERE q.run_id = p.run_id
+    UPDATE {s}.queue_runs q SET done = q.done OR x.fin,
+        admitted_at = CASE WHEN x.fin THEN q.admitted_at ELSE x.now END
+    FROM (SELECT sl.run_id, true AS fin, NULL::float8 AS now FROM slots sl
+          WHERE sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
+          UNION ALL
+          SELECT p.run_id, false, t.now FROM pick p CROSS JOIN t) x
+    WHERE q.run_id = x.run_id
 ),
 bumped AS (
     UPDATE {s}.queues SET admissions = admissions + 1
