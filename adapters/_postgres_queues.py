@@ -229,6 +229,19 @@ entry AS (
             source="c, entry",
             on_conflict=False,
         )
+        # The same without a dedup key (no key to free: a smaller plan to start), $1..$16.
+        self.start_queued_nokey = start_run_sql(
+            s,
+            before=f"""entry AS (
+    INSERT INTO {s}.queue_runs (run_id, queue, priority)
+    SELECT $1::text, $15::text, $16::int
+    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
+    ON CONFLICT DO NOTHING RETURNING run_id
+),
+""",
+            source="c, entry",
+            on_conflict=False,
+        )
         self.free_key = (
             f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
             f"AND q.dedup_key = $2 AND NOT q.done AND r.run_id = q.run_id "
@@ -378,7 +391,10 @@ entry AS (
     ) -> tuple[Any, bool]:
         """Create ``run`` waiting in ``queue`` (one transaction); ``(row, created)``."""
         try:
-            row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
+            if key is None:
+                row = await conn.fetchrow(self.start_queued_nokey, *run_args, queue, priority)
+            else:
+                row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
         except asyncpg.UniqueViolationError:
             row = None  # a run of that id was created meanwhile: nothing was written
         if row is not None:
