@@ -1,5 +1,5 @@
 """What only the Postgres journal's queues do: admission in one statement that skips
-a queue another claim is admitting from, counts again when another claim admitted
+a queue another claim is admitting from (its admission lock or its row), counts again when another claim admitted
 after its snapshot, wakes the workers when it leaves runs, and the upgrade of a
 schema made before waiting runs were marked on their row. The shared behaviour is
 in the conformance suite (continuum_py.testing.conformance._queues)."""
@@ -86,6 +86,31 @@ async def test_a_claim_skips_a_queue_another_claim_has_locked(schema):
             assert got == ["f1"]
         finally:
             await conn.close()
+        assert await _claimed(j, "w1", 10) == ["b1"]
+
+
+async def test_a_claim_leaves_a_queue_another_admission_is_working_on_to_it(schema):
+    """The queue's admission lock held elsewhere: the claim admits from the other queue."""
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("busy", concurrency=5))
+        await j.declare_queue(Queue("free", concurrency=5))
+        await j.start_queued(new_run("b1"), "busy")
+        await j.start_queued(new_run("f1"), "free")
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                # What an admission from "busy" holds while its statement runs.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    0x636F6E71,
+                    f"{name}.busy",
+                )
+                got = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
+            assert got == ["f1"]
+        finally:
+            await conn.close()
+        # Released: the next claim admits it.
         assert await _claimed(j, "w1", 10) == ["b1"]
 
 
