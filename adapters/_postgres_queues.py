@@ -288,33 +288,41 @@ entry AS (
         While the last claim saw queued runs waiting, one statement admits and
         claims; otherwise the plain claim alone (``plain_claim``), which also
         looks whether some wait now, and if so admits them in this claim.
+        A queue left to another admission (``contended``) is looked at again a
+        moment later: that admission may not have seen runs started after its
+        snapshot, nor have room for them. The look is the plain claim, so it
+        costs an admission only if runs still wait.
         """
+        leases: list[Lease] = []
+        for attempt in range(_TRIES):
+            got, contended = await self._claim_once(write, plain_claim, a, limit - len(leases))
+            leases += got
+            if not contended or len(leases) >= limit or attempt == _TRIES - 1:
+                break
+            await asyncio.sleep(_CONTENDED_WAIT)
+            self.waiting = False
+        return leases
 
-        async def admit_and_claim(room: int) -> tuple[list[Lease], list[Lease], bool]:
-            admitted: list[Lease] = []
-            plain: list[Lease] = []
-            waiting = True
-            for attempt in range(_TRIES):
+    async def _claim_once(
+        self,
+        write: Callable[[str, Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        plain_claim: str,
+        a: ClaimArgs,
+        limit: int,
+    ) -> tuple[list[Lease], bool]:
+        """One pass of :meth:`claim_runs`: ``(leases, contended)``."""
 
-                async def tx(conn: Any, left: int = room - len(admitted) - len(plain)) -> Admitted:
-                    return await self.claim(conn, a, left)
+        async def admit_and_claim(room: int) -> Admitted:
+            async def tx(conn: Any) -> Admitted:
+                return await self.claim(conn, a, room)
 
-                got: Admitted = await write("claim", tx)
-                admitted += got.admitted
-                plain += got.plain
-                waiting = got.waiting
-                if not got.contended or len(admitted) + len(plain) >= room:
-                    break
-                # Another admission held a queue with runs waiting: it may not
-                # have seen runs started after its snapshot, and may have no
-                # room for them; look again once it is done.
-                if attempt < _TRIES - 1:
-                    await asyncio.sleep(_CONTENDED_WAIT)
-            return admitted, plain, waiting
+            got: Admitted = await write("claim", tx)
+            self.waiting = got.waiting
+            return got
 
         if self.waiting:
-            admitted, plain, self.waiting = await admit_and_claim(limit)
-            return admitted + plain
+            got = await admit_and_claim(limit)
+            return got.admitted + got.plain, got.contended
 
         async def tx(conn: Any) -> list[Any]:
             return list(
@@ -331,10 +339,10 @@ entry AS (
         ]
         if not (waiting and len(plain) < limit):
             self.waiting = waiting
-            return plain
+            return plain, False
         # They came since the last look: admit them in this claim.
-        late, more, self.waiting = await admit_and_claim(limit - len(plain))
-        return late + plain + more
+        got = await admit_and_claim(limit - len(plain))
+        return got.admitted + plain + got.plain, got.contended
 
     async def claim(self, conn: Any, a: ClaimArgs, limit: int) -> Admitted:
         """Admit what the queues let in, then claim plain runs.
