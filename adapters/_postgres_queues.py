@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 
-from continuum_py.adapters._postgres_sql import claim_ctes, start_run_sql
+from continuum_py.adapters._postgres_sql import admission_lock, claim_ctes, start_run_sql
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
@@ -29,9 +29,6 @@ _TERMINAL = sql_in(TERMINAL_STATUSES)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
 _TRIES = 3  # admission statements per claim when other claims keep admitting in between
-# The class (first key) of the advisory locks an admission takes per queue (a
-# two-key lock: never one of the liveness locks, which take one 64-bit key).
-_LOCK_CLASS = 0x636F6E71
 _CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admission held
 
 
@@ -41,8 +38,6 @@ class PostgresQueues:
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         self.s = s
-        # The admission hint lock's key: the schema's and the queue's names.
-        lock_key = "'" + schema.replace("'", "''") + ".' || waits.name"
         self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
             f"INSERT INTO {s}.queues ({_QCOLS}) VALUES ($1, $2, $3, $4, $5) "
@@ -99,7 +94,7 @@ cand AS MATERIALIZED (
     -- until its statement ends) is left to it before anything is counted: the
     -- caller looks again a moment later (``contended``). Only a hint: the row
     -- lock and the admissions counter below keep the counts right.
-    SELECT * FROM waits WHERE pg_try_advisory_xact_lock({_LOCK_CLASS}, hashtext({lock_key}))
+    SELECT * FROM waits WHERE {admission_lock(schema, "waits.name")}
 ),
 slots AS MATERIALIZED (
     -- The queues' slots (admitted, not seen finished), each with its run's state
@@ -332,14 +327,16 @@ entry AS (
             )
 
         rows = await write("claim", tx)
-        waiting = any(r[0] is None for r in rows)
+        # The summary row, if runs wait: 1 in a queue free to admit from, else 0.
+        free = next((r[1] for r in rows if r[0] is None), None)
+        waiting = free == 1
         rows = sorted((r for r in rows if r[0] is not None), key=lambda r: (r[3], r[0]))
         plain = [
             Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in rows
         ]
         if not (waiting and len(plain) < limit):
             self.waiting = waiting
-            return plain, False
+            return plain, free == 0
         # They came since the last look: admit them in this claim.
         got = await admit_and_claim(limit - len(plain))
         return got.admitted + plain + got.plain, got.contended

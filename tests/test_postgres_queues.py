@@ -12,6 +12,7 @@ import uuid
 import asyncpg
 import pytest
 
+from continuum_py.adapters._postgres_sql import ADMISSION_LOCK_CLASS
 from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
 from continuum_py.journal import RunStatus
 from continuum_py.queues import Queue
@@ -103,7 +104,7 @@ async def test_a_claim_leaves_a_queue_another_admission_is_working_on_to_it(sche
                 # What an admission from "busy" holds while its statement runs.
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                    0x636F6E71,
+                    ADMISSION_LOCK_CLASS,
                     f"{name}.busy",
                 )
                 got = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
@@ -112,6 +113,27 @@ async def test_a_claim_leaves_a_queue_another_admission_is_working_on_to_it(sche
             await conn.close()
         # Released: the next claim admits it.
         assert await _claimed(j, "w1", 10) == ["b1"]
+
+
+async def test_a_plain_claim_leaves_runs_waiting_in_a_queue_being_admitted_from_to_it(schema):
+    """The claim after one that saw nothing waiting looks with the plain claim first."""
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("q", concurrency=5))
+        assert await _claimed(j, "w1", 10) == []  # nothing waits: the next claim is plain
+        await j.start_queued(new_run("a"), "q")
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    ADMISSION_LOCK_CLASS,
+                    f"{name}.q",
+                )
+                assert await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5) == []
+        finally:
+            await conn.close()
+        assert await _claimed(j, "w1", 10) == ["a"]
 
 
 async def test_a_claim_that_leaves_runs_it_had_no_room_for_wakes_the_workers(schema):
