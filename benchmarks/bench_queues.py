@@ -23,7 +23,7 @@ the worker count: ``LIMIT`` (default 50) is above it, and above each worker's
 ``--concurrency`` (default 20), so the limit is not what bounds the work.
 
 Usage: python benchmarks/bench_queues.py [--quick] [--runs N] [--steps K]
-       [--limit L] [--concurrency C] [--repeats R] [--dsn DSN]
+       [--limit L] [--concurrency C] [--repeats R] [--workers N ...] [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ async def _measure(
 
 
 async def run(args: Any, folder: Path) -> dict[str, Any]:
-    configs = [(w, queued) for w in (1, 3) for queued in (False, True)]
+    configs = [(w, queued) for w in args.workers for queued in (False, True)]
     reps: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeats):
         for workers, queued in configs:
@@ -207,7 +207,7 @@ async def run(args: Any, folder: Path) -> dict[str, Any]:
             "problems": [p for r in rs for p in r["problems"]],
         }
     targets = {}
-    for workers in (1, 3):
+    for workers in args.workers:
         plain = results[f"postgres_{workers}w_plain"]["runs_per_s_median"]
         queued = results[f"postgres_{workers}w_queue"]["runs_per_s_median"]
         share = queued / plain
@@ -235,6 +235,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=20, help="each worker's --concurrency")
     p.add_argument("--repeats", type=int, default=None, help="repeats (default 3)")
     p.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 3], help="worker counts (default 1 3)"
+    )
+    p.add_argument(
         "--dsn",
         default=os.environ.get("CONTINUUM_TEST_PG_DSN"),
         help="Postgres DSN (default: $CONTINUUM_TEST_PG_DSN)",
@@ -258,6 +261,7 @@ def main() -> None:
                 "limit": args.limit,
                 "worker_concurrency": args.concurrency,
                 "repeats": args.repeats,
+                "workers": args.workers,
                 "quick": args.quick,
             },
             **out,
