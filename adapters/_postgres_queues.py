@@ -11,23 +11,25 @@ workers if it leaves runs it had no room for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 
-from continuum_py.adapters._postgres_sql import claim_ctes, start_run_sql
+from continuum_py.adapters._postgres_sql import admission_lock, claim_ctes, start_run_sql
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
 
-__all__ = ["ClaimArgs", "PostgresQueues", "Taken"]
+__all__ = ["Admitted", "ClaimArgs", "PostgresQueues", "Taken"]
 
 _LIVE = sql_in(LIVE_STATUSES)
 _TERMINAL = sql_in(TERMINAL_STATUSES)
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
 _TRIES = 3  # admission statements per claim when other claims keep admitting in between
+_CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admission held
 
 
 class PostgresQueues:
@@ -79,7 +81,7 @@ FROM slots"""
         # waiting run of each queue with room for k, queues in turn order.
         self.admission = f"""
 WITH t AS MATERIALIZED (SELECT COALESCE($4::float8, {_NOW}) AS now),
-cand AS MATERIALIZED (
+waits AS MATERIALIZED (
     SELECT {_QCOLS}, admissions FROM {s}.queues qq
     -- A scalar subquery, not EXISTS: one index look per queue, never a scan of
     -- every waiting run.
@@ -87,23 +89,35 @@ cand AS MATERIALIZED (
            WHERE w.queue = qq.name AND w.admitted_at IS NULL LIMIT 1)
       AND ($5::text[] IS NULL OR qq.name = ANY($5::text[]))
 ),
+cand AS MATERIALIZED (
+    -- A queue another admission is working on right now (it holds this lock
+    -- until its statement ends) is left to it before anything is counted: the
+    -- caller looks again a moment later (``contended``). Only a hint: the row
+    -- lock and the admissions counter below keep the counts right.
+    SELECT * FROM waits WHERE {admission_lock(schema, "waits.name")}
+),
 slots AS MATERIALIZED (
     -- The queues' slots (admitted, not seen finished), each with its run's state
     -- (one index look, whatever the planner thinks of the table sizes):
     -- 0 finished, 1 live, 2 live and running here, 3 parked.
+    -- Per queue from its index (OFFSET 0: not flattened into a join that scans
+    -- every admitted run), so with no candidate queue nothing is read.
     SELECT q.queue, q.run_id, (SELECT CASE WHEN r.status IN ({_TERMINAL}) THEN 0
             WHEN r.status NOT IN ({_LIVE}) THEN 3
             WHEN r.status = 'running' AND r.lease_owner = $1::text THEN 2 ELSE 1 END
         FROM {s}.runs r WHERE r.run_id = q.run_id) AS st
-    FROM cand f JOIN {s}.queue_runs q
-        ON q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done
+    FROM cand f CROSS JOIN LATERAL (SELECT q.queue, q.run_id FROM {s}.queue_runs q
+        WHERE q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done OFFSET 0) q
 ),
 room AS MATERIALIZED (
+    -- A limit not set counts nothing (LEAST skips NULLs; CASE skips the count).
     SELECT f.name, f.admissions, LEAST($3::int + 1,
-        f.concurrency - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)),
-        f.per_worker - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2),
-        f.rate_n - (SELECT count(*) FROM {s}.queue_runs
-            WHERE queue = f.name AND admitted_at > t.now - f.rate_period)) AS room
+        CASE WHEN f.concurrency IS NOT NULL THEN f.concurrency
+            - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)) END,
+        CASE WHEN f.per_worker IS NOT NULL THEN f.per_worker
+            - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2) END,
+        CASE WHEN f.rate_n IS NOT NULL THEN f.rate_n - (SELECT count(*) FROM {s}.queue_runs
+            WHERE queue = f.name AND admitted_at > t.now - f.rate_period) END) AS room
     FROM cand f CROSS JOIN t
 ),
 due AS MATERIALIZED (
@@ -116,7 +130,7 @@ due AS MATERIALIZED (
           AND (SELECT r.status = 'pending' AND (r.wake_at IS NULL OR r.wake_at <= t.now)
                FROM {s}.runs r WHERE r.run_id = q.run_id)
         ORDER BY q.priority, q.seq LIMIT $3::int + 1) w
-    WHERE w.k <= rm.room
+    WHERE rm.room > 0 AND w.k <= rm.room
 ),
 lk AS MATERIALIZED (
     SELECT name, admissions FROM {s}.queues
@@ -136,12 +150,17 @@ pick AS MATERIALIZED (
     SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
-tidy AS (
-    UPDATE {s}.queue_runs q SET done = true FROM slots sl
-    WHERE q.run_id = sl.run_id AND sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
-),
+-- One update of queue_runs (each modifying CTE costs its start-up, opening
+-- every index of its table): the picked runs are admitted, the finished slots
+-- of the queues locked here are marked done (the two sets never share a run).
 marked AS (
-    UPDATE {s}.queue_runs q SET admitted_at = t.now FROM pick p, t WHERE q.run_id = p.run_id
+    UPDATE {s}.queue_runs q SET done = q.done OR x.fin,
+        admitted_at = CASE WHEN x.fin THEN q.admitted_at ELSE x.now END
+    FROM (SELECT sl.run_id, true AS fin, NULL::float8 AS now FROM slots sl
+          WHERE sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
+          UNION ALL
+          SELECT p.run_id, false, t.now FROM pick p CROSS JOIN t) x
+    WHERE q.run_id = x.run_id
 ),
 bumped AS (
     UPDATE {s}.queues SET admissions = admissions + 1
@@ -169,14 +188,18 @@ woken AS MATERIALIZED (
             )
         }
 -- part 1: admitted (k: their order), 2: plain (k: created_at), 0: a summary row
--- (token: queues left out as stale; k: whether queued runs wait in them).
+-- (token: queues left out as stale; expiry: queues left to another admission;
+-- k: queues with runs waiting: none, and the next claim need not admit first;
+-- some, and more may come (a queue in use), so it admits first).
 SELECT l.run_id, l.lease_token, l.lease_expires_at, p.ord::float8 AS k, 1 AS part
 FROM leased l JOIN pick p USING (run_id)
 UNION ALL
 SELECT run_id, lease_token, lease_expires_at, created_at, 2 FROM u
 UNION ALL
-SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
-    (SELECT count(*) FROM cand)::float8, 0 - (SELECT count(*) FROM woken)::int"""
+SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
+    ((SELECT count(*) FROM waits) - (SELECT count(*) FROM cand))::float8,
+    (SELECT count(*) FROM waits)::float8,
+    0 - (SELECT count(*) FROM woken)::int"""
         # A queued start in one statement, for the usual case: no run of that id,
         # and the dedup key (if any) free or held by a finished run (freed first:
         # the entry's insert reads ``freed``, so it runs after). $15 queue,
@@ -194,6 +217,19 @@ SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh), NULL,
 entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority, dedup_key)
     SELECT $1::text, $15::text, $16::int, $17::text FROM (SELECT count(*) FROM freed) f
+    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
+    ON CONFLICT DO NOTHING RETURNING run_id
+),
+""",
+            source="c, entry",
+            on_conflict=False,
+        )
+        # The same without a dedup key (no key to free: a smaller plan to start), $1..$16.
+        self.start_queued_nokey = start_run_sql(
+            s,
+            before=f"""entry AS (
+    INSERT INTO {s}.queue_runs (run_id, queue, priority)
+    SELECT $1::text, $15::text, $16::int
     WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
     ON CONFLICT DO NOTHING RETURNING run_id
 ),
@@ -247,18 +283,41 @@ entry AS (
         While the last claim saw queued runs waiting, one statement admits and
         claims; otherwise the plain claim alone (``plain_claim``), which also
         looks whether some wait now, and if so admits them in this claim.
+        A queue left to another admission (``contended``) is looked at again a
+        moment later: that admission may not have seen runs started after its
+        snapshot, nor have room for them. The look is the plain claim, so it
+        costs an admission only if runs still wait.
         """
+        leases: list[Lease] = []
+        for attempt in range(_TRIES):
+            got, contended = await self._claim_once(write, plain_claim, a, limit - len(leases))
+            leases += got
+            if not contended or len(leases) >= limit or attempt == _TRIES - 1:
+                break
+            await asyncio.sleep(_CONTENDED_WAIT)
+            self.waiting = False
+        return leases
 
-        async def admit_and_claim(room: int) -> tuple[list[Lease], list[Lease], bool]:
-            async def tx(conn: Any) -> tuple[list[Lease], list[Lease], bool]:
+    async def _claim_once(
+        self,
+        write: Callable[[str, Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        plain_claim: str,
+        a: ClaimArgs,
+        limit: int,
+    ) -> tuple[list[Lease], bool]:
+        """One pass of :meth:`claim_runs`: ``(leases, contended)``."""
+
+        async def admit_and_claim(room: int) -> Admitted:
+            async def tx(conn: Any) -> Admitted:
                 return await self.claim(conn, a, room)
 
-            result: tuple[list[Lease], list[Lease], bool] = await write("claim", tx)
-            return result
+            got: Admitted = await write("claim", tx)
+            self.waiting = got.waiting
+            return got
 
         if self.waiting:
-            admitted, plain, self.waiting = await admit_and_claim(limit)
-            return admitted + plain
+            got = await admit_and_claim(limit)
+            return got.admitted + got.plain, got.contended
 
         async def tx(conn: Any) -> list[Any]:
             return list(
@@ -268,31 +327,31 @@ entry AS (
             )
 
         rows = await write("claim", tx)
-        waiting = any(r[0] is None for r in rows)
+        # The summary row, if runs wait: 1 in a queue free to admit from, else 0.
+        free = next((r[1] for r in rows if r[0] is None), None)
+        waiting = free == 1
         rows = sorted((r for r in rows if r[0] is not None), key=lambda r: (r[3], r[0]))
         plain = [
             Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in rows
         ]
         if not (waiting and len(plain) < limit):
             self.waiting = waiting
-            return plain
+            return plain, free == 0
         # They came since the last look: admit them in this claim.
-        late, more, self.waiting = await admit_and_claim(limit - len(plain))
-        return late + plain + more
+        got = await admit_and_claim(limit - len(plain))
+        return got.admitted + plain + got.plain, got.contended
 
-    async def claim(
-        self, conn: Any, a: ClaimArgs, limit: int
-    ) -> tuple[list[Lease], list[Lease], bool]:
-        """Admit what the queues let in, then claim plain runs: ``(admitted, plain, waiting)``.
+    async def claim(self, conn: Any, a: ClaimArgs, limit: int) -> Admitted:
+        """Admit what the queues let in, then claim plain runs.
 
         Each statement is one transaction. A queue left out because another
         claim admitted from it after the statement's snapshot is tried again at
-        once, with the room left. ``waiting``: queued runs wait in the queues
-        served (so the next claim admits first).
+        once, with the room left.
         """
         admitted: list[Lease] = []
         plain: list[Any] = []
         waiting = True
+        contended = False
         for _ in range(_TRIES):
             room = limit - len(admitted) - len(plain)
             rows = await conn.fetch(
@@ -311,15 +370,17 @@ entry AS (
                 for r in sorted((r for r in rows if r[4] == 1), key=lambda r: r[3])
             ]
             plain += [r for r in rows if r[4] == 2]
-            stale, queued = next((r[1], r[3]) for r in rows if r[0] is None)
+            stale, held, queued = next((r[1], r[2], r[3]) for r in rows if r[0] is None)
             waiting = queued > 0
+            contended = held > 0
             if not stale or len(admitted) + len(plain) >= limit:
                 break
         plain.sort(key=lambda r: (r[3], r[0]))
-        return (
+        return Admitted(
             admitted,
             [Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2]) for r in plain],
             waiting,
+            contended,
         )
 
     async def start(
@@ -335,7 +396,10 @@ entry AS (
     ) -> tuple[Any, bool]:
         """Create ``run`` waiting in ``queue`` (one transaction); ``(row, created)``."""
         try:
-            row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
+            if key is None:
+                row = await conn.fetchrow(self.start_queued_nokey, *run_args, queue, priority)
+            else:
+                row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
         except asyncpg.UniqueViolationError:
             row = None  # a run of that id was created meanwhile: nothing was written
         if row is not None:
@@ -353,6 +417,15 @@ entry AS (
             if row is None:
                 raise Taken
             return row, True
+
+
+class Admitted(NamedTuple):
+    """What one admission statement (and the plain claim in it) leased."""
+
+    admitted: list[Lease]  # queued runs, in admission order
+    plain: list[Lease]  # plain runs, oldest first
+    waiting: bool  # runs waited in the queues served: the next claim admits first
+    contended: bool  # a queue with runs waiting was left to another admission
 
 
 class ClaimArgs(NamedTuple):

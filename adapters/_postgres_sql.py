@@ -26,12 +26,14 @@ from continuum_py.journal import (
 )
 
 __all__ = [
+    "ADMISSION_LOCK_CLASS",
     "COLS",
     "MIGRATIONS",
     "SCALAR_EVENTS",
     "VERSION_TABLE",
     "Migration",
     "Statements",
+    "admission_lock",
     "claim_ctes",
     "current_version",
     "migrate",
@@ -403,6 +405,19 @@ ev AS (
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
 
 
+ADMISSION_LOCK_CLASS = 0x636F6E71
+"""The first key of the advisory lock an admission holds per queue while its
+statement runs (a two-key lock: never one of the liveness locks, which take one
+64-bit key); the second is a hash of the schema and queue names."""
+
+
+def admission_lock(schema: str, name: str, *, shared: bool = False) -> str:
+    """SQL trying the admission lock of the queue named by the SQL ``name`` (true: taken)."""
+    key = "'" + schema.replace("'", "''") + ".' || " + name
+    fn = "pg_try_advisory_xact_lock_shared" if shared else "pg_try_advisory_xact_lock"
+    return f"{fn}({ADMISSION_LOCK_CLASS}, hashtext({key}))"
+
+
 def claim_ctes(s: str, *, own: str, now: str, limit: str) -> str:
     """CTEs ``dead``, ``c`` and ``u`` of a claim: ``u`` returns the runs it leased.
 
@@ -499,10 +514,15 @@ RETURNING run_id"""
 WITH {claim_ctes(s, own="($4 AND lease_owner = $1)", now="$5", limit="$3")}
 SELECT run_id, lease_token, lease_expires_at, created_at FROM u
 UNION ALL
--- A row of NULLs: queued runs wait in the queues $6 (NULL: any), so the next
--- claim runs the admission first (one index look).
-SELECT NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM {s}.queue_runs
-    WHERE admitted_at IS NULL AND ($6::text[] IS NULL OR queue = ANY($6::text[])))"""
+-- A row of NULLs but the token: queued runs wait in the queues $6 (NULL: any),
+-- one index look per queue: 1 if in a queue no admission is working on now (the
+-- claim admits next), else 0 (left to that admission; looked at again soon).
+SELECT NULL, max(CASE WHEN {admission_lock(schema, "qq.name", shared=True)} THEN 1 ELSE 0 END),
+    NULL, NULL
+FROM {s}.queues qq
+WHERE ($6::text[] IS NULL OR qq.name = ANY($6::text[]))
+  AND (SELECT true FROM {s}.queue_runs w WHERE w.queue = qq.name AND w.admitted_at IS NULL LIMIT 1)
+HAVING count(*) > 0"""
         self.find_runnable = (
             f"WITH {_dead(s)} SELECT run_id FROM {s}.runs WHERE {_runnable('false', '$2')} "
             "ORDER BY created_at, run_id LIMIT $1"

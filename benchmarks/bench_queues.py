@@ -11,17 +11,25 @@ the repeats so drift on the machine hits them alike; medians are reported, and
 per worker count the queue's cost per run (``1/queued - 1/plain``, in µs) and
 its throughput as a share of the plain one.
 
+Throughput on a shared machine moves with its load, so each run also reports
+the CPU time it took per run (ms), summed by kind: the client process, the
+worker processes, and the Postgres backends serving them (found by the
+``application_name`` the run's URL sets; read from ``/proc``, so only when
+Postgres runs on this machine and its processes are readable, else null).
+CPU per run moves far less with the load than runs per second.
+
 Issue 12 asks that a queue not cut throughput by more than 20% at a limit above
 the worker count: ``LIMIT`` (default 50) is above it, and above each worker's
 ``--concurrency`` (default 20), so the limit is not what bounds the work.
 
 Usage: python benchmarks/bench_queues.py [--quick] [--runs N] [--steps K]
-       [--limit L] [--concurrency C] [--repeats R] [--dsn DSN]
+       [--limit L] [--concurrency C] [--repeats R] [--workers N ...] [--dsn DSN]
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -32,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import emit, meta, note, parser, workdir
+from _common import emit, meta, note, parser, process_cpu_s, workdir
 
 from continuum_py import Context, Engine, Queue, Registry, step, workflow
 
@@ -77,6 +85,25 @@ def _spawn(url: str, n: int, concurrency: int, folder: Path, tag: str) -> list[A
     return procs
 
 
+def _backend_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each of ``pids`` (Postgres backends) from /proc, nanosecond counts."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            out[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    return out
+
+
+async def _backends(conn: Any, app: str) -> dict[int, float]:
+    rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", app)
+    return _backend_cpu([r[0] for r in rows])
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # A backend that appeared meanwhile counts whole.
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 def _stop(procs: list[Any]) -> list[str]:
     problems = []
     for proc, _ in procs:
@@ -95,9 +122,22 @@ def _stop(procs: list[Any]) -> list[str]:
 
 
 async def _one(dsn: str, folder: Path, workers: int, queued: bool, args: Any) -> dict[str, Any]:
+    import asyncpg
+
+    admin = await asyncpg.connect(dsn)
+    try:
+        return await _measure(admin, dsn, folder, workers, queued, args)
+    finally:
+        await admin.close()
+
+
+async def _measure(
+    admin: Any, dsn: str, folder: Path, workers: int, queued: bool, args: Any
+) -> dict[str, Any]:
     schema = f"bench_q_{uuid.uuid4().hex[:8]}"
     sep = "&" if "?" in dsn else "?"
-    url = f"{dsn}{sep}schema={schema}"
+    app = f"bq_{schema[-8:]}"
+    url = f"{dsn}{sep}schema={schema}&application_name={app}"
     tag = f"{'q' if queued else 'p'}{workers}-{schema[-4:]}"
     async with Engine(url, worker=False, registry=Registry()) as client:
         procs = _spawn(url, workers, args.concurrency, folder, tag)
@@ -108,6 +148,9 @@ async def _one(dsn: str, folder: Path, workers: int, queued: bool, args: Any) ->
                     raise RuntimeError(f"workers did not start: see {folder}")
                 await asyncio.sleep(0.05)
             q = Queue("bench", concurrency=args.limit) if queued else None
+            db0 = await _backends(admin, app)
+            w0 = [process_cpu_s(p.pid) or 0.0 for p, _ in procs]
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(args.runs):
                 await client.start(WORKFLOW, args.steps, queue=q)
@@ -121,24 +164,27 @@ async def _one(dsn: str, folder: Path, workers: int, queued: bool, args: Any) ->
                     break
                 await asyncio.sleep(0.02)
             seconds = time.perf_counter() - t0
+            client_s = time.process_time() - c0
+            w1 = [process_cpu_s(p.pid) or 0.0 for p, _ in procs]
+            db1 = await _backends(admin, app)
         finally:
             problems = await asyncio.to_thread(_stop, procs)
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    per_run = 1e3 / args.runs
     return {
         "seconds": round(seconds, 3),
         "runs_per_s": round(args.runs / seconds, 1),
+        "cpu_ms_per_run": {
+            "client": round(client_s * per_run, 3),
+            "workers": round((sum(w1) - sum(w0)) * per_run, 3),
+            "postgres": round(_cpu_delta(db0, db1) * per_run, 3) if db1 else None,
+        },
         "problems": problems,
     }
 
 
 async def run(args: Any, folder: Path) -> dict[str, Any]:
-    configs = [(w, queued) for w in (1, 3) for queued in (False, True)]
+    configs = [(w, queued) for w in args.workers for queued in (False, True)]
     reps: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeats):
         for workers, queued in configs:
@@ -148,18 +194,32 @@ async def run(args: Any, folder: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, rs in reps.items():
         rates = [r["runs_per_s"] for r in rs]
+        cpu = {
+            kind: [r["cpu_ms_per_run"][kind] for r in rs if r["cpu_ms_per_run"][kind] is not None]
+            for kind in ("client", "workers", "postgres")
+        }
         results[name] = {
             "runs_per_s_median": statistics.median(rates),
             "runs_per_s_min_max": [min(rates), max(rates)],
+            "cpu_ms_per_run_median": {
+                k: statistics.median(v) if v else None for k, v in cpu.items()
+            },
             "problems": [p for r in rs for p in r["problems"]],
         }
     targets = {}
-    for workers in (1, 3):
+    for workers in args.workers:
         plain = results[f"postgres_{workers}w_plain"]["runs_per_s_median"]
         queued = results[f"postgres_{workers}w_queue"]["runs_per_s_median"]
         share = queued / plain
+        cpu_p = results[f"postgres_{workers}w_plain"]["cpu_ms_per_run_median"]
+        cpu_q = results[f"postgres_{workers}w_queue"]["cpu_ms_per_run_median"]
         targets[f"{workers}_workers"] = {
             "queue_cost_us_per_run": round((1 / queued - 1 / plain) * 1e6, 1),
+            # What the queue adds in CPU per run, by kind (ms): steadier than runs/s.
+            "queue_cpu_ms_per_run": {
+                k: None if cpu_q[k] is None or cpu_p[k] is None else round(cpu_q[k] - cpu_p[k], 3)
+                for k in cpu_q
+            },
             "queued_over_plain": round(share, 3),
             "target": ">= 0.8 (a queue cuts throughput by at most 20% at a limit above the workers)",
             "met": share >= 0.8,
@@ -174,6 +234,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=50, help="the queue's concurrency")
     p.add_argument("--concurrency", type=int, default=20, help="each worker's --concurrency")
     p.add_argument("--repeats", type=int, default=None, help="repeats (default 3)")
+    p.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 3], help="worker counts (default 1 3)"
+    )
     p.add_argument(
         "--dsn",
         default=os.environ.get("CONTINUUM_TEST_PG_DSN"),
@@ -198,6 +261,7 @@ def main() -> None:
                 "limit": args.limit,
                 "worker_concurrency": args.concurrency,
                 "repeats": args.repeats,
+                "workers": args.workers,
                 "quick": args.quick,
             },
             **out,

@@ -1,5 +1,5 @@
 """What only the Postgres journal's queues do: admission in one statement that skips
-a queue another claim is admitting from, counts again when another claim admitted
+a queue another claim is admitting from (its admission lock or its row), counts again when another claim admitted
 after its snapshot, wakes the workers when it leaves runs, and the upgrade of a
 schema made before waiting runs were marked on their row. The shared behaviour is
 in the conformance suite (continuum_py.testing.conformance._queues)."""
@@ -12,6 +12,7 @@ import uuid
 import asyncpg
 import pytest
 
+from continuum_py.adapters._postgres_sql import ADMISSION_LOCK_CLASS
 from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
 from continuum_py.journal import RunStatus
 from continuum_py.queues import Queue
@@ -87,6 +88,52 @@ async def test_a_claim_skips_a_queue_another_claim_has_locked(schema):
         finally:
             await conn.close()
         assert await _claimed(j, "w1", 10) == ["b1"]
+
+
+async def test_a_claim_leaves_a_queue_another_admission_is_working_on_to_it(schema):
+    """The queue's admission lock held elsewhere: the claim admits from the other queue."""
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("busy", concurrency=5))
+        await j.declare_queue(Queue("free", concurrency=5))
+        await j.start_queued(new_run("b1"), "busy")
+        await j.start_queued(new_run("f1"), "free")
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                # What an admission from "busy" holds while its statement runs.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    ADMISSION_LOCK_CLASS,
+                    f"{name}.busy",
+                )
+                got = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
+            assert got == ["f1"]
+        finally:
+            await conn.close()
+        # Released: the next claim admits it.
+        assert await _claimed(j, "w1", 10) == ["b1"]
+
+
+async def test_a_plain_claim_leaves_runs_waiting_in_a_queue_being_admitted_from_to_it(schema):
+    """The claim after one that saw nothing waiting looks with the plain claim first."""
+    dsn, name = schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("q", concurrency=5))
+        assert await _claimed(j, "w1", 10) == []  # nothing waits: the next claim is plain
+        await j.start_queued(new_run("a"), "q")
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    ADMISSION_LOCK_CLASS,
+                    f"{name}.q",
+                )
+                assert await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5) == []
+        finally:
+            await conn.close()
+        assert await _claimed(j, "w1", 10) == ["a"]
 
 
 async def test_a_claim_that_leaves_runs_it_had_no_room_for_wakes_the_workers(schema):
