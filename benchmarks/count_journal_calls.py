@@ -25,10 +25,10 @@ from head_to_head import DEFAULT_DSN, PgAdmin
 
 from continuum_py import Context, Engine, step, workflow
 
-METHODS = (
-    "start_run append get_run list_runs load load_with_snapshot claim renew release "
-    "seize send inbox unseen_inbox next_wake_at set_status"
-).split()
+METHODS = [
+    *("start_run", "append", "get_run", "list_runs", "load", "load_with_snapshot", "claim"),
+    *("renew", "release", "seize", "send", "inbox", "unseen_inbox", "next_wake_at", "set_status"),
+]
 
 
 @step
@@ -65,21 +65,21 @@ async def _measure(url: str, n: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for mode in ("sequential", "50_at_a_time"):
             counts.clear()
-            if mode == "sequential":
-                for i in range(n):
-                    await (await engine.start(three, i)).result()
-            else:
-                sem = asyncio.Semaphore(50)
-
-                async def one(i: int) -> None:
-                    async with sem:
-                        await (await engine.start(three, i)).result()
-
-                await asyncio.gather(*(one(i) for i in range(n)))
+            await _workflows(engine, n, 1 if mode == "sequential" else 50)
             per = {k: round(v / n, 2) for k, v in sorted(counts.items()) if v}
             per["total"] = round(sum(counts.values()) / n, 2)
             out[mode] = per
         return out
+
+
+async def _workflows(engine: Engine, n: int, at_a_time: int) -> None:
+    sem = asyncio.Semaphore(at_a_time)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await (await engine.start(three, i)).result()
+
+    await asyncio.gather(*(one(i) for i in range(n)))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ and, for journals that cannot notify, a look for messages to its runs every
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Callable
 
@@ -19,7 +20,14 @@ from continuum_py._liveness import LivenessWatch
 from continuum_py._log import Logger
 from continuum_py._runner import RunDriver, RunnerConfig
 from continuum_py.errors import JournalUnavailable
-from continuum_py.journal import Lease, LivenessJournal, RunStatus
+from continuum_py.journal import (
+    Lease,
+    LivenessJournal,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    StoredEvent,
+)
 
 INBOX_WATCH_INTERVAL = 0.2
 """Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
@@ -74,6 +82,10 @@ class Worker:
         self._wake = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._starting: collections.Counter[str] = collections.Counter()
+        """Runs being created and claimed here by :meth:`start_run` (no driver yet)."""
+        self._poked_early: set[str] = set()
+        """Those of them poked before their driver existed (a message may wait)."""
         self._liveness = (
             LivenessWatch(liveness, self.worker_id, log, self.wake)
             if liveness is not None
@@ -167,7 +179,35 @@ class Worker:
         driver = self.drivers.get(run_id)
         if driver is not None:
             driver.poke(cancel=cancel)
+        elif run_id in self._starting:
+            self._poked_early.add(run_id)
         self._wake.set()
+
+    async def start_run(self, run: NewRun, *, ttl: float) -> tuple[RunRecord, Lease | None, bool]:
+        """Create ``run`` claimed by this worker (``Journal.start_run``) and drive it if created.
+
+        Its first pass starts from memory: the history is ``run.first_event`` and the
+        inbox was empty at the commit, so the driver reads neither. A message sent
+        from then on reaches it as it reaches any driven run: a poke from this
+        process (one that lands before the driver exists is kept here, and that
+        driver reads its inbox as usual), a notification, or the inbox watch; and
+        the journal refuses to end a run with unrecorded messages.
+        """
+        rid = run.run_id
+        self._starting[rid] += 1
+        try:
+            rec, lease, created = await self._client.start_run(
+                run, claim_for=self.worker_id, ttl=ttl
+            )
+        finally:
+            self._starting[rid] -= 1
+            poked = rid in self._poked_early
+            if not self._starting[rid]:
+                del self._starting[rid]
+                self._poked_early.discard(rid)
+        if lease is not None:
+            self.spawn(lease, first=None if poked else run.first_event)
+        return rec, lease, created
 
     def on_notify(self, run_id: str) -> None:
         """A journal notification: a run was started (``""``) or messaged."""
@@ -189,14 +229,14 @@ class Worker:
         if held is not None:
             held.task.cancel()
 
-    def spawn(self, lease: Lease) -> None:
-        """Drive the run of ``lease``."""
+    def spawn(self, lease: Lease, *, first: StoredEvent | None = None) -> None:
+        """Drive the run of ``lease`` (whose history is only ``first``, if given)."""
         old = self.drivers.get(lease.run_id)
         if old is not None:
             # Our own lease lapsed (a stalled loop) and we claimed the run anew: the old
             # driver's token is stale, so hand the run to a driver holding the new one.
             old.task.cancel()
-        driver = RunDriver(self.cfg, lease, self._driver_done)
+        driver = RunDriver(self.cfg, lease, self._driver_done, first)
         self.drivers[lease.run_id] = driver
         driver.start()
 
