@@ -344,7 +344,7 @@ class RunDriver:
         if self._first_pass:
             wf = self._workflow_name(core)
             await self._tell("run_started", lambda i: i.run_started(self.run_id, wf))
-        if not fresh:
+        if not fresh or self._poke.is_set():
             # (A fresh run's messages come with a poke; an ending write checks the inbox.)
             await self._pull_inbox(core)
         self._refeed(core, refeed)
