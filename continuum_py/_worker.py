@@ -86,6 +86,10 @@ class Worker:
         """Runs being created and claimed here by :meth:`start_run` (no driver yet)."""
         self._poked_early: set[str] = set()
         """Those of them poked before their driver existed (a message may wait)."""
+        self._fresh: set[RunDriver] = set()
+        """Drivers of runs created by :meth:`start_run`, until they are done."""
+        self._backlog = True
+        """The last claim may have left runnable runs here for want of room."""
         self._liveness = (
             LivenessWatch(liveness, self.worker_id, log, self.wake)
             if liveness is not None
@@ -238,10 +242,14 @@ class Worker:
             old.task.cancel()
         driver = RunDriver(self.cfg, lease, self._driver_done, first)
         self.drivers[lease.run_id] = driver
+        if first is not None:
+            self._fresh.add(driver)
         driver.start()
 
     def _driver_done(self, driver: RunDriver) -> None:
         run_id = driver.run_id
+        fresh = driver in self._fresh
+        self._fresh.discard(driver)
         if self.drivers.get(run_id) is not driver:
             return  # a newer driver took over this run
         del self.drivers[run_id]
@@ -253,6 +261,11 @@ class Worker:
             if parent is not None:
                 # A child that ended wrote its outcome to the parent's inbox.
                 self.poke(parent)
+        if fresh and driver.outcome is not None and not self._backlog and not self._claiming:
+            # A run started here (no parent) ended here, and no runnable run waits for
+            # its slot: nothing for a claim to find that the claim loop does not
+            # already wait for (a start, a notification, a timer, the poll).
+            return
         self._wake.set()
 
     # ---- the loops ----
@@ -260,6 +273,7 @@ class Worker:
         """Claim as many runnable runs as there is room for, and drive them."""
         free = self.concurrency - len(self.drivers)
         if free <= 0 or (self._liveness is not None and self._liveness.lost):
+            self._backlog = True
             return
         # Shielded and kept: if the worker stops mid-claim, stop() waits for the
         # claim to land before giving back what this worker still holds.
@@ -274,6 +288,7 @@ class Worker:
         )
         leases = await asyncio.shield(self._claiming)
         self._claiming = None
+        self._backlog = len(leases) >= free
         for lease in leases:
             self.spawn(lease)
 

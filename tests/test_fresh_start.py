@@ -16,7 +16,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from helpers import journal_maker
+from helpers import journal_maker, wait_until
 
 from continuum_py import Context, Engine, Interceptor, Registry, RunCancelled, step, workflow
 from continuum_py.errors import LeaseLost
@@ -249,3 +249,45 @@ async def test_a_run_taken_away_before_its_first_pass_is_not_written_by_it(journ
     assert [type(e).__name__ for e in history] == ["RunStarted"]
     assert rec.lease_owner == "w2"
     assert ran == []  # its step was refused before it could start
+
+
+# ---- the claim loop: a run started here and ended here leaves it asleep ----
+
+
+@workflow(registry=reg)
+async def in_a_long_step(ctx: Context) -> str:
+    return await long_step()
+
+
+async def test_runs_started_and_ended_here_make_no_claim(journal_url):
+    journal = journal_maker(journal_url)()
+    counts = _count_calls(journal, ("claim", "next_wake_at"))
+    # Polling far beyond the test: only a wake-up makes the worker claim.
+    async with _engine(journal, poll_interval=600.0) as eng:
+        await (await eng.start(three, 0)).result(timeout=10)
+        await _claim_loop_asleep(eng)
+        counts.clear()
+        for i in range(3):
+            assert await (await eng.start(three, i)).result(timeout=10) == i + 3
+        assert counts == {}
+
+
+async def test_runs_left_for_want_of_room_are_claimed_when_a_run_started_here_ends(journal_url):
+    async with _engine(journal_maker(journal_url)(), concurrency=1, poll_interval=600.0) as eng:
+        first = await eng.start(in_a_long_step, run_id="first")
+        # No room: these two are left to the worker's claim, after "first" ends.
+        waiting = [await eng.start(three, i, run_id=f"waits-{i}") for i in range(2)]
+        await _claim_loop_asleep(eng)
+        release.set()
+        assert await first.result(timeout=5) == "finished"
+        assert [await h.result(timeout=5) for h in waiting] == [3, 4]
+
+
+async def _claim_loop_asleep(eng: Engine) -> None:
+    """Wait until the worker's claim loop has done what it was woken for and sleeps."""
+    worker: Any = eng._worker
+
+    async def asleep() -> bool:
+        return not worker._wake.is_set() and worker._idle_loop
+
+    await wait_until(asleep)
