@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, meta, note, parser, workdir
+from count_journal_calls import three
 from head_to_head import DEFAULT_DSN, PgAdmin
 
-from continuum_py import Context, Engine, _worker, step, workflow
+from continuum_py import Engine, _worker
 from continuum_py.journal import Lease, NewRun, RunRecord
 
 NEW = _worker.Worker.start_run
@@ -36,16 +37,6 @@ async def _old(
     if lease is not None:
         self.spawn(lease)  # a plain driver: loads the run, reads its inbox, wakes the claim loop
     return rec, lease, created
-
-
-@step
-async def noop(i: int) -> int:
-    return i
-
-
-@workflow(name="ab.three")
-async def three(ctx: Context, x: int) -> int:
-    return await noop(x) + await noop(x) + await noop(x)
 
 
 async def _batch(engine: Engine, n: int, at_a_time: int) -> tuple[float, float]:
