@@ -22,6 +22,7 @@ import structlog
 from continuum_py import _codec
 from continuum_py._agenda import Agenda
 from continuum_py._calls import Call, ChildCall, StepCall, SyncCall, TimerCall, WaitCall
+from continuum_py._children import cancel_child, start_child
 from continuum_py._client import (
     JournalClient,
     SnapshotEncoder,
@@ -42,24 +43,21 @@ from continuum_py.errors import (
     LeaseLost,
     MessagesPending,
     NonDeterminismError,
-    RunAlreadyFinished,
-    RunNotFound,
     WorkflowNotRegistered,
 )
 from continuum_py.events import (
     AnyEvent,
     CancelRequested,
     ContinuedAsNew,
-    RunStarted,
     RunSuspended,
 )
 from continuum_py.interceptors import Interceptor
 from continuum_py.journal import (
     AppendBatch,
     Lease,
-    NewRun,
     RunStatus,
     Snapshot,
+    StoredEvent,
 )
 from continuum_py.workflow import Registry
 
@@ -90,9 +88,16 @@ class RunDriver:
     """Runs one run while holding its lease; stops cleanly when the lease is lost."""
 
     def __init__(
-        self, cfg: RunnerConfig, lease: Lease, on_done: Callable[[RunDriver], None]
+        self,
+        cfg: RunnerConfig,
+        lease: Lease,
+        on_done: Callable[[RunDriver], None],
+        first: StoredEvent | None = None,
     ) -> None:
         self.cfg = cfg
+        # A run this process just created and claimed: its history is ``first`` and its
+        # inbox was empty at the commit, so the first pass reads neither (see Worker.start_run).
+        self._first = first
         self.clock = cfg.clock
         self.lease = lease
         """The run's lease; the engine's heartbeat renews it here."""
@@ -295,7 +300,11 @@ class RunDriver:
 
     # ---- replay ----
     async def _load(self) -> ReplayCore:
-        snap, rows = await self.cfg.client.load_with_snapshot(self.run_id)
+        first, self._first = self._first, None
+        if first is None:
+            snap, rows = await self.cfg.client.load_with_snapshot(self.run_id)
+        else:
+            snap, rows = None, [first]
         core = ReplayCore(self.run_id, self.cfg.registry)
         core.clock, core.loop.host = self.clock.now, asyncio.get_running_loop()
         self.core = core
@@ -328,6 +337,7 @@ class RunDriver:
         return core
 
     async def _drive(self, refeed: list[Outcome]) -> None:
+        fresh = self._first is not None
         core = await self._load()
         if core.history_end is not None:
             await self._settle_ended(core)
@@ -336,7 +346,9 @@ class RunDriver:
         if self._first_pass:
             wf = self._workflow_name(core)
             await self._tell("run_started", lambda i: i.run_started(self.run_id, wf))
-        await self._pull_inbox(core)
+        if not fresh or self._poke.is_set():
+            # (A fresh run's messages come with a poke; an ending write checks the inbox.)
+            await self._pull_inbox(core)
         self._refeed(core, refeed)
         while True:
             if self._stopping and not core.finished:
@@ -579,42 +591,14 @@ class RunDriver:
                 await self._cancel_child(call.child_run_id)
 
     async def _cancel_child(self, child_run_id: str) -> None:
-        # Any other error stops this driver before the parent can end, so whoever
-        # resumes the parent sends the cancel again.
-        with contextlib.suppress(RunAlreadyFinished, RunNotFound):
-            await self.cfg.client.send_along_chain(child_run_id, "cancel", "", b"")
+        await cancel_child(self.cfg.client, child_run_id)
 
     async def _start_children(self) -> None:
-        children, self._children = self._children, []
+        children, self._children, cfg = self._children, [], self.cfg
         for call in children:
-            if call.future.done():
-                continue  # cancelled before it was created: nobody waits for it
-            first = RunStarted(
-                seq=1,
-                at=self.clock.now(),
-                run_id=call.child_run_id,
-                workflow=call.workflow.name,
-                args=call.encoded_args,
-                parent_run_id=self.run_id,
-                parent_position=call.position,
+            await start_child(
+                cfg.client, cfg.on_child, self.run_id, call, self.clock.now(), self.log
             )
-            _, lease, created = await self.cfg.client.start_run(
-                NewRun(
-                    run_id=call.child_run_id,
-                    workflow=call.workflow.name,
-                    first_event=stored(call.child_run_id, first),
-                    parent_run_id=self.run_id,
-                    parent_position=call.position,
-                ),
-            )
-            # Not claimed here: a claim whose reply is lost to a cancelled driver
-            # (the engine stopping) would hold the child until its lease expired.
-            # The worker loop, woken now, claims it at once.
-            if created:
-                self.log.info(
-                    "child.started", child_run_id=call.child_run_id, position=call.position
-                )
-            self.cfg.on_child(lease)
 
     async def _wait(self) -> list[Outcome]:
         due = self.agenda.next_due()

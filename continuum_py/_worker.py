@@ -10,6 +10,7 @@ and, for journals that cannot notify, a look for messages to its runs every
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Callable
 
@@ -19,7 +20,14 @@ from continuum_py._liveness import LivenessWatch
 from continuum_py._log import Logger
 from continuum_py._runner import RunDriver, RunnerConfig
 from continuum_py.errors import JournalUnavailable
-from continuum_py.journal import Lease, LivenessJournal, RunStatus
+from continuum_py.journal import (
+    Lease,
+    LivenessJournal,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    StoredEvent,
+)
 
 INBOX_WATCH_INTERVAL = 0.2
 """Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
@@ -74,6 +82,14 @@ class Worker:
         self._wake = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._starting: collections.Counter[str] = collections.Counter()
+        """Runs being created and claimed here by :meth:`start_run` (no driver yet)."""
+        self._poked_early: set[str] = set()
+        """Those of them poked before their driver existed (a message may wait)."""
+        self._fresh: set[RunDriver] = set()
+        """Drivers of runs created by :meth:`start_run`, until they are done."""
+        self._backlog = True
+        """The last claim may have left runnable runs here for want of room."""
         self._liveness = (
             LivenessWatch(liveness, self.worker_id, log, self.wake)
             if liveness is not None
@@ -167,7 +183,35 @@ class Worker:
         driver = self.drivers.get(run_id)
         if driver is not None:
             driver.poke(cancel=cancel)
+        elif run_id in self._starting:
+            self._poked_early.add(run_id)
         self._wake.set()
+
+    async def start_run(self, run: NewRun, *, ttl: float) -> tuple[RunRecord, Lease | None, bool]:
+        """Create ``run`` claimed by this worker (``Journal.start_run``) and drive it if created.
+
+        Its first pass starts from memory: the history is ``run.first_event`` and the
+        inbox was empty at the commit, so the driver reads neither. A message sent
+        from then on reaches it as it reaches any driven run: a poke from this
+        process (one that lands before the driver exists is kept here, and that
+        driver reads its inbox as usual), a notification, or the inbox watch; and
+        the journal refuses to end a run with unrecorded messages.
+        """
+        rid = run.run_id
+        self._starting[rid] += 1
+        try:
+            rec, lease, created = await self._client.start_run(
+                run, claim_for=self.worker_id, ttl=ttl
+            )
+        finally:
+            self._starting[rid] -= 1
+            poked = rid in self._poked_early
+            if not self._starting[rid]:
+                del self._starting[rid]
+                self._poked_early.discard(rid)
+        if lease is not None:
+            self.spawn(lease, first=None if poked else run.first_event)
+        return rec, lease, created
 
     def on_notify(self, run_id: str) -> None:
         """A journal notification: a run was started (``""``) or messaged."""
@@ -189,19 +233,23 @@ class Worker:
         if held is not None:
             held.task.cancel()
 
-    def spawn(self, lease: Lease) -> None:
-        """Drive the run of ``lease``."""
+    def spawn(self, lease: Lease, *, first: StoredEvent | None = None) -> None:
+        """Drive the run of ``lease`` (whose history is only ``first``, if given)."""
         old = self.drivers.get(lease.run_id)
         if old is not None:
             # Our own lease lapsed (a stalled loop) and we claimed the run anew: the old
             # driver's token is stale, so hand the run to a driver holding the new one.
             old.task.cancel()
-        driver = RunDriver(self.cfg, lease, self._driver_done)
+        driver = RunDriver(self.cfg, lease, self._driver_done, first)
         self.drivers[lease.run_id] = driver
+        if first is not None:
+            self._fresh.add(driver)
         driver.start()
 
     def _driver_done(self, driver: RunDriver) -> None:
         run_id = driver.run_id
+        fresh = driver in self._fresh
+        self._fresh.discard(driver)
         if self.drivers.get(run_id) is not driver:
             return  # a newer driver took over this run
         del self.drivers[run_id]
@@ -213,6 +261,11 @@ class Worker:
             if parent is not None:
                 # A child that ended wrote its outcome to the parent's inbox.
                 self.poke(parent)
+        if fresh and driver.outcome is not None and not self._backlog and not self._claiming:
+            # A run started here (no parent) ended here, and no runnable run waits for
+            # its slot: nothing for a claim to find that the claim loop does not
+            # already wait for (a start, a notification, a timer, the poll).
+            return
         self._wake.set()
 
     # ---- the loops ----
@@ -220,6 +273,7 @@ class Worker:
         """Claim as many runnable runs as there is room for, and drive them."""
         free = self.concurrency - len(self.drivers)
         if free <= 0 or (self._liveness is not None and self._liveness.lost):
+            self._backlog = True
             return
         # Shielded and kept: if the worker stops mid-claim, stop() waits for the
         # claim to land before giving back what this worker still holds.
@@ -234,6 +288,7 @@ class Worker:
         )
         leases = await asyncio.shield(self._claiming)
         self._claiming = None
+        self._backlog = len(leases) >= free
         for lease in leases:
             self.spawn(lease)
 

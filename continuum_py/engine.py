@@ -350,11 +350,8 @@ class Engine(ScheduleMethods, QueueMethods):
         if timeout is not None:
             deadline = max(wake_at or now, now) + _positive(timeout, "timeout")
         first = RunStarted(seq=1, at=now, run_id=rid, workflow=name, args=raw, deadline=deadline)
-        claim = (
-            self.worker_id
-            if self._worker is not None and self._worker.has_room and wake_at is None
-            else None
-        )
+        worker = self._worker
+        claim = worker if worker is not None and worker.has_room and wake_at is None else None
         new = NewRun(run_id=rid, workflow=name, first_event=stored(rid, first), wake_at=wake_at)
         lease = None
         if q is not None:
@@ -363,18 +360,16 @@ class Engine(ScheduleMethods, QueueMethods):
                 new, q.name, priority=priority, dedup_key=dedup_key
             )
             rid = rec.run_id  # the run holding dedup_key, if one does
+        elif claim is not None:  # claimed here and driven from memory
+            rec, lease, created = await claim.start_run(new, ttl=self.lease_ttl)
         else:
-            rec, lease, created = await self._client.start_run(
-                new, claim_for=claim, ttl=self.lease_ttl
-            )
+            rec, lease, created = await self._client.start_run(new, ttl=self.lease_ttl)
         if not created and rec.workflow != name:
             raise RunAlreadyExists(rid, rec.workflow, name)
         if created:
             self._log.info("run.created", run_id=rid, workflow=name)
-        if lease is not None and self._worker is not None:
-            self._worker.spawn(lease)
-        elif created and self._worker is not None:
-            self._worker.wake()
+        if created and lease is None and worker is not None:
+            worker.wake()
         return RunHandle(self, rid, name, wf.result_type if wf is not None else Any)
 
     async def get(self, run_id: str) -> RunHandle[Any]:
