@@ -159,8 +159,9 @@ class WriteGroups:
             ``None`` if it has none); raises if the journal is closed.
         lock: held while a write transaction is open on the writer connection;
             the journal's transactional steps take it too.
-        busy_ms: the writer connection's ``busy_timeout``, restored after a
-            write on the loop's thread, which does not wait for another process.
+        busy_ms: the writer connection's ``busy_timeout``: a write on the loop's
+            thread does not wait for another process (it sets 0), and the next
+            call on the writer's thread sets it back (:meth:`on_writer`).
         checkpoints: whether to checkpoint the WAL every :data:`CHECKPOINT_EVERY`
             commits (``False`` for a database with no WAL, ``":memory:"``).
     """
@@ -176,6 +177,9 @@ class WriteGroups:
         self._every = CHECKPOINT_EVERY if checkpoints else 0
         self._commits = 0  # since the last checkpoint was queued
         self._checkpoint: asyncio.Future[int] | None = None  # queued on the writer's thread
+        # The writer's busy_timeout was left at 0 by a write on the loop's thread:
+        # the next call on the writer's thread sets it back first (on_writer).
+        self._busy_off = False
 
     def committed(self) -> None:
         """Count a commit on the writer, the write lock still held; checkpoint when due.
@@ -196,6 +200,7 @@ class WriteGroups:
             writer, _ = self._connections()
         except Exception:
             return  # closed meanwhile
+        # Not through on_writer(): a PASSIVE checkpoint never calls the busy handler.
         self._checkpoint = writer.submit(_passive_checkpoint)
         self._checkpoint.add_done_callback(self._checkpointed)
 
@@ -223,6 +228,27 @@ class WriteGroups:
             if self._checkpoint is ckpt:
                 self._checkpoint = None
 
+    def on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        """``fn``, to be queued on the writer's thread now, with its ``busy_timeout`` in force.
+
+        A write on the loop's thread sets the writer's ``busy_timeout`` to 0 and
+        leaves it so, sparing a sequence of such writes two ``PRAGMA`` statements
+        each; the first call queued on the writer's thread after it sets it back.
+        Calls there run in the order they were queued, and the loop's thread uses
+        the connection only while none is pending, so clearing the flag here, as
+        the call is queued, is exact.
+        """
+        if not self._busy_off:
+            return fn
+        self._busy_off = False
+        pragma = f"PRAGMA busy_timeout = {self._busy_ms}"
+
+        def restored(raw: sqlite3.Connection) -> T:
+            raw.execute(pragma)
+            return fn(raw)
+
+        return restored
+
     def close(self) -> None:
         """Forget a checkpoint in flight: it still runs, before the connection closes."""
         self._checkpoint = None
@@ -243,7 +269,9 @@ class WriteGroups:
                         self.committed()
                         return cast(T, out)
                 try:
-                    [(ok, value)] = await writer.call(lambda raw: _run_group(raw, [fn]))
+                    [(ok, value)] = await writer.call(
+                        self.on_writer(lambda raw: _run_group(raw, [fn]))
+                    )
                 except Exception as exc:
                     raise translate(exc)  # noqa: B904 - translate() sets the cause
                 self.committed()
@@ -275,13 +303,13 @@ class WriteGroups:
         """
 
         def run(raw: sqlite3.Connection) -> tuple[bool, T | None]:
-            raw.execute("PRAGMA busy_timeout = 0")
+            if not self._busy_off:  # left at 0 until a call on the writer's thread
+                raw.execute("PRAGMA busy_timeout = 0")
+                self._busy_off = True
             try:
                 begin(raw)
             except sqlite3.OperationalError:
                 return False, None
-            finally:
-                raw.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             try:
                 out = fn(raw)
                 raw.commit()
@@ -331,7 +359,7 @@ class WriteGroups:
                 return
         writes = [fn for fn, _ in group]
         try:
-            results = await writer.call(lambda raw: _run_group(raw, writes))
+            results = await writer.call(self.on_writer(lambda raw: _run_group(raw, writes)))
         except BaseException as exc:
             for _, fut in group:
                 _settle(fut, False, exc)

@@ -296,7 +296,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         """
         writer = self._wc
         try:
-            return await writer.call(fn)
+            return await writer.call(self._writes.on_writer(fn))
         except sqlite3.IntegrityError as exc:
             raise duplicate_row(exc) from exc
         except sqlite3.OperationalError as exc:
