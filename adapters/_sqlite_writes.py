@@ -46,12 +46,17 @@ from typing import Any, TypeVar, cast
 from continuum_py._log import get_logger
 from continuum_py.adapters._rules import duplicate_row
 from continuum_py.adapters._sqlite_thread import SQLiteThread
+from continuum_py.adapters._sqlite_wal import presize
 from continuum_py.errors import JournalUnavailable
 
 __all__ = ["CHECKPOINT_EVERY", "WriteGroups"]
 
 CHECKPOINT_PAGES = 256
 """About how many pages (4 KiB each) the WAL holds when the journal checkpoints it."""
+
+PRESIZE_FRAMES = CHECKPOINT_PAGES + 64
+"""Frames the WAL is given room for when the journal opens (:mod:`._sqlite_wal`):
+checkpoints keep it at about :data:`CHECKPOINT_PAGES`, a few commits more at most."""
 
 CHECKPOINT_EVERY = 32
 """Commits before the first checkpoint, before the WAL's growth per commit is known
@@ -141,6 +146,11 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(translate(value))
 
 
+def _presized(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("journal.wal_presize_failed", error=str(fut.exception()))
+
+
 def alone(writer: SQLiteThread, reader: SQLiteThread | None) -> bool:
     """Whether nothing else waits: no call pending on either thread, no other callback ready."""
     if writer.pending or (reader is not None and reader.pending):
@@ -203,6 +213,21 @@ class WriteGroups:
         # Not through on_writer(): a PASSIVE checkpoint never calls the busy handler.
         self._checkpoint = writer.submit(_passive_checkpoint)
         self._checkpoint.add_done_callback(self._checkpointed)
+
+    def presize_wal(self) -> None:
+        """Queue the WAL's sizing (:func:`._sqlite_wal.presize`) on the writer's thread.
+
+        Called once the journal has opened its file, before any write; like a
+        checkpoint it runs while the event loop goes on, and the first write
+        waits for it. Failing, it is logged and fails no write: the WAL then
+        grows commit by commit, as SQLite has it.
+        """
+        if not self._every:
+            return
+        writer, _ = self._connections()
+        busy_ms = self._busy_ms
+        self._checkpoint = writer.submit(lambda raw: presize(raw, PRESIZE_FRAMES, busy_ms))
+        self._checkpoint.add_done_callback(_presized)
 
     def _checkpointed(self, fut: asyncio.Future[int]) -> None:
         if fut.cancelled():

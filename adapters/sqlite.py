@@ -263,6 +263,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         for conn, memo in ((self._w, True), (self._r, False)):
             if conn is not None:
                 await conn.call(file_liveness.sql_function(live, memo=memo))
+        if self._w is not None:
+            self._writes.presize_wal()  # in the background: the first write waits for it
 
     @property
     def _wc(self) -> SQLiteThread:
