@@ -35,6 +35,11 @@ async def test_commits_overwrite_a_wal_sized_when_the_journal_opened(tmp_path):
             sizes.add(_wal_size(path))
         assert sizes == {sized}  # no commit made the file longer
         assert len(await j.list_runs(limit=1000)) == 400
+    # SQLite deleted the WAL when the journal closed; opened again, it is sized again.
+    assert not os.path.exists(f"{path}-wal")  # noqa: ASYNC240 - one stat in a test
+    async with SQLiteJournal(path) as j:
+        await j.start_run(new_run("again"))
+        assert _wal_size(path) == sized
 
 
 async def test_a_crashed_wal_shorter_than_the_size_keeps_every_commit(tmp_path, monkeypatch):
