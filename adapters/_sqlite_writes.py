@@ -32,7 +32,9 @@ commits, not pages: each checkpoint reports the WAL's size, from which the next
 one's count of commits is set. SQLite's own automatic checkpoint (1,000 pages by
 default) stays as the backstop should commits be far larger than usual or
 checkpoints fail (each failure is logged; it never fails a write); it runs in
-the commit that crosses it, wherever that commit runs.
+the commit that crosses it, wherever that commit runs. When the journal opens,
+the WAL is given that size at once (:mod:`._sqlite_wal`), so even a process's
+first commits overwrite it.
 """
 
 from __future__ import annotations
@@ -186,7 +188,9 @@ class WriteGroups:
         self._drainer: asyncio.Task[None] | None = None
         self._every = CHECKPOINT_EVERY if checkpoints else 0
         self._commits = 0  # since the last checkpoint was queued
-        self._checkpoint: asyncio.Future[int] | None = None  # queued on the writer's thread
+        # A checkpoint, or the WAL's sizing, queued on the writer's thread: the
+        # next write waits for it.
+        self._checkpoint: asyncio.Future[int] | None = None
         # The writer's busy_timeout was left at 0 by a write on the loop's thread:
         # the next call on the writer's thread sets it back first (on_writer).
         self._busy_off = False
