@@ -32,7 +32,9 @@ commits, not pages: each checkpoint reports the WAL's size, from which the next
 one's count of commits is set. SQLite's own automatic checkpoint (1,000 pages by
 default) stays as the backstop should commits be far larger than usual or
 checkpoints fail (each failure is logged; it never fails a write); it runs in
-the commit that crosses it, wherever that commit runs.
+the commit that crosses it, wherever that commit runs. When the journal opens,
+the WAL is given that size at once (:mod:`._sqlite_wal`), so even a process's
+first commits overwrite it.
 """
 
 from __future__ import annotations
@@ -46,12 +48,17 @@ from typing import Any, TypeVar, cast
 from continuum_py._log import get_logger
 from continuum_py.adapters._rules import duplicate_row
 from continuum_py.adapters._sqlite_thread import SQLiteThread
+from continuum_py.adapters._sqlite_wal import presize
 from continuum_py.errors import JournalUnavailable
 
 __all__ = ["CHECKPOINT_EVERY", "WriteGroups"]
 
 CHECKPOINT_PAGES = 256
 """About how many pages (4 KiB each) the WAL holds when the journal checkpoints it."""
+
+PRESIZE_FRAMES = CHECKPOINT_PAGES + 64
+"""Frames the WAL is given room for when the journal opens (:mod:`._sqlite_wal`):
+checkpoints keep it at about :data:`CHECKPOINT_PAGES`, a few commits more at most."""
 
 CHECKPOINT_EVERY = 32
 """Commits before the first checkpoint, before the WAL's growth per commit is known
@@ -141,6 +148,11 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(translate(value))
 
 
+def _presized(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("journal.wal_presize_failed", error=str(fut.exception()))
+
+
 def alone(writer: SQLiteThread, reader: SQLiteThread | None) -> bool:
     """Whether nothing else waits: no call pending on either thread, no other callback ready."""
     if writer.pending or (reader is not None and reader.pending):
@@ -159,8 +171,9 @@ class WriteGroups:
             ``None`` if it has none); raises if the journal is closed.
         lock: held while a write transaction is open on the writer connection;
             the journal's transactional steps take it too.
-        busy_ms: the writer connection's ``busy_timeout``, restored after a
-            write on the loop's thread, which does not wait for another process.
+        busy_ms: the writer connection's ``busy_timeout``: a write on the loop's
+            thread does not wait for another process (it sets 0), and the next
+            call on the writer's thread sets it back (:meth:`on_writer`).
         checkpoints: whether to checkpoint the WAL every :data:`CHECKPOINT_EVERY`
             commits (``False`` for a database with no WAL, ``":memory:"``).
     """
@@ -175,7 +188,12 @@ class WriteGroups:
         self._drainer: asyncio.Task[None] | None = None
         self._every = CHECKPOINT_EVERY if checkpoints else 0
         self._commits = 0  # since the last checkpoint was queued
-        self._checkpoint: asyncio.Future[int] | None = None  # queued on the writer's thread
+        # A checkpoint, or the WAL's sizing, queued on the writer's thread: the
+        # next write waits for it.
+        self._checkpoint: asyncio.Future[int] | None = None
+        # The writer's busy_timeout was left at 0 by a write on the loop's thread:
+        # the next call on the writer's thread sets it back first (on_writer).
+        self._busy_off = False
 
     def committed(self) -> None:
         """Count a commit on the writer, the write lock still held; checkpoint when due.
@@ -196,8 +214,24 @@ class WriteGroups:
             writer, _ = self._connections()
         except Exception:
             return  # closed meanwhile
+        # Not through on_writer(): a PASSIVE checkpoint never calls the busy handler.
         self._checkpoint = writer.submit(_passive_checkpoint)
         self._checkpoint.add_done_callback(self._checkpointed)
+
+    def presize_wal(self) -> None:
+        """Queue the WAL's sizing (:func:`._sqlite_wal.presize`) on the writer's thread.
+
+        Called once the journal has opened its file, before any write; like a
+        checkpoint it runs while the event loop goes on, and the first write
+        waits for it. Failing, it is logged and fails no write: the WAL then
+        grows commit by commit, as SQLite has it.
+        """
+        if not self._every:
+            return
+        writer, _ = self._connections()
+        busy_ms = self._busy_ms
+        self._checkpoint = writer.submit(lambda raw: presize(raw, PRESIZE_FRAMES, busy_ms))
+        self._checkpoint.add_done_callback(_presized)
 
     def _checkpointed(self, fut: asyncio.Future[int]) -> None:
         if fut.cancelled():
@@ -223,6 +257,27 @@ class WriteGroups:
             if self._checkpoint is ckpt:
                 self._checkpoint = None
 
+    def on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        """``fn``, to be queued on the writer's thread now, with its ``busy_timeout`` in force.
+
+        A write on the loop's thread sets the writer's ``busy_timeout`` to 0 and
+        leaves it so, sparing a sequence of such writes two ``PRAGMA`` statements
+        each; the first call queued on the writer's thread after it sets it back.
+        Calls there run in the order they were queued, and the loop's thread uses
+        the connection only while none is pending, so clearing the flag here, as
+        the call is queued, is exact.
+        """
+        if not self._busy_off:
+            return fn
+        self._busy_off = False
+        pragma = f"PRAGMA busy_timeout = {self._busy_ms}"
+
+        def restored(raw: sqlite3.Connection) -> T:
+            raw.execute(pragma)
+            return fn(raw)
+
+        return restored
+
     def close(self) -> None:
         """Forget a checkpoint in flight: it still runs, before the connection closes."""
         self._checkpoint = None
@@ -243,7 +298,9 @@ class WriteGroups:
                         self.committed()
                         return cast(T, out)
                 try:
-                    [(ok, value)] = await writer.call(lambda raw: _run_group(raw, [fn]))
+                    [(ok, value)] = await writer.call(
+                        self.on_writer(lambda raw: _run_group(raw, [fn]))
+                    )
                 except Exception as exc:
                     raise translate(exc)  # noqa: B904 - translate() sets the cause
                 self.committed()
@@ -275,13 +332,13 @@ class WriteGroups:
         """
 
         def run(raw: sqlite3.Connection) -> tuple[bool, T | None]:
-            raw.execute("PRAGMA busy_timeout = 0")
+            if not self._busy_off:  # left at 0 until a call on the writer's thread
+                raw.execute("PRAGMA busy_timeout = 0")
+                self._busy_off = True
             try:
                 begin(raw)
             except sqlite3.OperationalError:
                 return False, None
-            finally:
-                raw.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             try:
                 out = fn(raw)
                 raw.commit()
@@ -331,7 +388,7 @@ class WriteGroups:
                 return
         writes = [fn for fn, _ in group]
         try:
-            results = await writer.call(lambda raw: _run_group(raw, writes))
+            results = await writer.call(self.on_writer(lambda raw: _run_group(raw, writes)))
         except BaseException as exc:
             for _, fut in group:
                 _settle(fut, False, exc)

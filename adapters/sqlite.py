@@ -29,19 +29,26 @@ from continuum_py.adapters import _file_liveness as file_liveness
 from continuum_py.adapters import _sqlite_queues as _queues
 from continuum_py.adapters._file_liveness import FileLiveness
 from continuum_py.adapters._rules import (
-    WAITING_STATUSES,
     JournalBase,
     RunFilter,
     admit,
-    bad_seqs,
     check_whole_runs,
     duplicate_row,
     lease_lost,
-    sql_in,
     whole_record,
-    why_refused,
 )
 from continuum_py.adapters._schedules import SQLiteSchedules
+from continuum_py.adapters._sqlite_append import (
+    NOW,
+    RUN_COLS,
+    TERMINAL_SQL,
+    UPSERT_SNAPSHOT,
+    deliver,
+    get,
+    insert_run,
+    row,
+    write_batches,
+)
 from continuum_py.adapters._sqlite_open import MODES, open_file
 from continuum_py.adapters._sqlite_open import URL_OPTIONS as URL_OPTIONS
 from continuum_py.adapters._sqlite_open import options_from_url as options_from_url
@@ -63,10 +70,7 @@ from continuum_py.errors import (
     RunNotFound,
 )
 from continuum_py.journal import (
-    INBOX_CHECKED_STATUSES,
-    NOTIFY_PARENT_STATUSES,
     RUN_COLUMNS,
-    TERMINAL_STATUSES,
     AppendBatch,
     InboxMessage,
     Lease,
@@ -85,17 +89,11 @@ __all__ = ["SQLiteJournal", "SQLiteTransaction", "TransactionConnection"]
 
 T = TypeVar("T")
 
-_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-
-_TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
-
-_RUN_COLS = ", ".join(RUN_COLUMNS)
-
 # Engine-clock time for wake_at (journal clock when the caller gives none).
-_WAKE_NOW = f"COALESCE(:now, {_NOW})"
+_WAKE_NOW = f"COALESCE(:now, {NOW})"
 # continuum_dead(owner): the holder registered its liveness and its process is gone.
 _LEASE_FREE = (
-    f"(lease_owner IS NULL OR lease_expires_at <= {_NOW} OR (:own AND lease_owner = :worker) "
+    f"(lease_owner IS NULL OR lease_expires_at <= {NOW} OR (:own AND lease_owner = :worker) "
     "OR continuum_dead(lease_owner))"
 )
 # One branch per way a run becomes runnable, each read from the index that
@@ -145,7 +143,7 @@ class SQLiteTransaction:
         """
         if not self.connection._open:
             raise RuntimeError("this SQLite transaction is over")
-        [err] = await self._journal._call(lambda raw: _write_batches(raw, [batch]))
+        [err] = await self._journal._call(lambda raw: write_batches(raw, [batch]))
         if err is not None:
             self.refused = True
         return err
@@ -263,6 +261,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         for conn, memo in ((self._w, True), (self._r, False)):
             if conn is not None:
                 await conn.call(file_liveness.sql_function(live, memo=memo))
+        if self._w is not None:
+            self._writes.presize_wal()  # in the background: the first write waits for it
 
     @property
     def _wc(self) -> SQLiteThread:
@@ -296,7 +296,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         """
         writer = self._wc
         try:
-            return await writer.call(fn)
+            return await writer.call(self._writes.on_writer(fn))
         except sqlite3.IntegrityError as exc:
             raise duplicate_row(exc) from exc
         except sqlite3.OperationalError as exc:
@@ -371,13 +371,13 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
     ) -> tuple[RunRecord, Lease | None, bool]:
 
         def tx(conn: sqlite3.Connection) -> tuple[RunRecord | None, Lease | None, bool]:
-            created = _insert_run(conn, run)
+            created = insert_run(conn, run)
             lease = None
             if created and claim_for is not None:
                 rows = conn.execute(
                     "UPDATE runs SET status = 'running', lease_owner = ?, "
-                    f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
-                    f"wake_at = NULL WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {_NOW}) "
+                    f"lease_token = lease_token + 1, lease_expires_at = {NOW} + ?, "
+                    f"wake_at = NULL WHERE run_id = ? AND (wake_at IS NULL OR wake_at <= {NOW}) "
                     "RETURNING lease_token, lease_expires_at",
                     (claim_for, ttl, run.run_id),
                 ).fetchall()
@@ -388,7 +388,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
                         token=rows[0][0],
                         expires_at=rows[0][1],
                     )
-            return _get(conn, run.run_id), lease, created
+            return get(conn, run.run_id), lease, created
 
         rec, lease, created = await self._tx(tx)
         assert rec is not None
@@ -399,14 +399,14 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         check_whole_runs(runs)
 
         def tx(conn: sqlite3.Connection) -> None:
-            now = conn.execute(f"SELECT {_NOW}").fetchone()[0]
+            now = conn.execute(f"SELECT {NOW}").fetchone()[0]
             for run in runs:
                 rec = whole_record(run, now)
                 cur = conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLS}, parent_position) "
+                    f"INSERT INTO runs ({RUN_COLS}, parent_position) "
                     f"VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))}) "
                     "ON CONFLICT (run_id) DO NOTHING",
-                    (*_row(rec), run.parent_position),
+                    (*row(rec), run.parent_position),
                 )
                 if cur.rowcount != 1:
                     raise RunIdTaken(run.run_id)  # rolls the whole transaction back
@@ -420,23 +420,23 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
     async def forks(self, run_id: str) -> list[RunRecord]:
         """The runs forked from ``run_id``, oldest first."""
         rows = await self._fetchall(
-            f"SELECT {_RUN_COLS} FROM runs WHERE forked_from = ? ORDER BY created_at, run_id",
+            f"SELECT {RUN_COLS} FROM runs WHERE forked_from = ? ORDER BY created_at, run_id",
             (run_id,),
         )
         return [record_from_row(r) for r in rows]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
+        rows = await self._fetchall(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
         return record_from_row(rows[0]) if rows else None
 
     async def _select_runs(self, f: RunFilter) -> list[RunRecord]:
         tail, params = list_runs_sql(**msgspec.structs.asdict(f), param=lambda _: "?")
-        rows = await self._fetchall(f"SELECT {_RUN_COLS} FROM runs{tail}", params)
+        rows = await self._fetchall(f"SELECT {RUN_COLS} FROM runs{tail}", params)
         return [record_from_row(r) for r in rows]
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
-        return await self._tx(lambda conn: _write_batches(conn, batches))
+        return await self._tx(lambda conn: write_batches(conn, batches))
 
     async def load(self, run_id: str, *, after_seq: int = 0) -> list[StoredEvent]:
         rows = await self._fetchall(
@@ -490,11 +490,11 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
 
     async def take_snapshot(self, lease: Lease, snapshot: Snapshot) -> JournalError | None:
         def tx(conn: sqlite3.Connection) -> JournalError | None:
-            lost = lease_lost(_get(conn, lease.run_id), lease)
+            lost = lease_lost(get(conn, lease.run_id), lease)
             if lost is not None:
                 return lost
             conn.execute(
-                _UPSERT_SNAPSHOT, (snapshot.run_id, snapshot.seq, snapshot.schema, snapshot.data)
+                UPSERT_SNAPSHOT, (snapshot.run_id, snapshot.seq, snapshot.schema, snapshot.data)
             )
             return None
 
@@ -519,8 +519,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             params["limit"] = limit - len(admitted)
             rows = conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = :worker, "
-                f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + :ttl, "
-                f"updated_at = {_NOW}, wake_at = NULL "
+                f"lease_token = lease_token + 1, lease_expires_at = {NOW} + :ttl, "
+                f"updated_at = {NOW}, wake_at = NULL "
                 f"WHERE run_id IN (SELECT run_id FROM ({_RUNNABLE})) "
                 "RETURNING run_id, lease_token, lease_expires_at, created_at",
                 params,
@@ -539,7 +539,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         """Admit and lease the queued runs the queues' limits let in (in the claim's transaction)."""
         _queues.begin(conn)
         if now is None:
-            now = conn.execute(f"SELECT {_NOW}").fetchone()[0]
+            now = conn.execute(f"SELECT {NOW}").fetchone()[0]
         assert now is not None
         loads = _queues.loads(
             conn, worker_id, now, self.served_queues, waiting_only=True, limit=limit, tidy=True
@@ -550,8 +550,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         return [
             conn.execute(
                 "UPDATE runs SET status = 'running', lease_owner = ?, "
-                f"lease_token = lease_token + 1, lease_expires_at = {_NOW} + ?, "
-                f"updated_at = {_NOW}, wake_at = NULL, queued_waiting = 0 WHERE run_id = ? "
+                f"lease_token = lease_token + 1, lease_expires_at = {NOW} + ?, "
+                f"updated_at = {NOW}, wake_at = NULL, queued_waiting = 0 WHERE run_id = ? "
                 "RETURNING run_id, lease_token, lease_expires_at, created_at",
                 (worker_id, ttl, r),
             ).fetchone()
@@ -574,13 +574,13 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
 
         def tx(conn: sqlite3.Connection) -> tuple[RunRecord | None, bool]:
             _queues.begin(conn)
-            existing = _get(conn, run.run_id)
+            existing = get(conn, run.run_id)
             if existing is not None:
                 return existing, False
             holder = _queues.insert_entry(conn, run.run_id, queue, priority, dedup_key)
             if holder is not None:
-                return _get(conn, holder), False
-            return _get(conn, run.run_id) if _insert_run(conn, run, queued=True) else None, True
+                return get(conn, holder), False
+            return get(conn, run.run_id) if insert_run(conn, run, queued=True) else None, True
 
         rec, created = await self._tx(tx)
         assert rec is not None
@@ -590,7 +590,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         """Every stored queue's load at ``now`` (default: the journal clock)."""
 
         def read(conn: sqlite3.Connection) -> list[QueueLoad]:
-            at = conn.execute(f"SELECT {_NOW}").fetchone()[0] if now is None else now
+            at = conn.execute(f"SELECT {NOW}").fetchone()[0] if now is None else now
             return _queues.loads(conn, None, at, None, waiting_only=False, limit=None)
 
         return await self._read_queues(read, [])
@@ -613,7 +613,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             out: list[Lease | None] = []
             for lease in leases:
                 row = conn.execute(
-                    f"UPDATE runs SET lease_expires_at = {_NOW} + ? WHERE run_id = ? "
+                    f"UPDATE runs SET lease_expires_at = {NOW} + ? WHERE run_id = ? "
                     "AND lease_token = ? AND lease_owner IS NOT NULL RETURNING lease_expires_at",
                     (ttl, lease.run_id, lease.token),
                 ).fetchone()
@@ -635,8 +635,8 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         def tx(conn: sqlite3.Connection) -> Lease | None:
             got = conn.execute(
                 f"UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, "
-                f"lease_expires_at = {_NOW} + ?, updated_at = {_NOW} "
-                f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
+                f"lease_expires_at = {NOW} + ?, updated_at = {NOW} "
+                f"WHERE run_id = ? AND status NOT IN ({TERMINAL_SQL}) "
                 "RETURNING lease_token, lease_expires_at",
                 (worker_id, ttl, run_id),
             ).fetchall()
@@ -655,7 +655,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             cur = conn.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, "
                 "status = CASE status WHEN 'running' THEN 'pending' ELSE status END, "
-                f"updated_at = {_NOW} WHERE run_id = ? AND lease_token = ? AND lease_owner IS NOT NULL",
+                f"updated_at = {NOW} WHERE run_id = ? AND lease_token = ? AND lease_owner IS NOT NULL",
                 (lease.run_id, lease.token),
             )
             return cur.rowcount == 1
@@ -678,7 +678,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             cur = conn.execute(
                 "UPDATE runs SET status = ?, reason = ?, lease_owner = NULL, lease_expires_at = NULL, "
                 "wake_at = CASE WHEN ? = 'suspended' THEN wake_at END, "
-                f"updated_at = {_NOW} WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                f"updated_at = {NOW} WHERE run_id = ? AND status NOT IN ({TERMINAL_SQL})",
                 (value, reason, value, run_id),
             )
             return cur.rowcount == 1
@@ -688,7 +688,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
     # ---- inbox ----
     async def send(self, run_id: str, kind: str, name: str, data: bytes) -> int:
         def tx(conn: sqlite3.Connection) -> int:
-            msg_id = _deliver(conn, run_id, kind, name, data, only_unfinished=True)
+            msg_id = deliver(conn, run_id, kind, name, data, only_unfinished=True)
             if msg_id is not None:
                 return msg_id
             row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -779,160 +779,3 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-
-
-_UPSERT_SNAPSHOT = (
-    "INSERT INTO snapshots (run_id, seq, schema, data) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, schema = excluded.schema, data = excluded.data"
-)
-
-
-def _write_batches(
-    conn: sqlite3.Connection, batches: Sequence[AppendBatch]
-) -> list[JournalError | None]:
-    """Write each batch that passes its fencing check; the caller commits."""
-    results: list[JournalError | None] = []
-    rows: list[tuple[str, int, str, int, bytes]] = []
-    snaps: list[tuple[str, int, int, bytes]] = []
-    for b in batches:
-        run_id = b.lease.run_id
-        bad = bad_seqs(b)
-        if bad is not None:
-            results.append(bad)
-            continue
-        new_last = b.expected_seq + len(b.events)
-        # The fencing check is the WHERE clause of the write itself.
-        fence = "WHERE run_id = ? AND lease_token = ? AND lease_owner IS NOT NULL AND last_seq = ?"
-        if b.status is None:
-            landed = conn.execute(
-                f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, "
-                f"inbox_seen = COALESCE(?, inbox_seen) {fence} "
-                "RETURNING parent_run_id, parent_position",
-                (new_last, b.inbox_seen, run_id, b.lease.token, b.expected_seq),
-            ).fetchall()
-        else:
-            if b.status in INBOX_CHECKED_STATUSES:
-                # The run ends only with every message recorded: a cancel sent
-                # before this write is never dropped.
-                fence += f" AND inbox_last <= {_int_or(b.inbox_seen, 'inbox_seen')}"
-            landed = conn.execute(
-                f"UPDATE runs SET last_seq = ?, updated_at = {_NOW}, "
-                "inbox_seen = COALESCE(?, inbox_seen), status = ?, outcome = ?, reason = ?, "
-                f"wake_at = ?, lease_owner = NULL, lease_expires_at = NULL {fence} "
-                "RETURNING parent_run_id, parent_position",
-                (
-                    new_last,
-                    b.inbox_seen,
-                    b.status.value,
-                    b.outcome,
-                    b.reason,
-                    b.wake_at if b.status in WAITING_STATUSES else None,
-                    run_id,
-                    b.lease.token,
-                    b.expected_seq,
-                ),
-            ).fetchall()
-        if not landed:
-            results.append(why_refused(b, _get(conn, run_id)))
-            continue
-        results.append(None)
-        rows.extend((e.run_id, e.seq, e.kind, e.schema, e.data) for e in b.events)
-        if b.snapshot is not None:
-            sn = b.snapshot
-            snaps.append((sn.run_id, sn.seq, sn.schema, sn.data))
-        parent, position = landed[0]
-        if parent is not None and b.status in NOTIFY_PARENT_STATUSES:
-            _deliver(conn, parent, "child", str(position), b.outcome or b"")
-        if b.status == RunStatus.CONTINUED and b.continued_to is not None:
-            _forward_unseen(conn, run_id, b.continued_to)
-    if rows:
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
-    if snaps:
-        conn.executemany(_UPSERT_SNAPSHOT, snaps)
-    return results
-
-
-def _deliver(
-    conn: sqlite3.Connection,
-    run_id: str,
-    kind: str,
-    name: str,
-    data: bytes,
-    *,
-    only_unfinished: bool = False,
-) -> int | None:
-    """Add an inbox message; its id, or ``None`` if the run is missing (or finished)."""
-    guard = f" AND status NOT IN ({_TERMINAL_SQL})" if only_unfinished else ""
-    got = conn.execute(
-        f"UPDATE runs SET inbox_last = inbox_last + 1, updated_at = {_NOW} "
-        f"WHERE run_id = ?{guard} RETURNING inbox_last",
-        (run_id,),
-    ).fetchall()
-    if not got:
-        return None
-    msg_id = int(got[0][0])
-    conn.execute(
-        f"INSERT INTO inbox (run_id, id, kind, name, data, at) VALUES (?, ?, ?, ?, ?, {_NOW})",
-        (run_id, msg_id, kind, name, data),
-    )
-    return msg_id
-
-
-def _forward_unseen(conn: sqlite3.Connection, run_id: str, target: str) -> None:
-    """Move the messages ``run_id`` never recorded to ``target``'s inbox, in order."""
-    rows = conn.execute(
-        "SELECT kind, name, data FROM inbox WHERE run_id = ? "
-        "AND id > (SELECT inbox_seen FROM runs WHERE run_id = ?) ORDER BY id",
-        (run_id, run_id),
-    ).fetchall()
-    for kind, name, data in rows:
-        _deliver(conn, target, kind, name, data)
-
-
-def _insert_run(conn: sqlite3.Connection, run: NewRun, *, queued: bool = False) -> bool:
-    """Insert ``run``'s row and first event unless its run_id is taken; whether it was.
-
-    ``queued``: it waits for admission in a queue (a claim leaves it alone).
-    """
-    ev = run.first_event
-    cur = conn.execute(
-        "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
-        "wake_at, parent_run_id, parent_position, queued_waiting) "
-        f"VALUES (?, ?, 'pending', {_NOW}, {_NOW}, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-        (
-            run.run_id,
-            run.workflow,
-            ev.seq,
-            run.wake_at,
-            run.parent_run_id,
-            run.parent_position,
-            int(queued),
-        ),
-    )
-    if cur.rowcount != 1:
-        return False
-    conn.execute(
-        "INSERT INTO events (run_id, seq, kind, schema, data) VALUES (?, ?, ?, ?, ?)",
-        (ev.run_id, ev.seq, ev.kind, ev.schema, ev.data),
-    )
-    return True
-
-
-def _get(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
-    row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return record_from_row(row) if row else None
-
-
-def _row(rec: RunRecord) -> tuple[Any, ...]:
-    """``rec`` as the values of :data:`RUN_COLUMNS`, in order."""
-    return tuple(
-        rec.status.value if name == "status" else getattr(rec, name) for name in RUN_COLUMNS
-    )
-
-
-def _int_or(value: int | None, column: str) -> str:
-    # An int is inlined (never user text); None means the stored column.
-    return column if value is None else str(int(value))

@@ -7,6 +7,8 @@ parent SIGKILLs it at seeded moments; every run the child acknowledged must be
 in the journal, whole (its row and its first event), and nothing half-written.
 A second round has the child checkpoint its WAL every few commits, so kills
 also land during checkpoints; the file must then pass SQLite's integrity check.
+A third kills the child within its first half second, while it opens the file
+and sizes its WAL (zeros written past the WAL's end) or makes its first commits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from continuum_py.adapters.sqlite import SQLiteJournal
+from continuum_py.journal import NewRun, StoredEvent
 
 CHILD = Path(__file__).with_name("group_writer.py")
 
@@ -53,23 +56,34 @@ def _run_until_killed(
 
 
 async def _check(db: Path, acked: set[str]) -> None:
-    with sqlite3.connect(db) as raw:  # recovers the WAL left behind, then checks the pages
-        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    # The journal opens first: it recovers the WAL the child left behind, sizes
+    # it (past those frames, before they are copied into the file) and commits.
     async with SQLiteJournal(str(db)) as j:
+        check = f"check-{len(acked)}-{time.monotonic_ns()}"
+        first = StoredEvent(run_id=check, seq=1, kind="RunStarted", schema=1, data=b"{}")
+        await j.start_run(NewRun(run_id=check, workflow="w", first_event=first))
         runs = {r.run_id for r in await j.list_runs(limit=100_000)}
         assert acked <= runs, f"acknowledged but lost: {sorted(acked - runs)[:5]}"
         for run_id in runs:  # every run landed whole: its row and its first event
             assert [e.seq for e in await j.load(run_id)] == [1]
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 # None: the journal's own checkpoint schedule; 2: a checkpoint after every other
 # commit at first (then every 8 or more), so the kills also hit checkpoints.
-@pytest.mark.parametrize("every", [None, 2])
-def test_acknowledged_grouped_writes_survive_sigkill(tmp_path: Path, every: int | None) -> None:
+# "early": killed 0.1-0.5 s after it was spawned, acknowledged or not.
+@pytest.mark.parametrize("every", [None, 2, "early"])
+def test_acknowledged_grouped_writes_survive_sigkill(
+    tmp_path: Path, every: int | str | None
+) -> None:
     rng = random.Random(20261207)
     db = tmp_path / "j.db"
     acked: set[str] = set()
     for i in range(4):
         acks, delay = rng.randint(20, 400), rng.uniform(0, 0.02)
-        acked |= _run_until_killed(db, f"k{i}-", acks, delay, every)
+        if every == "early":
+            acks, delay = 0, rng.uniform(0.1, 0.5)
+        checkpoints = every if isinstance(every, int) else None
+        acked |= _run_until_killed(db, f"k{i}-", acks, delay, checkpoints)
         asyncio.run(_check(db, acked))

@@ -113,3 +113,32 @@ async def test_a_write_waits_for_another_process_without_blocking_the_loop(tmp_p
         rec, _, created = await write
         assert created and rec.run_id == "r1"
         assert ticks == 20
+
+
+async def test_after_a_write_on_the_loop_thread_the_writer_thread_still_waits_its_turn(
+    tmp_path, hops
+):
+    # A write alone on the loop's thread turns busy_timeout off (it must never
+    # wait there) and leaves it off for the next one; a transaction begun on the
+    # writer's thread after it still waits for another process's write lock.
+    path = str(tmp_path / "j.db")
+    async with SQLiteJournal(path) as j:
+        batch = await _claimed_batch(j)
+        hops.clear()
+        assert await j.append([batch]) == [None]
+        assert hops == []  # it ran on the loop's thread
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+
+        async def transactional_step() -> None:
+            async with j.transaction() as tx:
+                await tx.connection.execute("SELECT 1")
+
+        tx = asyncio.ensure_future(transactional_step())
+        starts = asyncio.gather(j.start_run(new_run("r2")), j.start_run(new_run("r3")))
+        await asyncio.sleep(0.1)
+        assert not tx.done() and not starts.done()
+        other.execute("COMMIT")
+        other.close()
+        await tx
+        assert [created for _, _, created in await starts] == [True, True]
