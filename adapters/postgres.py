@@ -91,8 +91,8 @@ log = get_logger()
 # The oldest schema layout a read-only open can read: it cannot upgrade the
 # schema, and the migrations after this one add nothing the reads need.
 # Raise it with a migration that adds a column or table the reads use
-# (layout 3 adds forked_from, which every read of a run's row selects).
-_OLDEST_READABLE = 3
+# (layout 8 adds heads, joined by every read of a run's row).
+_OLDEST_READABLE = 8
 
 _NOT_CONNECTED = "PostgresJournal is not connected; use `async with` or connect()"
 
@@ -158,7 +158,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self.channel = s.channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
-        self._appender = Appender(self._sql, self.channel)
+        self._appender = Appender(self._sql, self.schema, self.channel)
         self._qsql = PostgresQueues(self.schema)
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None

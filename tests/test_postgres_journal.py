@@ -419,7 +419,7 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
         lease = await _claimed_child(j, "r1", 4)
         if path == "one statement":
             batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
-            locked = "r1"
+            table, locked = "heads", "r1"  # a step's batch writes the run's heads row only
         else:
             # The child's row is written first, then the parent's inbox: one statement, one transaction.
             batch = AppendBatch(
@@ -429,13 +429,13 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
                 status=RunStatus.COMPLETED,
                 outcome=b"out",
             )
-            locked = "parent"
+            table, locked = "runs", "parent"
         blocker = await asyncpg.connect(pg.dsn)
         try:
             tr = blocker.transaction()
             await tr.start()
             await blocker.execute(
-                f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', locked
+                f'SELECT 1 FROM "{j.schema}".{table} WHERE run_id = $1 FOR UPDATE', locked
             )
             task = asyncio.create_task(j.append([batch]))
             await wait_until(pg.lock_waiters)
@@ -530,8 +530,9 @@ async def test_an_append_cancelled_while_it_waits_lands_whole_or_not_and_calls_g
         blocker = await asyncpg.connect(pg.dsn)
         try:
             async with blocker.transaction():
+                # A step's batch writes the run's heads row.
                 await blocker.execute(
-                    f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', "r1"
+                    f'SELECT 1 FROM "{j.schema}".heads WHERE run_id = $1 FOR UPDATE', "r1"
                 )
                 task = asyncio.create_task(j.append([batch]))
                 await wait_until(pg.lock_waiters)
