@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
+
 from continuum_py.adapters._postgres_errors import RETRY, translate
 from continuum_py.errors import JournalUnavailable
 
@@ -50,7 +52,7 @@ class Lender:
         try:
             return await fn(conn, *args)
         finally:
-            if self._closing or conn.is_closed() or conn.is_in_transaction():
+            if self._closing or _gone(conn) or conn.is_in_transaction():
                 # The pool rolls back what a failed call left open, or replaces
                 # a lost connection; a later call takes another.
                 self._kept = None
@@ -97,3 +99,11 @@ class Lender:
         if conn is not None and self._free:
             self._kept = None
             await self.pool.release(conn)
+
+
+def _gone(conn: Any) -> bool:
+    """Closed, or already taken back by the pool (it does so when the server ends it)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # the pool detached it: its connection died
+        return True
