@@ -181,11 +181,13 @@ ALTER TABLE {s}.queues ADD COLUMN admissions bigint NOT NULL DEFAULT 0;
         """
 -- heads: what a step's append checks and moves, so that a step writes this
 -- narrow row, not the runs row with its many indexes. token: the run's lease
--- token while a lease is held (runs.lease_owner set), else NULL, kept so by
--- the triggers below on every insert and lease change of a runs row, whatever
--- statement makes it. last_seq and inbox_seen: the run's (the runs row's copies
--- are only brought up to date when its status changes); updated_at: its last
--- append (a run's is the later of this and its runs row's).
+-- token while a lease is held (runs.lease_owner set), else NULL. The statements
+-- that insert runs insert their heads rows; the trigger below sets the token on
+-- every lease change of a runs row, whatever statement makes it, except an
+-- append's (it moves last_seq, and sets the heads row itself). last_seq and
+-- inbox_seen: the run's (the runs row's copies are brought up to date only when
+-- its status changes); updated_at: its last append (a run's is the later of
+-- this and its runs row's).
 CREATE TABLE {s}.heads (
     run_id text PRIMARY KEY,
     token bigint,
@@ -197,27 +199,19 @@ INSERT INTO {s}.heads (run_id, token, last_seq, inbox_seen, updated_at)
 SELECT run_id, CASE WHEN lease_owner IS NOT NULL THEN lease_token END, last_seq, inbox_seen,
     updated_at
 FROM {s}.runs;
-CREATE FUNCTION {s}.heads_follow_runs() RETURNS trigger LANGUAGE plpgsql AS $f$
+CREATE FUNCTION {s}.heads_follow_lease() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO {s}.heads (run_id, token, last_seq, inbox_seen, updated_at)
-        VALUES (NEW.run_id, CASE WHEN NEW.lease_owner IS NOT NULL THEN NEW.lease_token END,
-            NEW.last_seq, NEW.inbox_seen, NEW.updated_at);
-    ELSE
-        UPDATE {s}.heads SET token = CASE WHEN NEW.lease_owner IS NOT NULL THEN NEW.lease_token END
-        WHERE run_id = NEW.run_id
-            AND token IS DISTINCT FROM CASE WHEN NEW.lease_owner IS NOT NULL THEN NEW.lease_token END;
-    END IF;
+    UPDATE {s}.heads SET token = CASE WHEN NEW.lease_owner IS NOT NULL THEN NEW.lease_token END
+    WHERE run_id = NEW.run_id;
     RETURN NULL;
 END
 $f$;
-CREATE TRIGGER heads_insert AFTER INSERT ON {s}.runs
-    FOR EACH ROW EXECUTE FUNCTION {s}.heads_follow_runs();
--- Every claim, seize, release, end: a new token, or a lease taken or let go.
+-- Every claim, seize, release, park: a new token, or a lease taken or let go.
 CREATE TRIGGER heads_lease AFTER UPDATE OF lease_token, lease_owner ON {s}.runs
-    FOR EACH ROW WHEN (OLD.lease_token IS DISTINCT FROM NEW.lease_token
-        OR (OLD.lease_owner IS NULL) <> (NEW.lease_owner IS NULL))
-    EXECUTE FUNCTION {s}.heads_follow_runs();
+    FOR EACH ROW WHEN (OLD.last_seq = NEW.last_seq
+        AND (OLD.lease_token IS DISTINCT FROM NEW.lease_token
+             OR (OLD.lease_owner IS NULL) <> (NEW.lease_owner IS NULL)))
+    EXECUTE FUNCTION {s}.heads_follow_lease();
 """,
     ),
 )
@@ -273,6 +267,14 @@ def _runnable(own: str, now: str) -> str:
     )
 
 
+HEADS_FROM_INS = """
+    INSERT INTO {s}.heads (run_id, token, last_seq, inbox_seen, updated_at)
+    SELECT run_id, CASE WHEN lease_owner IS NOT NULL THEN lease_token END, last_seq, inbox_seen,
+        updated_at
+    FROM ins"""
+"""A new run's heads row, from the CTE ``ins`` (the runs rows inserted, returning them whole)."""
+
+
 def start_run_sql(s: str, *, before: str = "", source: str = "c", on_conflict: bool = True) -> str:
     """The statement creating a run and its first event; it returns the run's row.
 
@@ -302,7 +304,8 @@ ins AS (
 ev AS (
     INSERT INTO {s}.events (run_id, seq, kind, schema, data)
     SELECT run_id, $9::bigint, $10::text, $11::int, $12::bytea FROM ins
-)
+),
+hd AS ({HEADS_FROM_INS.format(s=s)})
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
 
 
@@ -335,9 +338,10 @@ class Statements:
         self.get_run = f"SELECT {RECORD} FROM {runs} WHERE r.run_id = $1"
         n = len(RUN_COLUMNS)
         self.put_run = (
-            f"INSERT INTO {s}.runs ({COLS}, parent_position) "
+            f"WITH ins AS (INSERT INTO {s}.runs ({COLS}, parent_position) "
             f"VALUES ({', '.join(f'${i}' for i in range(1, n + 2))}) "
-            "ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+            f"ON CONFLICT (run_id) DO NOTHING RETURNING {COLS}), "
+            f"hd AS ({HEADS_FROM_INS.format(s=s)}) SELECT run_id FROM ins"
         )
         self.put_events = (
             f"INSERT INTO {s}.events (run_id, seq, kind, schema, data) "

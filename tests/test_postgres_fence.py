@@ -221,21 +221,32 @@ async def test_a_schema_from_before_migration_8_keeps_its_runs_tails_and_fences(
     old = PostgresJournal(dsn, schema=name)
     old.migrations = MIGRATIONS[:7]
     async with old:
-        _, held, _ = await old.start_run(new_run("held"), claim_for="w1", ttl=300)
-        _, freed, _ = await old.start_run(new_run("freed"), claim_for="w1", ttl=300)
-        assert held is not None and freed is not None
-        s = f'"{name}"'
-        # The old statements, as layout 7 ran them (the runs row's last_seq moved).
-        await old._fetch(
-            "t",
-            f"UPDATE {s}.runs SET last_seq = 3, inbox_seen = 0 WHERE run_id = 'held'",
-        )
-        await old._fetch(
-            "t",
-            f"INSERT INTO {s}.events SELECT 'held', x, 'StepCompleted', 1, '{{}}' "
-            "FROM generate_series(2, 3) x",
-        )
-        assert await old.release(freed)
+        pass
+    s = f'"{name}"'
+    conn = await asyncpg.connect(dsn)
+    try:
+        # What layout 7 held: a run leased by w1 three events in, and one let go.
+        for run_id, owner, last in [("held", "w1", 3), ("freed", None, 1)]:
+            await conn.execute(
+                f"INSERT INTO {s}.runs (run_id, workflow, status, created_at, updated_at, "
+                "last_seq, lease_owner, lease_token, lease_expires_at) "
+                "VALUES ($1, 'wf', $2, 1.0, 1.0, $3, $4, 1, $5)",
+                run_id,
+                "running" if owner else "pending",
+                last,
+                owner,
+                4e9 if owner else None,
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.events SELECT $1, x, 'StepCompleted', 1, '{{}}' "
+                "FROM generate_series(1, $2::int) x",
+                run_id,
+                last,
+            )
+    finally:
+        await conn.close()
+    held = Lease(run_id="held", worker_id="w1", token=1, expires_at=0.0)
+    freed = Lease(run_id="freed", worker_id="w1", token=1, expires_at=0.0)
     async with PostgresJournal(dsn, schema=name) as new:
         rec = await new.get_run("held")
         assert rec is not None and rec.last_seq == 3 and rec.lease_owner == "w1"
@@ -247,4 +258,6 @@ async def test_a_schema_from_before_migration_8_keeps_its_runs_tails_and_fences(
         assert await new.append([step]) == [None]
         assert (await new.get_run("held")).last_seq == 5  # type: ignore[union-attr]
         [again] = await new.claim("w2", ttl=300, limit=10)
-        assert again.run_id == "freed" and again.token == freed.token + 1
+        assert again.run_id == "freed" and again.token == 2
+        step = AppendBatch(lease=again, expected_seq=1, events=step_events("freed", 2, 1))
+        assert await new.append([step]) == [None]
