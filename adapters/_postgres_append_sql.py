@@ -152,10 +152,9 @@ FROM u"""
 def append_many(s: str) -> str:
     """One statement per group commit (batches of distinct runs, as arrays).
 
-    Status batches go through the runs row's fenced UPDATE (``u``), steps' batches
-    through their heads row's (``h``, which also moves the status batches' heads
-    rows once ``u`` let them through); the event and snapshot inserts keep only
-    the runs ``h`` returned. A batch that ends a child run is held back (it does
+    Status batches go through the runs row's fenced UPDATE (``u``, then their heads
+    rows: ``he``), steps' batches through their heads row's (``hs``); the event and
+    snapshot inserts keep only the runs that landed (``h``). A batch that ends a child run is held back (it does
     not land): written on its own by :func:`append_one`, it tells its parent in
     the same statement, which one statement for many runs cannot do safely (the
     parent's row may be one of the batches' own).
@@ -172,16 +171,22 @@ def append_many(s: str) -> str:
     return f"""
 WITH b AS (SELECT * FROM unnest({arrays}) AS b({cols})),
 u AS ({update}),
-h AS (
+hs AS (
     UPDATE {s}.heads hd SET last_seq = b.new_last, updated_at = {_NOW},
-        inbox_seen = COALESCE(b.inbox_seen, hd.inbox_seen),
-        token = CASE WHEN b.status IS NULL THEN hd.token END
+        inbox_seen = COALESCE(b.inbox_seen, hd.inbox_seen)
     FROM b
-    WHERE hd.run_id = b.run_id AND CASE WHEN b.status IS NULL
-        THEN hd.token = b.token AND hd.last_seq = b.expected
-        ELSE b.run_id IN (SELECT run_id FROM u) END
+    WHERE hd.run_id = b.run_id AND b.status IS NULL
+        AND hd.token = b.token AND hd.last_seq = b.expected
     RETURNING hd.run_id
 ),
+he AS (
+    UPDATE {s}.heads hd SET last_seq = b.new_last, updated_at = {_NOW},
+        inbox_seen = COALESCE(b.inbox_seen, hd.inbox_seen), token = NULL
+    FROM u JOIN b USING (run_id)
+    WHERE hd.run_id = u.run_id
+    RETURNING hd.run_id
+),
+h AS (SELECT run_id FROM hs UNION ALL SELECT run_id FROM he),
 e AS (
     INSERT INTO {s}.events (run_id, seq, kind, schema, data)
     SELECT x.run_id, x.seq, x.kind, x.schema, x.data
