@@ -232,7 +232,7 @@ _FROM_HEADS = {
     "last_seq": "h.last_seq",
     "inbox_seen": "h.inbox_seen",
 }
-RECORD = ", ".join(_FROM_HEADS.get(c, f"r.{c}") for c in RUN_COLUMNS)
+_RECORD = ", ".join(_FROM_HEADS.get(c, f"r.{c}") for c in RUN_COLUMNS)
 
 
 def _dead(s: str) -> str:
@@ -331,11 +331,13 @@ u AS (
 class Statements:
     """Every statement, with the schema spelled in."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, *, heads: bool = True) -> None:
         s = f'"{schema}"'
         self.start_run = start_run_sql(s)
-        runs = f"{s}.runs r JOIN {s}.heads h USING (run_id)"
-        self.get_run = f"SELECT {RECORD} FROM {runs} WHERE r.run_id = $1"
+        # heads=False: a layout before 8, read only (its runs rows are whole).
+        runs = f"{s}.runs r JOIN {s}.heads h USING (run_id)" if heads else f"{s}.runs r"
+        record = _RECORD if heads else ", ".join(f"r.{c}" for c in RUN_COLUMNS)
+        self.get_run = f"SELECT {record} FROM {runs} WHERE r.run_id = $1"
         n = len(RUN_COLUMNS)
         self.put_run = (
             f"WITH ins AS (INSERT INTO {s}.runs ({COLS}, parent_position) "
@@ -348,12 +350,12 @@ class Statements:
             "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bytea[])"
         )
         self.forks = (
-            f"SELECT {RECORD} FROM {runs} WHERE r.forked_from = $1 ORDER BY r.created_at, r.run_id"
+            f"SELECT {record} FROM {runs} WHERE r.forked_from = $1 ORDER BY r.created_at, r.run_id"
         )
         self.now = f"SELECT {_NOW}"
         # Its WHERE, ORDER BY and LIMIT come from journal.list_runs_sql.
-        self.list_runs = f"SELECT {RECORD} FROM {runs}"
-        self.why = f"SELECT {RECORD} FROM {runs} WHERE r.run_id = ANY($1::text[])"
+        self.list_runs = f"SELECT {record} FROM {runs}"
+        self.why = f"SELECT {record} FROM {runs} WHERE r.run_id = ANY($1::text[])"
         # Continue-as-new: the old run's unrecorded messages move to the new run.
         self.forward_unseen = f"""
 WITH m AS (
@@ -453,7 +455,7 @@ SELECT id, pg_notify($5, run_id) FROM i"""
         )
         self.unseen = (
             f"SELECT r.run_id FROM {runs} WHERE r.run_id = ANY($1::text[]) "
-            "AND r.inbox_last > h.inbox_seen"
+            f"AND r.inbox_last > {'h' if heads else 'r'}.inbox_seen"
         )
         # Dead registered workers (their lock is free): those leasing running
         # runs are returned, the others forgotten. The locks taken to look end

@@ -91,8 +91,8 @@ log = get_logger()
 # The oldest schema layout a read-only open can read: it cannot upgrade the
 # schema, and the migrations after this one add nothing the reads need.
 # Raise it with a migration that adds a column or table the reads use
-# (layout 8 adds heads, joined by every read of a run's row).
-_OLDEST_READABLE = 8
+# (layout 3 adds forked_from; before layout 8's heads, reads use the runs row).
+_OLDEST_READABLE = 3
 
 _NOT_CONNECTED = "PostgresJournal is not connected; use `async with` or connect()"
 
@@ -240,6 +240,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         )
         if problem is not None:
             raise ConfigurationError(problem)
+        self._sql = Statements(self.schema, heads=found >= 8)
 
     def _writable(self) -> None:
         if self.read_only:

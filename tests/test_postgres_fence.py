@@ -245,6 +245,11 @@ async def test_a_schema_from_before_migration_8_keeps_its_runs_tails_and_fences(
             )
     finally:
         await conn.close()
+    async with PostgresJournal(dsn, schema=name, read_only=True) as reader:
+        # A read-only open cannot upgrade: it reads layout 7's runs rows as they are.
+        rec = await reader.get_run("held")
+        assert rec is not None and rec.last_seq == 3
+        assert sorted(r.run_id for r in await reader.list_runs()) == ["freed", "held"]
     held = Lease(run_id="held", worker_id="w1", token=1, expires_at=0.0)
     freed = Lease(run_id="freed", worker_id="w1", token=1, expires_at=0.0)
     async with PostgresJournal(dsn, schema=name) as new:
