@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from continuum_py.adapters._postgres_sql import SCALAR_EVENTS, Statements
+from continuum_py.adapters._postgres_append_sql import SCALAR_EVENTS, append_many, append_one
+from continuum_py.adapters._postgres_sql import Statements
 from continuum_py.adapters._rules import bad_seqs, why_refused
 from continuum_py.errors import JournalError
 from continuum_py.journal import NOTIFY_PARENT_STATUSES, AppendBatch, RunStatus, record_from_row
@@ -21,25 +22,45 @@ __all__ = ["Appender", "one_statement", "plan"]
 class Appender:
     """Writes batches with the statements of one schema, on a connection the caller holds."""
 
-    def __init__(self, sql: Statements, channel: str) -> None:
+    def __init__(self, sql: Statements, schema: str, channel: str) -> None:
         self._sql = sql
         self.channel = channel
+        s = f'"{schema}"'
+        self._many = append_many(s)
+        # By (status, snapshot, ending, events): each leaves out what it does not need.
+        self._one = {
+            (st, snap, end, k): append_one(s, status=st, snapshot=snap, ending=end, events=k)
+            for st in (False, True)
+            for snap in (False, True)
+            for end in ((False, True) if st else (False,))
+            for k in (*range(SCALAR_EVENTS + 1), None)
+        }
 
     async def one(self, conn: Any, b: AppendBatch) -> JournalError | None:
         """Write one batch with one statement (see :func:`one_statement`); why it was refused."""
         evs = b.events  # their run_ids and seqs were checked by plan
-        args: list[Any] = [
-            b.lease.run_id,
-            b.lease.token,
-            b.expected_seq,
-            b.expected_seq + len(evs),
-            None if b.status is None else b.status.value,
-            b.outcome,
-            b.reason,
-            b.wake_at,
-            b.inbox_seen,
-            self.channel,
-        ]
+        st = b.status
+        if st is None:  # a step's: the heads row only
+            args: list[Any] = [
+                b.lease.run_id,
+                b.lease.token,
+                b.expected_seq,
+                b.expected_seq + len(evs),
+                b.inbox_seen,
+            ]
+        else:
+            args = [
+                b.lease.run_id,
+                b.lease.token,
+                b.expected_seq,
+                b.expected_seq + len(evs),
+                st.value,
+                b.outcome,
+                b.reason,
+                b.wake_at,
+                b.inbox_seen,
+                self.channel,
+            ]
         sn = b.snapshot
         if sn is not None:
             args += (sn.seq, sn.schema, sn.data)
@@ -55,7 +76,7 @@ class Appender:
                 [e.schema for e in evs],
                 [e.data for e in evs],
             )
-        sql = self._sql.append_one[(sn is not None, b.status in NOTIFY_PARENT_STATUSES, shape)]
+        sql = self._one[(st is not None, sn is not None, st in NOTIFY_PARENT_STATUSES, shape)]
         # fetch, not fetchrow: a portal stopped after one row would leave the
         # statement's other inserts for whenever the portal is dropped.
         if await conn.fetch(sql, *args):
@@ -77,7 +98,7 @@ class Appender:
             evs = [e for b in bs for e in b.events]  # their run_ids were checked by plan
             snaps = [(b.lease.run_id, b.snapshot) for b in bs if b.snapshot is not None]
             rows = await conn.fetch(
-                self._sql.append,
+                self._many,
                 [b.lease.run_id for b in bs],
                 [b.lease.token for b in bs],
                 [b.expected_seq for b in bs],

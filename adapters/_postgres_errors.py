@@ -18,7 +18,7 @@ from continuum_py.adapters._postgres_connect import OWN_PARAMS
 from continuum_py.adapters._rules import duplicate_row
 from continuum_py.errors import ConfigurationError, JournalUnavailable
 
-__all__ = ["RETRY", "UNAVAILABLE", "connect_error", "translated"]
+__all__ = ["RETRY", "UNAVAILABLE", "connect_error", "translate", "translated"]
 
 # Connection trouble: the server is down, restarting, or ended our backend.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -62,15 +62,25 @@ def connect_error(
     return ConfigurationError(f"cannot connect to Postgres at {where}: {exc}")
 
 
+def translate(exc: BaseException, where: str, what: str) -> BaseException | None:
+    """What a driver error becomes (raise it ``from exc``), or ``None``: raise it as it is."""
+    if isinstance(exc, asyncpg.exceptions.DataError):
+        return None  # our bug (a badly typed argument), not the network
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return duplicate_row(exc)
+    if isinstance(exc, UNAVAILABLE):
+        detail = str(exc) or type(exc).__name__
+        return JournalUnavailable(f"Postgres journal at {where}: {what} failed: {detail}")
+    return None
+
+
 @contextlib.contextmanager
 def translated(where: str, what: str) -> Iterator[None]:
-    """Translate driver errors: a lost connection is ``JournalUnavailable``."""
+    """Translate driver errors (:func:`translate`): a lost connection is ``JournalUnavailable``."""
     try:
         yield
-    except asyncpg.exceptions.DataError:
-        raise  # our bug (a badly typed argument), not the network
-    except asyncpg.UniqueViolationError as exc:
-        raise duplicate_row(exc) from exc
-    except UNAVAILABLE as exc:
-        detail = str(exc) or type(exc).__name__
-        raise JournalUnavailable(f"Postgres journal at {where}: {what} failed: {detail}") from exc
+    except Exception as exc:
+        new = translate(exc, where, what)
+        if new is None:
+            raise
+        raise new from exc

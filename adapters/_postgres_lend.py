@@ -13,6 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
+
+from continuum_py.adapters._postgres_errors import RETRY, translate
+from continuum_py.errors import JournalUnavailable
+
 __all__ = ["Lender"]
 
 T = TypeVar("T")
@@ -35,25 +40,46 @@ class Lender:
         self._taking = False  # a call is taking the kept connection from the pool
         self._closing = False
 
-    async def run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """``fn(connection)`` on the kept connection if it is free, else on a pooled one."""
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(connection, *args)`` on the kept connection if it is free, else on a pooled one."""
         if self._kept is None and self._keep and not self._taking and not self._closing:
             await self._take()
         conn = self._kept
         if conn is None or not self._free:
             async with self.pool.acquire() as pooled:
-                return await fn(pooled)
+                return await fn(pooled, *args)
         self._free = False
         try:
-            return await fn(conn)
+            return await fn(conn, *args)
         finally:
-            if self._closing or conn.is_closed() or conn.is_in_transaction():
+            if self._closing or _gone(conn) or conn.is_in_transaction():
                 # The pool rolls back what a failed call left open, or replaces
                 # a lost connection; a later call takes another.
                 self._kept = None
                 await self.pool.release(conn)
             else:
                 self._free = True
+
+    async def write(self, where: str, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """:meth:`run` for a write: a deadlock rolled it back whole, so try again (thrice).
+
+        Driver errors are translated (:func:`translate`); no context managers here,
+        as this is every step's path.
+        """
+        for attempt in range(4):
+            try:
+                return await self.run(fn, *args)
+            except RETRY as exc:
+                if attempt == 3:
+                    raise JournalUnavailable(
+                        f"Postgres journal at {where}: {what} kept deadlocking: {exc}"
+                    ) from exc
+            except Exception as exc:
+                new = translate(exc, where, what)
+                if new is None:
+                    raise
+                raise new from exc
+        raise AssertionError("unreachable")
 
     async def _take(self) -> None:
         self._taking = True
@@ -73,3 +99,11 @@ class Lender:
         if conn is not None and self._free:
             self._kept = None
             await self.pool.release(conn)
+
+
+def _gone(conn: Any) -> bool:
+    """Closed, or already taken back by the pool (it does so when the server ends it)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # the pool detached it: its connection died
+        return True

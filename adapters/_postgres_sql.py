@@ -29,7 +29,6 @@ __all__ = [
     "ADMISSION_LOCK_CLASS",
     "COLS",
     "MIGRATIONS",
-    "SCALAR_EVENTS",
     "VERSION_TABLE",
     "Migration",
     "Statements",
@@ -178,17 +177,64 @@ CREATE INDEX runs_claimable ON {s}.runs (created_at, run_id)
 ALTER TABLE {s}.queues ADD COLUMN admissions bigint NOT NULL DEFAULT 0;
 """,
     ),
+    Migration(
+        8,
+        "a run's tail and fence in a narrow table of its own",
+        """
+-- heads: what a step's append checks and moves, so that a step writes this
+-- narrow row, not the runs row with its many indexes. token: the run's lease
+-- token while a lease is held (runs.lease_owner set), else NULL. The statements
+-- that insert runs insert their heads rows; the trigger below sets the token on
+-- every lease change of a runs row, whatever statement makes it, except an
+-- append's (it moves last_seq, and sets the heads row itself). last_seq and
+-- inbox_seen: the run's (the runs row's copies are brought up to date only when
+-- its status changes); updated_at: its last append (a run's is the later of
+-- this and its runs row's).
+CREATE TABLE {s}.heads (
+    run_id text PRIMARY KEY,
+    token bigint,
+    last_seq bigint NOT NULL,
+    inbox_seen bigint NOT NULL,
+    updated_at double precision NOT NULL
+);
+INSERT INTO {s}.heads (run_id, token, last_seq, inbox_seen, updated_at)
+SELECT run_id, CASE WHEN lease_owner IS NOT NULL THEN lease_token END, last_seq, inbox_seen,
+    updated_at
+FROM {s}.runs;
+CREATE FUNCTION {s}.heads_follow_lease() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    UPDATE {s}.heads SET token = CASE WHEN NEW.lease_owner IS NOT NULL THEN NEW.lease_token END
+    WHERE run_id = NEW.run_id;
+    RETURN NULL;
+END
+$f$;
+-- Every claim, seize, release, park: a new token, or a lease taken or let go.
+CREATE TRIGGER heads_lease AFTER UPDATE OF lease_token, lease_owner ON {s}.runs
+    FOR EACH ROW WHEN (OLD.last_seq = NEW.last_seq
+        AND (OLD.lease_token IS DISTINCT FROM NEW.lease_token
+             OR (OLD.lease_owner IS NULL) <> (NEW.lease_owner IS NULL)))
+    EXECUTE FUNCTION {s}.heads_follow_lease();
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
 
 VERSION_TABLE = "continuum_schema_version"
 
-_NOW = "extract(epoch FROM clock_timestamp())::float8"
+# float8 from the start (extract() computes a numeric first, then the cast).
+_NOW = "date_part('epoch', clock_timestamp())"
 _ENDS = sql_in(INBOX_CHECKED_STATUSES)
 _NOTIFY_PARENT = sql_in(NOTIFY_PARENT_STATUSES)
 _TERMINAL_SQL = sql_in(TERMINAL_STATUSES)
 COLS = ", ".join(RUN_COLUMNS)
+# A run's record: its runs row ``r`` joined with its heads row ``h`` (migration 8).
+_FROM_HEADS = {
+    "updated_at": "GREATEST(r.updated_at, h.updated_at)",
+    "last_seq": "h.last_seq",
+    "inbox_seen": "h.inbox_seen",
+}
+_RECORD = ", ".join(_FROM_HEADS.get(c, f"r.{c}") for c in RUN_COLUMNS)
 
 
 def _dead(s: str) -> str:
@@ -223,153 +269,12 @@ def _runnable(own: str, now: str) -> str:
     )
 
 
-# The fenced UPDATE of an append, over one batch's values (an SQL expression for
-# each of _BATCH_FIELDS): it lands only for the lease's holder at the expected
-# tail, and a run ends only with every message recorded (a column of the row
-# itself, so a concurrent send's row lock orders the two).
-_FENCED_UPDATE = """UPDATE {s}.runs r SET
-        last_seq = {new_last},
-        updated_at = {now},
-        inbox_seen = COALESCE({inbox_seen}, r.inbox_seen),
-        status = COALESCE({status}, r.status),
-        outcome = CASE WHEN {status} IS NULL THEN r.outcome ELSE {outcome} END,
-        reason = CASE WHEN {status} IS NULL THEN r.reason ELSE {reason} END,
-        lease_owner = CASE WHEN {status} IS NULL THEN r.lease_owner END,
-        lease_expires_at = CASE WHEN {status} IS NULL THEN r.lease_expires_at END,
-        wake_at = CASE WHEN {status} IS NULL THEN r.wake_at
-                       WHEN {status} = 'suspended' THEN {wake_at} END
-    {source}WHERE r.run_id = {run_id} AND r.lease_token = {token} AND r.lease_owner IS NOT NULL
-        AND r.last_seq = {expected}
-        AND ({status} IS NULL OR {status} NOT IN ({ends})
-             OR r.inbox_last <= COALESCE({inbox_seen}, r.inbox_seen)){extra}
-    RETURNING r.run_id, r.status, r.wake_at, r.parent_run_id, r.parent_position"""
-
-_BATCH_FIELDS = (
-    ("run_id", "text"),
-    ("token", "bigint"),
-    ("expected", "bigint"),
-    ("new_last", "bigint"),
-    ("status", "text"),
-    ("outcome", "bytea"),
-    ("reason", "text"),
-    ("wake_at", "float8"),
-    ("inbox_seen", "bigint"),
-)
-"""An append's per-batch parameters, in order: ``$1`` to ``$9``."""
-
-
-def _fenced_update(s: str, values: dict[str, str], source: str = "", extra: str = "") -> str:
-    return _FENCED_UPDATE.format(s=s, now=_NOW, ends=_ENDS, source=source, extra=extra, **values)
-
-
-def _append_many(s: str) -> str:
-    """One statement per group commit (batches of distinct runs, as arrays).
-
-    The fenced UPDATE decides which batches land, and the event and snapshot
-    inserts keep only those runs' rows. A batch that ends a child run is held
-    back (it does not land): written on its own by :func:`_append_one`, it
-    tells its parent in the same statement, which one statement for many runs
-    cannot do safely (the parent's row may be one of the batches' own).
-    """
-    cols = ", ".join(name for name, _ in _BATCH_FIELDS)
-    arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_BATCH_FIELDS, 1))
-    update = _fenced_update(
-        s,
-        {name: f"b.{name}" for name, _ in _BATCH_FIELDS},
-        "FROM b\n    ",
-        f"\n        AND (b.status IS NULL OR b.status NOT IN ({_NOTIFY_PARENT})"
-        " OR r.parent_run_id IS NULL)",
-    )
-    return f"""
-WITH b AS (SELECT * FROM unnest({arrays}) AS b({cols})),
-u AS ({update}),
-e AS (
-    INSERT INTO {s}.events (run_id, seq, kind, schema, data)
-    SELECT x.run_id, x.seq, x.kind, x.schema, x.data
-    FROM unnest($10::text[], $11::bigint[], $12::text[], $13::int[], $14::bytea[])
-        AS x(run_id, seq, kind, schema, data)
-    WHERE x.run_id IN (SELECT run_id FROM u)
-),
-sn AS (
-    INSERT INTO {s}.snapshots (run_id, seq, schema, data)
-    SELECT x.run_id, x.seq, x.schema, x.data
-    FROM unnest($15::text[], $16::bigint[], $17::int[], $18::bytea[]) AS x(run_id, seq, schema, data)
-    WHERE x.run_id IN (SELECT run_id FROM u)
-    ON CONFLICT (run_id) DO UPDATE
-        SET seq = excluded.seq, schema = excluded.schema, data = excluded.data
-)
-SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
-    CASE WHEN u.status = 'suspended' AND u.wake_at IS NOT NULL
-         THEN pg_notify($19, u.run_id) END
-FROM u"""
-
-
-SCALAR_EVENTS = 2
-"""A batch of at most this many events passes them as scalars (a step's two, a run's end)."""
-
-
-def _append_one(s: str, *, snapshot: bool, ending: bool, events: int | None) -> str:
-    """One batch's append, with scalar parameters; a fifth cheaper than :func:`_append_many`.
-
-    Parameters: ``$1``..``$9`` the batch, ``$10`` the channel, then the
-    snapshot's seq, schema and data (``snapshot`` only), then the events:
-    ``events`` of them as (seq, kind, schema, data) scalars each, or with
-    ``events=None`` four arrays of any length. ``ending``: the batch ends the
-    run (a status of ``NOTIFY_PARENT_STATUSES``), and the outcome a child owes
-    its parent (an inbox message, a notification) goes in the same statement.
-    With one batch the parent's row is never the batch's own, and one
-    statement is one transaction: no BEGIN and COMMIT round trips around it.
-    """
-    n = len(_BATCH_FIELDS) + 2  # the next parameter's number
-    ctes = [
-        f"u AS ({_fenced_update(s, {k: f'${i}::{t}' for i, (k, t) in enumerate(_BATCH_FIELDS, 1)})})"
-    ]
-    if snapshot:
-        ctes.append(f"""sn AS (
-    INSERT INTO {s}.snapshots (run_id, seq, schema, data)
-    SELECT u.run_id, ${n}::bigint, ${n + 1}::int, ${n + 2}::bytea FROM u
-    ON CONFLICT (run_id) DO UPDATE
-        SET seq = excluded.seq, schema = excluded.schema, data = excluded.data
-)""")
-        n += 3
-    if events is None:
-        rows = f"unnest(${n}::bigint[], ${n + 1}::text[], ${n + 2}::int[], ${n + 3}::bytea[])"
-    else:
-        rows = (
-            "(VALUES "
-            + ", ".join(
-                f"(${i}::bigint, ${i + 1}::text, ${i + 2}::int, ${i + 3}::bytea)"
-                for i in range(n, n + 4 * events, 4)
-            )
-            + ")"
-        )
-    if events != 0:
-        ctes.append(f"""e AS (
-    INSERT INTO {s}.events (run_id, seq, kind, schema, data)
-    SELECT u.run_id, x.seq, x.kind, x.schema, x.data
-    FROM u, {rows} AS x(seq, kind, schema, data)
-)""")
-    if ending:
-        ctes.append(f"""p AS (
-    UPDATE {s}.runs pr SET inbox_last = pr.inbox_last + 1, updated_at = {_NOW}
-    FROM u WHERE pr.run_id = u.parent_run_id AND u.status IN ({_NOTIFY_PARENT})
-    RETURNING pr.run_id, pr.inbox_last, u.parent_position
-)""")
-        ctes.append(f"""i AS (
-    INSERT INTO {s}.inbox (run_id, id, kind, name, data, at)
-    SELECT p.run_id, p.inbox_last, 'child', p.parent_position::text,
-        COALESCE($6::bytea, ''::bytea), {_NOW}
-    FROM p RETURNING run_id
-)""")
-    tell_parent = "(SELECT pg_notify($10, i.run_id) FROM i)" if ending else "NULL"
-    with_ = ",\n".join(ctes)
-    return f"""
-WITH {with_}
-SELECT u.run_id, u.status, u.parent_run_id, u.parent_position,
-    CASE WHEN u.status = 'suspended' AND u.wake_at IS NOT NULL
-         THEN pg_notify($10, u.run_id) END,
-    {tell_parent}
-FROM u"""
+HEADS_FROM_INS = """
+    INSERT INTO {s}.heads (run_id, token, last_seq, inbox_seen, updated_at)
+    SELECT run_id, CASE WHEN lease_owner IS NOT NULL THEN lease_token END, last_seq, inbox_seen,
+        updated_at
+    FROM ins"""
+"""A new run's heads row, from the CTE ``ins`` (the runs rows inserted, returning them whole)."""
 
 
 def start_run_sql(s: str, *, before: str = "", source: str = "c", on_conflict: bool = True) -> str:
@@ -401,7 +306,8 @@ ins AS (
 ev AS (
     INSERT INTO {s}.events (run_id, seq, kind, schema, data)
     SELECT run_id, $9::bigint, $10::text, $11::int, $12::bytea FROM ins
-)
+),
+hd AS ({HEADS_FROM_INS.format(s=s)})
 SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
 
 
@@ -440,35 +346,31 @@ u AS (
 class Statements:
     """Every statement, with the schema spelled in."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, *, heads: bool = True) -> None:
         s = f'"{schema}"'
         self.start_run = start_run_sql(s)
-        self.get_run = f"SELECT {COLS} FROM {s}.runs WHERE run_id = $1"
+        # heads=False: a layout before 8, read only (its runs rows are whole).
+        runs = f"{s}.runs r JOIN {s}.heads h USING (run_id)" if heads else f"{s}.runs r"
+        record = _RECORD if heads else ", ".join(f"r.{c}" for c in RUN_COLUMNS)
+        self.get_run = f"SELECT {record} FROM {runs} WHERE r.run_id = $1"
         n = len(RUN_COLUMNS)
         self.put_run = (
-            f"INSERT INTO {s}.runs ({COLS}, parent_position) "
+            f"WITH ins AS (INSERT INTO {s}.runs ({COLS}, parent_position) "
             f"VALUES ({', '.join(f'${i}' for i in range(1, n + 2))}) "
-            "ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+            f"ON CONFLICT (run_id) DO NOTHING RETURNING {COLS}), "
+            f"hd AS ({HEADS_FROM_INS.format(s=s)}) SELECT run_id FROM ins"
         )
         self.put_events = (
             f"INSERT INTO {s}.events (run_id, seq, kind, schema, data) "
             "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bytea[])"
         )
         self.forks = (
-            f"SELECT {COLS} FROM {s}.runs WHERE forked_from = $1 ORDER BY created_at, run_id"
+            f"SELECT {record} FROM {runs} WHERE r.forked_from = $1 ORDER BY r.created_at, r.run_id"
         )
         self.now = f"SELECT {_NOW}"
         # Its WHERE, ORDER BY and LIMIT come from journal.list_runs_sql.
-        self.list_runs = f"SELECT {COLS} FROM {s}.runs"
-        self.append = _append_many(s)
-        # By (snapshot, ending, events): each leaves out what it does not need.
-        self.append_one = {
-            (snap, end, k): _append_one(s, snapshot=snap, ending=end, events=k)
-            for snap in (False, True)
-            for end in (False, True)
-            for k in (*range(SCALAR_EVENTS + 1), None)
-        }
-        self.why = f"SELECT {COLS} FROM {s}.runs WHERE run_id = ANY($1::text[])"
+        self.list_runs = f"SELECT {record} FROM {runs}"
+        self.why = f"SELECT {record} FROM {runs} WHERE r.run_id = ANY($1::text[])"
         # Continue-as-new: the old run's unrecorded messages move to the new run.
         self.forward_unseen = f"""
 WITH m AS (
@@ -572,8 +474,8 @@ SELECT id, pg_notify($5, run_id) FROM i"""
             "WHERE run_id = $1 AND id > $2 ORDER BY id"
         )
         self.unseen = (
-            f"SELECT run_id FROM {s}.runs WHERE run_id = ANY($1::text[]) "
-            "AND inbox_last > inbox_seen"
+            f"SELECT r.run_id FROM {runs} WHERE r.run_id = ANY($1::text[]) "
+            f"AND r.inbox_last > {'h' if heads else 'r'}.inbox_seen"
         )
         # Dead registered workers (their lock is free): those leasing running
         # runs are returned, the others forgotten. The locks taken to look end

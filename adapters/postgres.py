@@ -1,8 +1,8 @@
 """The shared journal: Postgres through asyncpg, for many workers on many machines.
 
-Every write is one statement or one transaction, and its fencing check (lease
-token, lease held, expected tail) is the ``WHERE`` clause of the ``UPDATE`` on
-the run's row in that same statement, so a stale writer's events never land.
+Every write is one statement or one transaction, and its fencing check (lease token,
+lease held, expected tail) is the ``WHERE`` of an ``UPDATE`` in it (of the run's narrow
+``heads`` row for a step's batch), so a stale writer's events never land.
 :meth:`PostgresJournal.append` writes one batch with one statement of scalar
 parameters, and a whole group commit with one statement whose batches and events
 travel as arrays and are expanded with ``unnest`` (``_postgres_append``).
@@ -35,7 +35,7 @@ import msgspec
 from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_append import Appender, one_statement, plan
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
-from continuum_py.adapters._postgres_errors import RETRY, UNAVAILABLE, connect_error, translated
+from continuum_py.adapters._postgres_errors import UNAVAILABLE, connect_error, translated
 from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_queues import ClaimArgs, PostgresQueues, Taken
@@ -50,6 +50,7 @@ from continuum_py.adapters._rules import (
     JournalBase,
     Migration,
     RunFilter,
+    bad_seqs,
     check_whole_runs,
     queue_from_row,
     readable_layout,
@@ -59,7 +60,6 @@ from continuum_py.adapters._schedules import PostgresSchedules
 from continuum_py.errors import (
     ConfigurationError,
     JournalError,
-    JournalUnavailable,
     LeaseLost,
     RunAlreadyFinished,
     RunIdTaken,
@@ -91,7 +91,7 @@ log = get_logger()
 # The oldest schema layout a read-only open can read: it cannot upgrade the
 # schema, and the migrations after this one add nothing the reads need.
 # Raise it with a migration that adds a column or table the reads use
-# (layout 3 adds forked_from, which every read of a run's row selects).
+# (layout 3 adds forked_from; before layout 8's heads, reads use the runs row).
 _OLDEST_READABLE = 3
 
 _NOT_CONNECTED = "PostgresJournal is not connected; use `async with` or connect()"
@@ -158,7 +158,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self.channel = s.channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
-        self._appender = Appender(self._sql, self.channel)
+        self._appender = Appender(self._sql, self.schema, self.channel)
         self._qsql = PostgresQueues(self.schema)
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
@@ -240,6 +240,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         )
         if problem is not None:
             raise ConfigurationError(problem)
+        self._sql = Statements(self.schema, heads=found >= 8)
 
     def _writable(self) -> None:
         if self.read_only:
@@ -268,19 +269,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         with self._errors(what):
             return list(await self._lend.run(lambda conn: conn.fetch(sql, *args)))
 
-    async def _write(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``fn(connection)``; a deadlock rolled it back whole, so try again."""
+    async def _write(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(connection, *args)``; a deadlock rolled it back whole, so try again."""
         self._writable()
-        for _ in range(3):
-            with contextlib.suppress(*RETRY), self._errors(what):
-                return await self._lend.run(fn)
-        try:
-            with self._errors(what):
-                return await self._lend.run(fn)
-        except RETRY as exc:
-            raise JournalUnavailable(
-                f"Postgres journal at {self.where}: {what} kept deadlocking: {exc}"
-            ) from exc
+        return await self._lend.write(self.where, what, fn, *args)
 
     # ---- runs ----
     async def start_run(
@@ -433,16 +425,14 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
     # ---- events ----
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
+        if len(batches) == 1 and one_statement(b := batches[0]) and bad_seqs(b) is None:
+            return [await self._write("append", self._appender.one, b)]  # a step's
         results, rounds = plan(batches)
         if not rounds:
             return results
         if len(rounds) == 1 and len(rounds[0]) == 1 and one_statement(batches[rounds[0][0]]):
             i = rounds[0][0]
-
-            async def one(conn: Any) -> JournalError | None:
-                return await self._appender.one(conn, batches[i])
-
-            results[i] = await self._write("append", one)
+            results[i] = await self._write("append", self._appender.one, batches[i])
             return results
         # One statement is one transaction; a later round for the same run, or a
         # continue-as-new moving messages, needs a real one. (A child's end held

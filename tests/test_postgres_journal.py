@@ -398,6 +398,21 @@ async def test_killed_idle_connections_are_replaced(pg):
         assert await _retry(lambda: j.send("r1", "signal", "s", b"1")) == 1
 
 
+async def test_after_its_kept_connection_is_killed_the_journal_keeps_a_new_one(pg):
+    # Calls one after another share one kept connection; once the server ends it,
+    # the pool takes it back, and the journal must notice and keep another.
+    async with pg.journal(pool_size=3) as j:
+        pid = await j._lend.run(lambda c: c.fetchval("SELECT pg_backend_pid()"))
+        await pg.sql("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)  # the client reads the connection's end
+        await _retry(lambda: j.get_run("r1"))
+        pids = [
+            await j._lend.run(lambda c: c.fetchval("SELECT pg_backend_pid()")) for _ in range(3)
+        ]
+        assert len(set(pids)) == 1 and pids[0] != pid
+        assert j._lend._kept is not None and j._lend._free  # kept, not lent from the pool
+
+
 async def _claimed_child(j: PostgresJournal, run_id: str, position: int) -> Lease:
     """Start run "parent" and its child ``run_id`` (at ``position``), claimed by w1."""
     await j.start_run(new_run("parent"))
@@ -419,7 +434,7 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
         lease = await _claimed_child(j, "r1", 4)
         if path == "one statement":
             batch = AppendBatch(lease=lease, expected_seq=1, events=step_events("r1", 2, 1))
-            locked = "r1"
+            table, locked = "heads", "r1"  # a step's batch writes the run's heads row only
         else:
             # The child's row is written first, then the parent's inbox: one statement, one transaction.
             batch = AppendBatch(
@@ -429,13 +444,13 @@ async def test_an_append_cut_off_in_flight_lands_not_at_all_and_the_next_works(p
                 status=RunStatus.COMPLETED,
                 outcome=b"out",
             )
-            locked = "parent"
+            table, locked = "runs", "parent"
         blocker = await asyncpg.connect(pg.dsn)
         try:
             tr = blocker.transaction()
             await tr.start()
             await blocker.execute(
-                f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', locked
+                f'SELECT 1 FROM "{j.schema}".{table} WHERE run_id = $1 FOR UPDATE', locked
             )
             task = asyncio.create_task(j.append([batch]))
             await wait_until(pg.lock_waiters)
@@ -530,8 +545,9 @@ async def test_an_append_cancelled_while_it_waits_lands_whole_or_not_and_calls_g
         blocker = await asyncpg.connect(pg.dsn)
         try:
             async with blocker.transaction():
+                # A step's batch writes the run's heads row.
                 await blocker.execute(
-                    f'SELECT 1 FROM "{j.schema}".runs WHERE run_id = $1 FOR UPDATE', "r1"
+                    f'SELECT 1 FROM "{j.schema}".heads WHERE run_id = $1 FOR UPDATE', "r1"
                 )
                 task = asyncio.create_task(j.append([batch]))
                 await wait_until(pg.lock_waiters)
@@ -590,7 +606,8 @@ async def test_appends_under_repeated_backend_kills_land_whole_batches(pg):
         await asyncio.gather(killer(), *(writer(rid) for rid in run_ids))
         assert failures > 0  # the kills did interrupt appends
         for rid in run_ids:
-            events = await j.load(rid)
+            # The last kill may not have been noticed yet: one call can fail.
+            events = await _retry(lambda r=rid: j.load(r))
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             # Every batch is two events: a torn batch would leave an odd count.
             assert (len(events) - 1) % 2 == 0
