@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+"""The Postgres of this machine and CI's, when neither --dsn nor $CONTINUUM_TEST_PG_DSN says."""
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -34,14 +34,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import emit, meta, note, parser, workdir
+from _common import DEFAULT_DSN, emit, meta, note, parser, workdir
 
 from continuum_py import Context, step, workflow
 
 WORKFLOW = "bench_failover_slow"
 LEASE_TTL = 60.0
 POLL_S = 0.005
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HERE = Path(__file__).resolve().parent
 
 

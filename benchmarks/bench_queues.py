@@ -40,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import emit, meta, note, parser, process_cpu_s, workdir
+from _common import DEFAULT_DSN, emit, meta, note, parser, process_cpu_s, workdir
 
 from continuum_py import Context, Engine, Queue, Registry, step, workflow
 
@@ -239,8 +239,8 @@ def main() -> None:
     )
     p.add_argument(
         "--dsn",
-        default=os.environ.get("CONTINUUM_TEST_PG_DSN"),
-        help="Postgres DSN (default: $CONTINUUM_TEST_PG_DSN)",
+        default=os.environ.get("CONTINUUM_TEST_PG_DSN", DEFAULT_DSN),
+        help=f"Postgres DSN (default: $CONTINUUM_TEST_PG_DSN, else {DEFAULT_DSN})",
     )
     args = p.parse_args()
     if not args.dsn:

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    DEFAULT_DSN,
     dist_version,
     emit,
     machine_cpu_s,
@@ -116,7 +117,6 @@ if __name__ != "__main__" and os.environ.get("CONTINUUM_BENCH_PROFILE"):
 # ---- the benchmark ----
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_CONFIGS = ["sqlite:1", "postgres:1", "postgres:3", "sqlite:3"]
 POLL_S = 0.05
 READY_MARK = b"worker.started"

@@ -54,11 +54,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import bench_fsync
-from _common import dist_version, emit, meta, note, parser, workdir
+from _common import DEFAULT_DSN, dist_version, emit, meta, note, parser, workdir
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "_h2h_child.py"
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 CONFIGS = [
     "continuum:memory",
     "continuum:sqlite",
