@@ -30,6 +30,8 @@ from continuum_py.journal import (
 )
 
 INBOX_WATCH_INTERVAL = 0.2
+CLAIM_GATHER = 0.002
+"""Seconds a busy worker lets more of its runs end before it claims for the slots freed."""
 """Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
 
 
@@ -295,6 +297,11 @@ class Worker:
     async def _claim_loop(self) -> None:
         backoff = self.poll_interval
         while True:
+            if self._backlog and self.concurrency - len(self.drivers) < self.concurrency // 4:
+                # Runnable runs wait and only a few slots are free: a moment lets
+                # more runs end, so one claim (on Postgres, a queue's admission
+                # statement costs as much as several plain claims) fills them all.
+                await asyncio.sleep(CLAIM_GATHER)
             self._wake.clear()
             next_wake: float | None = None
             try:
