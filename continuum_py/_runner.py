@@ -262,11 +262,13 @@ class RunDriver:
     ) -> None:
         """Write the pending events (unless ``pending`` is False), then ``end`` if given."""
         rec = self.rec
-        events = [*(rec.events if rec is not None and pending else []), *([end] if end else [])]
+        rows = [*rec.rows] if rec is not None and pending else []
+        if end is not None:
+            rows.append(stored(self.run_id, end))
         batch = AppendBatch(
             lease=self.lease,
             expected_seq=rec.durable_seq if rec is not None else 0,  # self.seq, in line
-            events=[stored(self.run_id, e) for e in events],
+            events=rows,
             status=status,
             outcome=outcome,
             reason=reason,
@@ -289,7 +291,7 @@ class RunDriver:
         else:
             await self.cfg.client.append(batch)
         if rec is not None:
-            rec.appended(len(events))
+            rec.appended(len(rows))
         self._unsaved.clear()
 
     async def _rollback(self) -> None:
