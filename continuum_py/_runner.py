@@ -359,7 +359,24 @@ class RunDriver:
                 continue
             if await self._record_turn(core):
                 return
-            outcomes = await self._run_steps(core)
+            start = self._to_start
+            if (
+                len(start) == 1
+                and not start[0][0].step.transactional
+                and not self._tasks
+                and not self._tx_queue
+                and self.agenda.empty
+                and not self._poke.is_set()
+                and not core.awaits_messages()
+            ):
+                # Sequential fast path: run the only step inline, no task, no wait
+                # (and no coroutine of _run_steps). Not while a signal or a child's
+                # outcome could win a race with it: a message must reach the
+                # workflow while the step runs.
+                self._to_start = []
+                outcomes: list[Outcome] | None = [await self.steps.run_inline(*start[0])]
+            else:
+                outcomes = await self._run_steps(core)
             if outcomes is None:
                 return  # suspended
             if self._poke.is_set():
@@ -485,19 +502,7 @@ class RunDriver:
         if self._tx_queue and not to_start and not self._tasks:
             call, attempt = self._tx_queue.pop(0)
             return [await self.steps.run_inline(call, attempt)]
-        if (
-            len(to_start) == 1
-            and not self._tasks
-            and not self._tx_queue
-            and self.agenda.empty
-            and not self._poke.is_set()
-            and not core.awaits_messages()
-        ):
-            # Sequential fast path: run the only step inline, no task, no wait.
-            # Not while a signal or a child's outcome could win a race with it:
-            # a message must reach the workflow while the step runs.
-            call, attempt = to_start[0]
-            return [await self.steps.run_inline(call, attempt)]
+        # (A lone step with nothing else going on ran inline: see _drive.)
         for call, attempt in to_start:
             task = asyncio.ensure_future(self.steps.run(call, attempt))
             self._tasks[call.position] = (task, attempt)
