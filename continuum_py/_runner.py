@@ -647,7 +647,8 @@ class RunDriver:
         self, core: ReplayCore, *, answered_only: bool = False
     ) -> list[tuple[StepCall, int]]:
         """Record every new call; returns the step attempts about to start."""
-        rec = self._recorder()
+        rec = self.rec  # _recorder(), in line here and below: once per step each
+        assert rec is not None, "the run's history is not loaded"
         to_start: list[tuple[StepCall, int]] = []
         while True:
             calls: list[Call] = core.new_calls()
@@ -709,7 +710,8 @@ class RunDriver:
 
     def _step_ended(self, core: ReplayCore, out: Outcome) -> None:
         """A step attempt ended: queue its event; a retryable failure goes on the agenda."""
-        rec = self._recorder()
+        rec = self.rec
+        assert rec is not None, "the run's history is not loaded"
         call = out.call
         self._unsaved.append(out)
         if out.ok:
@@ -779,7 +781,8 @@ class RunDriver:
     def _maybe_snapshot(self, core: ReplayCore, *, extra: int = 0) -> Snapshot | None:
         """A snapshot as of the pending events (and ``extra`` more), if one is due."""
         every = self.cfg.snapshot_every
-        rec = self._recorder()
+        rec = self.rec
+        assert rec is not None, "the run's history is not loaded"
         last = rec.durable_seq + len(rec.events) + extra
         if every <= 0 or last - self._snap_seq < every:
             return None
