@@ -8,7 +8,6 @@ holds its command event, and resolves its future when history holds its outcome.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,9 +23,12 @@ from continuum_py.events import (
 from continuum_py.workflow import StepDef, WorkflowDef
 
 
-@dataclass(slots=True, eq=False)
-class Call:
-    """Something the workflow asked for at one call-order position."""
+class Call(msgspec.Struct, eq=False):
+    """Something the workflow asked for at one call-order position.
+
+    ``msgspec.Struct`` for constructors made in C (a step makes one per call);
+    compared by identity.
+    """
 
     position: int
     future: asyncio.Future[Any]
@@ -40,13 +42,12 @@ class Call:
         return type(self).__name__
 
 
-@dataclass(slots=True, eq=False)
-class StepCall(Call):
+class StepCall(Call, kw_only=True):
     """A step call."""
 
-    step: StepDef[Any, Any] = field(kw_only=True)
+    step: StepDef[Any, Any]
     args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = {}
     attempt: int = 0
     """The newest attempt recorded as scheduled."""
     failures: int = 0
@@ -69,8 +70,7 @@ class StepCall(Call):
         return f"StepScheduled({self.step.name})"
 
 
-@dataclass(slots=True, eq=False)
-class TimerCall(Call):
+class TimerCall(Call, kw_only=True):
     """``ctx.sleep``."""
 
     duration: float = 0.0
@@ -81,8 +81,7 @@ class TimerCall(Call):
         return "TimerStarted"
 
 
-@dataclass(slots=True, eq=False)
-class WaitCall(Call):
+class WaitCall(Call, kw_only=True):
     """``ctx.wait_for_signal``."""
 
     name: str = ""
@@ -97,12 +96,11 @@ class WaitCall(Call):
         return f"SignalWaitStarted({self.name})"
 
 
-@dataclass(slots=True, eq=False)
-class ChildCall(Call):
+class ChildCall(Call, kw_only=True):
     """A child workflow awaited inside the workflow."""
 
-    workflow: WorkflowDef[Any, Any] = field(kw_only=True)
-    encoded_args: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"[]"))
+    workflow: WorkflowDef[Any, Any]
+    encoded_args: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"[]"))
     child_run_id: str = ""
 
     @property
@@ -110,8 +108,7 @@ class ChildCall(Call):
         return f"ChildStarted({self.workflow.name})"
 
 
-@dataclass(slots=True, eq=False)
-class SyncCall(Call):
+class SyncCall(Call, kw_only=True):
     """A synchronous call, answered at once.
 
     ``ctx.now``/``random``/``uuid4``, a patch marker, a published value, the

@@ -14,6 +14,7 @@ import msgspec
 
 from continuum_py import _codec
 from continuum_py._calls import ChildCall, StepCall, SyncCall, TimerCall, WaitCall
+from continuum_py._client import stored
 from continuum_py._clock import Clock
 from continuum_py._replay import ReplayCore
 from continuum_py.errors import JournalCorrupt, error_type
@@ -34,7 +35,7 @@ from continuum_py.events import (
     TimerFired,
     TimerStarted,
 )
-from continuum_py.journal import InboxMessage
+from continuum_py.journal import InboxMessage, StoredEvent
 
 _NULL = msgspec.Raw(b"null")
 
@@ -57,20 +58,24 @@ class Recorder:
         """The seq of the last event the journal holds."""
         self.events: list[AnyEvent] = []
         """Made since the last append, in seq order."""
+        self.rows: list[StoredEvent] = []
+        """:attr:`events` as the journal stores them, each encoded once, as it is made."""
 
     def next_seq(self) -> int:
         """The seq the next event gets."""
         return self.durable_seq + len(self.events) + 1
 
     def add(self, event: AnyEvent) -> None:
-        """Feed ``event`` (numbered with :meth:`next_seq`) to the core and queue it."""
+        """Feed ``event`` (numbered with :meth:`next_seq`) to the core and queue it, encoded."""
         self.core.apply(event)
         self.events.append(event)
+        self.rows.append(stored(self.run_id, event))
 
     def appended(self, n: int) -> None:
         """The first ``n`` queued events are durable now."""
         self.durable_seq += n
         del self.events[:n]
+        del self.rows[:n]
 
     # ---- the events a runner makes ----
     def step_scheduled(self, call: StepCall, attempt: int, args: msgspec.Raw | None) -> None:

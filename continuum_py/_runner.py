@@ -262,11 +262,13 @@ class RunDriver:
     ) -> None:
         """Write the pending events (unless ``pending`` is False), then ``end`` if given."""
         rec = self.rec
-        events = [*(rec.events if rec is not None and pending else []), *([end] if end else [])]
+        rows = [*rec.rows] if rec is not None and pending else []
+        if end is not None:
+            rows.append(stored(self.run_id, end))
         batch = AppendBatch(
             lease=self.lease,
             expected_seq=rec.durable_seq if rec is not None else 0,  # self.seq, in line
-            events=[stored(self.run_id, e) for e in events],
+            events=rows,
             status=status,
             outcome=outcome,
             reason=reason,
@@ -289,7 +291,7 @@ class RunDriver:
         else:
             await self.cfg.client.append(batch)
         if rec is not None:
-            rec.appended(len(events))
+            rec.appended(len(rows))
         self._unsaved.clear()
 
     async def _rollback(self) -> None:
@@ -357,7 +359,24 @@ class RunDriver:
                 continue
             if await self._record_turn(core):
                 return
-            outcomes = await self._run_steps(core)
+            start = self._to_start
+            if (
+                len(start) == 1
+                and not start[0][0].step.transactional
+                and not self._tasks
+                and not self._tx_queue
+                and self.agenda.empty
+                and not self._poke.is_set()
+                and not core.awaits_messages()
+            ):
+                # Sequential fast path: run the only step inline, no task, no wait
+                # (and no coroutine of _run_steps). Not while a signal or a child's
+                # outcome could win a race with it: a message must reach the
+                # workflow while the step runs.
+                self._to_start = []
+                outcomes: list[Outcome] | None = [await self.steps.run_inline(*start[0])]
+            else:
+                outcomes = await self._run_steps(core)
             if outcomes is None:
                 return  # suspended
             if self._poke.is_set():
@@ -483,19 +502,7 @@ class RunDriver:
         if self._tx_queue and not to_start and not self._tasks:
             call, attempt = self._tx_queue.pop(0)
             return [await self.steps.run_inline(call, attempt)]
-        if (
-            len(to_start) == 1
-            and not self._tasks
-            and not self._tx_queue
-            and self.agenda.empty
-            and not self._poke.is_set()
-            and not core.awaits_messages()
-        ):
-            # Sequential fast path: run the only step inline, no task, no wait.
-            # Not while a signal or a child's outcome could win a race with it:
-            # a message must reach the workflow while the step runs.
-            call, attempt = to_start[0]
-            return [await self.steps.run_inline(call, attempt)]
+        # (A lone step with nothing else going on ran inline: see _drive.)
         for call, attempt in to_start:
             task = asyncio.ensure_future(self.steps.run(call, attempt))
             self._tasks[call.position] = (task, attempt)
@@ -640,7 +647,8 @@ class RunDriver:
         self, core: ReplayCore, *, answered_only: bool = False
     ) -> list[tuple[StepCall, int]]:
         """Record every new call; returns the step attempts about to start."""
-        rec = self._recorder()
+        rec = self.rec  # _recorder(), in line here and below: once per step each
+        assert rec is not None, "the run's history is not loaded"
         to_start: list[tuple[StepCall, int]] = []
         while True:
             calls: list[Call] = core.new_calls()
@@ -702,7 +710,8 @@ class RunDriver:
 
     def _step_ended(self, core: ReplayCore, out: Outcome) -> None:
         """A step attempt ended: queue its event; a retryable failure goes on the agenda."""
-        rec = self._recorder()
+        rec = self.rec
+        assert rec is not None, "the run's history is not loaded"
         call = out.call
         self._unsaved.append(out)
         if out.ok:
@@ -772,7 +781,8 @@ class RunDriver:
     def _maybe_snapshot(self, core: ReplayCore, *, extra: int = 0) -> Snapshot | None:
         """A snapshot as of the pending events (and ``extra`` more), if one is due."""
         every = self.cfg.snapshot_every
-        rec = self._recorder()
+        rec = self.rec
+        assert rec is not None, "the run's history is not loaded"
         last = rec.durable_seq + len(rec.events) + extra
         if every <= 0 or last - self._snap_seq < every:
             return None

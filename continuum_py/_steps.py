@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -56,9 +55,11 @@ class OpenTransaction:
         await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How one attempt of a step ended."""
+class Outcome(msgspec.Struct):
+    """How one attempt of a step ended.
+
+    A ``msgspec.Struct`` for its constructor, made in C: one per step.
+    """
 
     call: StepCall
     attempt: int
