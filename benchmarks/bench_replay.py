@@ -30,7 +30,8 @@ from _common import emit, meta, note, parser, stats_us, workdir
 
 from continuum_py import Context, Engine, Registry, step, workflow
 from continuum_py._client import JournalClient, decode_all, decode_snapshot
-from continuum_py._runner import RunDriver, RunnerConfig
+from continuum_py._runner import RunDriver
+from continuum_py._runner_config import RunnerConfig
 from continuum_py.adapters.memory import MemoryJournal
 from continuum_py.adapters.sqlite import SQLiteJournal
 from continuum_py.journal import Lease

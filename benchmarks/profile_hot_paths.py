@@ -30,7 +30,8 @@ from _common import emit, meta, note, parser
 
 from continuum_py import Engine
 from continuum_py._client import JournalClient
-from continuum_py._runner import RunDriver, RunnerConfig
+from continuum_py._runner import RunDriver
+from continuum_py._runner_config import RunnerConfig
 from continuum_py.adapters.memory import MemoryJournal
 from continuum_py.journal import Lease
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,17 +23,16 @@ from continuum_py._agenda import Agenda
 from continuum_py._calls import Call, ChildCall, StepCall, SyncCall, TimerCall, WaitCall
 from continuum_py._children import cancel_child, start_child
 from continuum_py._client import (
-    JournalClient,
     SnapshotEncoder,
     decode_all,
     decode_snapshot,
     stored,
 )
-from continuum_py._clock import Clock, SystemClock
 from continuum_py._ending import END_STATUS, close_open_steps, continuation, end_event
 from continuum_py._log import get_logger, level_check
 from continuum_py._recording import Recorder
 from continuum_py._replay import ReplayCore
+from continuum_py._runner_config import RunnerConfig
 from continuum_py._steps import OpenTransaction, Outcome, StepExecutor, cancelled
 from continuum_py.errors import (
     EncodingError,
@@ -59,29 +57,8 @@ from continuum_py.journal import (
     Snapshot,
     StoredEvent,
 )
-from continuum_py.workflow import Registry
 
 _NULL = msgspec.Raw(b"null")
-
-
-@dataclass(frozen=True)
-class RunnerConfig:
-    """What every driver of one engine shares."""
-
-    client: JournalClient
-    registry: Registry
-    worker_id: str
-    snapshot_every: int
-    clock: Clock = field(default_factory=SystemClock)
-    hold: float = 2.0
-    """Wait in process for a timer due within this many seconds; suspend for later ones."""
-    on_child: Callable[[Lease | None], None] = lambda lease: None
-    """Called after a child run is created (with its lease if it was claimed here)."""
-    ttl: float = 30.0
-    poll: float = 1.0
-    """Seconds between looks at the inbox while a run waits in process for a timer."""
-    interceptors: tuple[Interceptor, ...] = ()
-    """Wrap every step attempt and see every run start and end (live only)."""
 
 
 class RunDriver:
@@ -116,6 +93,8 @@ class RunDriver:
         self._checker: asyncio.Task[None] | None = None
         self.idle = False
         """True while only a timer or a message can move the run on (virtual clocks read it)."""
+        self.letting_go = False
+        """Its lease ends with a write under way: a renewal that finds it gone is no loss."""
         self._reset()
 
     def _reset(self) -> None:
@@ -233,6 +212,7 @@ class RunDriver:
             self.on_done(self)
 
     async def _release(self) -> None:
+        self.letting_go = True
         try:
             await asyncio.shield(self.cfg.client.release(self.lease))
         except Exception as exc:
@@ -277,19 +257,24 @@ class RunDriver:
             inbox_seen=self.core.inbox_seen if self.core is not None else None,
             continued_to=continued_to,
         )
-        if self._tx is not None:
-            open_tx, self._tx = self._tx, None
-            try:
-                err = await open_tx.append(batch)
-            except BaseException as exc:
-                await open_tx.rollback(exc)
-                raise
-            # Commits the step's own SQL with its completion; a refused append rolls back.
-            await open_tx.commit()
-            if err is not None:
-                raise err
-        else:
-            await self.cfg.client.append(batch)
+        self.letting_go = status is not None  # a refused write keeps the lease: set back below
+        try:
+            if self._tx is not None:
+                open_tx, self._tx = self._tx, None
+                try:
+                    err = await open_tx.append(batch)
+                except BaseException as exc:
+                    await open_tx.rollback(exc)
+                    raise
+                # Commits the step's own SQL with its completion; a refused append rolls back.
+                await open_tx.commit()
+                if err is not None:
+                    raise err
+            else:
+                await self.cfg.client.append(batch)
+        except BaseException:
+            self.letting_go = False
+            raise
         if rec is not None:
             rec.appended(len(rows))
         self._unsaved.clear()

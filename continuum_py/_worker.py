@@ -18,7 +18,8 @@ from continuum_py._client import JournalClient
 from continuum_py._clock import Clock, wait_for_wake
 from continuum_py._liveness import LivenessWatch
 from continuum_py._log import Logger
-from continuum_py._runner import RunDriver, RunnerConfig
+from continuum_py._runner import RunDriver
+from continuum_py._runner_config import RunnerConfig
 from continuum_py.errors import JournalUnavailable
 from continuum_py.journal import (
     Lease,
@@ -342,6 +343,10 @@ class Worker:
                 self._log.warning("worker.heartbeat_failed", error=str(exc))
                 continue
             for driver, new in zip(drivers, renewed, strict=True):
+                if new is None and (
+                    driver.letting_go or self.drivers.get(driver.run_id) is not driver
+                ):
+                    continue  # the run gave its lease up itself (it ended, suspended, released)
                 if new is None:
                     self._log.warning(
                         "run.lease_lost", run_id=driver.run_id, token=driver.lease.token

@@ -34,7 +34,7 @@ from continuum_py._queueing import (
     check_start,
     queue_journal,
 )
-from continuum_py._runner import RunnerConfig
+from continuum_py._runner_config import RunnerConfig
 from continuum_py._schedule_api import ScheduleMethods
 from continuum_py._schemes import DEFAULT_URL, journal_from_url
 from continuum_py._worker import INBOX_WATCH_INTERVAL as INBOX_WATCH_INTERVAL
