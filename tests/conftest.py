@@ -84,3 +84,18 @@ def pg_schema():
             await conn.close()
 
     asyncio.run(drop_all())
+
+
+@pytest.fixture
+async def pg_test_schema(pg_schema):
+    """(dsn, a fresh schema name) for one test, the schema dropped after it."""
+    import asyncpg
+
+    dsn, base = pg_schema
+    name = f"{base}_t{uuid.uuid4().hex[:8]}"
+    yield dsn, name
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()

@@ -24,19 +24,6 @@ from continuum_py.journal import AppendBatch, Lease, RunStatus
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-async def schema(pg_schema):
-    """(dsn, a fresh schema name), the schema dropped after the test."""
-    dsn, base = pg_schema
-    name = f"{base}_f{uuid.uuid4().hex[:8]}"
-    yield dsn, name
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def _waiting(dsn: str, app: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -68,7 +55,7 @@ def _batch(kind: str, lease: Lease, run_id: str) -> AppendBatch:
 @pytest.mark.parametrize("group", [False, True], ids=["alone", "in a group commit"])
 @pytest.mark.parametrize("kind", ["step", "end"])
 async def test_a_takeover_committing_while_a_batch_waits_refuses_the_batch_whole(
-    schema, kind, group
+    pg_test_schema, kind, group
 ):
     """Worker 2 seizes the run while worker 1's batch is in flight: the batch is refused.
 
@@ -77,7 +64,7 @@ async def test_a_takeover_committing_while_a_batch_waits_refuses_the_batch_whole
     find its token stale and write nothing. Removing the token check from the
     fence, or the heads row's following the runs row's lease, lets it land.
     """
-    dsn, name = schema
+    dsn, name = pg_test_schema
     tag = uuid.uuid4().hex[:8]
     w1 = PostgresJournal(dsn, schema=name, application_name=f"f1_{tag}")
     w2 = PostgresJournal(dsn, schema=name, application_name=f"f2_{tag}")
@@ -120,9 +107,9 @@ async def test_a_takeover_committing_while_a_batch_waits_refuses_the_batch_whole
 
 
 @pytest.mark.parametrize("how", ["release", "park", "end", "claim"])
-async def test_a_step_after_the_lease_is_let_go_or_taken_is_refused(schema, how):
+async def test_a_step_after_the_lease_is_let_go_or_taken_is_refused(pg_test_schema, how):
     """Every way a lease ends or moves refuses the old holder's next step, nothing written."""
-    dsn, name = schema
+    dsn, name = pg_test_schema
     async with PostgresJournal(dsn, schema=name) as j:
         _, lease, _ = await j.start_run(new_run("r1"), claim_for="w1", ttl=300)
         assert lease is not None
@@ -169,13 +156,13 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
-async def test_a_worker_appending_steps_in_another_process_stops_at_a_takeover(schema):
+async def test_a_worker_appending_steps_in_another_process_stops_at_a_takeover(pg_test_schema):
     """A zombie in another process, appending as fast as it can, loses to a takeover.
 
     Once worker 2's seize returns, worker 1's next batch is refused, and worker 2
     carries on from the tail it loads: none of worker 1's batches lands after it.
     """
-    dsn, name = schema
+    dsn, name = pg_test_schema
     async with PostgresJournal(dsn, schema=name) as j:
         _, lease, _ = await j.start_run(new_run("r1"), claim_for="w1", ttl=300)
         assert lease is not None
@@ -214,9 +201,9 @@ async def _has_events(j: PostgresJournal, n: int) -> bool:
     return len(await j.load("r1")) >= n
 
 
-async def test_a_schema_from_before_migration_8_keeps_its_runs_tails_and_fences(schema):
+async def test_a_schema_from_before_migration_8_keeps_its_runs_tails_and_fences(pg_test_schema):
     """Layout 7's runs gain heads rows on upgrade: held leases still write, stale ones not."""
-    dsn, name = schema
+    dsn, name = pg_test_schema
     assert MIGRATIONS[7].version == 8
     old = PostgresJournal(dsn, schema=name)
     old.migrations = MIGRATIONS[:7]

@@ -7,7 +7,6 @@ in the conformance suite (continuum_py.testing.conformance._queues)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import asyncpg
 import pytest
@@ -23,26 +22,13 @@ pytestmark = pytest.mark.postgres
 NOW = 1_000_000.0
 
 
-@pytest.fixture
-async def schema(pg_schema):
-    """(dsn, a fresh schema name), the schema dropped after the test."""
-    dsn, base = pg_schema
-    name = f"{base}_q{uuid.uuid4().hex[:8]}"
-    yield dsn, name
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def _claimed(journal: PostgresJournal, worker: str, limit: int) -> list[str]:
     return [x.run_id for x in await journal.claim(worker, ttl=30.0, limit=limit, now=NOW)]
 
 
-async def test_a_claim_whose_snapshot_predates_another_admission_counts_again(schema):
+async def test_a_claim_whose_snapshot_predates_another_admission_counts_again(pg_test_schema):
     """The second claim looked at the queue before the first admitted, and locks after."""
-    dsn, name = schema
+    dsn, name = pg_test_schema
     async with (
         PostgresJournal(dsn, schema=name) as first,
         PostgresJournal(dsn, schema=name) as late,
@@ -69,8 +55,9 @@ async def test_a_claim_whose_snapshot_predates_another_admission_counts_again(sc
         assert sorted(waiting) == ["a", "b"]
 
 
-async def test_a_claim_skips_a_queue_another_claim_has_locked(schema):
-    dsn, name = schema
+async def _claims_while_busy_is_held(dsn: str, name: str, hold: str, *args: object) -> tuple:
+    """Queues "busy" (b1 waiting) and "free" (f1 waiting): what a claim admits while
+    another connection holds ``hold`` (SQL) on "busy", then what the next claim admits."""
     async with PostgresJournal(dsn, schema=name) as j:
         await j.declare_queue(Queue("busy", concurrency=5))
         await j.declare_queue(Queue("free", concurrency=5))
@@ -79,45 +66,39 @@ async def test_a_claim_skips_a_queue_another_claim_has_locked(schema):
         conn = await asyncpg.connect(dsn)
         try:
             async with conn.transaction():
-                await conn.execute(
-                    f'SELECT 1 FROM "{name}".queues WHERE name = $1 FOR UPDATE', "busy"
-                )
-                # No wait on the locked queue: the other one is admitted at once.
-                got = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
-            assert got == ["f1"]
+                await conn.execute(hold, *args)
+                # No wait on the held queue: the other one is admitted at once.
+                during = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
         finally:
             await conn.close()
-        assert await _claimed(j, "w1", 10) == ["b1"]
+        return during, await _claimed(j, "w1", 10)
 
 
-async def test_a_claim_leaves_a_queue_another_admission_is_working_on_to_it(schema):
+async def test_a_claim_skips_a_queue_another_claim_has_locked(pg_test_schema):
+    dsn, name = pg_test_schema
+    hold = f'SELECT 1 FROM "{name}".queues WHERE name = $1 FOR UPDATE'
+    during, after = await _claims_while_busy_is_held(dsn, name, hold, "busy")
+    assert during == ["f1"]
+    assert after == ["b1"]
+
+
+async def test_a_claim_leaves_a_queue_another_admission_is_working_on_to_it(pg_test_schema):
     """The queue's admission lock held elsewhere: the claim admits from the other queue."""
-    dsn, name = schema
-    async with PostgresJournal(dsn, schema=name) as j:
-        await j.declare_queue(Queue("busy", concurrency=5))
-        await j.declare_queue(Queue("free", concurrency=5))
-        await j.start_queued(new_run("b1"), "busy")
-        await j.start_queued(new_run("f1"), "free")
-        conn = await asyncpg.connect(dsn)
-        try:
-            async with conn.transaction():
-                # What an admission from "busy" holds while its statement runs.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                    ADMISSION_LOCK_CLASS,
-                    f"{name}.busy",
-                )
-                got = await asyncio.wait_for(_claimed(j, "w1", 10), timeout=5)
-            assert got == ["f1"]
-        finally:
-            await conn.close()
-        # Released: the next claim admits it.
-        assert await _claimed(j, "w1", 10) == ["b1"]
+    dsn, name = pg_test_schema
+    # What an admission from "busy" holds while its statement runs.
+    hold = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+    during, after = await _claims_while_busy_is_held(
+        dsn, name, hold, ADMISSION_LOCK_CLASS, f"{name}.busy"
+    )
+    assert during == ["f1"]
+    assert after == ["b1"]  # released: the next claim admits it
 
 
-async def test_a_plain_claim_leaves_runs_waiting_in_a_queue_being_admitted_from_to_it(schema):
+async def test_a_plain_claim_leaves_runs_waiting_in_a_queue_being_admitted_from_to_it(
+    pg_test_schema,
+):
     """The claim after one that saw nothing waiting looks with the plain claim first."""
-    dsn, name = schema
+    dsn, name = pg_test_schema
     async with PostgresJournal(dsn, schema=name) as j:
         await j.declare_queue(Queue("q", concurrency=5))
         assert await _claimed(j, "w1", 10) == []  # nothing waits: the next claim is plain
@@ -136,8 +117,8 @@ async def test_a_plain_claim_leaves_runs_waiting_in_a_queue_being_admitted_from_
         assert await _claimed(j, "w1", 10) == ["a"]
 
 
-async def test_a_claim_that_leaves_runs_it_had_no_room_for_wakes_the_workers(schema):
-    dsn, name = schema
+async def test_a_claim_that_leaves_runs_it_had_no_room_for_wakes_the_workers(pg_test_schema):
+    dsn, name = pg_test_schema
     async with (
         PostgresJournal(dsn, schema=name) as j,
         PostgresJournal(dsn, schema=name) as other,
@@ -161,8 +142,10 @@ async def test_a_claim_that_leaves_runs_it_had_no_room_for_wakes_the_workers(sch
         assert "" not in heard
 
 
-async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_still_wait(schema):
-    dsn, name = schema
+async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_still_wait(
+    pg_test_schema,
+):
+    dsn, name = pg_test_schema
     assert MIGRATIONS[6].version == 7
     old = PostgresJournal(dsn, schema=name)
     old.migrations = MIGRATIONS[:6]
@@ -217,9 +200,11 @@ async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_st
         assert rec is not None and rec.status == RunStatus.PENDING
 
 
-async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_at_once(schema):
+async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_at_once(
+    pg_test_schema,
+):
     """A claim skips the admission while the last one saw no queued run waiting."""
-    dsn, name = schema
+    dsn, name = pg_test_schema
     async with PostgresJournal(dsn, schema=name) as j:
         await j.declare_queue(Queue("q", concurrency=5))
         await j.start_run(new_run("plain1"))
