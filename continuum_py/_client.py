@@ -82,6 +82,8 @@ class JournalClient:
         self._busy = False
         self._drainer: asyncio.Task[None] | None = None
         self._append_now = _append_now(journal)
+        self._journal_attrs: dict[str, Any] = getattr(journal, "__dict__", {})
+        """The journal's own attributes, live: an ``append`` set on it later is called too."""
 
     async def append(self, batch: AppendBatch) -> None:
         """Write one run's batch durably; raises its ``LeaseLost``/``JournalConflict``."""
@@ -89,7 +91,7 @@ class JournalClient:
             fut: asyncio.Future[JournalError | None] = asyncio.get_running_loop().create_future()
             self._queue.append((batch, fut))
             err = await fut
-        elif self._append_now is not None:
+        elif self._append_now is not None and "append" not in self._journal_attrs:
             # A journal that writes without waiting (memory://): nothing to group,
             # and no coroutine of the journal's to await.
             err = self._append_now(batch)

@@ -82,3 +82,19 @@ async def test_an_instance_whose_append_was_replaced_sees_every_write() -> None:
     kinds = await _run(journal)
     assert sum(seen) >= 4
     assert kinds[-1] == "RunCompleted"
+
+
+async def test_an_append_replaced_while_the_engine_runs_sees_every_later_write() -> None:
+    journal = MemoryJournal()
+    seen: list[int] = []
+    async with Engine(journal=journal, registry=reg, worker_id="w1") as eng:
+        inner = journal.append
+
+        async def append(batches: Any) -> Any:
+            seen.append(len(batches))
+            return await inner(batches)
+
+        journal.append = append  # type: ignore[method-assign]
+        h = await eng.start(chain, 3, run_id="later")
+        assert await h.result(timeout=5) == 6
+    assert sum(seen) >= 4
