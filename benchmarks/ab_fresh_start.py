@@ -14,7 +14,6 @@ per-round new/old ratios, for CPU time (``time.process_time``, all threads) and 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from _common import emit, meta, note, parser, workdir
 from count_journal_calls import three
-from head_to_head import DEFAULT_DSN, PgAdmin
+from head_to_head import on_each_journal
 
 from continuum_py import Engine, _worker
 from continuum_py.journal import Lease, NewRun, RunRecord
@@ -83,20 +82,13 @@ def main() -> None:
     a = p.parse_args()
     rounds = a.rounds or (2 if a.quick else 12)
     batch = 50 if a.quick else 200
-    results: dict[str, Any] = {}
     with workdir(a.dir, keep=a.keep) as folder:
-        for config in a.configs:
+
+        def measure(config: str, url: str) -> Any:
             note(f"{config}: {rounds} rounds of {batch} workflows per mode")
-            if config == "postgres":
-                pg = PgAdmin(a.pg_dsn or os.environ.get("CONTINUUM_TEST_PG_DSN") or DEFAULT_DSN)
-                if (why := pg.check()) is not None:
-                    note(f"Postgres not usable ({why}): skipping it")
-                    continue
-                with pg.fresh() as dsn:
-                    results[config] = asyncio.run(_measure(dsn, batch, rounds))
-                continue
-            url = "memory://" if config == "memory" else f"sqlite:///{Path(folder) / 'ab.db'}"
-            results[config] = asyncio.run(_measure(url, batch, rounds))
+            return asyncio.run(_measure(url, batch, rounds))
+
+        results = on_each_journal(a.configs, Path(folder), a.pg_dsn, measure)
         info = meta(folder)
     emit(
         {

@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
 from _common import emit, meta, note, parser, workdir
-from head_to_head import DEFAULT_DSN, PgAdmin
+from head_to_head import on_each_journal
 
 from continuum_py import Context, Engine, step, workflow
 
@@ -89,24 +88,13 @@ def main() -> None:
     p.add_argument("--pg-dsn", default=None)
     a = p.parse_args()
     n = a.workflows or (50 if a.quick else 200)
-    results: dict[str, Any] = {}
     with workdir(a.dir, keep=a.keep) as folder:
-        for config in a.configs:
-            if config == "memory":
-                url = "memory://"
-            elif config == "sqlite":
-                url = f"sqlite:///{Path(folder) / 'count.db'}"
-            else:
-                pg = PgAdmin(a.pg_dsn or os.environ.get("CONTINUUM_TEST_PG_DSN") or DEFAULT_DSN)
-                if (why := pg.check()) is not None:
-                    note(f"Postgres not usable ({why}): skipping it")
-                    continue
-                note("counting on postgres (a fresh database)")
-                with pg.fresh() as dsn:
-                    results[config] = asyncio.run(_measure(dsn, n))
-                continue
-            note(f"counting on {config}")
-            results[config] = asyncio.run(_measure(url, n))
+
+        def measure(config: str, url: str) -> Any:
+            note(f"counting on {config}" + (" (a fresh database)" if config == "postgres" else ""))
+            return asyncio.run(_measure(url, n))
+
+        results = on_each_journal(a.configs, Path(folder), a.pg_dsn, measure)
         info = meta(folder)
     emit(
         {

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -170,6 +171,26 @@ class PgAdmin:
 
     def fresh(self) -> PgAdmin._Fresh:
         return PgAdmin._Fresh(self)
+
+
+def on_each_journal(
+    configs: list[str], folder: Path, pg_dsn: str | None, measure: Callable[[str, str], Any]
+) -> dict[str, Any]:
+    """``measure(config, url)`` for each of "memory", "sqlite" (a file in ``folder``) and
+    "postgres" (a fresh database, dropped after; skipped with a note when not usable)."""
+    results: dict[str, Any] = {}
+    for config in configs:
+        if config != "postgres":
+            url = "memory://" if config == "memory" else f"sqlite:///{folder / f'{config}.db'}"
+            results[config] = measure(config, url)
+            continue
+        pg = PgAdmin(pg_dsn or os.environ.get("CONTINUUM_TEST_PG_DSN") or DEFAULT_DSN)
+        if (why := pg.check()) is not None:
+            note(f"Postgres not usable ({why}): skipping it")
+            continue
+        with pg.fresh() as dsn:
+            results[config] = measure(config, dsn)
+    return results
 
 
 # --- one measurement ---
