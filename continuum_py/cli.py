@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -43,7 +44,7 @@ from continuum_py import (
 from continuum_py._log import LOGGER_NAME
 from continuum_py._schemes import DEFAULT_URL, redact_url
 from continuum_py.engine import Engine
-from continuum_py.errors import ContinuumError
+from continuum_py.errors import ContinuumError, WorkflowNotRegistered
 from continuum_py.testing import dump_history
 
 
@@ -146,7 +147,12 @@ def _add_json(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def _add_imports(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument(
-        "--import", dest="imports", action="append", default=[], metavar="MODULE", help=help_text
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=f"{help_text}; a dotted module name or a path to a .py file",
     )
 
 
@@ -186,9 +192,33 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 def _import(modules: list[str]) -> None:
+    """Import each ``--import``: a dotted module name, or a path to a ``.py`` file."""
     sys.path.insert(0, str(Path.cwd()))
     for module in modules:
-        importlib.import_module(module)
+        if module.endswith(".py") or os.sep in module:
+            _import_file(Path(module))
+        else:
+            importlib.import_module(module)
+
+
+def _import_file(path: Path) -> None:
+    # Loaded under its stem, not as __main__: a script's `if __name__ == "__main__"`
+    # block (the quickstart's) does not run, only its definitions do.
+    if not path.is_file():
+        raise _CommandError(f"--import {str(path)!r}: no such file")
+    name = path.stem
+    if name in sys.modules:
+        raise _CommandError(
+            f"--import {str(path)!r}: a module named {name!r} is already loaded; "
+            "rename the file or import it by its dotted module name"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise _CommandError(f"--import {str(path)!r}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
 
 
 _reader = _cli_inspect.reader
@@ -284,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cli_diff.diff(args))
         _import(args.imports)
         return asyncio.run(_cli_replay.replay(args))
+    except WorkflowNotRegistered as exc:
+        hint = " Name it with --import MODULE or --import path/to/file.py."
+        if args.command not in ("worker", "replay"):
+            hint = ""
+        sys.stderr.write(f"continuum: {type(exc).__name__}: {exc}{hint}\n")
+        return 2
     except ContinuumError as exc:
         sys.stderr.write(f"continuum: {type(exc).__name__}: {exc}\n")
         return 2

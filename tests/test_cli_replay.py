@@ -197,6 +197,45 @@ def replay_json(*args: str, cwd: Path) -> tuple[int, dict]:
     return out.returncode, json.loads(out.stdout)
 
 
+# ---- naming the workflow code ----
+
+
+def test_the_code_can_be_named_by_its_file_path(shop):
+    cwd, url = shop
+    out = continuum(
+        "replay", "pen-1", "--url", url, "--import", str(cwd / "shop.py"), cwd=cwd.parent
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "OK"
+
+
+def test_replay_without_the_code_says_how_to_name_it_in_one_line(shop):
+    cwd, url = shop
+    out = continuum("replay", "pen-1", "--url", url, cwd=cwd)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert "WorkflowNotRegistered: workflow 'order' is not registered" in out.stderr
+    assert "--import MODULE or --import path/to/file.py" in out.stderr
+
+
+def test_a_missing_or_clashing_file_is_one_line_and_nothing_runs(shop):
+    cwd, url = shop
+    before = continuum("history", "pen-1", "--url", url, cwd=cwd).stdout
+    missing = continuum("replay", "pen-1", "--url", url, "--import", "nope/shop.py", cwd=cwd)
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr == "continuum: --import 'nope/shop.py': no such file\n"
+    clashing = cwd / "json.py"
+    clashing.write_text("raise SystemExit('must not run')\n")
+    try:
+        clash = continuum("replay", "pen-1", "--url", url, "--import", "json.py", cwd=cwd)
+    finally:
+        clashing.unlink()
+    assert clash.returncode == 2
+    assert "a module named 'json' is already loaded" in clash.stderr
+    assert continuum("history", "pen-1", "--url", url, cwd=cwd).stdout == before
+
+
 # ---- point 3: replay one run, or every run of a workflow ----
 
 
