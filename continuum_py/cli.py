@@ -29,6 +29,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
@@ -48,8 +49,15 @@ from continuum_py.errors import ContinuumError, WorkflowNotRegistered
 from continuum_py.testing import dump_history
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="continuum", description=__doc__.splitlines()[0])
+    p = _Parser(prog="continuum", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     work = sub.add_parser("worker", help="run a worker until SIGTERM or Ctrl-C")
     _add_url(work)

@@ -88,6 +88,28 @@ def app(tmp_path):
     return tmp_path
 
 
+# ---- arguments the parser refuses ----
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bogus"], "continuum: argument command: invalid choice: 'bogus'"),
+        (["worker", "--concurrency", "x"], "continuum worker: argument --concurrency: invalid int"),
+        ([], "continuum: the following arguments are required: command"),
+        (["show"], "continuum show: the following arguments are required: run_id"),
+    ],
+    ids=["unknown-command", "bad-int", "no-command", "missing-argument"],
+)
+def test_an_argument_the_parser_refuses_is_one_line_naming_help(app, args, expected):
+    out = continuum(*args, cwd=app)
+    line = one_line_error(out)
+    assert line.startswith(expected)
+    assert line.endswith("--help)")
+    assert out.stdout == ""
+    assert sorted(p.name for p in app.iterdir()) == ["myflows.py"]
+
+
 # ---- a journal that does not exist ----
 
 
