@@ -113,6 +113,19 @@ class JournalClient:
         if err is not None:
             raise err
 
+    def append_at_once(self, batch: AppendBatch) -> bool:
+        """:meth:`append`, done before returning, if the journal writes without waiting.
+
+        Returns False, having written nothing, when the batch must be awaited
+        with :meth:`append` instead (a journal that waits, or writes queued).
+        """
+        if self._busy or self._append_now is None or "append" in self._journal_attrs:
+            return False
+        err = self._append_now(batch)
+        if err is not None:
+            raise err
+        return True
+
     async def _drain(self) -> None:
         try:
             while self._queue:
