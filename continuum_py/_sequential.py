@@ -34,32 +34,51 @@ if TYPE_CHECKING:
     from continuum_py._runner import RunDriver
 
 ENABLED = True
-"""Whether drivers take the fast path at all (tests turn it off to compare with the general path)."""
+"""Whether a lone step run in the driver's task goes on to the lone steps after it.
+
+Tests turn it off to compare with the general path: each step then takes a
+turn of it, as before this module (the lone step itself still runs in the
+driver's task, see :func:`alone`).
+"""
 
 
 def alone(d: RunDriver, core: ReplayCore, call: StepCall) -> bool:
-    """Whether ``call``, just scheduled, is all the run waits on, and the fast path may run it.
+    """Whether ``call``, just scheduled, is all the run waits on: it runs in the driver's task.
 
-    What the checks below hold for one step holds for the next ones in the
-    loop: only the general path adds tasks, queued transactions, children or
-    retries, or agenda entries, and a signal wait or child made by the code
-    would be a second new call.
+    Not while a signal or a child's outcome could win a race with it: a message
+    must reach the workflow while the step runs.
     """
-    step = call.step
     return (
-        ENABLED
-        and step.compensate is None
-        and not step.transactional
-        and call.compensates is None
+        not call.step.transactional
         and not d._tasks
         and not d._tx_queue
-        and not d._reattempt
-        and not d._children
         and d.agenda.empty
         and not d._poke.is_set()
+        and not core.awaits_messages()
+    )
+
+
+def _may_go_on(d: RunDriver, core: ReplayCore, call: StepCall) -> bool:
+    """Whether the loop may record ``call``'s completion and schedule lone steps after it.
+
+    Checked once: only the general path adds tasks, queued transactions,
+    children, retries or agenda entries, interceptors are the engine's, and a
+    signal wait or a child made by the code would be a second new call.
+    """
+    return (
+        ENABLED
+        and _plain(call)
+        and not d._reattempt
+        and not d._children
         and not d.cfg.interceptors
         and not core.has_children
-        and not core.awaits_messages()
+    )
+
+
+def _plain(call: StepCall) -> bool:
+    step = call.step
+    return not (
+        call.kwargs or call.compensates is not None or step.compensate or step.transactional
     )
 
 
@@ -72,12 +91,10 @@ def _next_step(core: ReplayCore) -> StepCall | None:
         if (
             call.__class__ is not StepCall
             or call.future.done()  # abandoned before it started
-            or call.kwargs
-            or call.compensates is not None
-            or call.step.compensate is not None
-            or call.step.transactional
+            or not _plain(call)
         ):
             return None
+        assert isinstance(call, StepCall)
         if call.encoded_args is None:
             try:
                 call.encoded_args = _codec.encode_args(call.args, what=call.step.name)
@@ -90,7 +107,7 @@ def _next_step(core: ReplayCore) -> StepCall | None:
 async def run_alone(
     d: RunDriver, core: ReplayCore, call: StepCall, attempt: int
 ) -> list[Outcome] | None:
-    """Run ``call`` (its ``StepScheduled`` durable) and the lone steps that follow it.
+    """Run ``call`` (its ``StepScheduled`` durable), then the lone plain steps that follow it.
 
     Returns what :meth:`RunDriver._run_steps` would: the outcomes the general
     path still has to record (none if the last one was recorded here), or None
@@ -102,9 +119,10 @@ async def run_alone(
     events, rows, unsaved = rec.events, rec.rows, d._unsaved
     steps, poke, client = d.steps, d._poke, d.cfg.client
     every = d.cfg.snapshot_every
+    go_on = _may_go_on(d, core, call)
     while True:
         out = await steps.run_inline(call, attempt)
-        if not out.ok or poke.is_set():
+        if not go_on or not out.ok or poke.is_set():
             return [out]
         # RunDriver._step_ended, for a step that returned: the workflow sees the
         # result and goes on, to its next call or its end.
