@@ -16,7 +16,7 @@ import msgspec
 
 from continuum_py import _codec
 from continuum_py._calls import ChildCall, StepCall, SyncCall, TimerCall, WaitCall
-from continuum_py._client import stored
+from continuum_py._client import kind_of, stored
 from continuum_py._clock import Clock
 from continuum_py._replay import ReplayCore
 from continuum_py.errors import JournalCorrupt, error_type
@@ -40,6 +40,10 @@ from continuum_py.events import (
 from continuum_py.journal import InboxMessage, StoredEvent
 
 _NULL = msgspec.Raw(b"null")
+encode = _codec.encode_event
+_SCHEDULED = kind_of(StepScheduled)
+_COMPLETED = kind_of(StepCompleted)
+"""Their stored kind and schema, for the fast path's rows (what ``stored`` gives them)."""
 
 
 class Recorder:
@@ -105,9 +109,17 @@ class Recorder:
         call.last_failure = None
         core = self.core
         del core._unrecorded[call.position]
-        core.last_seq = event.seq
+        core.last_seq = seq = event.seq
         self.events.append(event)
-        self.rows.append(stored(self.run_id, event))
+        self.rows.append(
+            StoredEvent(
+                run_id=self.run_id,
+                seq=seq,
+                kind=_SCHEDULED[0],
+                schema=_SCHEDULED[1],
+                data=encode(event),
+            )
+        )
 
     def step_completed_alone(
         self, call: StepCall, attempt: int, result: msgspec.Raw, value: Any
@@ -130,7 +142,15 @@ class Recorder:
                 raise core.nd_error
             core.last_seq = event.seq
         self.events.append(event)
-        self.rows.append(stored(self.run_id, event))
+        self.rows.append(
+            StoredEvent(
+                run_id=self.run_id,
+                seq=event.seq,
+                kind=_COMPLETED[0],
+                schema=_COMPLETED[1],
+                data=encode(event),
+            )
+        )
 
     def step_failed(
         self,

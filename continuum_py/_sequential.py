@@ -87,21 +87,19 @@ def _next_step(core: ReplayCore) -> StepCall | None:
     new = core._unrecorded  # the calls history does not hold yet (new_calls(), without a list)
     if len(new) != 1 or core.finished:
         return None
-    for call in new.values():
-        if (
-            call.__class__ is not StepCall
-            or call.future.done()  # abandoned before it started
-            or not _plain(call)
-        ):
-            return None
-        assert isinstance(call, StepCall)
-        if call.encoded_args is None:
-            try:
-                call.encoded_args = _codec.encode_args(call.args, what=call.step.name)
-            except EncodingError:
-                return None  # the general path records the failure
-        return call
-    return None  # pragma: no cover - one call, returned above
+    (call,) = new.values()
+    if call.__class__ is not StepCall or call.future.done():  # not a step, or abandoned
+        return None
+    assert isinstance(call, StepCall)
+    step = call.step
+    if call.kwargs or call.compensates is not None or step.compensate or step.transactional:
+        return None  # not _plain(call)
+    if call.encoded_args is None:
+        try:
+            call.encoded_args = _codec.encode_args(call.args, what=step.name)
+        except EncodingError:
+            return None  # the general path records the failure
+    return call
 
 
 async def run_alone(
