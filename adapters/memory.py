@@ -212,13 +212,14 @@ class MemoryJournal(MemorySchedules, JournalBase):
             return err
         assert rec is not None
         self._events[run_id].extend(batch.events)
-        if batch.status is None:
-            # A fenced append without a status is to a leased, hence unfinished, run.
-            self._runs.same_status(run_id, after(rec, batch, now))
-        else:
-            self._runs[run_id] = after(rec, batch, now)
         if batch.snapshot is not None:
             self._snapshots[run_id] = batch.snapshot
+        if batch.status is None:
+            # A fenced append without a status is to a leased, hence unfinished, run:
+            # it moves no message and tells no parent (most appends: a step's events).
+            self._runs.same_status(run_id, after(rec, batch, now))
+            return None
+        self._runs[run_id] = after(rec, batch, now)
         target = batch.continued_to
         if batch.status == RunStatus.CONTINUED and target is not None and target in self._runs:
             seen = self._runs[run_id].inbox_seen

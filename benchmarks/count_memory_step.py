@@ -9,6 +9,9 @@ start and end cancel out.
 - ``instructions``: CPU instructions per step, by running this script under
   ``valgrind --tool=callgrind`` twice (``--chain`` mode) and reading its totals;
   needs valgrind on the PATH. Syscalls (``getpid()``) do not count as instructions.
+  Also the instructions of one asyncio task round trip, the yardstick of
+  ``head_to_head.py`` (its own loop, timing calls included), counted the same way,
+  and the step over it: a ratio that holds on a loaded machine.
 - ``cpu``: CPU seconds per step (``time.process_time``), the minimum over
   ``--rounds`` 1,000-step chains, and of a task round trip the same way.
 
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, meta, parser
+from head_to_head import _task_round_trip
 
 from continuum_py import Context, Engine, step, workflow
 
@@ -68,14 +72,14 @@ async def _calls(short: int, long: int) -> float:
     return (counts[1] - counts[0]) / (long - short)
 
 
-def _instructions(short: int, long: int) -> float:
+def _instructions(short: int, long: int, mode: str = "--chain") -> float:
     totals = []
     with tempfile.TemporaryDirectory() as d:
         for n in (short, long):
             out = Path(d) / f"callgrind.{n}"
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
             subprocess.run(
-                [*cmd, __file__, "--chain", str(n)],
+                [*cmd, __file__, mode, str(n)],
                 check=True,
                 capture_output=True,
                 env={**os.environ, "PYTHONHASHSEED": "0"},
@@ -115,15 +119,24 @@ def main() -> None:
     p.add_argument("--long", type=int, default=1200)
     p.add_argument("--rounds", type=int, default=15, help="1,000-step chains timed for cpu")
     p.add_argument("--chain", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--trips", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.chain is not None:  # one chain, for callgrind to count
         asyncio.run(_one(a.chain))
+        return
+    if a.trips is not None:  # task round trips, for callgrind to count
+        asyncio.run(_task_round_trip(a.trips))
         return
     results: dict[str, Any] = {}
     if "calls" in a.what:
         results["calls_per_step"] = round(asyncio.run(_calls(a.short, a.long)), 2)
     if "instructions" in a.what:
-        results["instructions_per_step"] = round(_instructions(a.short, a.long))
+        step = _instructions(a.short, a.long)
+        # The yardstick as head_to_head.py times it, counted the same way.
+        trip = _instructions(a.short * 10, a.long * 10, "--trips")
+        results["instructions_per_step"] = round(step)
+        results["instructions_per_task_round_trip"] = round(trip)
+        results["step_over_task_round_trip_instructions"] = round(step / trip, 3)
     if "cpu" in a.what:
         results |= asyncio.run(_cpu(3 if a.quick else a.rounds))
     emit({"benchmark": "count_memory_step", "meta": meta(), "results": results})

@@ -19,7 +19,14 @@ from continuum_py.errors import (
     JournalUnavailable,
     RunAlreadyFinished,
 )
-from continuum_py.events import SCHEMA_VERSION, AnyEvent, ContinuedAsNew, Event, schema_of
+from continuum_py.events import (
+    SCHEMA_VERSION,
+    AnyEvent,
+    ContinuedAsNew,
+    Event,
+    schema_of,
+    schema_of_kind,
+)
 from continuum_py.journal import (
     AppendBatch,
     InboxKind,
@@ -35,12 +42,18 @@ from continuum_py.journal import (
 
 
 def stored(run_id: str, event: Event) -> StoredEvent:
-    kind = _KINDS.get(type(event))
-    if kind is None:
-        kind = _KINDS[type(event)] = (type(event).__name__, schema_of(event))
+    kind = _KINDS.get(type(event)) or kind_of(type(event))
     return StoredEvent(
         run_id=run_id, seq=event.seq, kind=kind[0], schema=kind[1], data=_codec.encode_event(event)
     )
+
+
+def kind_of(cls: type[Event]) -> tuple[str, int]:
+    """The stored kind and schema of the events of class ``cls`` (fixed per class)."""
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = (cls.__name__, schema_of_kind(cls))
+    return kind
 
 
 _KINDS: dict[type[Event], tuple[str, int]] = {}
@@ -112,6 +125,19 @@ class JournalClient:
                     self._busy = False
         if err is not None:
             raise err
+
+    def append_at_once(self, batch: AppendBatch) -> bool:
+        """:meth:`append`, done before returning, if the journal writes without waiting.
+
+        Returns False, having written nothing, when the batch must be awaited
+        with :meth:`append` instead (a journal that waits, or writes queued).
+        """
+        if self._busy or self._append_now is None or "append" in self._journal_attrs:
+            return False
+        err = self._append_now(batch)
+        if err is not None:
+            raise err
+        return True
 
     async def _drain(self) -> None:
         try:

@@ -10,11 +10,13 @@ chose to end.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from continuum_py import _codec
 from continuum_py._calls import ChildCall, StepCall, SyncCall, TimerCall, WaitCall
-from continuum_py._client import stored
+from continuum_py._client import kind_of, stored
 from continuum_py._clock import Clock
 from continuum_py._replay import ReplayCore
 from continuum_py.errors import JournalCorrupt, error_type
@@ -38,6 +40,10 @@ from continuum_py.events import (
 from continuum_py.journal import InboxMessage, StoredEvent
 
 _NULL = msgspec.Raw(b"null")
+encode = _codec.encode_event
+_SCHEDULED = kind_of(StepScheduled)
+_COMPLETED = kind_of(StepCompleted)
+"""Their stored kind and schema, for the fast path's rows (what ``stored`` gives them)."""
 
 
 class Recorder:
@@ -80,15 +86,69 @@ class Recorder:
     # ---- the events a runner makes ----
     def step_scheduled(self, call: StepCall, attempt: int, args: msgspec.Raw | None) -> None:
         """An attempt of ``call`` is about to start (``args`` None: they could not be encoded)."""
-        self.add(
-            StepScheduled(
-                seq=self.durable_seq + len(self.events) + 1,  # next_seq(), once per step
-                at=self.clock.now(),
-                position=call.position,
-                step=call.step.name,
-                attempt=attempt,
-                args=args if args is not None else _NULL,
-                compensates=call.compensates,
+        self.add(self._scheduled(call, attempt, args if args is not None else _NULL))
+
+    def _scheduled(self, call: StepCall, attempt: int, args: msgspec.Raw) -> StepScheduled:
+        p, s, c = call.position, call.step.name, call.compensates
+        seq, at = self.durable_seq + len(self.events) + 1, self.clock.now()  # next_seq(), in line
+        return StepScheduled(
+            seq=seq, at=at, position=p, step=s, attempt=attempt, args=args, compensates=c
+        )
+
+    def step_scheduled_alone(self, call: StepCall, attempt: int) -> None:
+        """:meth:`step_scheduled` of a plain step the runner made from ``call`` itself.
+
+        The sequential fast path's (``_sequential``): the event cannot differ from
+        the call, so the core's checks are left out and it is marked recorded here.
+        """
+        event = self._scheduled(call, attempt, call.encoded_args or _NULL)
+        # ReplayCore._on_scheduled for a call that is the StepCall at its position by
+        # construction (a private attribute, read here rather than grow _replay.py).
+        call.recorded = True
+        call.attempt = attempt
+        call.last_failure = None
+        core = self.core
+        del core._unrecorded[call.position]
+        core.last_seq = seq = event.seq
+        self.events.append(event)
+        self.rows.append(
+            StoredEvent(
+                run_id=self.run_id,
+                seq=seq,
+                kind=_SCHEDULED[0],
+                schema=_SCHEDULED[1],
+                data=encode(event),
+            )
+        )
+
+    def step_completed_alone(
+        self, call: StepCall, attempt: int, result: msgspec.Raw, value: Any
+    ) -> None:
+        """:meth:`step_completed`, handing ``value`` (``result`` decoded) straight to the awaiting code.
+
+        The sequential fast path's; a call whose outcome someone else waits for
+        (a compensation), or that the code stopped awaiting, goes the usual way.
+        """
+        event = self._completed(call, attempt, result)
+        core = self.core
+        if call.done or call.settled is not None or call.future.done():
+            call.live_result = (value,)
+            core.apply(event)
+        else:
+            # ReplayCore._on_outcome of a completion this runner made for ``call``.
+            core.take_completion(call, event, value)
+            core.loop.run_ready()
+            if core.nd_error is not None:
+                raise core.nd_error
+            core.last_seq = event.seq
+        self.events.append(event)
+        self.rows.append(
+            StoredEvent(
+                run_id=self.run_id,
+                seq=event.seq,
+                kind=_COMPLETED[0],
+                schema=_COMPLETED[1],
+                data=encode(event),
             )
         )
 
@@ -117,16 +177,12 @@ class Recorder:
 
     def step_completed(self, call: StepCall, attempt: int, result: msgspec.Raw) -> None:
         """An attempt of ``call`` returned ``result`` (encoded)."""
-        self.add(
-            StepCompleted(
-                seq=self.durable_seq + len(self.events) + 1,  # next_seq(), once per step
-                at=self.clock.now(),
-                position=call.position,
-                step=call.step.name,
-                attempt=attempt,
-                result=result,
-            )
-        )
+        self.add(self._completed(call, attempt, result))
+
+    def _completed(self, call: StepCall, attempt: int, result: msgspec.Raw) -> StepCompleted:
+        p, s = call.position, call.step.name
+        seq, at = self.durable_seq + len(self.events) + 1, self.clock.now()  # next_seq(), in line
+        return StepCompleted(seq=seq, at=at, position=p, step=s, attempt=attempt, result=result)
 
     def timer_started(self, call: TimerCall) -> float:
         """``ctx.sleep`` began; returns when it fires."""

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from continuum_py import _codec
+from continuum_py import _codec, _sequential
 from continuum_py._agenda import Agenda
 from continuum_py._calls import Call, ChildCall, StepCall, SyncCall, TimerCall, WaitCall
 from continuum_py._children import cancel_child, start_child
@@ -345,21 +345,13 @@ class RunDriver:
             if await self._record_turn(core):
                 return
             start = self._to_start
-            if (
-                len(start) == 1
-                and not start[0][0].step.transactional
-                and not self._tasks
-                and not self._tx_queue
-                and self.agenda.empty
-                and not self._poke.is_set()
-                and not core.awaits_messages()
-            ):
-                # Sequential fast path: run the only step inline, no task, no wait
-                # (and no coroutine of _run_steps). Not while a signal or a child's
+            if len(start) == 1 and _sequential.alone(self, core, start[0][0]):
+                # Sequential fast path: run the only step inline, and the lone steps
+                # that follow it (see _sequential). Not while a signal or a child's
                 # outcome could win a race with it: a message must reach the
                 # workflow while the step runs.
                 self._to_start = []
-                outcomes: list[Outcome] | None = [await self.steps.run_inline(*start[0])]
+                outcomes = await _sequential.run_alone(self, core, *start[0])
             else:
                 outcomes = await self._run_steps(core)
             if outcomes is None:
@@ -701,13 +693,7 @@ class RunDriver:
         self._unsaved.append(out)
         if out.ok:
             if self._debug():  # filtered out (the usual case), the line costs this call only
-                self.log.debug(
-                    "step.completed",
-                    step=call.step.name,
-                    position=call.position,
-                    attempt=out.attempt,
-                    seq=rec.next_seq(),
-                )
+                self.log_completed(out)
             call.live_result = out.decoded
             rec.step_completed(call, out.attempt, out.value)
             return
@@ -733,6 +719,17 @@ class RunDriver:
         rec.step_failed(call, out.attempt, exc, final=not retry, delay=delay)
         if retry:
             self.agenda.add_retry(self.clock.now() + delay, call.position)
+
+    def log_completed(self, out: Outcome) -> None:
+        """The ``step.completed`` debug line (asked only when debug lines are emitted)."""
+        call = out.call
+        self.log.debug(
+            "step.completed",
+            step=call.step.name,
+            position=call.position,
+            attempt=out.attempt,
+            seq=self._recorder().next_seq(),
+        )
 
     async def _finish(self, core: ReplayCore) -> tuple[RunStatus, bytes, AnyEvent]:
         """Close what is still open and make the run's last event: ``(status, outcome, end)``."""

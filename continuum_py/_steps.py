@@ -147,7 +147,11 @@ class StepExecutor:
         before = task.cancelling()
         self._inline, self._interrupted = task, False
         try:
-            out = await self.run(call, attempt)
+            # run(), in line: a plain step's body without a frame to choose it.
+            if call.step.transactional:
+                out = await self._run_in_transaction(call, attempt)
+            else:
+                out = await self._run_body(call, attempt)
         except asyncio.CancelledError:
             if self._interrupted and task.uncancel() <= before:
                 return Outcome(call, attempt, False, cancelled(call), retryable=False)

@@ -447,6 +447,11 @@ def schema_of(event: Event) -> int:
     return _KIND_SCHEMA.get(type(event), 2)
 
 
+def schema_of_kind(cls: type[Event]) -> int:
+    """The schema the events of class ``cls`` are stored with."""
+    return _KIND_SCHEMA.get(cls, 2)
+
+
 # The Python names differ from the errors of the same meaning; the kind does
 # not (journals and golden histories store it). ``__name__`` stays the kind, so
 # ``type(event).__name__`` and an event's repr read as its history stores it.

@@ -3,6 +3,7 @@
 Run as a script it is one worker process of a crash test::
 
     python crash_worker.py crash  DB LOG RUN_ID ROUNDS FAN   # SIGKILL test
+    python crash_worker.py lone   DB LOG RUN_ID STEPS        # SIGKILL test, lone steps
     python crash_worker.py zombie DB GATE_DIR RUN_ID         # SIGSTOP zombie test
 
 It starts (or finds) the run, drives it, prints the result as JSON on stdout and
@@ -71,6 +72,15 @@ async def crash_chain(ctx: Context, log: str, rounds: int, fan: int) -> dict[str
     return {"acc": acc, "steps": rounds * (fan + 1)}
 
 
+@workflow(registry=REG)
+async def lone_chain(ctx: Context, log: str, steps: int) -> dict[str, int]:
+    """One step at a time: after the first, the runner's sequential fast path runs them."""
+    acc = 1
+    for r in range(steps):
+        acc = await fold(log, acc, r)
+    return {"acc": acc, "steps": steps}
+
+
 # ---- the zombie workflow: its middle step waits for a gate file ----
 
 
@@ -121,6 +131,11 @@ async def _main(argv: list[str]) -> None:
         engine = Engine(url, worker_id="crash-w", registry=REG, snapshot_every=16)
         args: tuple[object, ...] = (log, int(rounds), int(fan))
         wf = crash_chain
+    elif mode == "lone":
+        log, run_id, steps = rest
+        engine = Engine(url, worker_id="lone-w", registry=REG, snapshot_every=16)
+        args = (log, int(steps))
+        wf = lone_chain  # type: ignore[assignment]
     elif mode == "zombie":
         gate_dir, run_id = rest
         engine = Engine(url, worker_id="a", registry=REG, lease_ttl=0.6)
