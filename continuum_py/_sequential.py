@@ -21,6 +21,7 @@ transaction, arguments that cannot be encoded).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from continuum_py import _codec
@@ -32,6 +33,9 @@ from continuum_py.journal import AppendBatch
 if TYPE_CHECKING:
     from continuum_py._replay import ReplayCore
     from continuum_py._runner import RunDriver
+
+YIELD_EVERY = 64
+"""Steps written in line (no wait) between two turns given to the event loop."""
 
 ENABLED = True
 """Whether a lone step run in the driver's task goes on to the lone steps after it.
@@ -118,6 +122,7 @@ async def run_alone(
     steps, poke, client = d.steps, d._poke, d.cfg.client
     every = d.cfg.snapshot_every
     go_on = _may_go_on(d, core, call)
+    done = 0
     while True:
         out = await steps.run_inline(call, attempt)
         if not go_on or not out.ok or poke.is_set():
@@ -148,6 +153,12 @@ async def run_alone(
         d.letting_go = False
         if not client.append_at_once(batch):
             await client.append(batch)
+        else:
+            done += 1
+            if done % YIELD_EVERY == 0:
+                # A journal written in line (memory://) never waits: let other runs,
+                # the heartbeat and messages in now and then.
+                await asyncio.sleep(0)
         rec.durable_seq += len(rows)
         events.clear()
         rows.clear()

@@ -177,3 +177,33 @@ async def test_gathers_timers_retries_compensations_and_waits_between_lone_steps
     positions = [e.position for e in history if isinstance(e, StepCompleted)]
     assert len(taken) >= 12
     assert max(taken) == max(positions)
+
+
+# ---- a journal that never waits still shares the loop ----
+
+order: list[str] = []
+
+
+@step
+async def mark(name: str, i: int) -> int:
+    order.append(name)  # no await: the step itself never gives the loop up
+    return i
+
+
+@workflow_(registry=reg, name="marks")
+async def marks(ctx: Context, name: str, n: int) -> int:
+    for i in range(n):
+        await mark(name, i)
+    return n
+
+
+async def test_lone_steps_on_memory_let_other_runs_in():
+    """Two long chains on memory:// started together interleave: neither waits for the other's end."""
+    order.clear()
+    async with Engine("memory://", registry=reg) as engine:
+        a = await engine.start(marks, "a", 20 * _sequential.YIELD_EVERY, run_id="marks-a")
+        b = await engine.start(marks, "b", 20 * _sequential.YIELD_EVERY, run_id="marks-b")
+        assert await a.result(timeout=60) == await b.result(timeout=60)
+    last_a = max(i for i, name in enumerate(order) if name == "a")
+    first_b = order.index("b")
+    assert first_b < last_a, "run b only started once run a had finished"
