@@ -65,15 +65,27 @@ class Lender:
                 return await fn(pooled, *args)
         self._free = False
         try:
-            return await fn(conn, *args)
-        finally:
-            if self._closing or _gone(conn) or conn.is_in_transaction():
-                # The pool rolls back what a failed call left open, or replaces
-                # a lost connection; a later call takes another.
-                self._drop()
-                await self.pool.release(conn)
-            else:
-                self._free = True
+            result = await fn(conn, *args)
+        except BaseException:
+            await self._back(conn, _gone(conn))
+            raise
+        # A call that succeeded had its connection a moment ago: a lost one
+        # fails the next call, which then gives it back.
+        if self._closing or conn.is_in_transaction():
+            await self._back(conn, False)
+        else:
+            self._free = True
+        return result
+
+    async def _back(self, conn: Any, gone: bool) -> None:
+        """The kept connection is free again, or given back to the pool."""
+        if self._closing or gone or conn.is_in_transaction():
+            # The pool rolls back what a failed call left open, or replaces
+            # a lost connection; a later call takes another.
+            self._drop()
+            await self.pool.release(conn)
+        else:
+            self._free = True
 
     async def write(self, where: str, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """:meth:`run` for a write, tried again (thrice) after what rolled it back whole.
