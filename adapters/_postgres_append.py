@@ -59,6 +59,7 @@ class Appender:
                 e.kind,
                 e.schema,
                 e.data,
+                f.seq,
                 f.kind,
                 f.schema,
                 f.data,
@@ -102,12 +103,8 @@ class Appender:
         sn = b.snapshot
         if sn is not None:
             args += (sn.seq, sn.schema, sn.data)
-        if len(evs) == 2:  # one row (layout 9): the second's seq is the first's + 1
-            shape: int | None = 2
-            e, f = evs
-            args += (e.seq, e.kind, e.schema, e.data, f.kind, f.schema, f.data)
-        elif len(evs) <= SCALAR_EVENTS:
-            shape = len(evs)
+        if len(evs) <= SCALAR_EVENTS:
+            shape: int | None = len(evs)
             for e in evs:
                 args += (e.seq, e.kind, e.schema, e.data)
         else:

@@ -82,8 +82,7 @@ def append_one(s: str, *, status: bool, snapshot: bool, ending: bool, events: in
     ``status=True``: ``$1``..``$9`` the batch (:data:`BATCH_FIELDS`), ``$10`` the
     channel. Then the snapshot's seq, schema and data (``snapshot`` only), then
     the events: ``events`` of them as (seq, kind, schema, data) scalars each, or
-    with ``events=None`` four arrays of any length; two events are one row, the
-    second passed as (kind, schema, data) only (its seq is the first's + 1). ``ending``: the batch ends the
+    with ``events=None`` four arrays of any length. ``ending``: the batch ends the
     run (a status of ``NOTIFY_PARENT_STATUSES``), and the outcome a child owes its
     parent (an inbox message, a notification) goes in the same statement. With
     one batch the parent's row is never the batch's own, and one statement is one
@@ -119,15 +118,7 @@ def append_one(s: str, *, status: bool, snapshot: bool, ending: bool, events: in
         SET seq = excluded.seq, schema = excluded.schema, data = excluded.data
 )""")
         n += 3
-    if events == 2:
-        # Two events in one row (layout 9): the second's seq is the first's + 1.
-        ctes.append(f"""e AS (
-    INSERT INTO {s}.events (run_id, seq, kind, schema, data, kind2, schema2, data2)
-    SELECT u.run_id, ${n}::bigint, ${n + 1}::text, ${n + 2}::int, ${n + 3}::bytea,
-        ${n + 4}::text, ${n + 5}::int, ${n + 6}::bytea
-    FROM u
-)""")
-    elif events != 0:
+    if events != 0:
         ctes.append(f"""e AS (
     INSERT INTO {s}.events (run_id, seq, kind, schema, data)
     SELECT u.run_id, x.seq, x.kind, x.schema, x.data

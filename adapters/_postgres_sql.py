@@ -216,17 +216,6 @@ CREATE TRIGGER heads_lease AFTER UPDATE OF lease_token, lease_owner ON {s}.runs
     EXECUTE FUNCTION {s}.heads_follow_lease();
 """,
     ),
-    Migration(
-        9,
-        "a step's two events in one row",
-        """
--- A row with kind2 set holds two events: (seq, kind, schema, data) and
--- (seq + 1, kind2, schema2, data2); a step's append writes its two (a step's
--- completion, the next one's scheduling) so. Readers return them as two.
-ALTER TABLE {s}.events ADD COLUMN kind2 text, ADD COLUMN schema2 integer,
-    ADD COLUMN data2 bytea;
-""",
-    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -354,32 +343,10 @@ u AS (
 )"""
 
 
-# Events read back one a row, from a layout 9 row holding two (kind2 set) too.
-_EVENT = "x.seq, x.kind, x.schema, x.data"
-_ORDER = "x.seq"
-
-
-def _events(s: str, pairs: bool) -> str:
-    """The events table ``e``, each event of its rows as ``x``."""
-    if not pairs:
-        return f"{s}.events e, LATERAL (SELECT e.seq, e.kind, e.schema, e.data) x(seq, kind, schema, data)"
-    return (
-        f"{s}.events e, LATERAL (VALUES (e.seq, e.kind, e.schema, e.data), "
-        "(e.seq + 1, e.kind2, e.schema2, e.data2)) x(seq, kind, schema, data)"
-    )
-
-
-def _after(pairs: bool, seq: str) -> str:
-    """The events after ``seq``: a row starting at ``seq`` may hold the next one."""
-    if not pairs:
-        return f"e.seq > {seq}"
-    return f"e.seq >= {seq} AND x.seq > {seq} AND x.kind IS NOT NULL"
-
-
 class Statements:
     """Every statement, with the schema spelled in."""
 
-    def __init__(self, schema: str, *, heads: bool = True, pairs: bool = True) -> None:
+    def __init__(self, schema: str, *, heads: bool = True) -> None:
         s = f'"{schema}"'
         self.start_run = start_run_sql(s)
         # heads=False: a layout before 8, read only (its runs rows are whole).
@@ -421,10 +388,9 @@ ins AS (
     SELECT $2::text, t.base + m.n, m.kind, m.name, m.data, {_NOW} FROM m, t
 )
 SELECT pg_notify($3, $2::text) FROM t"""
-        # pairs=False: a layout before 9, read only (one event a row).
         self.load = (
-            f"SELECT {_EVENT} FROM {_events(s, pairs)} "
-            f"WHERE e.run_id = $1 AND {_after(pairs, '$2')} ORDER BY {_ORDER}"
+            f"SELECT seq, kind, schema, data FROM {s}.events "
+            "WHERE run_id = $1 AND seq > $2 ORDER BY seq"
         )
         self.exists = f"SELECT 1 FROM {s}.runs WHERE run_id = $1"
         self.snapshot = f"SELECT seq, schema, data FROM {s}.snapshots WHERE run_id = $1"
@@ -433,8 +399,8 @@ SELECT pg_notify($3, $2::text) FROM t"""
 WITH snap AS (SELECT seq, schema, data FROM {s}.snapshots WHERE run_id = $1)
 SELECT 0 AS part, seq, NULL::text AS kind, schema, data FROM snap
 UNION ALL
-SELECT 1, {_EVENT} FROM {_events(s, pairs)}
-WHERE e.run_id = $1 AND {_after(pairs, "COALESCE((SELECT seq FROM snap), 0)")}
+SELECT 1, e.seq, e.kind, e.schema, e.data FROM {s}.events e
+WHERE e.run_id = $1 AND e.seq > COALESCE((SELECT seq FROM snap), 0)
 ORDER BY part, seq"""
         self.take_snapshot = f"""
 WITH ok AS (

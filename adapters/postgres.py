@@ -244,7 +244,7 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         )
         if problem is not None:
             raise ConfigurationError(problem)
-        self._sql = Statements(self.schema, heads=found >= 8, pairs=found >= 9)
+        self._sql = Statements(self.schema, heads=found >= 8)
 
     def _writable(self) -> None:
         if self.read_only:
