@@ -118,7 +118,8 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
             2 or more, one of them is kept for the journal's own calls that come
             one after another, and transactional steps share the others.
         application_name: shown in ``pg_stat_activity`` (default ``continuum_py``).
-        statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer.
+        statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer
+            (which also keeps the step's statement from being prepared by name).
         connect_timeout: seconds to wait for a new connection.
         read_only: only read: the schema must exist (nothing is created or
             upgraded), sessions are read-only, and every write raises
