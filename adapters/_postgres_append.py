@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from continuum_py.adapters._postgres_append_sql import SCALAR_EVENTS, append_many, append_one
+from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_sql import Statements
 from continuum_py.adapters._rules import bad_seqs, why_refused
 from continuum_py.errors import JournalError
@@ -25,6 +26,8 @@ class Appender:
     def __init__(self, sql: Statements, schema: str, channel: str) -> None:
         self._sql = sql
         self.channel = channel
+        self.lender: Lender | None = None
+        """The journal's lender, once connected: its kept connection's statements are prepared."""
         s = f'"{schema}"'
         self._many = append_many(s)
         # By (status, snapshot, ending, events): each leaves out what it does not need.
@@ -35,10 +38,46 @@ class Appender:
             for end in ((False, True) if st else (False,))
             for k in (*range(SCALAR_EVENTS + 1), None)
         }
+        self._step = self._one[(False, False, False, 2)]
 
     async def one(self, conn: Any, b: AppendBatch) -> JournalError | None:
         """Write one batch with one statement (see :func:`one_statement`); why it was refused."""
         evs = b.events  # their run_ids and seqs were checked by plan
+        if b.status is None and b.snapshot is None and len(evs) == 2:
+            # A sequential step's batch (its completion, the next one's scheduling):
+            # every step, so its arguments are built without the general case's steps.
+            e, f = evs
+            x = b.expected_seq
+            sql = self._step
+            args: Sequence[Any] = (
+                b.lease.run_id,
+                b.lease.token,
+                x,
+                x + 2,
+                b.inbox_seen,
+                e.seq,
+                e.kind,
+                e.schema,
+                e.data,
+                f.seq,
+                f.kind,
+                f.schema,
+                f.data,
+            )
+        else:
+            sql, args = self._statement(b)
+        # fetch, not fetchrow: a portal stopped after one row would leave the
+        # statement's other inserts for whenever the portal is dropped.
+        lend = self.lender
+        stmt = None if lend is None else lend.statement(conn, sql) or await lend.prepare(conn, sql)
+        if await (conn.fetch(sql, *args) if stmt is None else stmt.fetch(*args)):
+            return None
+        row = await conn.fetchrow(self._sql.get_run, b.lease.run_id)
+        return why_refused(b, None if row is None else record_from_row(row))
+
+    def _statement(self, b: AppendBatch) -> tuple[str, list[Any]]:
+        """:meth:`one`'s statement for ``b`` and its arguments, in general."""
+        evs = b.events
         st = b.status
         if st is None:  # a step's: the heads row only
             args: list[Any] = [
@@ -76,13 +115,9 @@ class Appender:
                 [e.schema for e in evs],
                 [e.data for e in evs],
             )
-        sql = self._one[(st is not None, sn is not None, st in NOTIFY_PARENT_STATUSES, shape)]
-        # fetch, not fetchrow: a portal stopped after one row would leave the
-        # statement's other inserts for whenever the portal is dropped.
-        if await conn.fetch(sql, *args):
-            return None
-        row = await conn.fetchrow(self._sql.get_run, b.lease.run_id)
-        return why_refused(b, None if row is None else record_from_row(row))
+        return self._one[
+            (st is not None, sn is not None, st in NOTIFY_PARENT_STATUSES, shape)
+        ], args
 
     async def rounds(
         self,

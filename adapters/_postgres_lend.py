@@ -6,6 +6,12 @@ journal whose calls mostly come one after another (a workflow's steps, each
 one append) paid that on every step. The lender keeps one of the pool's
 connections aside and lends it to whichever call finds it free; a call that
 finds it busy takes one from the pool, as every call did before.
+
+The kept connection also keeps the step's statements prepared
+(:meth:`Lender.statement`): asyncpg's ``PreparedStatement`` objects, called
+directly, skip the pool's connection proxy and the statement cache's lookup on
+every step. Not with ``statement_cache_size=0`` (behind pgbouncer in transaction
+mode, where a named statement may not outlive its transaction).
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ __all__ = ["Lender"]
 
 T = TypeVar("T")
 
+# Errors after which running the call again is safe: a deadlock rolled it back
+# whole, and a prepared statement whose result type changed under it (an ALTER
+# TABLE, a changed search_path) failed before doing anything.
+_AGAIN = (*RETRY, asyncpg.InvalidCachedStatementError)
+
 
 class Lender:
     """Runs calls on the pool's connections, the kept one first.
@@ -30,12 +41,16 @@ class Lender:
         pool: an open ``asyncpg`` pool.
         keep: whether to keep a connection aside; not with a pool of one, whose
             only connection would then be out of reach of the pool's other users.
+        prepare: whether the kept connection keeps statements prepared
+            (:meth:`statement`); not when asyncpg's statement cache is off.
     """
 
-    def __init__(self, pool: Any, *, keep: bool) -> None:
+    def __init__(self, pool: Any, *, keep: bool, prepare: bool = True) -> None:
         self.pool = pool
         self._keep = keep
+        self._prepare = keep and prepare
         self._kept: Any = None
+        self._stmts: dict[str, Any] = {}  # the kept connection's, by SQL text
         self._free = False
         self._taking = False  # a call is taking the kept connection from the pool
         self._closing = False
@@ -50,18 +65,33 @@ class Lender:
                 return await fn(pooled, *args)
         self._free = False
         try:
-            return await fn(conn, *args)
-        finally:
-            if self._closing or _gone(conn) or conn.is_in_transaction():
-                # The pool rolls back what a failed call left open, or replaces
-                # a lost connection; a later call takes another.
-                self._kept = None
-                await self.pool.release(conn)
-            else:
-                self._free = True
+            result = await fn(conn, *args)
+        except BaseException:
+            await self._back(conn, _gone(conn))
+            raise
+        # A call that succeeded had its connection a moment ago: a lost one
+        # fails the next call, which then gives it back.
+        if self._closing or conn.is_in_transaction():
+            await self._back(conn, False)
+        else:
+            self._free = True
+        return result
+
+    async def _back(self, conn: Any, gone: bool) -> None:
+        """The kept connection is free again, or given back to the pool."""
+        if self._closing or gone or conn.is_in_transaction():
+            # The pool rolls back what a failed call left open, or replaces
+            # a lost connection; a later call takes another.
+            self._drop()
+            await self.pool.release(conn)
+        else:
+            self._free = True
 
     async def write(self, where: str, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """:meth:`run` for a write: a deadlock rolled it back whole, so try again (thrice).
+        """:meth:`run` for a write, tried again (thrice) after what rolled it back whole.
+
+        That is a deadlock, or a prepared statement whose result type changed
+        under it (prepared again).
 
         Driver errors are translated (:func:`translate`); no context managers here,
         as this is every step's path.
@@ -69,10 +99,12 @@ class Lender:
         for attempt in range(4):
             try:
                 return await self.run(fn, *args)
-            except RETRY as exc:
+            except _AGAIN as exc:
+                if isinstance(exc, asyncpg.InvalidCachedStatementError):
+                    self._stmts = {}  # prepared again on the next use
                 if attempt == 3:
                     raise JournalUnavailable(
-                        f"Postgres journal at {where}: {what} kept deadlocking: {exc}"
+                        f"Postgres journal at {where}: {what} kept failing: {exc}"
                     ) from exc
             except Exception as exc:
                 new = translate(exc, where, what)
@@ -80,6 +112,24 @@ class Lender:
                     raise
                 raise new from exc
         raise AssertionError("unreachable")
+
+    def statement(self, conn: Any, sql: str) -> Any:
+        """``sql`` as prepared on ``conn`` by :meth:`prepare`, or ``None``.
+
+        Call ``.fetch(*args)`` on what it returns, or ``conn.fetch(sql, *args)`` on ``None``.
+        """
+        return self._stmts.get(sql) if conn is self._kept else None
+
+    async def prepare(self, conn: Any, sql: str) -> Any:
+        """Prepare ``sql`` on ``conn`` and keep it, if ``conn`` is the kept connection; else ``None``."""
+        if conn is not self._kept or not self._prepare:
+            return None
+        stmt = self._stmts[sql] = await conn.prepare(sql)
+        return stmt
+
+    def _drop(self) -> None:
+        self._kept = None
+        self._stmts = {}
 
     async def _take(self) -> None:
         self._taking = True
@@ -90,14 +140,14 @@ class Lender:
         if self._closing:
             await self.pool.release(conn)
             return
-        self._kept, self._free = conn, True
+        self._kept, self._free, self._stmts = conn, True, {}
 
     async def aclose(self) -> None:
         """Give the kept connection back to the pool (a call using it gives it back when done)."""
         self._closing = True
         conn = self._kept
         if conn is not None and self._free:
-            self._kept = None
+            self._drop()
             await self.pool.release(conn)
 
 

@@ -35,8 +35,9 @@ import msgspec
 from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_append import Appender, one_statement, plan
 from continuum_py.adapters._postgres_connect import close, connect_kwargs, no_reset, settings
-from continuum_py.adapters._postgres_errors import UNAVAILABLE, connect_error, translated
+from continuum_py.adapters._postgres_errors import connect_error, translated
 from continuum_py.adapters._postgres_lend import Lender
+from continuum_py.adapters._postgres_listen import PostgresListening
 from continuum_py.adapters._postgres_liveness import PostgresLiveness
 from continuum_py.adapters._postgres_queues import ClaimArgs, PostgresQueues, Taken
 from continuum_py.adapters._postgres_sql import (
@@ -100,7 +101,7 @@ _NOT_CONNECTED = "PostgresJournal is not connected; use `async with` or connect(
 # ---- the journal ----
 
 
-class PostgresJournal(PostgresSchedules, JournalBase):
+class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
     """A :class:`~continuum_py.journal.Journal` in a Postgres schema.
 
     Also a :class:`~continuum_py.journal.NotifyingJournal`, a
@@ -117,7 +118,8 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             2 or more, one of them is kept for the journal's own calls that come
             one after another, and transactional steps share the others.
         application_name: shown in ``pg_stat_activity`` (default ``continuum_py``).
-        statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer.
+        statement_cache_size: asyncpg's prepared statement cache; 0 behind pgbouncer
+            (which also keeps the step's statement from being prepared by name).
         connect_timeout: seconds to wait for a new connection.
         read_only: only read: the schema must exist (nothing is created or
             upgraded), sessions are read-only, and every write raises
@@ -224,7 +226,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             pool.terminate()
             raise
         self._pool = pool
-        self._lender = Lender(pool, keep=self.pool_size > 1)
+        self._lender = Lender(
+            pool, keep=self.pool_size > 1, prepare=self._settings.statement_cache_size != 0
+        )
+        self._appender.lender = self._lender
 
     async def _check_readable(self, conn: Any) -> None:
         """A read-only open: the schema must hold a layout it can read (nothing is created)."""
@@ -269,10 +274,13 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         with self._errors(what):
             return list(await self._lend.run(lambda conn: conn.fetch(sql, *args)))
 
-    async def _write(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``fn(connection, *args)``; a deadlock rolled it back whole, so try again."""
+    def _write(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
+        """Run ``fn(connection, *args)``; a deadlock rolled it back whole, so try again.
+
+        Not a coroutine itself: one frame fewer on every write's path.
+        """
         self._writable()
-        return await self._lend.write(self.where, what, fn, *args)
+        return self._lend.write(self.where, what, fn, *args)
 
     # ---- runs ----
     async def start_run(
@@ -640,38 +648,6 @@ class PostgresJournal(PostgresSchedules, JournalBase):
                 with contextlib.suppress(Exception):
                     await self._p.release(conn)
 
-    # ---- LISTEN/NOTIFY ----
-    async def listen(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(run_id)`` on each wake-up notification, until :meth:`aclose`.
-
-        Notifications are sent (on this schema's channel, with the run id as
-        payload) when a run starts unclaimed, gets an inbox message, is released,
-        is set back to pending, or suspends until a time. They come on a
-        dedicated connection, which is re-opened with backoff if lost; once it is
-        back, ``callback("")`` says notifications may have been missed meanwhile
-        (look for work now). Workers also poll, so a missed one only delays work.
-
-        Raises:
-            JournalUnavailable: the first listening connection could not be opened.
-        """
-        if self._closed:
-            raise ConfigurationError("this PostgresJournal was closed; open a new one")
-        self._callbacks.append(callback)
-        if self._listener is None:
-            await self._open_listener()
-            self._listener = asyncio.get_running_loop().create_task(
-                self._keep_listening(), name=f"continuum-listen-{self.schema}"
-            )
-
-    async def _connect_one(self) -> Any:
-        """A connection of its own, outside the pool (LISTEN, a liveness lock)."""
-        try:
-            return await asyncpg.connect(
-                self._dsn, **{**self._connect_kwargs(), "statement_cache_size": 0}
-            )
-        except Exception as exc:
-            raise connect_error(exc, self.where, self._database) from exc
-
     # ---- liveness ----
     async def hold_liveness(self, worker_id: str) -> bool:
         """Hold ``worker_id``'s advisory lock; see :class:`~continuum_py.journal.LivenessJournal`.
@@ -700,64 +676,6 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             return []
         rows = await self._fetch("dead workers", self._sql.dead_workers)
         return [r[0] for r in rows]
-
-    def _dispatch(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        for cb in list(self._callbacks):
-            try:
-                cb(payload)
-            except Exception:
-                log.exception("journal.listen_callback_failed", run_id=payload)
-
-    async def _open_listener(self) -> None:
-        conn = await self._connect_one()
-        lost = asyncio.Event()
-        try:
-            conn.add_termination_listener(lambda _c: lost.set())
-            with self._errors("listen"):
-                await conn.add_listener(self.channel, self._dispatch)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._listen_conn, self._listen_lost = conn, lost
-
-    async def _keep_listening(self, *, ping_every: float = 30.0, max_backoff: float = 5.0) -> None:
-        backoff = 0.1
-        while not self._closed:
-            if self._listen_conn is None:
-                try:
-                    await self._open_listener()
-                except Exception as exc:
-                    log.warning(
-                        "journal.listen_reconnect_failed",
-                        where=self.where,
-                        error=str(exc),
-                        retry_in=backoff,
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, max_backoff)
-                    continue
-                log.info("journal.listen_reconnected", where=self.where)
-                backoff = 0.1
-                # Whatever was notified while we were away is lost: look now.
-                self._dispatch(None, 0, self.channel, "")
-            conn, lost = self._listen_conn, self._listen_lost
-            assert lost is not None
-            try:
-                async with asyncio.timeout(ping_every):
-                    await lost.wait()
-            except TimeoutError:
-                # A silent network drop closes nothing; a query finds it.
-                try:
-                    async with asyncio.timeout(10):
-                        await conn.fetchval("SELECT 1")
-                    continue
-                except UNAVAILABLE:
-                    pass
-            if self._closed:
-                return
-            log.warning("journal.listen_connection_lost", where=self.where, channel=self.channel)
-            conn.terminate()
-            self._listen_conn = None
 
     async def aclose(self) -> None:
         self._closed = True
