@@ -46,6 +46,7 @@ from continuum_py.adapters._postgres_sql import (
     migrate,
 )
 from continuum_py.adapters._postgres_step import StepConnection
+from continuum_py.adapters._postgres_wake import WakeOne
 from continuum_py.adapters._rules import (
     JournalBase,
     Migration,
@@ -156,10 +157,11 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self.where = s.where
         self._database = s.database
         self.channel = s.channel
+        self.wake_channel = s.wake_channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
         self._appender = Appender(self._sql, self.schema, self.channel)
-        self._qsql = PostgresQueues(self.schema)
+        self._qsql = PostgresQueues(self.schema, s.wake_channel)
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
@@ -170,6 +172,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._liveness = PostgresLiveness(self.schema, self._connect_one)
+        self._wake_one = WakeOne(self._liveness.holds, lambda: self._dispatch(None, 0, "", ""))
 
     @classmethod
     def from_url(cls, url: str, *, read_only: bool = False) -> PostgresJournal:
@@ -502,6 +505,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
         self._turn += 1
+        self._wake_one.claiming()
         served = None if self.served_queues is None else sorted(self.served_queues)
         args = ClaimArgs(worker_id, float(ttl), reclaim_own, now, served, self._turn, self.channel)
         return await self._qsql.claim_runs(self._write, self._sql.claim, args, limit)
@@ -646,7 +650,10 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
         Notifications are sent (on this schema's channel, with the run id as
         payload) when a run starts unclaimed, gets an inbox message, is released,
-        is set back to pending, or suspends until a time. They come on a
+        is set back to pending, or suspends until a time; a queued start names
+        one worker on the wake channel instead, and ``callback("")`` is called
+        at once in the process running it, a moment later in the others
+        (:mod:`~continuum_py.adapters._postgres_wake`). They come on a
         dedicated connection, which is re-opened with backoff if lost; once it is
         back, ``callback("")`` says notifications may have been missed meanwhile
         (look for work now). Workers also poll, so a missed one only delays work.
@@ -715,6 +722,9 @@ class PostgresJournal(PostgresSchedules, JournalBase):
             conn.add_termination_listener(lambda _c: lost.set())
             with self._errors("listen"):
                 await conn.add_listener(self.channel, self._dispatch)
+                await conn.add_listener(
+                    self.wake_channel, lambda _c, _p, _ch, who: self._wake_one.on_notify(who)
+                )
         except BaseException:
             conn.terminate()
             raise
@@ -761,6 +771,7 @@ class PostgresJournal(PostgresSchedules, JournalBase):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._wake_one.close()
         task, self._listener = self._listener, None
         if task is not None:
             task.cancel()
