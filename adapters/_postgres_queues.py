@@ -122,12 +122,10 @@ room AS MATERIALIZED (
     FROM cand f CROSS JOIN t
 ),
 due AS MATERIALIZED (
-    -- The waiting runs each queue has room for (and one more: is any left?),
-    -- with where their runs rows are (rtid: leased below by it).
-    SELECT w.run_id, rm.name AS queue, w.k, w.rtid
+    -- The waiting runs each queue has room for (and one more: is any left?).
+    SELECT w.run_id, rm.name AS queue, w.k
     FROM room rm CROSS JOIN t CROSS JOIN LATERAL (
-        SELECT q.run_id, row_number() OVER (ORDER BY q.priority, q.seq) AS k,
-            (SELECT r.ctid FROM {s}.runs r WHERE r.run_id = q.run_id) AS rtid
+        SELECT q.run_id, row_number() OVER (ORDER BY q.priority, q.seq) AS k
         FROM {s}.queue_runs q
         WHERE q.queue = rm.name AND q.admitted_at IS NULL
           AND (SELECT r.status = 'pending' AND (r.wake_at IS NULL OR r.wake_at <= t.now)
@@ -147,10 +145,10 @@ fresh AS MATERIALIZED (
     FROM lk JOIN room rm ON rm.name = lk.name AND rm.admissions = lk.admissions
 ),
 elig AS MATERIALIZED (
-    SELECT d.run_id, d.queue, d.k, d.rtid, f.turn_pos FROM due d JOIN fresh f ON f.name = d.queue
+    SELECT d.run_id, d.queue, d.k, f.turn_pos FROM due d JOIN fresh f ON f.name = d.queue
 ),
 pick AS MATERIALIZED (
-    SELECT run_id, queue, rtid, row_number() OVER (ORDER BY k, turn_pos) AS ord
+    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
 -- One update of queue_runs (each modifying CTE costs its start-up, opening
@@ -173,12 +171,7 @@ leased AS (
     UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
         queued_waiting = false
-    -- By the rows' places (a TID scan; the status test, IS TRUE, is no index
-    -- condition): joined with pick, a generic plan made while the table was
-    -- small scanned every pending run, waiting ones included, at each
-    -- admission. A row updated since this statement's snapshot is followed to
-    -- its newest version and its status tested again, as with any other path.
-    WHERE r.ctid = ANY(ARRAY(SELECT rtid FROM pick)) AND (r.status = 'pending') IS TRUE
+    FROM pick p WHERE r.run_id = p.run_id AND r.status = 'pending'
     RETURNING r.run_id, r.lease_token, r.lease_expires_at
 ),
 woken AS MATERIALIZED (
