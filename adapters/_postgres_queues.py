@@ -148,7 +148,7 @@ elig AS MATERIALIZED (
     SELECT d.run_id, d.queue, d.k, f.turn_pos FROM due d JOIN fresh f ON f.name = d.queue
 ),
 pick AS MATERIALIZED (
-    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
+    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord, 'pending'::text AS st
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
 -- One update of queue_runs (each modifying CTE costs its start-up, opening
@@ -171,7 +171,11 @@ leased AS (
     UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
         queued_waiting = false
-    FROM pick p WHERE r.run_id = p.run_id AND r.status = 'pending'
+    -- The status to find is pick's column, not a constant: a join condition,
+    -- so no plan scans runs_by_status for it (a generic plan made while the
+    -- table was small scanned every pending run, waiting ones included, at each
+    -- admission). A row updated since the snapshot is tested again as it is now.
+    FROM pick p WHERE r.run_id = p.run_id AND r.status = p.st
     RETURNING r.run_id, r.lease_token, r.lease_expires_at
 ),
 woken AS MATERIALIZED (
