@@ -8,8 +8,8 @@ claims ran an admission that found the queue taken or nothing left to admit.
 The named worker looks at once. Each other worker looks
 :data:`NAMED_WAKE_DELAY` seconds later, unless a claim of its own started after
 the notification arrived (that claim's snapshot saw the run): so a run named to
-a worker that is full, stopped listening or died waits that moment for another
-worker with room, never for the poll.
+a worker that is full, does not serve that queue, stopped listening or died
+waits that moment for another worker with room, never for the poll.
 """
 
 from __future__ import annotations
