@@ -44,6 +44,7 @@ class Settings(NamedTuple):
     statement_cache_size: int
     connect_timeout: float
     channel: str
+    wake_channel: str  # queued starts name one worker on it (_postgres_wake)
 
 
 def _parse_url(url: str) -> _Url:
@@ -80,11 +81,13 @@ def _int_param(name: str, value: str | int, minimum: int) -> int:
     return n
 
 
-def _channel(schema: str) -> str:
-    name = f"continuum_{schema}"
+def _channel(schema: str, prefix: str = "continuum_") -> str:
+    # A schema is a plain identifier: the wake channel's "-" keeps its name
+    # apart from any schema's main channel.
+    name = f"{prefix}{schema}"
     if len(name) <= 63:
         return name
-    return "continuum_" + hashlib.sha1(schema.encode()).hexdigest()[:20]
+    return prefix + hashlib.sha1(schema.encode()).hexdigest()[:20]
 
 
 def settings(
@@ -137,6 +140,7 @@ def settings(
         statement_cache_size=cache,
         connect_timeout=timeout,
         channel=_channel(schema),
+        wake_channel=_channel(schema, "continuum-wake_"),
     )
 
 

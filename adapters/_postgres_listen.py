@@ -14,6 +14,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from continuum_py._log import get_logger
 from continuum_py.adapters._postgres_errors import UNAVAILABLE, connect_error, translated
+from continuum_py.adapters._postgres_wake import WakeOne
 from continuum_py.errors import ConfigurationError
 
 __all__ = ["PostgresListening"]
@@ -27,6 +28,7 @@ class PostgresListening:
     channel: str
     schema: str
     where: str
+    wake_channel: str
     _dsn: str
     _database: str
     _closed: bool
@@ -34,6 +36,7 @@ class PostgresListening:
     _listen_conn: Any
     _listen_lost: asyncio.Event | None
     _listener: asyncio.Task[None] | None
+    _wake_one: WakeOne
 
     def _connect_kwargs(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -44,7 +47,10 @@ class PostgresListening:
 
         Notifications are sent (on this schema's channel, with the run id as
         payload) when a run starts unclaimed, gets an inbox message, is released,
-        is set back to pending, or suspends until a time. They come on a
+        is set back to pending, or suspends until a time; a queued start names
+        one worker on the wake channel instead, and ``callback("")`` is called
+        at once in the process running it, a moment later in the others
+        (:mod:`~continuum_py.adapters._postgres_wake`). They come on a
         dedicated connection, which is re-opened with backoff if lost; once it is
         back, ``callback("")`` says notifications may have been missed meanwhile
         (look for work now). Workers also poll, so a missed one only delays work.
@@ -84,6 +90,9 @@ class PostgresListening:
             conn.add_termination_listener(lambda _c: lost.set())
             with translated(self.where, "listen"):
                 await conn.add_listener(self.channel, self._dispatch)
+                await conn.add_listener(
+                    self.wake_channel, lambda _c, _p, _ch, who: self._wake_one.on_notify(who)
+                )
         except BaseException:
             conn.terminate()
             raise

@@ -111,6 +111,10 @@ class PostgresLiveness:
         self._lost.pop(worker_id, None)
         return True
 
+    def holds(self, worker_id: str) -> bool:
+        """Whether this process holds ``worker_id``'s lock (as far as it knows, without a look)."""
+        return worker_id in self._held
+
     async def held(self, worker_id: str) -> bool:
         """Whether the lock is still held; a lost one is taken again first if it can be.
 

@@ -35,9 +35,10 @@ _CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admis
 class PostgresQueues:
     """The queue statements of one schema, run on a connection the caller holds."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, wake_channel: str) -> None:
         s = f'"{schema}"'
         self.s = s
+        self.wake_channel = wake_channel
         self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
             f"INSERT INTO {s}.queues ({_QCOLS}) VALUES ($1, $2, $3, $4, $5) "
@@ -147,7 +148,7 @@ elig AS MATERIALIZED (
     SELECT d.run_id, d.queue, d.k, f.turn_pos FROM due d JOIN fresh f ON f.name = d.queue
 ),
 pick AS MATERIALIZED (
-    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord
+    SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord, 'pending'::text AS st
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
 -- One update of queue_runs (each modifying CTE costs its start-up, opening
@@ -170,7 +171,11 @@ leased AS (
     UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
         queued_waiting = false
-    FROM pick p WHERE r.run_id = p.run_id AND r.status = 'pending'
+    -- The status to find is pick's column, not a constant: a join condition,
+    -- so no plan scans runs_by_status for it (a generic plan made while the
+    -- table was small scanned every pending run, waiting ones included, at each
+    -- admission). A row updated since the snapshot is tested again as it is now.
+    FROM pick p WHERE r.run_id = p.run_id AND r.status = p.st
     RETURNING r.run_id, r.lease_token, r.lease_expires_at
 ),
 woken AS MATERIALIZED (
@@ -200,6 +205,13 @@ SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
     ((SELECT count(*) FROM waits) - (SELECT count(*) FROM cand))::float8,
     (SELECT count(*) FROM waits)::float8,
     0 - (SELECT count(*) FROM woken)::int"""
+        # The notification of a queued start (on the wake channel, $13 here)
+        # names one registered worker, each in turn by the entry's seq; ''
+        # (every worker) when none is registered. The others look a moment
+        # later (``_postgres_wake``), in case that one is busy or gone.
+        name_one = f"""COALESCE((SELECT w.worker_id FROM {s}.workers w ORDER BY w.worker_id
+    OFFSET (SELECT e.seq FROM entry e) % GREATEST((SELECT count(*) FROM {s}.workers), 1)
+    LIMIT 1), '')"""
         # A queued start in one statement, for the usual case: no run of that id,
         # and the dedup key (if any) free or held by a finished run (freed first:
         # the entry's insert reads ``freed``, so it runs after). $15 queue,
@@ -218,11 +230,12 @@ entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority, dedup_key)
     SELECT $1::text, $15::text, $16::int, $17::text FROM (SELECT count(*) FROM freed) f
     WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
-    ON CONFLICT DO NOTHING RETURNING run_id
+    ON CONFLICT DO NOTHING RETURNING run_id, seq
 ),
 """,
             source="c, entry",
             on_conflict=False,
+            payload=name_one,
         )
         # The same without a dedup key (no key to free: a smaller plan to start), $1..$16.
         self.start_queued_nokey = start_run_sql(
@@ -231,11 +244,12 @@ entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority)
     SELECT $1::text, $15::text, $16::int
     WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
-    ON CONFLICT DO NOTHING RETURNING run_id
+    ON CONFLICT DO NOTHING RETURNING run_id, seq
 ),
 """,
             source="c, entry",
             on_conflict=False,
+            payload=name_one,
         )
         self.free_key = (
             f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
@@ -395,11 +409,13 @@ entry AS (
         get_run: str,
     ) -> tuple[Any, bool]:
         """Create ``run`` waiting in ``queue`` (one transaction); ``(row, created)``."""
+        # $13, the channel: the one-statement start notifies on the wake channel.
+        fast = (*run_args[:12], self.wake_channel, *run_args[13:])
         try:
             if key is None:
-                row = await conn.fetchrow(self.start_queued_nokey, *run_args, queue, priority)
+                row = await conn.fetchrow(self.start_queued_nokey, *fast, queue, priority)
             else:
-                row = await conn.fetchrow(self.start_queued, *run_args, queue, priority, key)
+                row = await conn.fetchrow(self.start_queued, *fast, queue, priority, key)
         except asyncpg.UniqueViolationError:
             row = None  # a run of that id was created meanwhile: nothing was written
         if row is not None:

@@ -277,13 +277,21 @@ HEADS_FROM_INS = """
 """A new run's heads row, from the CTE ``ins`` (the runs rows inserted, returning them whole)."""
 
 
-def start_run_sql(s: str, *, before: str = "", source: str = "c", on_conflict: bool = True) -> str:
+def start_run_sql(
+    s: str,
+    *,
+    before: str = "",
+    source: str = "c",
+    on_conflict: bool = True,
+    payload: str = "run_id",
+) -> str:
     """The statement creating a run and its first event; it returns the run's row.
 
     $1..$14: :meth:`PostgresJournal._start_args`. ``before``: CTEs to put first;
     ``source``: what the insert selects from (``c`` joined with a CTE of
     ``before`` gates it); without ``on_conflict`` a taken run id is an error
-    that undoes the whole statement.
+    that undoes the whole statement. ``payload``: SQL for what the notification
+    on channel $13 says when the run is not claimed at once.
     """
     conflict = "ON CONFLICT (run_id) DO NOTHING" if on_conflict else ""
     return f"""
@@ -308,7 +316,7 @@ ev AS (
     SELECT run_id, $9::bigint, $10::text, $11::int, $12::bytea FROM ins
 ),
 hd AS ({HEADS_FROM_INS.format(s=s)})
-SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, run_id) END FROM ins"""
+SELECT {COLS}, CASE WHEN lease_owner IS NULL THEN pg_notify($13, {payload}) END FROM ins"""
 
 
 ADMISSION_LOCK_CLASS = 0x636F6E71

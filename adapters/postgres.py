@@ -47,6 +47,7 @@ from continuum_py.adapters._postgres_sql import (
     migrate,
 )
 from continuum_py.adapters._postgres_step import StepConnection
+from continuum_py.adapters._postgres_wake import WakeOne
 from continuum_py.adapters._rules import (
     JournalBase,
     Migration,
@@ -158,10 +159,11 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         self.where = s.where
         self._database = s.database
         self.channel = s.channel
+        self.wake_channel = s.wake_channel
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
         self._appender = Appender(self._sql, self.schema, self.channel)
-        self._qsql = PostgresQueues(self.schema)
+        self._qsql = PostgresQueues(self.schema, s.wake_channel)
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
@@ -172,6 +174,7 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._liveness = PostgresLiveness(self.schema, self._connect_one)
+        self._wake_one = WakeOne(self._liveness.holds, lambda: self._dispatch(None, 0, "", ""))
 
     @classmethod
     def from_url(cls, url: str, *, read_only: bool = False) -> PostgresJournal:
@@ -510,6 +513,7 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         self, worker_id: str, ttl: float, limit: int, reclaim_own: bool, now: float | None
     ) -> list[Lease]:
         self._turn += 1
+        self._wake_one.claiming()
         served = None if self.served_queues is None else sorted(self.served_queues)
         args = ClaimArgs(worker_id, float(ttl), reclaim_own, now, served, self._turn, self.channel)
         return await self._qsql.claim_runs(self._write, self._sql.claim, args, limit)
@@ -679,6 +683,7 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._wake_one.close()
         task, self._listener = self._listener, None
         if task is not None:
             task.cancel()

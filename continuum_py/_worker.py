@@ -31,9 +31,9 @@ from continuum_py.journal import (
 )
 
 INBOX_WATCH_INTERVAL = 0.2
+"""Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
 CLAIM_GATHER = 0.002
 """Seconds a busy worker lets more of its runs end before it claims for the slots freed."""
-"""Seconds between looks for messages to runs held by a worker whose journal cannot notify."""
 
 
 class Worker:

@@ -7,9 +7,11 @@ in the conformance suite (continuum_py.testing.conformance._queues)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
+from helpers import wait_until
 
 from continuum_py.adapters._postgres_sql import ADMISSION_LOCK_CLASS
 from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
@@ -214,3 +216,68 @@ async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_a
         assert sorted(await _claimed(j, "w1", 10)) == ["plain2", "queued"]
         await j.start_queued(new_run("queued2"), "q")
         assert await _claimed(j, "w1", 10) == ["queued2"]
+
+
+async def _while_an_admission_sleeps_past_its_snapshot(
+    dsn: str, j: PostgresJournal, act: Callable[[], Awaitable[object]]
+) -> list[str]:
+    """What a claim admits (run "a" waiting) when ``act`` runs after its snapshot."""
+    marker = "AND ($5::text[] IS NULL"
+    assert marker in j._qsql.admission
+    plain = j._qsql.admission
+    j._qsql.admission = plain.replace(marker, "AND pg_sleep(0.5) IS NOT NULL " + marker, 1)
+    j._qsql.waiting = True  # admit first, with the statement above
+    claim = asyncio.create_task(_claimed(j, "w1", 5))
+    conn = await asyncpg.connect(dsn)
+    try:  # until the admission sleeps, past its snapshot
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND query LIKE '%cand AS MATERIALIZED%'"
+            ),
+            timeout=30,
+        )
+    finally:
+        await conn.close()
+    await act()
+    got = await claim
+    j._qsql.admission = plain
+    return got
+
+
+async def test_a_run_ended_after_the_admission_s_snapshot_is_not_leased(pg_test_schema):
+    """The admission picked it in its snapshot; its lease follows the row to its
+    newest version, which is no longer pending."""
+    dsn, name = pg_test_schema
+    async with (
+        PostgresJournal(dsn, schema=name) as j,
+        PostgresJournal(dsn, schema=name) as other,
+    ):
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_queued(new_run("a"), "q")
+
+        async def cancel() -> None:
+            assert await other.set_status("a", RunStatus.CANCELLED, reason="test")
+
+        assert await _while_an_admission_sleeps_past_its_snapshot(dsn, j, cancel) == []
+        rec = await other.get_run("a")
+        assert rec is not None and rec.status == RunStatus.CANCELLED
+        assert rec.lease_owner is None
+
+
+async def test_a_run_messaged_after_the_admission_s_snapshot_is_still_leased(pg_test_schema):
+    """Its row changed (the inbox count), it is still pending: admitted and leased,
+    never marked admitted while left out of every claim."""
+    dsn, name = pg_test_schema
+    async with (
+        PostgresJournal(dsn, schema=name) as j,
+        PostgresJournal(dsn, schema=name) as other,
+    ):
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_queued(new_run("a"), "q")
+
+        async def signal() -> None:
+            await other.send("a", "signal", "go", b"1")
+
+        got = await _while_an_admission_sleeps_past_its_snapshot(dsn, j, signal)
+        assert got + await _claimed(j, "w1", 5) == ["a"]
