@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import time
 import weakref
 from collections import deque
@@ -49,6 +48,8 @@ from continuum_py._calls import (
 from continuum_py._compensation import Saga, compensate, run_workflow
 from continuum_py._log import WorkflowLogger
 from continuum_py._replay_batch import Batch, await_step, feed_all
+from continuum_py._replay_signals import SignalWaits
+from continuum_py._replay_snapshot import Snapshots
 from continuum_py._workflow_loop import WorkflowLoop
 from continuum_py.errors import (
     ChildRunFailed,
@@ -85,7 +86,7 @@ from continuum_py.events import (
 from continuum_py.workflow import Context, Registry, StepDef, WorkflowDef, set_runtime
 
 
-class ReplayCore:
+class ReplayCore(SignalWaits, Snapshots):
     """Drives one run's workflow code deterministically from its events.
 
     Args:
@@ -431,77 +432,6 @@ class ReplayCore:
         self.fed.append(event)
         self._on_end(event)
 
-    def _deliver(self, call: WaitCall, event: SignalReceived) -> None:
-        call.signal = event
-        call.future.set_result(self._decode(event.payload, call.type, call.position, event))
-        if call.recorded:
-            call.done = True
-
-    def give_back(self, call: WaitCall) -> None:
-        """Return the signal handed to an abandoned wait, so the next wait of its name gets it.
-
-        A wait that lost a race, or whose task was cancelled, consumed nothing:
-        its signal goes to the first wait still waiting for that name, or back
-        into the buffer in the order the signals arrived.
-        """
-        event, call.signal = call.signal, None
-        if event is None or self.loop.is_closed():
-            return
-        waiters = self._waiters.get(call.name)
-        while waiters and waiters[0].future.done():
-            waiters.pop(0)
-        if waiters:
-            self._deliver(waiters.pop(0), event)
-            return
-        buffered = self.signals.setdefault(call.name, deque())
-        key = self._arrival(event)
-        index = next((i for i, ev in enumerate(buffered) if self._arrival(ev) > key), None)
-        buffered.insert(len(buffered) if index is None else index, event)
-
-    def withdraw(self, aw: Any) -> None:
-        """Give back the signal of the wait ``aw`` (a coroutine or the task running it), if any."""
-        call = self._wait_call(aw)
-        if call is not None:
-            self.give_back(call)
-
-    def is_wait(self, aw: Any) -> bool:
-        """Whether ``aw`` (a coroutine or the task running it) is a signal wait."""
-        return self._wait_call(aw) is not None
-
-    def _wait_call(self, aw: Any) -> WaitCall | None:
-        return self.wait_of.get(aw.get_coro() if isinstance(aw, asyncio.Task) else aw)
-
-    def _watch_task(self, task: asyncio.Task[Any], coro: Coroutine[Any, Any, Any]) -> None:
-        wait = self.wait_of.get(coro)
-        if wait is not None:
-            # A signal wait run as a task (wait_first, gather, create_task): if the
-            # task is cancelled before it ever ran, give back what it was handed.
-            task.add_done_callback(functools.partial(self.on_wait_task_done, wait))
-
-    def on_wait_task_done(self, call: WaitCall, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled():
-            return
-        self.give_back(call)
-        if not call.future.done():
-            # Cancelled before it ever ran, so its future was never cancelled: no
-            # one waits on this wait any more.
-            call.future.cancel()
-            self._drop_waiter(call)
-
-    def _arrival(self, event: SignalReceived) -> tuple[int, int]:
-        # Signals carried over from an earlier run of the chain came first (their
-        # seqs belong to its history); then this run's, in history order.
-        started = self.started
-        for i, carried in enumerate(started.carried_signals if started else []):
-            if carried is event:
-                return (0, i)
-        return (1, event.seq)
-
-    def _drop_waiter(self, call: WaitCall) -> None:
-        waiters = self._waiters.get(call.name)
-        if waiters and call in waiters:
-            waiters.remove(call)
-
     def _decode(self, raw: msgspec.Raw, type_: Any, position: int, event: AnyEvent) -> Any:
         try:
             return _codec.decode_value(raw, type_)
@@ -743,87 +673,6 @@ class ReplayCore:
     def pending_steps(self) -> list[StepCall]:
         """Steps recorded as scheduled with no outcome yet (in flight when history ends)."""
         return [c for c in self.waiting() if isinstance(c, StepCall)]
-
-    # ---- snapshots ----
-    def snapshot_events(self) -> list[AnyEvent]:
-        """A compact event list that rebuilds this state.
-
-        Everything fed but step schedules and retryable failures, then the newest
-        schedule (and failure) of each step still in flight.
-        """
-        return [*self.fed, *self.in_flight_events()]
-
-    def in_flight_events(self) -> list[AnyEvent]:
-        """The end of :meth:`snapshot_events`: what rebuilds the steps still in flight."""
-        out: list[AnyEvent] = []
-        for call in self.unfinished_steps():
-            out.append(
-                StepScheduled(
-                    seq=0,
-                    position=call.position,
-                    step=call.step.name,
-                    attempt=call.attempt,
-                    args=call.encoded_args or msgspec.Raw(b"[]"),
-                    compensates=call.compensates,
-                )
-            )
-            if call.last_failure is not None:
-                out.append(call.last_failure)
-        return out
-
-    def unawaited(self) -> list[Call]:
-        """Steps and child runs the finished code started and never awaited to the end."""
-        return [
-            c
-            for c in self.calls.values()
-            if isinstance(c, StepCall | ChildCall) and not c.done and not c.future.done()
-        ]
-
-    def unfinished_steps(self) -> list[StepCall]:
-        """Steps recorded as scheduled with no outcome yet, awaited or not.
-
-        Also those the workflow stopped waiting for: their outcome may still come.
-        """
-        # Calls before _settled_to are settled for good (a step's outcome, or not
-        # a step): each snapshot looks only from there, not at the whole history.
-        calls, start, end = self.calls, self._settled_to, self._next_position
-        while start < end:
-            c = calls.get(start)
-            if isinstance(c, StepCall) and not c.done:
-                break
-            start += 1
-        self._settled_to = start
-        out = []
-        for position in range(start, end):
-            c = calls.get(position)
-            if isinstance(c, StepCall) and c.recorded and not c.done:
-                out.append(c)
-        return out
-
-    def failure_counts(self) -> dict[int, int]:
-        return {c.position: c.failures for c in self.unfinished_steps() if c.failures}
-
-    def restore(self, events: list[AnyEvent], failures: dict[int, int], last_seq: int) -> None:
-        """Rebuild from :meth:`snapshot_events` output."""
-        self.restoring = True
-        try:
-            feed_all(self, events, self._restore_one)
-        finally:
-            self.restoring = False
-        for position, n in failures.items():
-            step_call = self.calls.get(position)
-            if isinstance(step_call, StepCall):
-                step_call.failures = n
-        self.last_seq = last_seq
-
-    def _restore_one(self, ev: AnyEvent) -> None:
-        if isinstance(ev, StepScheduled):
-            self._on_scheduled(ev)
-            call = self.calls[ev.position]
-            assert isinstance(call, StepCall)
-            call.encoded_args = ev.args
-        else:
-            self.apply(ev)
 
     def close(self) -> None:
         """Drop the workflow's coroutines without running more workflow code."""
