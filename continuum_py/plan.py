@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 
 from continuum_py import _codec, _validate
+from continuum_py._runtime import _runtime
 from continuum_py.errors import (
     ConfigurationError,
     EncodingError,
@@ -45,7 +46,6 @@ from continuum_py.workflow import (
     StepDef,
     WorkflowDef,
     _hint,
-    _runtime,
     default_registry,
 )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime as dt
 import functools
 import inspect
@@ -12,19 +11,24 @@ import random
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, NoReturn, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 import msgspec
 
 from continuum_py import _validate
 from continuum_py._log import WorkflowLogger
 from continuum_py._retry import RetryPolicy as RetryPolicy
+from continuum_py._runtime import _RUNTIME, _runtime
+from continuum_py._runtime import WorkflowRuntime as WorkflowRuntime
+from continuum_py._runtime import set_runtime as set_runtime
+from continuum_py._step_info import CURRENT_STEP as CURRENT_STEP
+from continuum_py._step_info import StepInfo as StepInfo
+from continuum_py._step_info import in_transaction as in_transaction
+from continuum_py._step_info import step_connection as step_connection
 from continuum_py._workflow_loop import ENTERED
 from continuum_py.errors import ConfigurationError, WorkflowNotRegistered
 from continuum_py.events import CompensationOutcome
-from continuum_py.journal import JournalTransaction
 
 T = TypeVar("T")
 
@@ -44,207 +48,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """What a running step may know about itself.
-
-    Attributes:
-        run_id: the run the step belongs to.
-        position: the step's call-order position in the workflow (the
-            ``position`` of its events; not a ``seq`` in history).
-        attempt: 1 for the first attempt; higher after a failure or a crash.
-        idempotency_key: stable across attempts: ``"{run_id}:{position}"``; pass
-            it to external services so a repeated attempt is recognised.
-        step: the step's name.
-    """
-
-    run_id: str
-    position: int
-    attempt: int
-    idempotency_key: str
-    step: str
-
-    @property
-    def seq(self) -> int:
-        """The older name of :attr:`position`, kept for existing code; the same value."""
-        return self.position
-
-    @staticmethod
-    def current() -> StepInfo | None:
-        """The info of the step running in this task, or ``None`` outside a step."""
-        held = _current_step.get()
-        if held is None or isinstance(held, StepInfo):
-            return held
-        run_id, position, attempt, step = held
-        return StepInfo(
-            run_id=run_id,
-            position=position,
-            attempt=attempt,
-            idempotency_key=f"{run_id}:{position}",
-            step=step,
-        )
-
-
-StepKey = tuple[str, int, int, str]
-"""What :data:`CURRENT_STEP` may hold instead of a :class:`StepInfo`: ``(run_id,
-position, attempt, step)``; ``StepInfo.current()`` builds the info from it."""
-
-_current_step: contextvars.ContextVar[StepInfo | StepKey | None] = contextvars.ContextVar(
-    "continuum_step", default=None
-)
-_current_tx: contextvars.ContextVar[JournalTransaction | None] = contextvars.ContextVar(
-    "continuum_tx", default=None
-)
-
-
-class _Bound(Generic[T]):
-    """Sets a context variable for the length of a ``with`` block.
-
-    A class, not ``@contextmanager``: it runs once per step attempt, and a
-    generator costs more.
-    """
-
-    __slots__ = ("_token", "_value", "_var")
-
-    def __init__(self, var: contextvars.ContextVar[T], value: T) -> None:
-        self._var = var
-        self._value = value
-
-    def __enter__(self) -> None:
-        self._token = self._var.set(self._value)
-
-    def __exit__(self, *exc: object) -> None:
-        self._var.reset(self._token)
-
-
-CURRENT_STEP = _current_step
-"""For the runner: set it to a step's :class:`StepInfo` (or its :data:`StepKey`,
-built into one only if the step asks) while its body runs, so
-``StepInfo.current()`` is that info (set/reset in a ``try``/``finally``: this
-runs once per step attempt, and a context manager costs more)."""
-
-
-def in_transaction(tx: JournalTransaction) -> AbstractContextManager[None]:
-    """For the runner: run a transactional step body inside this, for :func:`step_connection`."""
-    return _Bound(_current_tx, tx)
-
-
-def step_connection() -> Any:
-    """The database connection of the running transactional step.
-
-    Inside a ``@step(transactional=True)`` step, SQL run on this connection
-    commits in the same transaction that records the step's completion, or
-    not at all. For Postgres it is a
-    :class:`~continuum_py.adapters.postgres.StepConnection` (every method of
-    ``asyncpg.Connection``); for SQLite a
-    :class:`~continuum_py.adapters.sqlite.TransactionConnection` with
-    ``await execute(sql, params)``, ``executemany``, ``fetch`` and ``fetchval``.
-
-    The transaction is the engine's: both refuse transaction control
-    statements (``BEGIN``, ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ...) with
-    ``ConfigurationError``, and the step then fails for good with its writes
-    rolled back.
-
-    Raises:
-        ConfigurationError: called outside a transactional step.
-    """
-    tx = _current_tx.get()
-    if tx is None:
-        raise ConfigurationError(
-            "step_connection() is only available inside a @step(transactional=True) step "
-            "run by the engine"
-        )
-    return tx.connection
-
-
-class WorkflowRuntime(Protocol):
-    """What this vocabulary asks of whatever runs workflow code: the replay core.
-
-    The runtime runs the code on an event loop of its own and registers itself
-    there with :func:`set_runtime`; being on such a loop is what "inside a
-    workflow" means (as in Temporal's SDK). The runtime builds every event;
-    this module only checks arguments and hands them on.
-    """
-
-    @property
-    def replaying(self) -> bool:
-        """True while the code re-runs against recorded history."""
-        ...
-
-    @property
-    def logger(self) -> WorkflowLogger:
-        """The run's logger, quiet while replaying."""
-        ...
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """Durable time, read once for ``ctx.now()`` and recorded."""
-        ...
-
-    def call_step(
-        self, step: StepDef[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Coroutine[Any, Any, Any]:
-        """A step called inside the workflow: its recorded (or new) outcome."""
-        ...
-
-    def call_child(
-        self, wf: WorkflowDef[Any, Any], args: tuple[Any, ...]
-    ) -> Coroutine[Any, Any, Any]:
-        """A child run started inside the workflow: its recorded (or new) result."""
-        ...
-
-    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
-        """A durable timer of ``seconds`` (checked: finite, >= 0)."""
-        ...
-
-    def wait_for_signal(
-        self, name: str, timeout: float | None, type_: Any
-    ) -> Coroutine[Any, Any, Any]:
-        """A durable wait for the signal ``name``, decoding its payload as ``type_``."""
-        ...
-
-    def side_effect(self, what: str, make: Callable[[], Any]) -> msgspec.Raw:
-        """The JSON value recorded at this point as ``what``; ``make()`` it when live."""
-        ...
-
-    def publish(self, key: str, value: Any) -> None:
-        """Record ``value`` as the newest one published under ``key``."""
-        ...
-
-    def patched(self, change_id: str) -> bool:
-        """Whether to take the new branch of the change ``change_id``."""
-        ...
-
-    def continue_as_new(self, args: tuple[Any, ...]) -> NoReturn:
-        """End the run so a fresh one carries on with ``args``."""
-        ...
-
-    def is_wait(self, aw: Any) -> bool:
-        """Whether ``aw`` (a coroutine or its task) is a signal wait."""
-        ...
-
-    def compensate(self) -> Coroutine[Any, Any, list[CompensationOutcome]]:
-        """Run the compensations of the steps completed so far, newest first, and forget them."""
-        ...
-
-    def withdraw(self, aw: Any) -> None:
-        """Give back the signal handed to the abandoned wait ``aw``, if any."""
-        ...
-
-
-_RUNTIME = "_continuum_workflow_runtime"
-
-
-def set_runtime(loop: asyncio.AbstractEventLoop, runtime: WorkflowRuntime) -> None:
-    """Make workflow code running on ``loop`` record through ``runtime``."""
-    setattr(loop, _RUNTIME, runtime)
-
-
-def _runtime() -> WorkflowRuntime | None:
-    loop = ENTERED.loop or asyncio._get_running_loop()
-    runtime: WorkflowRuntime | None = getattr(loop, _RUNTIME, None)
-    return runtime
 
 
 class StepDef(Generic[P, R]):
