@@ -12,6 +12,7 @@ workers if it leaves runs it had no room for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -30,14 +31,29 @@ _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _QCOLS = "name, concurrency, per_worker, rate_n, rate_period"
 _TRIES = 3  # admission statements per claim when other claims keep admitting in between
 _CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admission held
+# The admission runs on its prepared statement's generic plan. Left to Postgres's
+# choice (plan_cache_mode = auto) it is planned again for its parameters at many
+# executions: after the first five, whenever the generic plan's estimate is above
+# the average of the custom plans so far (those made while the tables were empty
+# are cheap), as after each autovacuum ANALYZE of the bench's fresh tables. Planning
+# its ~60 nodes cost about as much as running it. Set for that statement only (a
+# session SET, reset after it: the admission commits on its own, so no round trip
+# falls inside its locks), so the journal's other statements and a step's own SQL
+# on a lent connection keep the server's choice.
+_GENERIC = "SET plan_cache_mode = force_generic_plan"
+_CHOICE = "RESET plan_cache_mode"
 
 
 class PostgresQueues:
     """The queue statements of one schema, run on a connection the caller holds."""
 
-    def __init__(self, schema: str, wake_channel: str) -> None:
+    def __init__(self, schema: str, wake_channel: str, *, prepared: bool = True) -> None:
         s = f'"{schema}"'
         self.s = s
+        # Statements are prepared (asyncpg's cache is on): the admission's plan is
+        # kept, so it is set to the generic one. Not behind pgbouncer (cache off),
+        # where a session SET could reach another client's server connection.
+        self.generic = prepared
         self.wake_channel = wake_channel
         self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
@@ -368,17 +384,7 @@ entry AS (
         contended = False
         for _ in range(_TRIES):
             room = limit - len(admitted) - len(plain)
-            rows = await conn.fetch(
-                self.admission,
-                a.worker_id,
-                a.ttl,
-                room,
-                a.now,
-                a.served,
-                a.turn,
-                a.channel,
-                a.reclaim_own,
-            )
+            rows = await self._admit(conn, a, room)
             admitted += [
                 Lease(run_id=r[0], worker_id=a.worker_id, token=r[1], expires_at=r[2])
                 for r in sorted((r for r in rows if r[4] == 1), key=lambda r: r[3])
@@ -396,6 +402,23 @@ entry AS (
             waiting,
             contended,
         )
+
+    async def _admit(self, conn: Any, a: ClaimArgs, room: int) -> list[Any]:
+        """One admission statement, on its generic plan (see ``_GENERIC``)."""
+        args = (a.worker_id, a.ttl, room, a.now, a.served, a.turn, a.channel, a.reclaim_own)
+        if not self.generic:
+            return list(await conn.fetch(self.admission, *args))
+        await conn.execute(_GENERIC)
+        try:
+            rows = await conn.fetch(self.admission, *args)
+        except BaseException:
+            # A lost connection has nothing to reset; a cancelled call may leave
+            # the setting (only which plan the session's statements use).
+            with contextlib.suppress(Exception):
+                await conn.execute(_CHOICE)
+            raise
+        await conn.execute(_CHOICE)
+        return list(rows)
 
     async def start(
         self,

@@ -163,7 +163,9 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         self.migrations: Sequence[Migration] = MIGRATIONS
         self._sql = Statements(self.schema)
         self._appender = Appender(self._sql, self.schema, self.channel)
-        self._qsql = PostgresQueues(self.schema, s.wake_channel)
+        self._qsql = PostgresQueues(
+            self.schema, s.wake_channel, prepared=s.statement_cache_size != 0
+        )
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None

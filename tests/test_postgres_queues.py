@@ -281,3 +281,29 @@ async def test_a_run_messaged_after_the_admission_s_snapshot_is_still_leased(pg_
 
         got = await _while_an_admission_sleeps_past_its_snapshot(dsn, j, signal)
         assert got + await _claimed(j, "w1", 5) == ["a"]
+
+
+async def test_the_admission_runs_on_its_generic_plan_and_leaves_the_session_s_setting(
+    pg_test_schema,
+):
+    """Planned again for its parameters (the server's choice after the first five
+    executions, too), the admission cost about twice its running. It is never
+    planned for its parameters, and the connection's own setting is back after it
+    (a step's SQL on a lent connection keeps the server's choice)."""
+    dsn, name = pg_test_schema
+    plans = (
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE '%cand AS MATERIALIZED%' "
+        "AND statement NOT LIKE '%pg_prepared_statements%'"
+    )
+    async with PostgresJournal(dsn, schema=name, pool_size=1) as j:
+        before = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
+        await j.declare_queue(Queue("q", concurrency=50))
+        for i in range(8):
+            await j.start_queued(new_run(f"r{i}"), "q")
+            assert await _claimed(j, "w1", 1) == [f"r{i}"]
+        # One connection (pool_size=1): the statements seen are the claims'.
+        rows = [tuple(r) for r in await j._fetch("plans", plans)]
+        after = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
+    assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
+    assert after == before
