@@ -92,10 +92,10 @@ def read_log(path: Path) -> list[tuple[int, int]]:
     return [(int(p), int(a)) for p, a in (line.split() for line in text.splitlines())]
 
 
-def read_history(db: Path) -> list:
+def read_history(db: Path, run_id: str = RUN_ID) -> list:
     async def go() -> list:
         async with Engine(f"sqlite:///{db}", worker=False, registry=Registry()) as e:
-            return await e.history(RUN_ID)
+            return await e.history(run_id)
 
     return asyncio.run(go())
 

@@ -48,11 +48,7 @@ def spawn(tmp: Path, n: int) -> subprocess.Popen[bytes]:
 
 
 def history(db: Path) -> list:
-    base.RUN_ID, before = RUN_ID, base.RUN_ID
-    try:
-        return base.read_history(db)
-    finally:
-        base.RUN_ID = before
+    return base.read_history(db, RUN_ID)
 
 
 @pytest.mark.slow
