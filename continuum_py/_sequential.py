@@ -95,12 +95,11 @@ def _next_step(core: ReplayCore) -> StepCall | None:
     if call.__class__ is not StepCall or call.future.done():  # not a step, or abandoned
         return None
     assert isinstance(call, StepCall)
-    step = call.step
-    if call.kwargs or call.compensates is not None or step.compensate or step.transactional:
-        return None  # not _plain(call)
+    if not _plain(call):
+        return None
     if call.encoded_args is None:
         try:
-            call.encoded_args = _codec.encode_args(call.args, what=step.name)
+            call.encoded_args = _codec.encode_args(call.args, what=call.step.name)
         except EncodingError:
             return None  # the general path records the failure
     return call
