@@ -59,6 +59,7 @@ from continuum_py.adapters._sqlite_schema import MIGRATIONS as MIGRATIONS
 from continuum_py.adapters._sqlite_schema import STORAGE_VERSION as STORAGE_VERSION
 from continuum_py.adapters._sqlite_step import TransactionConnection
 from continuum_py.adapters._sqlite_thread import SQLiteThread
+from continuum_py.adapters._sqlite_watch import ChangeWatch
 from continuum_py.adapters._sqlite_writes import WriteGroups
 from continuum_py.adapters._sqlite_writes import begin as _begin
 from continuum_py.errors import (
@@ -195,6 +196,7 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
         self._tx_task: asyncio.Task[Any] | None = None
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
+        self._watch: ChangeWatch | None = None
         self._liveness = (
             FileLiveness(Path(f"{path}-workers"))
             if path != ":memory:" and FileLiveness.supported()
@@ -769,7 +771,24 @@ class SQLiteJournal(SQLiteSchedules, JournalBase):
 
         return await file_liveness.dead_workers(self._liveness, leasing)
 
+    async def watch_changes(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` soon after another process commits to the file, until :meth:`aclose`.
+
+        A worker then looks for work at once instead of at its next poll: a
+        run started by another process starts within about 50 ms (see
+        ``_sqlite_watch``). Nothing to watch in a ``:memory:`` database, which
+        no other process can open.
+        """
+        if self.path == ":memory:":
+            return
+        if self._watch is None:
+            self._watch = ChangeWatch(self._wc)
+        await self._watch.add(callback)
+
     async def aclose(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.close()
         self._writes.close()
         if self._liveness is not None:
             self._liveness.release_all()

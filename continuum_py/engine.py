@@ -67,6 +67,7 @@ from continuum_py.journal import (
     NotifyingJournal,
     RunRecord,
     RunStatus,
+    WatchingJournal,
 )
 from continuum_py.plan import (
     Plan,
@@ -244,6 +245,9 @@ class Engine(ScheduleMethods, QueueMethods):
             notifying = isinstance(self._journal_obj, NotifyingJournal)
             if isinstance(self._journal_obj, NotifyingJournal):
                 await self._journal_obj.listen(self._worker.on_notify)
+            elif isinstance(self._journal_obj, WatchingJournal):
+                worker = self._worker
+                await self._journal_obj.watch_changes(lambda: worker.on_notify(""))
             # Take back this worker's own unfinished runs before anything else.
             await self._worker.start(watch_inbox=not notifying)
         if self._scheduler is not None:

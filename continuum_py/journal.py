@@ -53,6 +53,7 @@ __all__ = [
     "Snapshot",
     "StoredEvent",
     "TransactionalJournal",
+    "WatchingJournal",
     "WholeRun",
     "list_runs_sql",
     "prefix_end",
@@ -614,6 +615,23 @@ class NotifyingJournal(Protocol):
         Keep listening across reconnects until ``aclose``. A lost notification
         only delays work: workers also poll.
         """
+        ...
+
+
+@runtime_checkable
+class WatchingJournal(Protocol):
+    """Optional: a journal that notices writes by other processes, but not what they were.
+
+    For a journal that cannot notify (:class:`NotifyingJournal`), such as one
+    SQLite file shared by several processes: a worker looks for work when the
+    callback comes instead of at its next poll. Messages to runs held here are
+    still found by the worker's inbox watch.
+
+    .. versionadded:: 0.1
+    """
+
+    async def watch_changes(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` soon after another process commits a write, until ``aclose``."""
         ...
 
 
