@@ -232,8 +232,11 @@ SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
         # and the dedup key (if any) free or held by a finished run (freed first:
         # the entry's insert reads ``freed``, so it runs after). $15 queue,
         # $16 priority, $17 key. It returns nothing when the entry is not
-        # inserted (the run exists, or the key is held), and fails whole if a run
-        # of that id appears meanwhile: :meth:`start` then takes the long way.
+        # inserted (a queued run of that id exists, or the key is held), and
+        # fails whole when a plain run of that id exists (its runs row's key):
+        # :meth:`start` then takes the long way. No look for the run first: that
+        # index probe cost every start ~15 µs of the server's CPU (docs/performance.md),
+        # to spare only a start reusing a plain run's id the error.
         self.start_queued = start_run_sql(
             s,
             before=f"""freed AS (
@@ -245,7 +248,6 @@ SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
 entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority, dedup_key)
     SELECT $1::text, $15::text, $16::int, $17::text FROM (SELECT count(*) FROM freed) f
-    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
     ON CONFLICT DO NOTHING RETURNING run_id, seq
 ),
 """,
@@ -259,7 +261,6 @@ entry AS (
             before=f"""entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority)
     SELECT $1::text, $15::text, $16::int
-    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
     ON CONFLICT DO NOTHING RETURNING run_id, seq
 ),
 """,
