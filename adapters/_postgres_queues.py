@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 
 from continuum_py.adapters._postgres_sql import admission_lock, claim_ctes, start_run_sql
+from continuum_py.adapters._postgres_wake import NAMES_TTL
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
 from continuum_py.queues import Queue, QueueLoad
@@ -222,18 +225,24 @@ SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
     (SELECT count(*) FROM waits)::float8,
     0 - (SELECT count(*) FROM woken)::int"""
         # The notification of a queued start (on the wake channel, $13 here)
-        # names one registered worker, each in turn by the entry's seq; ''
-        # (every worker) when none is registered. The others look a moment
+        # names one registered worker (the last parameter: :meth:`name_one`);
+        # '' (every worker) when none is registered. The others look a moment
         # later (``_postgres_wake``), in case that one is busy or gone.
-        name_one = f"""COALESCE((SELECT w.worker_id FROM {s}.workers w ORDER BY w.worker_id
-    OFFSET (SELECT e.seq FROM entry e) % GREATEST((SELECT count(*) FROM {s}.workers), 1)
-    LIMIT 1), '')"""
+        self.names = f"SELECT array_agg(worker_id ORDER BY worker_id) FROM {s}.workers"
+        self.names_ttl = NAMES_TTL
+        self._names: list[str] = []
+        self._names_until = float("-inf")  # monotonic time when _names is to be read again
+        self._named = random.randrange(1 << 16)  # a count of starts: whose turn it is
         # A queued start in one statement, for the usual case: no run of that id,
         # and the dedup key (if any) free or held by a finished run (freed first:
         # the entry's insert reads ``freed``, so it runs after). $15 queue,
-        # $16 priority, $17 key. It returns nothing when the entry is not
-        # inserted (the run exists, or the key is held), and fails whole if a run
-        # of that id appears meanwhile: :meth:`start` then takes the long way.
+        # $16 priority, $17 key, $18 the worker named. It returns nothing when
+        # the entry is not inserted (a queued run of that id exists, or the key
+        # is held), and fails whole when a plain run of that id exists (its runs
+        # row's key): :meth:`start` then takes the long way. No look for the run
+        # first: that index probe cost every start ~15 µs of the server's CPU
+        # (docs/performance.md), to spare only a start reusing a plain run's id
+        # the error.
         self.start_queued = start_run_sql(
             s,
             before=f"""freed AS (
@@ -245,27 +254,26 @@ SELECT NULL, (SELECT count(*) FROM lk) - (SELECT count(*) FROM fresh),
 entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority, dedup_key)
     SELECT $1::text, $15::text, $16::int, $17::text FROM (SELECT count(*) FROM freed) f
-    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
-    ON CONFLICT DO NOTHING RETURNING run_id, seq
+    ON CONFLICT DO NOTHING RETURNING run_id
 ),
 """,
             source="c, entry",
             on_conflict=False,
-            payload=name_one,
+            payload="$18::text",
         )
-        # The same without a dedup key (no key to free: a smaller plan to start), $1..$16.
+        # The same without a dedup key (no key to free: a smaller plan to start):
+        # $1..$16, then the name ($17).
         self.start_queued_nokey = start_run_sql(
             s,
             before=f"""entry AS (
     INSERT INTO {s}.queue_runs (run_id, queue, priority)
     SELECT $1::text, $15::text, $16::int
-    WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1::text)
-    ON CONFLICT DO NOTHING RETURNING run_id, seq
+    ON CONFLICT DO NOTHING RETURNING run_id
 ),
 """,
             source="c, entry",
             on_conflict=False,
-            payload=name_one,
+            payload="$17::text",
         )
         self.free_key = (
             f"UPDATE {s}.queue_runs q SET done = true FROM {s}.runs r WHERE q.queue = $1 "
@@ -420,6 +428,29 @@ entry AS (
         await conn.execute(_CHOICE)
         return list(rows)
 
+    async def name_one(self, conn: Any) -> str:
+        """The registered worker a queued start names, each in turn ('': none registered).
+
+        The ids are read at most every ``names_ttl`` seconds (and after this
+        journal registers a worker: :meth:`forget_names`), not in each start's
+        statement, where reading the workers table cost ~25 µs of the server's
+        CPU per start (docs/performance.md). A worker registered since is named
+        after the next read; until then it finds runs in its own claims and in
+        the look every worker not named takes a moment after a start.
+        """
+        now = time.monotonic()
+        if now >= self._names_until:
+            self._names = list(await conn.fetchval(self.names) or ())
+            self._names_until = now + self.names_ttl
+        if not self._names:
+            return ""
+        self._named += 1
+        return self._names[self._named % len(self._names)]
+
+    def forget_names(self) -> None:
+        """Read the registered workers again at the next queued start."""
+        self._names_until = float("-inf")
+
     async def start(
         self,
         conn: Any,
@@ -434,11 +465,12 @@ entry AS (
         """Create ``run`` waiting in ``queue`` (one transaction); ``(row, created)``."""
         # $13, the channel: the one-statement start notifies on the wake channel.
         fast = (*run_args[:12], self.wake_channel, *run_args[13:])
+        name = await self.name_one(conn)
         try:
             if key is None:
-                row = await conn.fetchrow(self.start_queued_nokey, *fast, queue, priority)
+                row = await conn.fetchrow(self.start_queued_nokey, *fast, queue, priority, name)
             else:
-                row = await conn.fetchrow(self.start_queued, *fast, queue, priority, key)
+                row = await conn.fetchrow(self.start_queued, *fast, queue, priority, key, name)
         except asyncpg.UniqueViolationError:
             row = None  # a run of that id was created meanwhile: nothing was written
         if row is not None:

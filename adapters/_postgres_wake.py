@@ -1,7 +1,8 @@
 """One worker woken per queued start, the others a moment later if still needed.
 
 A queued start's notification goes out on the journal's wake channel and names
-one registered worker (in turn; ``""`` names every worker). Waking every worker
+one registered worker (in turn, from the ids the starting journal read at most
+:data:`NAMES_TTL` seconds before; ``""`` names every worker). Waking every worker
 for each start made each of them claim, and with a queue all but one of those
 claims ran an admission that found the queue taken or nothing left to admit.
 
@@ -21,6 +22,9 @@ __all__ = ["NAMED_WAKE_DELAY", "WakeOne"]
 
 NAMED_WAKE_DELAY = 0.05
 """Seconds a worker not named by a queued start's notification waits before it looks."""
+
+NAMES_TTL = 1.0
+"""Seconds a starting journal names workers from the registered ids it read, before reading again."""
 
 
 class WakeOne:

@@ -665,6 +665,7 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
             return False
         if self._closed:
             raise ConfigurationError("this PostgresJournal was closed; open a new one")
+        self._qsql.forget_names()  # its own queued starts name it from the next one on
         with self._errors("hold liveness"):
             return await self._liveness.hold(worker_id)
 

@@ -15,7 +15,9 @@ Throughput on a shared machine moves with its load, so each run also reports
 the CPU time it took per run (ms), summed by kind: the client process, the
 worker processes, and the Postgres backends serving them (found by the
 ``application_name`` the run's URL sets; read from ``/proc``, so only when
-Postgres runs on this machine and its processes are readable, else null).
+Postgres runs on this machine and its processes are readable, else null);
+``postgres_client`` is the part of ``postgres`` that the client's own backends
+took (its starts and polls: the client's URL sets an application_name of its own).
 CPU per run moves far less with the load than runs per second.
 
 Issue 12 asks that a queue not cut throughput by more than 20% at a limit above
@@ -94,8 +96,10 @@ def _backend_cpu(pids: list[int]) -> dict[int, float]:
     return out
 
 
-async def _backends(conn: Any, app: str) -> dict[int, float]:
-    rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", app)
+async def _backends(conn: Any, *apps: str) -> dict[int, float]:
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = ANY($1::text[])", list(apps)
+    )
     return _backend_cpu([r[0] for r in rows])
 
 
@@ -138,8 +142,9 @@ async def _measure(
     sep = "&" if "?" in dsn else "?"
     app = f"bq_{schema[-8:]}"
     url = f"{dsn}{sep}schema={schema}&application_name={app}"
+    client_url = f"{dsn}{sep}schema={schema}&application_name={app}c"
     tag = f"{'q' if queued else 'p'}{workers}-{schema[-4:]}"
-    async with Engine(url, worker=False, registry=Registry()) as client:
+    async with Engine(client_url, worker=False, registry=Registry()) as client:
         procs = _spawn(url, workers, args.concurrency, folder, tag)
         try:
             deadline = time.monotonic() + 60
@@ -148,7 +153,8 @@ async def _measure(
                     raise RuntimeError(f"workers did not start: see {folder}")
                 await asyncio.sleep(0.05)
             q = Queue("bench", concurrency=args.limit) if queued else None
-            db0 = await _backends(admin, app)
+            db0 = await _backends(admin, app, f"{app}c")
+            dbc0 = await _backends(admin, f"{app}c")
             w0 = [process_cpu_s(p.pid) or 0.0 for p, _ in procs]
             c0 = time.process_time()
             t0 = time.perf_counter()
@@ -166,7 +172,8 @@ async def _measure(
             seconds = time.perf_counter() - t0
             client_s = time.process_time() - c0
             w1 = [process_cpu_s(p.pid) or 0.0 for p, _ in procs]
-            db1 = await _backends(admin, app)
+            db1 = await _backends(admin, app, f"{app}c")
+            dbc1 = await _backends(admin, f"{app}c")
         finally:
             problems = await asyncio.to_thread(_stop, procs)
     await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -178,6 +185,7 @@ async def _measure(
             "client": round(client_s * per_run, 3),
             "workers": round((sum(w1) - sum(w0)) * per_run, 3),
             "postgres": round(_cpu_delta(db0, db1) * per_run, 3) if db1 else None,
+            "postgres_client": round(_cpu_delta(dbc0, dbc1) * per_run, 3) if dbc1 else None,
         },
         "problems": problems,
     }
@@ -196,7 +204,7 @@ async def run(args: Any, folder: Path) -> dict[str, Any]:
         rates = [r["runs_per_s"] for r in rs]
         cpu = {
             kind: [r["cpu_ms_per_run"][kind] for r in rs if r["cpu_ms_per_run"][kind] is not None]
-            for kind in ("client", "workers", "postgres")
+            for kind in ("client", "workers", "postgres", "postgres_client")
         }
         results[name] = {
             "runs_per_s_median": statistics.median(rates),

@@ -98,6 +98,7 @@ async def test_queued_starts_name_each_registered_worker_in_turn(pg_test_schema)
         await j.declare_queue(Queue("q", concurrency=5))
         # No worker registered: the notification names none (every worker looks).
         assert await _payloads(dsn, j, ["a"]) == [""]
+        # j registering a worker makes it read the registered ids at its next start.
         assert await j.hold_liveness("w1")
         assert await k.hold_liveness("w2")
         named = await _payloads(dsn, j, ["b", "c", "d", "e"])
@@ -112,6 +113,29 @@ async def test_queued_starts_name_each_registered_worker_in_turn(pg_test_schema)
                 break
             await asyncio.sleep(0.02)
         assert "plain" in heard
+
+
+@pytest.mark.postgres
+async def test_a_worker_registered_elsewhere_is_named_once_the_ids_are_read_again(
+    pg_test_schema,
+):
+    """A starting journal names workers from the ids it read last (at most
+    NAMES_TTL seconds ago), not from a look at the table in every start."""
+    dsn, name = pg_test_schema
+    async with PostgresJournal(dsn, schema=name) as j, PostgresJournal(dsn, schema=name) as k:
+        await j.declare_queue(Queue("q", concurrency=5))
+        j._qsql.names_ttl = 3600.0  # no read again but those asked for below
+        assert await k.hold_liveness("w1")
+        assert await _payloads(dsn, j, ["a", "b"]) == ["w1", "w1"]
+        assert await k.hold_liveness("w2")  # registered by another journal
+        assert await _payloads(dsn, j, ["c", "d"]) == ["w1", "w1"]
+        j._qsql.forget_names()  # as when the ids are older than NAMES_TTL
+        named = await _payloads(dsn, j, ["e", "f", "g", "h"])
+        assert sorted(named) == ["w1", "w1", "w2", "w2"]
+        assert all(x != y for x, y in itertools.pairwise(named))
+        # A journal that registers a worker itself names it from its next start.
+        assert await j.hold_liveness("w0")
+        assert sorted(await _payloads(dsn, j, ["i", "j", "k"])) == ["w0", "w1", "w2"]
 
 
 @pytest.mark.postgres

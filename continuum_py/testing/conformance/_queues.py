@@ -103,6 +103,25 @@ class QueueTests(JournalCase):
         fresh, created = await j.start_queued(new_run("r4"), "q", dedup_key="user-7")
         assert (fresh.run_id, created) == ("r4", True)
 
+    async def test_a_queued_start_of_an_existing_run_id_returns_that_run(
+        self, journal: Any
+    ) -> None:
+        j = await self._journal(journal)
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_run(new_run("plain"))
+        for key in (None, "k"):
+            rec, created = await j.start_queued(new_run("plain"), "q", dedup_key=key)
+            assert (rec.run_id, created) == ("plain", False)
+        assert await j.queue_entry("plain") is None  # it stays a plain run
+        _, created = await j.start_queued(new_run("a"), "q", priority=3)
+        assert created
+        rec, created = await j.start_queued(new_run("a"), "q", priority=1, dedup_key="k")
+        assert (rec.run_id, created) == ("a", False)
+        assert (await j.queue_entry("a"))[:3] == ("q", 3, None)  # the first start's place
+        _, created = await j.start_queued(new_run("b"), "q", dedup_key="k")
+        assert created  # the key "k" was never taken by the starts above
+        assert sorted(await _claim(j)) == ["a", "b", "plain"]
+
     async def test_per_worker_limit(self, journal: Any) -> None:
         j = await self._journal(journal)
         await _queued(j, Queue("q", concurrency=3, per_worker=1), "a", "b", "c", "d")
