@@ -202,6 +202,62 @@ async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_st
         assert rec is not None and rec.status == RunStatus.PENDING
 
 
+async def test_a_schema_from_before_migration_9_counts_its_held_slots_from_the_runs(
+    pg_test_schema,
+):
+    """Layout 8's admitted runs keep their slots on upgrade: live ones hold one, the
+    ended one its admission never saw finished (not marked done) and the parked one do not."""
+    dsn, name = pg_test_schema
+    assert MIGRATIONS[8].version == 9
+    old = PostgresJournal(dsn, schema=name)
+    old.migrations = MIGRATIONS[:8]
+    async with old:
+        await old.declare_queue(Queue("q", concurrency=3))
+        for r in ("live", "slept", "ended", "parked", "wait1", "wait2", "wait3"):
+            await old.start_queued(new_run(r), "q")
+    s = f'"{name}"'
+    conn = await asyncpg.connect(dsn)
+    try:
+        # What layout 8's admission wrote: four admitted (one running, one
+        # suspended, one ended and one parked since), none marked done yet.
+        for run_id, status in [
+            ("live", "running"),
+            ("slept", "suspended"),
+            ("ended", "completed"),
+            ("parked", "parked"),
+        ]:
+            await conn.execute(
+                f"UPDATE {s}.queue_runs SET admitted_at = $2 WHERE run_id = $1", run_id, NOW - 5
+            )
+            await conn.execute(
+                f"UPDATE {s}.runs SET status = $2, queued_waiting = false, "
+                "lease_owner = CASE WHEN $2 = 'running' THEN 'w0' END, lease_token = 1, "
+                "lease_expires_at = CASE WHEN $2 = 'running' THEN 4e9::float8 END "
+                "WHERE run_id = $1",
+                run_id,
+                status,
+            )
+    finally:
+        await conn.close()
+    async with PostgresJournal(dsn, schema=name) as new:
+        (load,) = await new.queue_loads(now=NOW)
+        assert load.holding == 2  # live and slept
+        assert load.waiting == ["wait1", "wait2", "wait3"]
+        assert await _claimed(new, "w1", 10) == ["wait1"]  # one slot of three left
+        assert await _claimed(new, "w1", 10) == []
+        # An upgraded run that ends frees its slot; so does a newly admitted one.
+        assert await new.set_status("live", RunStatus.CANCELLED)
+        assert await _claimed(new, "w1", 10) == ["wait2"]
+        assert await new.set_status("wait1", RunStatus.CANCELLED)
+        assert await _claimed(new, "w1", 10) == ["wait3"]
+        (load,) = await new.queue_loads(now=NOW)
+        assert (load.holding, load.mine, load.waiting) == (3, 0, [])
+        # A parked run resumed is live again, and holds its slot again.
+        assert await new.set_status("parked", RunStatus.PENDING)
+        (load,) = await new.queue_loads(now=NOW)
+        assert load.holding == 4
+
+
 async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_at_once(
     pg_test_schema,
 ):
