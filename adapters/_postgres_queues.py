@@ -54,6 +54,9 @@ class PostgresQueues:
         # kept, so it is set to the generic one. Not behind pgbouncer (cache off),
         # where a session SET could reach another client's server connection.
         self.generic = prepared
+        # Whether a connection needs the setting set around the admission: not
+        # the journal's claim connection, which has it already (_postgres_lend).
+        self.set_generic: Callable[[Any], bool] = lambda conn: True
         self.wake_channel = wake_channel
         self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
@@ -388,9 +391,12 @@ entry AS (
         )
 
     async def _admit(self, conn: Any, a: ClaimArgs, room: int) -> list[Any]:
-        """One admission statement, on its generic plan (see ``_GENERIC``)."""
+        """One admission statement, on its generic plan (see ``_GENERIC``).
+
+        The journal's claim connection has that setting already (``_postgres_lend``).
+        """
         args = (a.worker_id, a.ttl, room, a.now, a.served, a.turn, a.channel, a.reclaim_own)
-        if not self.generic:
+        if not self.generic or not self.set_generic(conn):
             return list(await conn.fetch(self.admission, *args))
         await conn.execute(_GENERIC)
         try:

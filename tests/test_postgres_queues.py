@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from helpers import wait_until
 
+from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_sql import ADMISSION_LOCK_CLASS
 from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
 from continuum_py.journal import RunStatus
@@ -363,3 +364,66 @@ async def test_the_admission_runs_on_its_generic_plan_and_leaves_the_session_s_s
         after = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
     assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
     assert after == before
+
+
+async def test_claims_run_on_a_connection_of_their_own_set_to_generic_plans(pg_test_schema):
+    """With a pool of three or more, claims keep a connection aside set to generic
+    plans: the admission is planned for no call's parameters with no SET or RESET
+    around it, and the journal's other statements keep the server's choice."""
+    dsn, name = pg_test_schema
+    plans = (
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE '%cand AS MATERIALIZED%' "
+        "AND statement NOT LIKE '%pg_prepared_statements%'"
+    )
+    async with PostgresJournal(dsn, schema=name, pool_size=3) as j:
+        before = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
+        assert before != "force_generic_plan"
+        await j.declare_queue(Queue("q", concurrency=50))
+        for i in range(8):
+            await j.start_queued(new_run(f"r{i}"), "q")
+            assert await _claimed(j, "w1", 1) == [f"r{i}"]
+        claiming = j._lend.claiming
+        assert claiming is not None
+        assert await claiming.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        rows = [tuple(r) for r in await claiming.fetch(plans)]
+        assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
+        assert (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0] == before
+
+
+async def test_the_claim_connection_goes_back_to_the_pool_with_the_server_s_setting(
+    pg_test_schema,
+):
+    """A claim that fails inside a transaction gives its connection back, rolled back
+    and reset; so does closing the lender."""
+    pool = await asyncpg.create_pool(pg_test_schema[0], min_size=3, max_size=3)
+    try:
+        before = await pool.fetchval("SHOW plan_cache_mode")
+        lender = Lender(pool, keep=True, claims=True)
+
+        async def fails(conn: asyncpg.Connection) -> None:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            tx = conn.transaction()
+            await tx.start()
+            raise RuntimeError("the claim failed")
+
+        with pytest.raises(RuntimeError):
+            await lender.claim(fails)
+        assert lender.claiming is None
+        modes = []
+        async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            for conn in (a, b, c):
+                modes.append(await conn.fetchval("SHOW plan_cache_mode"))
+                assert not conn.is_in_transaction()
+        assert modes == [before] * 3
+
+        async def mode(conn: asyncpg.Connection) -> str:
+            return str(await conn.fetchval("SHOW plan_cache_mode"))
+
+        assert await lender.claim(mode) == "force_generic_plan"
+        assert lender.claiming is not None
+        await lender.aclose()
+        async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            assert [await x.fetchval("SHOW plan_cache_mode") for x in (a, b, c)] == [before] * 3
+    finally:
+        await pool.close()
