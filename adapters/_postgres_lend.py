@@ -14,8 +14,8 @@ every step. Not with ``statement_cache_size=0`` (behind pgbouncer in transaction
 mode, where a named statement may not outlive its transaction).
 
 Claims have a connection of their own kept aside too (:meth:`Lender.claim`),
-set to plan prepared statements generically (``GENERIC``): the claim and the
-queue admission are then planned once per worker process, not once on each of
+set to plan prepared statements generically, without JIT (``GENERIC``): the
+claim and the queue admission are then planned once per worker process, not once on each of
 the pool's connections a claim happens to land on (and again after each
 ANALYZE of a small, busy table), with no ``SET``/``RESET`` round trips around
 each admission. Nothing but claims runs on it; its setting is reset before it
@@ -32,7 +32,7 @@ import asyncpg  # type: ignore[import-untyped]
 from continuum_py.adapters._postgres_errors import RETRY, translate
 from continuum_py.errors import JournalUnavailable
 
-__all__ = ["Lender"]
+__all__ = ["GENERIC", "UNSET", "Lender"]
 
 T = TypeVar("T")
 
@@ -40,9 +40,10 @@ T = TypeVar("T")
 # whole, and a prepared statement whose result type changed under it (an ALTER
 # TABLE, a changed search_path) failed before doing anything.
 _AGAIN = (*RETRY, asyncpg.InvalidCachedStatementError)
-GENERIC = "SET plan_cache_mode = force_generic_plan"
-"""The claim connection's setting (see the module's docstring)."""
-_UNSET = "RESET plan_cache_mode"
+GENERIC = "SET plan_cache_mode = force_generic_plan; SET jit = off"
+"""The claim connection's settings (see the module's docstring and ``_postgres_queues``)."""
+UNSET = "RESET plan_cache_mode; RESET jit"
+"""The server's settings back."""
 
 
 class Lender:
@@ -163,7 +164,7 @@ class Lender:
         try:
             if conn.is_in_transaction():
                 await conn.execute("ROLLBACK")
-            await conn.execute(_UNSET)
+            await conn.execute(UNSET)
         except Exception:
             conn.terminate()  # the pool opens another in its place
         await self.pool.release(conn)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 
+from continuum_py.adapters._postgres_lend import GENERIC, UNSET
 from continuum_py.adapters._postgres_sql import admission_lock, claim_ctes, start_run_sql
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
 from continuum_py.journal import TERMINAL_STATUSES, Lease, NewRun
@@ -36,12 +37,15 @@ _CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admis
 # executions: after the first five, whenever the generic plan's estimate is above
 # the average of the custom plans so far (those made while the tables were empty
 # are cheap), as after each autovacuum ANALYZE of the bench's fresh tables. Planning
-# its ~60 nodes cost about as much as running it. Set for that statement only (a
-# session SET, reset after it: the admission commits on its own, so no round trip
-# falls inside its locks), so the journal's other statements and a step's own SQL
-# on a lent connection keep the server's choice.
-_GENERIC = "SET plan_cache_mode = force_generic_plan"
-_CHOICE = "RESET plan_cache_mode"
+# its ~60 nodes cost about as much as running it. Without JIT: with 200,000 runs,
+# the generic plan's estimates (a LIMIT and a rate window not known) passed
+# jit_above_cost, and compiling it took 1.4 s of an admission whose work is 2 ms.
+# Set for that statement only (a session SET, reset after it: the admission
+# commits on its own, so no round trip falls inside its locks), so the journal's
+# other statements and a step's own SQL on a lent connection keep the server's
+# choice. The journal's claim connection is set so for good (_postgres_lend).
+_GENERIC = GENERIC
+_CHOICE = UNSET
 
 
 class PostgresQueues:

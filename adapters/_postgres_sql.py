@@ -363,9 +363,12 @@ def claim_ctes(s: str, *, own: str, now: str, limit: str) -> str:
     FOR UPDATE SKIP LOCKED
 ),
 u AS (
+    -- By key (= ANY of an array): one index look per run on any plan. A join
+    -- with c, on a generic plan (LIMIT unknown, so c estimated large), hashed
+    -- over a scan of every run: 48 ms a claim with 200,000 runs, against 0.3.
     UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-    FROM c WHERE r.run_id = c.run_id
+    WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM c))
     RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at
 )"""
 

@@ -366,6 +366,28 @@ async def test_the_admission_runs_on_its_generic_plan_and_leaves_the_session_s_s
     assert after == before
 
 
+async def test_the_admission_runs_without_jit_and_gives_the_session_s_setting_back(
+    pg_test_schema,
+):
+    """With 200,000 runs the generic plan's estimates passed ``jit_above_cost``:
+    compiling it took 1.4 s of a 2 ms admission. Here JIT is forced on for every
+    statement of the session (``jit_above_cost = 0``); the admission runs without."""
+    dsn, name = pg_test_schema
+    seen: list[str] = []
+    async with PostgresJournal(dsn, schema=name, pool_size=1) as j:
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_queued(new_run("a"), "q")
+        marker = "AND ($5::text[] IS NULL"
+        j._qsql.admission = j._qsql.admission.replace(
+            marker, "AND (SELECT current_setting('jit') = 'off') " + marker, 1
+        )
+        await j._fetch("jit", "SET jit = on")
+        await j._fetch("jit", "SET jit_above_cost = 0")
+        assert await _claimed(j, "w1", 5) == ["a"]  # the queue was seen with jit off
+        seen.append((await j._fetch("jit", "SHOW jit"))[0][0])
+    assert seen == ["on"]
+
+
 async def test_claims_run_on_a_connection_of_their_own_set_to_generic_plans(pg_test_schema):
     """With a pool of three or more, claims keep a connection aside set to generic
     plans: the admission is planned for no call's parameters with no SET or RESET
@@ -386,6 +408,7 @@ async def test_claims_run_on_a_connection_of_their_own_set_to_generic_plans(pg_t
         claiming = j._lend.claiming
         assert claiming is not None
         assert await claiming.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await claiming.fetchval("SHOW jit") == "off"
         rows = [tuple(r) for r in await claiming.fetch(plans)]
         assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
         assert (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0] == before
