@@ -12,6 +12,14 @@ The kept connection also keeps the step's statements prepared
 directly, skip the pool's connection proxy and the statement cache's lookup on
 every step. Not with ``statement_cache_size=0`` (behind pgbouncer in transaction
 mode, where a named statement may not outlive its transaction).
+
+Claims have a connection of their own kept aside too (:meth:`Lender.claim`),
+set to plan prepared statements generically, without JIT (``GENERIC``): the
+claim and the queue admission are then planned once per worker process, not once on each of
+the pool's connections a claim happens to land on (and again after each
+ANALYZE of a small, busy table), with no ``SET``/``RESET`` round trips around
+each admission. Nothing but claims runs on it; its setting is reset before it
+goes back to the pool.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import asyncpg  # type: ignore[import-untyped]
 from continuum_py.adapters._postgres_errors import RETRY, translate
 from continuum_py.errors import JournalUnavailable
 
-__all__ = ["Lender"]
+__all__ = ["GENERIC", "UNSET", "Lender"]
 
 T = TypeVar("T")
 
@@ -32,6 +40,10 @@ T = TypeVar("T")
 # whole, and a prepared statement whose result type changed under it (an ALTER
 # TABLE, a changed search_path) failed before doing anything.
 _AGAIN = (*RETRY, asyncpg.InvalidCachedStatementError)
+GENERIC = "SET plan_cache_mode = force_generic_plan; SET jit = off"
+"""The claim connection's settings (see the module's docstring and ``_postgres_queues``)."""
+UNSET = "RESET plan_cache_mode; RESET jit"
+"""The server's settings back."""
 
 
 class Lender:
@@ -43,9 +55,15 @@ class Lender:
             only connection would then be out of reach of the pool's other users.
         prepare: whether the kept connection keeps statements prepared
             (:meth:`statement`); not when asyncpg's statement cache is off.
+        claims: whether to keep a second connection aside for claims
+            (:meth:`claim`); only in a pool of three or more, with prepared
+            statements (a session setting must not reach another client's
+            server connection behind pgbouncer).
     """
 
-    def __init__(self, pool: Any, *, keep: bool, prepare: bool = True) -> None:
+    def __init__(
+        self, pool: Any, *, keep: bool, prepare: bool = True, claims: bool = False
+    ) -> None:
         self.pool = pool
         self._keep = keep
         self._prepare = keep and prepare
@@ -54,6 +72,10 @@ class Lender:
         self._free = False
         self._taking = False  # a call is taking the kept connection from the pool
         self._closing = False
+        self._claims = claims
+        self.claiming: Any = None  # the claim connection, set to GENERIC
+        self._claim_free = False
+        self._claim_taking = False
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``fn(connection, *args)`` on the kept connection if it is free, else on a pooled one."""
@@ -87,18 +109,85 @@ class Lender:
         else:
             self._free = True
 
-    async def write(self, where: str, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """:meth:`run` for a write, tried again (thrice) after what rolled it back whole.
+    async def claim(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(connection, *args)`` on the claim connection if it is free, else as :meth:`run`.
 
-        That is a deadlock, or a prepared statement whose result type changed
-        under it (prepared again).
+        ``fn`` finds the setting ``GENERIC`` on its connection when that
+        connection is :attr:`claiming`; on another, the server's own.
+        """
+        if self.claiming is None and self._claims and not self._claim_taking and not self._closing:
+            await self._take_claiming()
+        conn = self.claiming
+        if conn is None or not self._claim_free:
+            return await self.run(fn, *args)
+        self._claim_free = False
+        try:
+            result = await fn(conn, *args)
+        except BaseException:
+            await self._claim_back(conn, _gone(conn))
+            raise
+        if self._closing or conn.is_in_transaction():
+            await self._claim_back(conn, False)
+        else:
+            self._claim_free = True
+        return result
+
+    async def _take_claiming(self) -> None:
+        self._claim_taking = True
+        try:
+            conn = await self.pool.acquire()
+            try:
+                await conn.execute(GENERIC)
+            except BaseException:
+                await self.pool.release(conn)
+                raise
+        finally:
+            self._claim_taking = False
+        if self._closing:
+            await self._unset(conn)
+            return
+        self.claiming, self._claim_free = conn, True
+
+    async def _claim_back(self, conn: Any, gone: bool) -> None:
+        """The claim connection is free again, or goes back to the pool, its setting reset."""
+        if self._closing or gone or conn.is_in_transaction():
+            self.claiming = None
+            if gone:
+                await self.pool.release(conn)
+            else:
+                await self._unset(conn)
+        else:
+            self._claim_free = True
+
+    async def _unset(self, conn: Any) -> None:
+        """Give ``conn`` back to the pool with the server's setting (or end it)."""
+        try:
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+            await conn.execute(UNSET)
+        except Exception:
+            conn.terminate()  # the pool opens another in its place
+        await self.pool.release(conn)
+
+    async def write(
+        self,
+        where: str,
+        what: str,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        claim: bool = False,
+    ) -> T:
+        """:meth:`run` (:meth:`claim` if ``claim``) for a write, tried again if rolled back.
+
+        Thrice, after what rolled it back whole: a deadlock, or a prepared
+        statement whose result type changed under it (prepared again).
 
         Driver errors are translated (:func:`translate`); no context managers here,
         as this is every step's path.
         """
         for attempt in range(4):
             try:
-                return await self.run(fn, *args)
+                return await (self.claim(fn, *args) if claim else self.run(fn, *args))
             except _AGAIN as exc:
                 if isinstance(exc, asyncpg.InvalidCachedStatementError):
                     self._stmts = {}  # prepared again on the next use
@@ -149,6 +238,10 @@ class Lender:
         if conn is not None and self._free:
             self._drop()
             await self.pool.release(conn)
+        conn = self.claiming
+        if conn is not None and self._claim_free:
+            self.claiming = None
+            await self._unset(conn)
 
 
 def _gone(conn: Any) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 
+from continuum_py.adapters._postgres_lend import GENERIC, UNSET
 from continuum_py.adapters._postgres_sql import admission_lock, claim_ctes, start_run_sql
 from continuum_py.adapters._postgres_wake import NAMES_TTL
 from continuum_py.adapters._rules import LIVE_STATUSES, rate_since, sql_in
@@ -39,12 +40,15 @@ _CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admis
 # executions: after the first five, whenever the generic plan's estimate is above
 # the average of the custom plans so far (those made while the tables were empty
 # are cheap), as after each autovacuum ANALYZE of the bench's fresh tables. Planning
-# its ~60 nodes cost about as much as running it. Set for that statement only (a
-# session SET, reset after it: the admission commits on its own, so no round trip
-# falls inside its locks), so the journal's other statements and a step's own SQL
-# on a lent connection keep the server's choice.
-_GENERIC = "SET plan_cache_mode = force_generic_plan"
-_CHOICE = "RESET plan_cache_mode"
+# its ~60 nodes cost about as much as running it. Without JIT: with 200,000 runs,
+# the generic plan's estimates (a LIMIT and a rate window not known) passed
+# jit_above_cost, and compiling it took 1.4 s of an admission whose work is 2 ms.
+# Set for that statement only (a session SET, reset after it: the admission
+# commits on its own, so no round trip falls inside its locks), so the journal's
+# other statements and a step's own SQL on a lent connection keep the server's
+# choice. The journal's claim connection is set so for good (_postgres_lend).
+_GENERIC = GENERIC
+_CHOICE = UNSET
 
 
 class PostgresQueues:
@@ -57,6 +61,9 @@ class PostgresQueues:
         # kept, so it is set to the generic one. Not behind pgbouncer (cache off),
         # where a session SET could reach another client's server connection.
         self.generic = prepared
+        # Whether a connection needs the setting set around the admission: not
+        # the journal's claim connection, which has it already (_postgres_lend).
+        self.set_generic: Callable[[Any], bool] = lambda conn: True
         self.wake_channel = wake_channel
         self.waiting = True  # whether the last claim saw queued runs waiting
         self.declare = (
@@ -72,8 +79,7 @@ class PostgresQueues:
 WITH slots AS (
     SELECT count(*) AS holding,
            count(*) FILTER (WHERE r.status = 'running' AND r.lease_owner = $2::text) AS mine
-    FROM {s}.queue_runs q JOIN {s}.runs r ON r.run_id = q.run_id
-    WHERE q.queue = $1 AND q.admitted_at IS NOT NULL AND NOT q.done AND r.status IN ({_LIVE})
+    FROM {s}.runs r WHERE r.queue = $1 AND r.status IN ({_LIVE})
 )
 SELECT slots.holding, slots.mine,
     CASE WHEN $3::float8 IS NULL THEN 0 ELSE (SELECT count(*) FROM {s}.queue_runs
@@ -116,26 +122,17 @@ cand AS MATERIALIZED (
     -- lock and the admissions counter below keep the counts right.
     SELECT * FROM waits WHERE {admission_lock(schema, "waits.name")}
 ),
-slots AS MATERIALIZED (
-    -- The queues' slots (admitted, not seen finished), each with its run's state
-    -- (one index look, whatever the planner thinks of the table sizes):
-    -- 0 finished, 1 live, 2 live and running here, 3 parked.
-    -- Per queue from its index (OFFSET 0: not flattened into a join that scans
-    -- every admitted run), so with no candidate queue nothing is read.
-    SELECT q.queue, q.run_id, (SELECT CASE WHEN r.status IN ({_TERMINAL}) THEN 0
-            WHEN r.status NOT IN ({_LIVE}) THEN 3
-            WHEN r.status = 'running' AND r.lease_owner = $1::text THEN 2 ELSE 1 END
-        FROM {s}.runs r WHERE r.run_id = q.run_id) AS st
-    FROM cand f CROSS JOIN LATERAL (SELECT q.queue, q.run_id FROM {s}.queue_runs q
-        WHERE q.queue = f.name AND q.admitted_at IS NOT NULL AND NOT q.done OFFSET 0) q
-),
 room AS MATERIALIZED (
     -- A limit not set counts nothing (LEAST skips NULLs; CASE skips the count).
+    -- A queue's slots are its admitted runs still live (migration 9), counted
+    -- from runs_queue_live alone: a run that ended or parked left it.
     SELECT f.name, f.admissions, LEAST($3::int + 1,
         CASE WHEN f.concurrency IS NOT NULL THEN f.concurrency
-            - (SELECT count(*) FROM slots WHERE queue = f.name AND st IN (1, 2)) END,
+            - (SELECT count(*) FROM {s}.runs r WHERE r.queue = f.name AND r.status IN ({_LIVE}))
+            END,
         CASE WHEN f.per_worker IS NOT NULL THEN f.per_worker
-            - (SELECT count(*) FROM slots WHERE queue = f.name AND st = 2) END,
+            - (SELECT count(*) FROM {s}.runs r WHERE r.queue = f.name AND r.status IN ({_LIVE})
+               AND r.status = 'running' AND r.lease_owner = $1::text) END,
         CASE WHEN f.rate_n IS NOT NULL THEN f.rate_n - (SELECT count(*) FROM {s}.queue_runs
             WHERE queue = f.name AND admitted_at > t.now - f.rate_period) END) AS room
     FROM cand f CROSS JOIN t
@@ -170,18 +167,6 @@ pick AS MATERIALIZED (
     SELECT run_id, queue, row_number() OVER (ORDER BY k, turn_pos) AS ord, 'pending'::text AS st
     FROM elig ORDER BY k, turn_pos LIMIT $3::int
 ),
--- One update of queue_runs (each modifying CTE costs its start-up, opening
--- every index of its table): the picked runs are admitted, the finished slots
--- of the queues locked here are marked done (the two sets never share a run).
-marked AS (
-    UPDATE {s}.queue_runs q SET done = q.done OR x.fin,
-        admitted_at = CASE WHEN x.fin THEN q.admitted_at ELSE x.now END
-    FROM (SELECT sl.run_id, true AS fin, NULL::float8 AS now FROM slots sl
-          WHERE sl.st = 0 AND sl.queue IN (SELECT name FROM fresh)
-          UNION ALL
-          SELECT p.run_id, false, t.now FROM pick p CROSS JOIN t) x
-    WHERE q.run_id = x.run_id
-),
 bumped AS (
     UPDATE {s}.queues SET admissions = admissions + 1
     WHERE name = ANY(ARRAY(SELECT DISTINCT queue FROM pick))
@@ -189,13 +174,19 @@ bumped AS (
 leased AS (
     UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL,
-        queued_waiting = false
+        queued_waiting = false, queue = p.queue
     -- The status to find is pick's column, not a constant: a join condition,
     -- so no plan scans runs_by_status for it (a generic plan made while the
     -- table was small scanned every pending run, waiting ones included, at each
     -- admission). A row updated since the snapshot is tested again as it is now.
     FROM pick p WHERE r.run_id = p.run_id AND r.status = p.st
     RETURNING r.run_id, r.lease_token, r.lease_expires_at
+),
+-- The picked runs leave the line (one cancelled since the snapshot is not
+-- leased: it leaves the line too, and holds no slot, not being live).
+marked AS (
+    UPDATE {s}.queue_runs q SET admitted_at = t.now
+    FROM pick p CROSS JOIN t WHERE q.run_id = p.run_id
 ),
 woken AS MATERIALIZED (
     SELECT pg_notify($7, '') FROM (SELECT 1) one
@@ -412,9 +403,12 @@ entry AS (
         )
 
     async def _admit(self, conn: Any, a: ClaimArgs, room: int) -> list[Any]:
-        """One admission statement, on its generic plan (see ``_GENERIC``)."""
+        """One admission statement, on its generic plan (see ``_GENERIC``).
+
+        The journal's claim connection has that setting already (``_postgres_lend``).
+        """
         args = (a.worker_id, a.ttl, room, a.now, a.served, a.turn, a.channel, a.reclaim_own)
-        if not self.generic:
+        if not self.generic or not self.set_generic(conn):
             return list(await conn.fetch(self.admission, *args))
         await conn.execute(_GENERIC)
         try:

@@ -216,6 +216,25 @@ CREATE TRIGGER heads_lease AFTER UPDATE OF lease_token, lease_owner ON {s}.runs
     EXECUTE FUNCTION {s}.heads_follow_lease();
 """,
     ),
+    Migration(
+        9,
+        "a queued run's slot is counted from its runs row",
+        """
+-- queue: the queue a run was admitted from (set by the admission that leases
+-- it). A queue's slots are its runs that are live (pending, running or
+-- suspended): runs_queue_live lists them, so an admission counts a queue's
+-- slots from that index alone, with no look at each slot's run nor a finished
+-- slot to find and mark done; a run leaves the index as its status changes
+-- (ends or parks), in the statement that changes it, at no cost to plain runs.
+-- queue_runs.done now only frees a dedup key (a start sets it, as before).
+ALTER TABLE {s}.runs ADD COLUMN queue text;
+UPDATE {s}.runs r SET queue = q.queue FROM {s}.queue_runs q
+    WHERE q.run_id = r.run_id AND q.admitted_at IS NOT NULL AND NOT q.done;
+CREATE INDEX runs_queue_live ON {s}.runs (queue)
+    WHERE queue IS NOT NULL AND status IN ('pending', 'running', 'suspended');
+DROP INDEX {s}.queue_slots;
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 
@@ -344,9 +363,12 @@ def claim_ctes(s: str, *, own: str, now: str, limit: str) -> str:
     FOR UPDATE SKIP LOCKED
 ),
 u AS (
+    -- By key (= ANY of an array): one index look per run on any plan. A join
+    -- with c, on a generic plan (LIMIT unknown, so c estimated large), hashed
+    -- over a scan of every run: 48 ms a claim with 200,000 runs, against 0.3.
     UPDATE {s}.runs r SET status = 'running', lease_owner = $1, lease_token = r.lease_token + 1,
         lease_expires_at = {_NOW} + $2::float8, updated_at = {_NOW}, wake_at = NULL
-    FROM c WHERE r.run_id = c.run_id
+    WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM c))
     RETURNING r.run_id, r.lease_token, r.lease_expires_at, r.created_at
 )"""
 

@@ -166,6 +166,9 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         self._qsql = PostgresQueues(
             self.schema, s.wake_channel, prepared=s.statement_cache_size != 0
         )
+        self._qsql.set_generic = lambda conn: (
+            self._lender is None or conn is not self._lender.claiming
+        )
         self._turn = 0  # where this journal's claims start their round of queues
         self.served_queues: frozenset[str] | None = None
         self._pool: Any = None
@@ -231,8 +234,9 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
             pool.terminate()
             raise
         self._pool = pool
+        prepared = self._settings.statement_cache_size != 0
         self._lender = Lender(
-            pool, keep=self.pool_size > 1, prepare=self._settings.statement_cache_size != 0
+            pool, keep=self.pool_size > 1, prepare=prepared, claims=prepared and self.pool_size > 2
         )
         self._appender.lender = self._lender
 
@@ -518,7 +522,12 @@ class PostgresJournal(PostgresListening, PostgresSchedules, JournalBase):
         self._wake_one.claiming()
         served = None if self.served_queues is None else sorted(self.served_queues)
         args = ClaimArgs(worker_id, float(ttl), reclaim_own, now, served, self._turn, self.channel)
-        return await self._qsql.claim_runs(self._write, self._sql.claim, args, limit)
+        return await self._qsql.claim_runs(self._claim_write, self._sql.claim, args, limit)
+
+    def _claim_write(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
+        """:meth:`_write` on the claim connection (see ``_postgres_lend``) when it is free."""
+        self._writable()
+        return self._lend.write(self.where, what, fn, *args, claim=True)
 
     async def renew(self, leases: Sequence[Lease], *, ttl: float) -> list[Lease | None]:
         if not leases:

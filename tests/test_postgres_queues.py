@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from helpers import wait_until
 
+from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_sql import ADMISSION_LOCK_CLASS
 from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
 from continuum_py.journal import RunStatus
@@ -202,6 +203,62 @@ async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_st
         assert rec is not None and rec.status == RunStatus.PENDING
 
 
+async def test_a_schema_from_before_migration_9_counts_its_held_slots_from_the_runs(
+    pg_test_schema,
+):
+    """Layout 8's admitted runs keep their slots on upgrade: live ones hold one, the
+    ended one its admission never saw finished (not marked done) and the parked one do not."""
+    dsn, name = pg_test_schema
+    assert MIGRATIONS[8].version == 9
+    old = PostgresJournal(dsn, schema=name)
+    old.migrations = MIGRATIONS[:8]
+    async with old:
+        await old.declare_queue(Queue("q", concurrency=3))
+        for r in ("live", "slept", "ended", "parked", "wait1", "wait2", "wait3"):
+            await old.start_queued(new_run(r), "q")
+    s = f'"{name}"'
+    conn = await asyncpg.connect(dsn)
+    try:
+        # What layout 8's admission wrote: four admitted (one running, one
+        # suspended, one ended and one parked since), none marked done yet.
+        for run_id, status in [
+            ("live", "running"),
+            ("slept", "suspended"),
+            ("ended", "completed"),
+            ("parked", "parked"),
+        ]:
+            await conn.execute(
+                f"UPDATE {s}.queue_runs SET admitted_at = $2 WHERE run_id = $1", run_id, NOW - 5
+            )
+            await conn.execute(
+                f"UPDATE {s}.runs SET status = $2, queued_waiting = false, "
+                "lease_owner = CASE WHEN $2 = 'running' THEN 'w0' END, lease_token = 1, "
+                "lease_expires_at = CASE WHEN $2 = 'running' THEN 4e9::float8 END "
+                "WHERE run_id = $1",
+                run_id,
+                status,
+            )
+    finally:
+        await conn.close()
+    async with PostgresJournal(dsn, schema=name) as new:
+        (load,) = await new.queue_loads(now=NOW)
+        assert load.holding == 2  # live and slept
+        assert load.waiting == ["wait1", "wait2", "wait3"]
+        assert await _claimed(new, "w1", 10) == ["wait1"]  # one slot of three left
+        assert await _claimed(new, "w1", 10) == []
+        # An upgraded run that ends frees its slot; so does a newly admitted one.
+        assert await new.set_status("live", RunStatus.CANCELLED)
+        assert await _claimed(new, "w1", 10) == ["wait2"]
+        assert await new.set_status("wait1", RunStatus.CANCELLED)
+        assert await _claimed(new, "w1", 10) == ["wait3"]
+        (load,) = await new.queue_loads(now=NOW)
+        assert (load.holding, load.mine, load.waiting) == (3, 0, [])
+        # A parked run resumed is live again, and holds its slot again.
+        assert await new.set_status("parked", RunStatus.PENDING)
+        (load,) = await new.queue_loads(now=NOW)
+        assert load.holding == 4
+
+
 async def test_a_queued_run_started_after_a_claim_saw_none_waiting_is_admitted_at_once(
     pg_test_schema,
 ):
@@ -307,3 +364,89 @@ async def test_the_admission_runs_on_its_generic_plan_and_leaves_the_session_s_s
         after = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
     assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
     assert after == before
+
+
+async def test_the_admission_runs_without_jit_and_gives_the_session_s_setting_back(
+    pg_test_schema,
+):
+    """With 200,000 runs the generic plan's estimates passed ``jit_above_cost``:
+    compiling it took 1.4 s of a 2 ms admission. Here JIT is forced on for every
+    statement of the session (``jit_above_cost = 0``); the admission runs without."""
+    dsn, name = pg_test_schema
+    seen: list[str] = []
+    async with PostgresJournal(dsn, schema=name, pool_size=1) as j:
+        await j.declare_queue(Queue("q", concurrency=5))
+        await j.start_queued(new_run("a"), "q")
+        marker = "AND ($5::text[] IS NULL"
+        j._qsql.admission = j._qsql.admission.replace(
+            marker, "AND (SELECT current_setting('jit') = 'off') " + marker, 1
+        )
+        await j._fetch("jit", "SET jit = on")
+        await j._fetch("jit", "SET jit_above_cost = 0")
+        assert await _claimed(j, "w1", 5) == ["a"]  # the queue was seen with jit off
+        seen.append((await j._fetch("jit", "SHOW jit"))[0][0])
+    assert seen == ["on"]
+
+
+async def test_claims_run_on_a_connection_of_their_own_set_to_generic_plans(pg_test_schema):
+    """With a pool of three or more, claims keep a connection aside set to generic
+    plans: the admission is planned for no call's parameters with no SET or RESET
+    around it, and the journal's other statements keep the server's choice."""
+    dsn, name = pg_test_schema
+    plans = (
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE '%cand AS MATERIALIZED%' "
+        "AND statement NOT LIKE '%pg_prepared_statements%'"
+    )
+    async with PostgresJournal(dsn, schema=name, pool_size=3) as j:
+        before = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
+        assert before != "force_generic_plan"
+        await j.declare_queue(Queue("q", concurrency=50))
+        for i in range(8):
+            await j.start_queued(new_run(f"r{i}"), "q")
+            assert await _claimed(j, "w1", 1) == [f"r{i}"]
+        claiming = j._lend.claiming
+        assert claiming is not None
+        assert await claiming.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await claiming.fetchval("SHOW jit") == "off"
+        rows = [tuple(r) for r in await claiming.fetch(plans)]
+        assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
+        assert (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0] == before
+
+
+async def test_the_claim_connection_goes_back_to_the_pool_with_the_server_s_setting(
+    pg_test_schema,
+):
+    """A claim that fails inside a transaction gives its connection back, rolled back
+    and reset; so does closing the lender."""
+    pool = await asyncpg.create_pool(pg_test_schema[0], min_size=3, max_size=3)
+    try:
+        before = await pool.fetchval("SHOW plan_cache_mode")
+        lender = Lender(pool, keep=True, claims=True)
+
+        async def fails(conn: asyncpg.Connection) -> None:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            tx = conn.transaction()
+            await tx.start()
+            raise RuntimeError("the claim failed")
+
+        with pytest.raises(RuntimeError):
+            await lender.claim(fails)
+        assert lender.claiming is None
+        modes = []
+        async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            for conn in (a, b, c):
+                modes.append(await conn.fetchval("SHOW plan_cache_mode"))
+                assert not conn.is_in_transaction()
+        assert modes == [before] * 3
+
+        async def mode(conn: asyncpg.Connection) -> str:
+            return str(await conn.fetchval("SHOW plan_cache_mode"))
+
+        assert await lender.claim(mode) == "force_generic_plan"
+        assert lender.claiming is not None
+        await lender.aclose()
+        async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            assert [await x.fetchval("SHOW plan_cache_mode") for x in (a, b, c)] == [before] * 3
+    finally:
+        await pool.close()
