@@ -46,6 +46,108 @@ UNSET = "RESET plan_cache_mode; RESET jit"
 """The server's settings back."""
 
 
+class _Kept:
+    """One of the pool's connections kept aside, lent to one call at a time.
+
+    Taken from the pool at the first call (and ``setup`` run on it); given back
+    (``reset`` run first, a transaction left open rolled back) when a call
+    leaves it in a transaction, fails on a lost connection, or on close. The
+    pool's own reset is off (``no_reset`` in ``postgres``), hence ``reset``.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        setup: str | None = None,
+        reset: str | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.setup = setup
+        self.reset = reset
+        self.on_drop = on_drop
+        self.conn: Any = None
+        self.free = False
+        self.taking = False  # a call is taking it from the pool
+        self.closing = False
+
+    async def lend(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        otherwise: Callable[..., Awaitable[T]],
+    ) -> T:
+        """``fn(conn, *args)`` on the kept connection if it is free, else ``otherwise(fn, *args)``."""
+        if self.conn is None and not self.taking and not self.closing:
+            await self._take()
+        conn = self.conn
+        if conn is None or not self.free:
+            return await otherwise(fn, *args)
+        self.free = False
+        try:
+            result = await fn(conn, *args)
+        except BaseException:
+            await self._back(conn, _gone(conn))
+            raise
+        # A call that succeeded had its connection a moment ago: a lost one
+        # fails the next call, which then gives it back.
+        if self.closing or conn.is_in_transaction():
+            await self._back(conn, False)
+        else:
+            self.free = True
+        return result
+
+    async def _take(self) -> None:
+        self.taking = True
+        try:
+            conn = await self.pool.acquire()
+            if self.setup is not None:
+                try:
+                    await conn.execute(self.setup)
+                except BaseException:
+                    await self.pool.release(conn)
+                    raise
+        finally:
+            self.taking = False
+        if self.closing:
+            await self._release(conn, False)
+            return
+        self.conn, self.free = conn, True
+
+    async def _back(self, conn: Any, gone: bool) -> None:
+        """The kept connection is free again, or given back to the pool."""
+        if self.closing or gone or conn.is_in_transaction():
+            # A later call takes another; the pool replaces a lost one.
+            self.conn = None
+            if self.on_drop is not None:
+                self.on_drop()
+            await self._release(conn, gone)
+        else:
+            self.free = True
+
+    async def _release(self, conn: Any, gone: bool) -> None:
+        if self.reset is not None and not gone:
+            try:
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                await conn.execute(self.reset)
+            except Exception:
+                conn.terminate()  # the pool opens another in its place
+        # Without a reset, the pool rolls back what a failed call left open.
+        await self.pool.release(conn)
+
+    async def close(self) -> None:
+        """Give it back now if free (a call using it gives it back when done)."""
+        self.closing = True
+        conn = self.conn
+        if conn is not None and self.free:
+            self.conn = None
+            if self.on_drop is not None:
+                self.on_drop()
+            await self._release(conn, False)
+
+
 class Lender:
     """Runs calls on the pool's connections, the kept one first.
 
@@ -59,55 +161,30 @@ class Lender:
             (:meth:`claim`); only in a pool of three or more, with prepared
             statements (a session setting must not reach another client's
             server connection behind pgbouncer).
+
+    Attributes:
+        steps: the kept connection (``None`` without ``keep``).
+        claims: the claim connection, set to ``GENERIC`` (``None`` without ``claims``).
     """
 
     def __init__(
         self, pool: Any, *, keep: bool, prepare: bool = True, claims: bool = False
     ) -> None:
         self.pool = pool
-        self._keep = keep
         self._prepare = keep and prepare
-        self._kept: Any = None
         self._stmts: dict[str, Any] = {}  # the kept connection's, by SQL text
-        self._free = False
-        self._taking = False  # a call is taking the kept connection from the pool
-        self._closing = False
-        self._claims = claims
-        self.claiming: Any = None  # the claim connection, set to GENERIC
-        self._claim_free = False
-        self._claim_taking = False
+        self.steps = _Kept(pool, on_drop=self._stmts.clear) if keep else None
+        self.claims = _Kept(pool, setup=GENERIC, reset=UNSET) if claims else None
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``fn(connection, *args)`` on the kept connection if it is free, else on a pooled one."""
-        if self._kept is None and self._keep and not self._taking and not self._closing:
-            await self._take()
-        conn = self._kept
-        if conn is None or not self._free:
-            async with self.pool.acquire() as pooled:
-                return await fn(pooled, *args)
-        self._free = False
-        try:
-            result = await fn(conn, *args)
-        except BaseException:
-            await self._back(conn, _gone(conn))
-            raise
-        # A call that succeeded had its connection a moment ago: a lost one
-        # fails the next call, which then gives it back.
-        if self._closing or conn.is_in_transaction():
-            await self._back(conn, False)
-        else:
-            self._free = True
-        return result
+        if self.steps is None:
+            return await self._pooled(fn, *args)
+        return await self.steps.lend(fn, args, self._pooled)
 
-    async def _back(self, conn: Any, gone: bool) -> None:
-        """The kept connection is free again, or given back to the pool."""
-        if self._closing or gone or conn.is_in_transaction():
-            # The pool rolls back what a failed call left open, or replaces
-            # a lost connection; a later call takes another.
-            self._drop()
-            await self.pool.release(conn)
-        else:
-            self._free = True
+    async def _pooled(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async with self.pool.acquire() as pooled:
+            return await fn(pooled, *args)
 
     async def claim(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``fn(connection, *args)`` on the claim connection if it is free, else as :meth:`run`.
@@ -115,59 +192,14 @@ class Lender:
         ``fn`` finds the setting ``GENERIC`` on its connection when that
         connection is :attr:`claiming`; on another, the server's own.
         """
-        if self.claiming is None and self._claims and not self._claim_taking and not self._closing:
-            await self._take_claiming()
-        conn = self.claiming
-        if conn is None or not self._claim_free:
+        if self.claims is None:
             return await self.run(fn, *args)
-        self._claim_free = False
-        try:
-            result = await fn(conn, *args)
-        except BaseException:
-            await self._claim_back(conn, _gone(conn))
-            raise
-        if self._closing or conn.is_in_transaction():
-            await self._claim_back(conn, False)
-        else:
-            self._claim_free = True
-        return result
+        return await self.claims.lend(fn, args, self.run)
 
-    async def _take_claiming(self) -> None:
-        self._claim_taking = True
-        try:
-            conn = await self.pool.acquire()
-            try:
-                await conn.execute(GENERIC)
-            except BaseException:
-                await self.pool.release(conn)
-                raise
-        finally:
-            self._claim_taking = False
-        if self._closing:
-            await self._unset(conn)
-            return
-        self.claiming, self._claim_free = conn, True
-
-    async def _claim_back(self, conn: Any, gone: bool) -> None:
-        """The claim connection is free again, or goes back to the pool, its setting reset."""
-        if self._closing or gone or conn.is_in_transaction():
-            self.claiming = None
-            if gone:
-                await self.pool.release(conn)
-            else:
-                await self._unset(conn)
-        else:
-            self._claim_free = True
-
-    async def _unset(self, conn: Any) -> None:
-        """Give ``conn`` back to the pool with the server's setting (or end it)."""
-        try:
-            if conn.is_in_transaction():
-                await conn.execute("ROLLBACK")
-            await conn.execute(UNSET)
-        except Exception:
-            conn.terminate()  # the pool opens another in its place
-        await self.pool.release(conn)
+    @property
+    def claiming(self) -> Any:
+        """The claim connection now kept, if any."""
+        return None if self.claims is None else self.claims.conn
 
     async def write(
         self,
@@ -190,7 +222,7 @@ class Lender:
                 return await (self.claim(fn, *args) if claim else self.run(fn, *args))
             except _AGAIN as exc:
                 if isinstance(exc, asyncpg.InvalidCachedStatementError):
-                    self._stmts = {}  # prepared again on the next use
+                    self._stmts.clear()  # prepared again on the next use
                 if attempt == 3:
                     raise JournalUnavailable(
                         f"Postgres journal at {where}: {what} kept failing: {exc}"
@@ -202,46 +234,28 @@ class Lender:
                 raise new from exc
         raise AssertionError("unreachable")
 
+    def _is_kept(self, conn: Any) -> bool:
+        return self.steps is not None and conn is self.steps.conn
+
     def statement(self, conn: Any, sql: str) -> Any:
         """``sql`` as prepared on ``conn`` by :meth:`prepare`, or ``None``.
 
         Call ``.fetch(*args)`` on what it returns, or ``conn.fetch(sql, *args)`` on ``None``.
         """
-        return self._stmts.get(sql) if conn is self._kept else None
+        return self._stmts.get(sql) if self._is_kept(conn) else None
 
     async def prepare(self, conn: Any, sql: str) -> Any:
         """Prepare ``sql`` on ``conn`` and keep it, if ``conn`` is the kept connection; else ``None``."""
-        if conn is not self._kept or not self._prepare:
+        if not self._prepare or not self._is_kept(conn):
             return None
         stmt = self._stmts[sql] = await conn.prepare(sql)
         return stmt
 
-    def _drop(self) -> None:
-        self._kept = None
-        self._stmts = {}
-
-    async def _take(self) -> None:
-        self._taking = True
-        try:
-            conn = await self.pool.acquire()
-        finally:
-            self._taking = False
-        if self._closing:
-            await self.pool.release(conn)
-            return
-        self._kept, self._free, self._stmts = conn, True, {}
-
     async def aclose(self) -> None:
-        """Give the kept connection back to the pool (a call using it gives it back when done)."""
-        self._closing = True
-        conn = self._kept
-        if conn is not None and self._free:
-            self._drop()
-            await self.pool.release(conn)
-        conn = self.claiming
-        if conn is not None and self._claim_free:
-            self.claiming = None
-            await self._unset(conn)
+        """Give the kept connections back to the pool (a call using one gives it back when done)."""
+        for kept in (self.steps, self.claims):
+            if kept is not None:
+                await kept.close()
 
 
 def _gone(conn: Any) -> bool:

@@ -410,7 +410,8 @@ async def test_after_its_kept_connection_is_killed_the_journal_keeps_a_new_one(p
             await j._lend.run(lambda c: c.fetchval("SELECT pg_backend_pid()")) for _ in range(3)
         ]
         assert len(set(pids)) == 1 and pids[0] != pid
-        assert j._lend._kept is not None and j._lend._free  # kept, not lent from the pool
+        kept = j._lend.steps
+        assert kept is not None and kept.conn is not None and kept.free  # kept, not lent
 
 
 async def _claimed_child(j: PostgresJournal, run_id: str, position: int) -> Lease:

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.postgres
 
 async def _prepared_on_kept(journal: PostgresJournal) -> list[str]:
     """The named statements prepared on the journal's kept connection (its session's view)."""
-    kept = journal._lend._kept
+    assert journal._lend.steps is not None
+    kept = journal._lend.steps.conn
     assert kept is not None
     rows = await kept.fetch("SELECT statement FROM pg_prepared_statements")
     return [r[0] for r in rows]
