@@ -235,6 +235,31 @@ CREATE INDEX runs_queue_live ON {s}.runs (queue)
 DROP INDEX {s}.queue_slots;
 """,
     ),
+    Migration(
+        10,
+        "a run that ends while waiting in a queue leaves the line",
+        """
+-- A queued run ended before its admission (terminate: seize, then the end) kept
+-- its entry waiting: every claim then saw runs waiting in its queue and ran the
+-- admission, stepping over the entry, for good. Its entry now goes in the
+-- statement that ends it, whatever statement that is (it frees its dedup key;
+-- it never held a slot nor counted in a rate window). The WHEN is tested on
+-- each status change of a runs row; the function runs only for such a run.
+CREATE FUNCTION {s}.queue_leave_line() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    DELETE FROM {s}.queue_runs WHERE run_id = NEW.run_id AND admitted_at IS NULL;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER queue_line_end AFTER UPDATE OF status ON {s}.runs
+    FOR EACH ROW WHEN (NEW.queued_waiting
+        AND NEW.status IN ('completed', 'failed', 'cancelled', 'continued'))
+    EXECUTE FUNCTION {s}.queue_leave_line();
+DELETE FROM {s}.queue_runs q USING {s}.runs r
+    WHERE q.run_id = r.run_id AND q.admitted_at IS NULL
+      AND r.status IN ('completed', 'failed', 'cancelled', 'continued');
+""",
+    ),
 )
 """The table layout's history, oldest first; each is applied once, in its own transaction."""
 

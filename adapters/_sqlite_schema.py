@@ -28,7 +28,7 @@ __all__ = [
     "version",
 ]
 
-STORAGE_VERSION = 7  # MIGRATIONS[-1].version, checked below
+STORAGE_VERSION = 8  # MIGRATIONS[-1].version, checked below
 """Version of the table layout, kept in ``PRAGMA user_version``.
 
 1: runs, events, snapshots. 2: inbox table; runs gain parent_run_id,
@@ -39,6 +39,7 @@ parent_position, inbox_last, inbox_seen; indexes for waking runs.
 6: queues and queue_runs (``Queue``): definitions, and each queued run's place.
 7: runs gain queued_waiting (a queued run not yet admitted), with an index a
 claim reads pending runs from that leaves those out.
+8: a trigger: a run that ends while waiting in a queue leaves the line.
 """
 
 # The table layout's history, oldest first; a fresh file applies every step.
@@ -157,6 +158,20 @@ CREATE UNIQUE INDEX IF NOT EXISTS queue_dedup ON queue_runs (queue, dedup_key) W
 UPDATE runs SET queued_waiting = 1
     WHERE run_id IN (SELECT run_id FROM queue_runs WHERE admitted_at IS NULL);
 CREATE INDEX IF NOT EXISTS runs_claimable ON runs (status, created_at) WHERE queued_waiting = 0""",
+    ),
+    Migration(
+        8,
+        "a run that ends while waiting in a queue leaves the line",
+        # A queued run ended before its admission (terminate) kept its entry
+        # waiting, and every claim ran the admission for it, for good. Its entry
+        # now goes in the statement that ends it (its dedup key is freed; it
+        # never held a slot nor counted in a rate window). The trigger's body
+        # is on one line: statements here are split at ";" and a line end.
+        """CREATE TRIGGER IF NOT EXISTS queue_line_end AFTER UPDATE OF status ON runs
+    WHEN NEW.queued_waiting = 1 AND NEW.status IN ('completed', 'failed', 'cancelled', 'continued')
+BEGIN DELETE FROM queue_runs WHERE run_id = NEW.run_id AND admitted_at IS NULL; END;
+DELETE FROM queue_runs WHERE admitted_at IS NULL AND run_id IN (SELECT run_id FROM runs
+    WHERE status IN ('completed', 'failed', 'cancelled', 'continued'))""",
     ),
 )
 

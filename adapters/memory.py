@@ -220,6 +220,8 @@ class MemoryJournal(MemorySchedules, JournalBase):
             self._runs.same_status(run_id, after(rec, batch, now))
             return None
         self._runs[run_id] = after(rec, batch, now)
+        if batch.status.terminal:
+            self._leave_line(run_id)
         target = batch.continued_to
         if batch.status == RunStatus.CONTINUED and target is not None and target in self._runs:
             seen = self._runs[run_id].inbox_seen
@@ -231,6 +233,12 @@ class MemoryJournal(MemorySchedules, JournalBase):
             position = str(self._parent_position.get(run_id, 0))
             self._deliver(parent, "child", position, batch.outcome or b"", now)
         return None
+
+    def _leave_line(self, run_id: str) -> None:
+        """A run that ended while waiting in a queue leaves the line (as the SQL triggers do)."""
+        entry = self._entries.get(run_id)
+        if entry is not None and entry.admitted_at is None:
+            del self._entries[run_id]
 
     async def append(self, batches: Sequence[AppendBatch]) -> list[JournalError | None]:
         now = self._clock()
@@ -525,6 +533,8 @@ class MemoryJournal(MemorySchedules, JournalBase):
             updated_at=self._clock(),
             wake_at=rec.wake_at if status == RunStatus.SUSPENDED else None,
         )
+        if RunStatus(status).terminal:
+            self._leave_line(run_id)
         return True
 
     # ---- inbox ----

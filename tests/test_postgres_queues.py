@@ -16,7 +16,7 @@ from helpers import wait_until
 from continuum_py.adapters._postgres_lend import Lender
 from continuum_py.adapters._postgres_sql import ADMISSION_LOCK_CLASS
 from continuum_py.adapters.postgres import MIGRATIONS, PostgresJournal
-from continuum_py.journal import RunStatus
+from continuum_py.journal import AppendBatch, RunStatus
 from continuum_py.queues import Queue
 from continuum_py.testing._journal_helpers import new_run
 
@@ -450,3 +450,58 @@ async def test_the_claim_connection_goes_back_to_the_pool_with_the_server_s_sett
             assert [await x.fetchval("SHOW plan_cache_mode") for x in (a, b, c)] == [before] * 3
     finally:
         await pool.close()
+
+
+async def test_a_terminated_waiting_run_leaves_the_line_and_claims_stop_admitting(
+    pg_test_schema,
+):
+    """A queued run ended before its admission took its entry with it: once the queue
+    drains, the next claim is the plain one again, not an admission for good."""
+    dsn, name = pg_test_schema
+    async with PostgresJournal(dsn, schema=name) as j:
+        await j.declare_queue(Queue("q", concurrency=1))
+        for r in ("first", "doomed"):
+            await j.start_queued(new_run(r), "q")
+        assert await _claimed(j, "w1", 5) == ["first"]
+        lease = await j.seize("doomed", "terminator", ttl=30.0)
+        assert lease is not None
+        rec = await j.get_run("doomed")
+        [err] = await j.append(
+            [
+                AppendBatch(
+                    lease=lease,
+                    expected_seq=rec.last_seq,
+                    events=[],
+                    status=RunStatus.CANCELLED,
+                    outcome=b"x",
+                )
+            ]
+        )
+        assert err is None
+        first = await j.get_run("first")
+        assert await j.set_status("first", RunStatus.COMPLETED)
+        assert first.status == RunStatus.RUNNING
+        assert await _claimed(j, "w1", 5) == []
+        assert j._qsql.waiting is False  # nothing waits: the next claim skips the admission
+
+
+async def test_a_schema_from_before_migration_10_drops_the_entries_of_runs_that_ended_waiting(
+    pg_test_schema,
+):
+    dsn, name = pg_test_schema
+    assert MIGRATIONS[9].version == 10
+    old = PostgresJournal(dsn, schema=name)
+    old.migrations = MIGRATIONS[:9]
+    async with old:
+        await old.declare_queue(Queue("q", concurrency=1))
+        for r in ("ended", "waits"):
+            await old.start_queued(new_run(r), "q")
+        assert await old.set_status("ended", RunStatus.CANCELLED)
+        assert await old.queue_entry("ended") is not None  # layout 9 kept it in line
+    async with PostgresJournal(dsn, schema=name) as new:
+        assert await new.queue_entry("ended") is None
+        assert await new.queue_entry("waits") is not None
+        assert await _claimed(new, "w1", 5) == ["waits"]
+        assert await _claimed(new, "w1", 5) == []
+        (load,) = await new.queue_loads(now=NOW)
+        assert (load.holding, load.waiting) == (1, [])

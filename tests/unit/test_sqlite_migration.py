@@ -390,3 +390,36 @@ async def test_v6_file_marks_its_waiting_queued_runs_and_they_still_wait(tmp_pat
     async with SQLiteJournal(fresh):
         pass
     assert dump(old) == dump(fresh)
+
+
+async def test_v7_file_drops_the_entries_of_runs_that_ended_waiting_and_gains_the_trigger(
+    tmp_path,
+):
+    path = str(tmp_path / "v7.db")
+    conn = sqlite3.connect(path)
+    try:
+        for m in MIGRATIONS[:7]:
+            for statement in m.sql.split(";\n"):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 7")
+        conn.execute("INSERT INTO queues (name, concurrency) VALUES ('q', 1)")
+        for run_id, status in [("ended", "cancelled"), ("waits", "pending")]:
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, created_at, updated_at, last_seq, "
+                "lease_token, queued_waiting) VALUES (?, 'wf', ?, 1.0, 1.0, 1, 0, 1)",
+                (run_id, status),
+            )
+        conn.executemany(
+            "INSERT INTO queue_runs (run_id, queue, priority, seq) VALUES (?, 'q', 0, ?)",
+            [("ended", 1), ("waits", 2)],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    async with SQLiteJournal(path) as j:
+        assert await j.queue_entry("ended") is None
+        assert await j.queue_entry("waits") is not None
+        assert await j.set_status("waits", RunStatus.CANCELLED)  # the trigger, installed
+        assert await j.queue_entry("waits") is None
+        (load,) = await j.queue_loads(now=2.0)
+        assert (load.holding, load.waiting) == (0, [])

@@ -122,6 +122,31 @@ class QueueTests(JournalCase):
         assert created  # the key "k" was never taken by the starts above
         assert sorted(await _claim(j)) == ["a", "b", "plain"]
 
+    async def test_a_run_ended_while_waiting_leaves_the_line(self, journal: Any) -> None:
+        """Terminated before its admission (seized, then ended): its entry goes at once."""
+        j = await self._journal(journal)
+        await _queued(j, Queue("q", concurrency=1), "busy")
+        assert await _claim(j) == ["busy"]
+        _, created = await j.start_queued(new_run("a"), "q", dedup_key="k")
+        assert created
+        lease = await j.seize("a", "terminator", ttl=30.0)
+        assert lease is not None
+        await _end(j, lease, RunStatus.CANCELLED)
+        assert await j.queue_entry("a") is None
+        assert (await j.get_run("a")).status == RunStatus.CANCELLED
+        [load] = await j.queue_loads(now=NOW)
+        assert (load.holding, load.waiting) == (1, [])
+        _, created = await j.start_queued(new_run("b"), "q", dedup_key="k")
+        assert created  # the key is free
+        assert await _claim(j, "w2") == []  # "busy" still holds the only slot
+        assert (await j.queue_entry("busy")) is not None  # an admitted run keeps its entry
+        rec = await j.get_run("busy")
+        busy = Lease(
+            run_id="busy", worker_id="w1", token=rec.lease_token, expires_at=rec.lease_expires_at
+        )
+        await _end(j, busy)
+        assert await _claim(j, "w2") == ["b"]
+
     async def test_per_worker_limit(self, journal: Any) -> None:
         j = await self._journal(journal)
         await _queued(j, Queue("q", concurrency=3, per_worker=1), "a", "b", "c", "d")
