@@ -25,6 +25,15 @@ pytestmark = pytest.mark.postgres
 NOW = 1_000_000.0
 
 
+def _at_layout(pg_test_schema: tuple[str, str], version: int) -> PostgresJournal:
+    """A journal on the test schema that creates (or keeps) it at layout ``version``."""
+    dsn, name = pg_test_schema
+    assert MIGRATIONS[version].version == version + 1  # the next one is what is tested
+    old = PostgresJournal(dsn, schema=name)
+    old.migrations = MIGRATIONS[:version]
+    return old
+
+
 async def _claimed(journal: PostgresJournal, worker: str, limit: int) -> list[str]:
     return [x.run_id for x in await journal.claim(worker, ttl=30.0, limit=limit, now=NOW)]
 
@@ -149,9 +158,7 @@ async def test_a_schema_from_before_migration_7_upgrades_and_its_waiting_runs_st
     pg_test_schema,
 ):
     dsn, name = pg_test_schema
-    assert MIGRATIONS[6].version == 7
-    old = PostgresJournal(dsn, schema=name)
-    old.migrations = MIGRATIONS[:6]
+    old = _at_layout(pg_test_schema, 6)
     async with old:
         pass
     s = f'"{name}"'
@@ -209,9 +216,7 @@ async def test_a_schema_from_before_migration_9_counts_its_held_slots_from_the_r
     """Layout 8's admitted runs keep their slots on upgrade: live ones hold one, the
     ended one its admission never saw finished (not marked done) and the parked one do not."""
     dsn, name = pg_test_schema
-    assert MIGRATIONS[8].version == 9
-    old = PostgresJournal(dsn, schema=name)
-    old.migrations = MIGRATIONS[:8]
+    old = _at_layout(pg_test_schema, 8)
     async with old:
         await old.declare_queue(Queue("q", concurrency=3))
         for r in ("live", "slept", "ended", "parked", "wait1", "wait2", "wait3"):
@@ -489,9 +494,7 @@ async def test_a_schema_from_before_migration_10_drops_the_entries_of_runs_that_
     pg_test_schema,
 ):
     dsn, name = pg_test_schema
-    assert MIGRATIONS[9].version == 10
-    old = PostgresJournal(dsn, schema=name)
-    old.migrations = MIGRATIONS[:9]
+    old = _at_layout(pg_test_schema, 9)
     async with old:
         await old.declare_queue(Queue("q", concurrency=1))
         for r in ("ended", "waits"):

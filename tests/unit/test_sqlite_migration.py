@@ -340,14 +340,20 @@ async def test_a_run_id_prefix_is_a_range_on_the_primary_key(tmp_path):
     assert "SEARCH runs USING INDEX sqlite_autoindex_runs_1 (run_id>? AND run_id<?)" in plan, plan
 
 
+def _at_layout(path: str, version: int) -> sqlite3.Connection:
+    """A connection to a new file created at storage ``version`` (its tables, no rows)."""
+    conn = sqlite3.connect(path)
+    for m in MIGRATIONS[:version]:
+        for statement in m.sql.split(";\n"):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
 def _make_v6_file(path: str) -> None:
     """A file as storage version 6 left it: a queue, one admitted run, two waiting, one plain."""
-    conn = sqlite3.connect(path)
+    conn = _at_layout(path, 6)
     try:
-        for m in MIGRATIONS[:6]:
-            for statement in m.sql.split(";\n"):
-                conn.execute(statement)
-        conn.execute("PRAGMA user_version = 6")
         conn.execute("INSERT INTO queues (name, concurrency) VALUES ('q', 2)")
         for run_id, status, owner in [
             ("held", "running", "w0"),
@@ -396,12 +402,8 @@ async def test_v7_file_drops_the_entries_of_runs_that_ended_waiting_and_gains_th
     tmp_path,
 ):
     path = str(tmp_path / "v7.db")
-    conn = sqlite3.connect(path)
+    conn = _at_layout(path, 7)
     try:
-        for m in MIGRATIONS[:7]:
-            for statement in m.sql.split(";\n"):
-                conn.execute(statement)
-        conn.execute("PRAGMA user_version = 7")
         conn.execute("INSERT INTO queues (name, concurrency) VALUES ('q', 1)")
         for run_id, status in [("ended", "cancelled"), ("waits", "pending")]:
             conn.execute(
