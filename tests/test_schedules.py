@@ -402,8 +402,10 @@ async def test_an_older_sqlite_file_read_only_has_no_schedules_and_gains_the_tab
         pass
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE schedules")
-    # Layout 7's column (an ADD COLUMN cannot be applied twice, unlike the
-    # CREATE ... IF NOT EXISTS of the layouts between).
+    # Layout 8's trigger (it reads the column below) and layout 7's column (an
+    # ADD COLUMN cannot be applied twice, unlike the CREATE ... IF NOT EXISTS of
+    # the layouts between).
+    conn.execute("DROP TRIGGER queue_line_end")
     conn.execute("DROP INDEX runs_claimable")
     conn.execute("ALTER TABLE runs DROP COLUMN queued_waiting")
     conn.execute(f"PRAGMA user_version = {_before_schedules(SQLITE_MIGRATIONS)}")
