@@ -3,7 +3,7 @@
 One queue with a random ``concurrency``, ``per_worker`` and ``rate``; runs
 started with random priorities and dedup keys; claims by two workers with
 random room at an engine clock that only moves forward; runs ending (finished
-or parked). After every step the journal must have admitted exactly the runs
+or parked) and terminated (seized and ended from outside, waiting or not). After every step the journal must have admitted exactly the runs
 the model admits (priority, then FIFO, as many as the limits let in), a dedup
 start must return the unfinished holder of its key, and the queue's load must
 match the model's.
@@ -63,7 +63,11 @@ class QueueMachine(AsyncJournalMachine):
         )
 
     def waiting(self) -> list[str]:
-        w = [(r.priority, r.seq, rid) for rid, r in self.runs.items() if r.admitted_at is None]
+        w = [
+            (r.priority, r.seq, rid)
+            for rid, r in self.runs.items()
+            if r.admitted_at is None and r.status == RunStatus.PENDING
+        ]
         return [rid for _, _, rid in sorted(w)]
 
     def expected_admits(self, worker: str, limit: int) -> list[str]:
@@ -143,6 +147,23 @@ class QueueMachine(AsyncJournalMachine):
         )
         assert self.run(self.journal.append([batch])) == [None]
         r.status, r.lease = status, None
+
+    @precondition(lambda self: any(not r.status.terminal for r in self.runs.values()))
+    @rule(data=st.data())
+    def terminate(self, data: Any) -> None:
+        """``engine.terminate``'s writes: seize the run, then end it cancelled."""
+        live = sorted(rid for rid, r in self.runs.items() if not r.status.terminal)
+        rid = data.draw(st.sampled_from(live))
+        lease = self.run(self.journal.seize(rid, "terminator", ttl=3600.0))
+        assert lease is not None
+        batch = AppendBatch(
+            lease=lease, expected_seq=1, events=[], status=RunStatus.CANCELLED, outcome=b"x"
+        )
+        assert self.run(self.journal.append([batch])) == [None]
+        r = self.runs[rid]
+        r.status, r.lease = RunStatus.CANCELLED, None
+        if r.admitted_at is None:  # ended while waiting: it left the line
+            assert self.run(self.journal.queue_entry(rid)) is None
 
     @rule(seconds=st.sampled_from([0.5, 3.0, 10.0]))
     def advance(self, seconds: float) -> None:
