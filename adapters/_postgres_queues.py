@@ -47,8 +47,6 @@ _CONTENDED_WAIT = 0.002  # seconds before looking again at a queue another admis
 # commits on its own, so no round trip falls inside its locks), so the journal's
 # other statements and a step's own SQL on a lent connection keep the server's
 # choice. The journal's claim connection is set so for good (_postgres_lend).
-_GENERIC = GENERIC
-_CHOICE = UNSET
 
 
 class PostgresQueues:
@@ -403,23 +401,23 @@ entry AS (
         )
 
     async def _admit(self, conn: Any, a: ClaimArgs, room: int) -> list[Any]:
-        """One admission statement, on its generic plan (see ``_GENERIC``).
+        """One admission statement, on its generic plan (see ``GENERIC``).
 
         The journal's claim connection has that setting already (``_postgres_lend``).
         """
         args = (a.worker_id, a.ttl, room, a.now, a.served, a.turn, a.channel, a.reclaim_own)
         if not self.generic or not self.set_generic(conn):
             return list(await conn.fetch(self.admission, *args))
-        await conn.execute(_GENERIC)
+        await conn.execute(GENERIC)
         try:
             rows = await conn.fetch(self.admission, *args)
         except BaseException:
             # A lost connection has nothing to reset; a cancelled call may leave
             # the setting (only which plan the session's statements use).
             with contextlib.suppress(Exception):
-                await conn.execute(_CHOICE)
+                await conn.execute(UNSET)
             raise
-        await conn.execute(_CHOICE)
+        await conn.execute(UNSET)
         return list(rows)
 
     async def name_one(self, conn: Any) -> str:

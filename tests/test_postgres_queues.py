@@ -34,6 +34,23 @@ def _at_layout(pg_test_schema: tuple[str, str], version: int) -> PostgresJournal
     return old
 
 
+# How often the admission's prepared statement ran on its generic plan and on
+# plans made for its parameters, on the connection asked.
+_ADMISSION_PLANS = (
+    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+    "WHERE statement LIKE '%cand AS MATERIALIZED%' "
+    "AND statement NOT LIKE '%pg_prepared_statements%'"
+)
+
+
+async def _eight_admissions(j: PostgresJournal) -> None:
+    """Eight queued runs, each admitted by a claim of its own."""
+    await j.declare_queue(Queue("q", concurrency=50))
+    for i in range(8):
+        await j.start_queued(new_run(f"r{i}"), "q")
+        assert await _claimed(j, "w1", 1) == [f"r{i}"]
+
+
 async def _claimed(journal: PostgresJournal, worker: str, limit: int) -> list[str]:
     return [x.run_id for x in await journal.claim(worker, ttl=30.0, limit=limit, now=NOW)]
 
@@ -353,19 +370,11 @@ async def test_the_admission_runs_on_its_generic_plan_and_leaves_the_session_s_s
     planned for its parameters, and the connection's own setting is back after it
     (a step's SQL on a lent connection keeps the server's choice)."""
     dsn, name = pg_test_schema
-    plans = (
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-        "WHERE statement LIKE '%cand AS MATERIALIZED%' "
-        "AND statement NOT LIKE '%pg_prepared_statements%'"
-    )
     async with PostgresJournal(dsn, schema=name, pool_size=1) as j:
         before = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
-        await j.declare_queue(Queue("q", concurrency=50))
-        for i in range(8):
-            await j.start_queued(new_run(f"r{i}"), "q")
-            assert await _claimed(j, "w1", 1) == [f"r{i}"]
+        await _eight_admissions(j)
         # One connection (pool_size=1): the statements seen are the claims'.
-        rows = [tuple(r) for r in await j._fetch("plans", plans)]
+        rows = [tuple(r) for r in await j._fetch("plans", _ADMISSION_PLANS)]
         after = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
     assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
     assert after == before
@@ -398,23 +407,15 @@ async def test_claims_run_on_a_connection_of_their_own_set_to_generic_plans(pg_t
     plans: the admission is planned for no call's parameters with no SET or RESET
     around it, and the journal's other statements keep the server's choice."""
     dsn, name = pg_test_schema
-    plans = (
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-        "WHERE statement LIKE '%cand AS MATERIALIZED%' "
-        "AND statement NOT LIKE '%pg_prepared_statements%'"
-    )
     async with PostgresJournal(dsn, schema=name, pool_size=3) as j:
         before = (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0]
         assert before != "force_generic_plan"
-        await j.declare_queue(Queue("q", concurrency=50))
-        for i in range(8):
-            await j.start_queued(new_run(f"r{i}"), "q")
-            assert await _claimed(j, "w1", 1) == [f"r{i}"]
+        await _eight_admissions(j)
         claiming = j._lend.claiming
         assert claiming is not None
         assert await claiming.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
         assert await claiming.fetchval("SHOW jit") == "off"
-        rows = [tuple(r) for r in await claiming.fetch(plans)]
+        rows = [tuple(r) for r in await claiming.fetch(_ADMISSION_PLANS)]
         assert len(rows) == 1 and rows[0][0] >= 8 and rows[0][1] == 0, rows
         assert (await j._fetch("mode", "SHOW plan_cache_mode"))[0][0] == before
 
